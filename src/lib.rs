@@ -1,0 +1,13 @@
+//! keyscore scores streaming records with per-key machine-learning models whose weights live in
+//! a database.
+//!
+//! * [`model`]: untrusted specs checked into immutable models (linear, logistic, random forest,
+//!   MLP) and scoring.
+//! * [`store`]: the [`store::ModelStore`] seam with an embedded SQLite backend and a
+//!   ScyllaDB/Cassandra backend.
+//! * [`registry`]: a `moka` cache of built models with a watcher that swaps in new versions.
+//! * [`stream`]: record decoding and encoding, the pure scoring step, and the file and Kafka
+//!   pipelines.
+
+pub mod model;
+pub mod store;

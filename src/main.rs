@@ -1,0 +1,2 @@
+//! The `keyscore` command line.
+fn main() {}

@@ -1,0 +1,3 @@
+//! Random forests of flat-array decision trees.
+#[derive(Debug, Clone)]
+pub(super) struct Forest;

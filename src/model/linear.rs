@@ -1,0 +1,5 @@
+//! Linear and logistic regression.
+#[derive(Debug, Clone)]
+pub(super) struct Linear;
+#[derive(Debug, Clone)]
+pub(super) struct Logistic;

@@ -1,0 +1,3 @@
+//! Multi-layer perceptrons of dense layers.
+#[derive(Debug, Clone)]
+pub(super) struct Mlp;

@@ -1,0 +1,200 @@
+//! The model spec: the untrusted, serde-decoded description of a model that arrives from the
+//! store, the CLI or the scikit-learn exporter.
+//!
+//! A [`ModelSpec`] is only data. [`ModelSpec::build`](crate::model::ModelSpec::build) checks it
+//! (shapes agree, every number is finite, tree child indices are in range and acyclic, feature
+//! names are unique) and turns it into an immutable [`Model`](crate::model::Model).
+//!
+//! # JSON format (format_version 1)
+//!
+//! ```json
+//! {
+//!   "format_version": 1,
+//!   "features": ["distance_km", "items"],
+//!   "scaler": {"mean": [5.0, 3.0], "scale": [2.0, 1.5]},
+//!   "model": {"kind": "linear", "coefficients": [1.5, -0.25], "intercept": 12.0},
+//!   "output": {"type": "regression"},
+//!   "metadata": {"trained_at": "2026-11-01T10:00:00Z", "author": "ana", "metrics": {"r2": 0.91}}
+//! }
+//! ```
+//!
+//! `scaler` is optional: when present each feature is standardised as `(x - mean) / scale`
+//! before the model sees it (a scikit-learn `StandardScaler` stage). `metadata` is optional and
+//! free-form apart from the three named fields.
+//!
+//! Model parameters by `kind`:
+//!
+//! * `linear`: `coefficients` (one per feature) and `intercept`; output `regression`.
+//! * `logistic`: `coefficients` as rows of one per feature and `intercepts`, one per row. One row
+//!   is a binary model (probability of the second class is `sigmoid(row·x + b)`); `k > 2` rows
+//!   are a multinomial model scored with softmax. Output `classification`.
+//! * `random_forest`: `trees`, each a set of flat node arrays of equal length (`feature`,
+//!   `threshold`, `left`, `right`, `value`); a node with `left == -1` and `right == -1` is a
+//!   leaf. A record goes left when `x[feature] <= threshold`. `value[i]` holds one number for a
+//!   regression forest (the leaf's prediction) or one probability per class for a classifier.
+//!   The forest's output is the mean over trees. `threshold_precision: "f32"` compares the
+//!   feature after rounding it to `f32`, exactly as scikit-learn's trees do.
+//! * `mlp`: `layers`, each with `weights` (rows = inputs, columns = outputs, as scikit-learn's
+//!   `coefs_`) and `biases`; `hidden_activation` (`relu`, `tanh`, `logistic`, `identity`) and
+//!   `output_activation` (`identity`, `logistic`, `softmax`).
+//!
+//! `output` is `{"type": "regression"}` or `{"type": "classification", "classes": [..]}`; a
+//! classifier's class labels are strings, in the order of its probability columns.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The spec format this build writes and the newest one it reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// An untrusted model description. Decode it with [`ModelSpec::from_json`], check it with
+/// [`ModelSpec::build`](crate::model::ModelSpec::build).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// Spec format version; this build reads versions up to [`FORMAT_VERSION`].
+    pub format_version: u32,
+    /// Ordered, unique feature names, read by name from each record.
+    pub features: Vec<String>,
+    /// Optional standardisation applied to the features before the model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaler: Option<ScalerSpec>,
+    /// The model's parameters, by kind.
+    pub model: ParamsSpec,
+    /// What the model predicts.
+    pub output: OutputSpec,
+    /// Optional provenance: who trained it, when, and how well it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Metadata>,
+}
+
+/// A `StandardScaler` stage: `x' = (x - mean) / scale`, per feature.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScalerSpec {
+    /// Per-feature mean subtracted first.
+    pub mean: Vec<f64>,
+    /// Per-feature divisor; must be non-zero.
+    pub scale: Vec<f64>,
+}
+
+/// Model parameters, one variant per supported architecture.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ParamsSpec {
+    /// Linear regression: `y = coefficients · x + intercept`.
+    Linear {
+        /// One coefficient per feature.
+        coefficients: Vec<f64>,
+        /// The bias term.
+        intercept: f64,
+    },
+    /// Logistic regression, binary (one row) or multinomial (one row per class).
+    Logistic {
+        /// One row per decision function, each with one coefficient per feature.
+        coefficients: Vec<Vec<f64>>,
+        /// One intercept per row.
+        intercepts: Vec<f64>,
+    },
+    /// A random forest (or a single decision tree: a forest of one).
+    RandomForest {
+        /// The trees; the forest predicts the mean of their outputs.
+        trees: Vec<TreeSpec>,
+        /// Whether to round the feature to `f32` before comparing (scikit-learn does).
+        #[serde(default)]
+        threshold_precision: ThresholdPrecision,
+    },
+    /// A multi-layer perceptron of dense layers.
+    Mlp {
+        /// The layers from input to output.
+        layers: Vec<LayerSpec>,
+        /// Activation of every hidden layer.
+        hidden_activation: Activation,
+        /// Activation of the output layer.
+        output_activation: Activation,
+    },
+}
+
+/// One decision tree as flat node arrays, indexed by node id; node 0 is the root.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TreeSpec {
+    /// Feature index tested at each split node (ignored at leaves, conventionally -2 or -1).
+    pub feature: Vec<i64>,
+    /// Split threshold: go left when `x <= threshold` (ignored at leaves).
+    pub threshold: Vec<f64>,
+    /// Left child id, or -1 at a leaf.
+    pub left: Vec<i64>,
+    /// Right child id, or -1 at a leaf.
+    pub right: Vec<i64>,
+    /// Per node: the regression value (one number) or class probabilities (one per class).
+    pub value: Vec<Vec<f64>>,
+}
+
+/// How a tree compares a feature with a split threshold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ThresholdPrecision {
+    /// Compare the feature as given, in `f64`.
+    #[default]
+    F64,
+    /// Round the feature to `f32` first, as scikit-learn's trees do.
+    F32,
+}
+
+/// One dense layer: `out = activation(in · weights + biases)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerSpec {
+    /// `inputs x outputs` matrix as rows of equal length.
+    pub weights: Vec<Vec<f64>>,
+    /// One bias per output.
+    pub biases: Vec<f64>,
+}
+
+/// Activation functions an MLP layer may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    /// `f(x) = x`.
+    Identity,
+    /// `max(0, x)`.
+    Relu,
+    /// Hyperbolic tangent.
+    Tanh,
+    /// The logistic sigmoid `1 / (1 + e^-x)`.
+    Logistic,
+    /// Normalised exponentials across the layer (output layer only).
+    Softmax,
+}
+
+/// What a model predicts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum OutputSpec {
+    /// A single real value.
+    Regression,
+    /// One of `classes`, with a probability for each.
+    Classification {
+        /// Class labels in the order of the probability columns.
+        classes: Vec<String>,
+    },
+}
+
+/// Provenance carried with a spec; never used for scoring.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Metadata {
+    /// When the model was trained (free text, RFC 3339 recommended).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trained_at: Option<String>,
+    /// Who trained or uploaded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    /// Training or validation metrics by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metrics: BTreeMap<String, f64>,
+    /// Any other fields, kept as given.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}

@@ -1,0 +1,209 @@
+//! The model store: where model versions and the active pointer per key live.
+//!
+//! [`ModelStore`] is the one seam every backend implements; the backend is chosen by URL with
+//! [`open`]:
+//!
+//! * `sqlite://PATH` (or a bare path): the embedded default, [`EmbeddedModelStore`], a SQLite
+//!   file that survives restarts and can be inspected with `sqlite3`.
+//! * `cql://HOST:PORT[,HOST:PORT...]/KEYSPACE`: ScyllaDB or Cassandra, [`CqlModelStore`]. A
+//!   user name and password come from `KEYSCORE_CQL_USERNAME` / `KEYSCORE_CQL_PASSWORD` and are
+//!   never logged.
+//!
+//! Versions are immutable once written. Activation moves a per-key pointer and appends to a
+//! change feed, so a watcher learns which keys changed since a [`ChangeCursor`] without
+//! rescanning every key.
+
+mod cql;
+mod embedded;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+pub use cql::CqlModelStore;
+pub use embedded::EmbeddedModelStore;
+
+use crate::model::{self, ModelSpec};
+
+/// One stored model version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredModel {
+    /// The model key (a city, a region, a tenant).
+    pub key: String,
+    /// The version number, unique per key.
+    pub version: i64,
+    /// The spec JSON exactly as stored.
+    pub spec_json: String,
+}
+
+/// A key's active version, with the revision of the activation that made it active.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActiveModel {
+    /// The active version's row.
+    pub model: StoredModel,
+    /// Increases with every activation or rollback of this key (a rollback to an older version
+    /// still has a newer revision), so readers can order two observations of the same key.
+    pub revision: i64,
+}
+
+/// A key with its versions, for listings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeySummary {
+    /// The model key.
+    pub key: String,
+    /// The active version, if any.
+    pub active: Option<i64>,
+    /// Every stored version, ascending.
+    pub versions: Vec<i64>,
+}
+
+/// An opaque position in a store's change feed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ChangeCursor(pub i64);
+
+/// Keys whose active version changed, and the cursor to ask from next.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Changes {
+    /// Changed keys, each at most once, in no particular order.
+    pub keys: Vec<String>,
+    /// Pass this to the next [`ModelStore::changes_since`] call.
+    pub next: ChangeCursor,
+}
+
+/// What a model store does. Every backend passes the same conformance suite
+/// (`tests/store_conformance.rs`).
+#[async_trait]
+pub trait ModelStore: Send + Sync + std::fmt::Debug {
+    /// Where this store is, for logs and status: a URL without credentials.
+    fn describe(&self) -> String;
+
+    /// Creates the schema if it does not exist. Idempotent.
+    async fn init(&self) -> Result<(), Error>;
+
+    /// Stores a model version for `key`. The spec is checked first with the same
+    /// [`ModelSpec::build`] the service uses, so an invalid model never reaches the store.
+    /// `version` picks the number (refused if it exists); `None` takes the next free one.
+    /// Returns the version written. Does not activate it.
+    async fn put_version(
+        &self,
+        key: &str,
+        version: Option<i64>,
+        spec_json: &str,
+    ) -> Result<i64, Error>;
+
+    /// Makes `version` the active version of `key` (it must exist), remembering the version it
+    /// replaces for [`ModelStore::rollback`], and records the change in the feed.
+    async fn activate(&self, key: &str, version: i64) -> Result<(), Error>;
+
+    /// Re-activates the version that was active before the current one and returns it.
+    /// Rolling back twice returns to where you started.
+    async fn rollback(&self, key: &str) -> Result<i64, Error>;
+
+    /// The active version of `key`, or `None` when the key has none.
+    async fn active(&self, key: &str) -> Result<Option<ActiveModel>, Error>;
+
+    /// One stored version, or `None`.
+    async fn version(&self, key: &str, version: i64) -> Result<Option<StoredModel>, Error>;
+
+    /// Every key with its versions, sorted by key.
+    async fn list(&self) -> Result<Vec<KeySummary>, Error>;
+
+    /// The feed's current end: changes after this point are returned by
+    /// [`ModelStore::changes_since`].
+    async fn cursor(&self) -> Result<ChangeCursor, Error>;
+
+    /// Keys whose active version changed after `cursor`. May repeat a key seen before (callers
+    /// compare revisions), never misses one.
+    async fn changes_since(&self, cursor: ChangeCursor) -> Result<Changes, Error>;
+}
+
+/// Opens the store a URL names: `sqlite://PATH`, a bare path, or `cql://HOSTS/KEYSPACE`.
+pub async fn open(url: &str) -> Result<Arc<dyn ModelStore>, Error> {
+    if let Some(rest) = url.strip_prefix("cql://") {
+        Ok(Arc::new(CqlModelStore::connect(rest).await?))
+    } else if let Some(path) = url.strip_prefix("sqlite://") {
+        Ok(Arc::new(EmbeddedModelStore::open(path)?))
+    } else if url.contains("://") {
+        Err(Error::Url(format!(
+            "unknown store URL scheme in '{}'; use sqlite://PATH or cql://HOST:PORT/KEYSPACE",
+            redact_url(url)
+        )))
+    } else {
+        Ok(Arc::new(EmbeddedModelStore::open(url)?))
+    }
+}
+
+/// Checks a spec before it is stored: it must decode and build.
+pub fn check_spec(spec_json: &str) -> Result<(), Error> {
+    let spec = ModelSpec::from_json(spec_json.as_bytes()).map_err(Error::InvalidModel)?;
+    spec.build().map_err(Error::InvalidModel)?;
+    Ok(())
+}
+
+/// Checks a model key: 1 to 200 characters, no control characters.
+pub fn check_key(key: &str) -> Result<(), Error> {
+    if key.is_empty() || key.len() > 200 || key.chars().any(char::is_control) {
+        return Err(Error::InvalidKey(key.escape_debug().to_string()));
+    }
+    Ok(())
+}
+
+/// A URL with any `user:password@` part replaced, safe to log.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}***@{}", &url[..scheme + 3], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Store errors.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The model spec was refused; nothing was written.
+    #[error("model refused: {0}")]
+    InvalidModel(#[source] model::Error),
+    /// The key is not usable.
+    #[error("invalid model key '{0}': use 1 to 200 characters without control characters")]
+    InvalidKey(String),
+    /// The version already exists; versions are immutable.
+    #[error("{key} version {version} already exists; versions are immutable, upload a new version")]
+    VersionExists {
+        /// The key.
+        key: String,
+        /// The existing version.
+        version: i64,
+    },
+    /// The named version does not exist.
+    #[error("{key} has no version {version}; `keyscore list` shows the versions")]
+    NoSuchVersion {
+        /// The key.
+        key: String,
+        /// The missing version.
+        version: i64,
+    },
+    /// Rollback had nothing to return to.
+    #[error("{key} has no previous version to roll back to; activate a version explicitly")]
+    NothingToRollBack {
+        /// The key.
+        key: String,
+    },
+    /// The store URL is malformed.
+    #[error("bad store URL: {0}")]
+    Url(String),
+    /// The database could not be reached or failed; retry later.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The database answered with data keyscore cannot read.
+    #[error("store holds unreadable data: {0}")]
+    Corrupt(String),
+}
+
+impl Error {
+    /// Whether retrying later may succeed (the database was unreachable or timed out).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Unavailable(_))
+    }
+}
