@@ -12,3 +12,6 @@
 pub mod model;
 pub mod store;
 pub mod synth;
+pub mod registry;
+pub mod stats;
+pub mod stream;

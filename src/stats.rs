@@ -1,0 +1,197 @@
+//! Run statistics: records per (model key, version), dead letters by reason, and a latency
+//! histogram, for summaries and tests.
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    time::Duration,
+};
+
+use crate::stream::{pipeline::Outcome, record::Reason};
+
+/// A log-linear histogram of durations: 16 buckets per power of two, so any quantile is within
+/// about 6% of the true value. Fixed size, no allocation per sample.
+#[derive(Debug, Clone)]
+pub struct LatencyHistogram {
+    buckets: Vec<u64>,
+    count: u64,
+    max_ns: u64,
+}
+
+const SUB: u64 = 16;
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        Self {
+            buckets: vec![0; (64 * SUB) as usize],
+            count: 0,
+            max_ns: 0,
+        }
+    }
+}
+
+impl LatencyHistogram {
+    fn index(ns: u64) -> usize {
+        if ns < SUB {
+            return ns as usize;
+        }
+        let msb = 63 - u64::from(ns.leading_zeros());
+        let shift = msb - 4;
+        ((shift + 1) * SUB + ((ns >> shift) & (SUB - 1))) as usize
+    }
+
+    fn lower_bound(index: usize) -> u64 {
+        let index = index as u64;
+        if index < SUB {
+            return index;
+        }
+        let shift = index / SUB - 1;
+        (SUB + index % SUB) << shift
+    }
+
+    /// Records one sample.
+    pub fn record(&mut self, d: Duration) {
+        self.record_ns(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    }
+
+    /// Records one sample in nanoseconds.
+    pub fn record_ns(&mut self, ns: u64) {
+        self.buckets[Self::index(ns)] += 1;
+        self.count += 1;
+        self.max_ns = self.max_ns.max(ns);
+    }
+
+    /// Samples recorded.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Adds another histogram's samples.
+    pub fn merge(&mut self, other: &LatencyHistogram) {
+        for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
+            *a += b;
+        }
+        self.count += other.count;
+        self.max_ns = self.max_ns.max(other.max_ns);
+    }
+
+    /// The `q` quantile (0..=1), as the midpoint of its bucket; zero when empty.
+    pub fn quantile(&self, q: f64) -> Duration {
+        if self.count == 0 {
+            return Duration::ZERO;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * self.count as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                let lo = Self::lower_bound(i);
+                let hi = Self::lower_bound(i + 1);
+                return Duration::from_nanos((lo + hi) / 2).min(Duration::from_nanos(self.max_ns));
+            }
+        }
+        Duration::from_nanos(self.max_ns)
+    }
+}
+
+/// Counts of a scoring run.
+#[derive(Debug, Clone, Default)]
+pub struct RunStats {
+    /// Records scored per (model key, model version).
+    pub scored: BTreeMap<(String, i64), u64>,
+    /// Records scored by the fallback model.
+    pub fallback: u64,
+    /// Dead letters per reason.
+    pub dead: BTreeMap<Reason, u64>,
+    /// Per-record scoring time (feature extraction and model).
+    pub latency: LatencyHistogram,
+}
+
+impl RunStats {
+    /// Counts one outcome.
+    pub fn observe(&mut self, outcome: &Outcome) {
+        match outcome {
+            Outcome::Scored(s) => {
+                *self
+                    .scored
+                    .entry((s.model.key.clone(), s.model.version))
+                    .or_default() += 1;
+                if s.fallback {
+                    self.fallback += 1;
+                }
+            }
+            Outcome::Rejected(r) => *self.dead.entry(r.reason).or_default() += 1,
+        }
+    }
+
+    /// Records scored.
+    pub fn scored_total(&self) -> u64 {
+        self.scored.values().sum()
+    }
+
+    /// Dead letters.
+    pub fn dead_total(&self) -> u64 {
+        self.dead.values().sum()
+    }
+
+    /// A human-readable summary.
+    pub fn summary(&self, elapsed: Duration) -> String {
+        let total = self.scored_total() + self.dead_total();
+        let mut s = String::new();
+        let secs = elapsed.as_secs_f64().max(1e-9);
+        let _ = writeln!(
+            s,
+            "records: {total} in {:.2} s ({:.0} records/s): {} scored ({} by the fallback model), {} dead letters",
+            elapsed.as_secs_f64(),
+            total as f64 / secs,
+            self.scored_total(),
+            self.fallback,
+            self.dead_total()
+        );
+        let _ = writeln!(s, "scored per model key and version:");
+        for ((key, version), n) in &self.scored {
+            let _ = writeln!(s, "  {key:<12} v{version:<4} {n:>9}");
+        }
+        if !self.dead.is_empty() {
+            let _ = writeln!(s, "dead letters by reason:");
+            for (reason, n) in &self.dead {
+                let _ = writeln!(s, "  {:<20} {n:>9}", reason.as_str());
+            }
+        }
+        let _ = writeln!(
+            s,
+            "per-record scoring latency: p50 {:?}, p99 {:?}, p99.9 {:?}",
+            self.latency.quantile(0.5),
+            self.latency.quantile(0.99),
+            self.latency.quantile(0.999)
+        );
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_are_within_a_bucket() {
+        let mut h = LatencyHistogram::default();
+        for ns in 1..=10_000u64 {
+            h.record_ns(ns);
+        }
+        for (q, exact) in [(0.5, 5_000.0), (0.99, 9_900.0), (0.999, 9_990.0)] {
+            let got = h.quantile(q).as_nanos() as f64;
+            assert!((got - exact).abs() / exact < 0.07, "q{q}: {got} vs {exact}");
+        }
+        assert_eq!(h.count(), 10_000);
+    }
+
+    #[test]
+    fn bucket_bounds_are_monotonic_and_cover_their_values() {
+        for ns in [0u64, 1, 15, 16, 17, 31, 32, 1000, 123_456_789, u64::MAX / 2] {
+            let i = LatencyHistogram::index(ns);
+            assert!(LatencyHistogram::lower_bound(i) <= ns, "{ns}");
+            assert!(LatencyHistogram::lower_bound(i + 1) > ns, "{ns}");
+        }
+    }
+}

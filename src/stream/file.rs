@@ -1,0 +1,124 @@
+//! The file pipeline: JSON lines in from a file or stdin, scored JSON lines out to a file or
+//! stdout, dead letters (with reasons) to a separate file or stderr.
+
+use serde::Serialize;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::{Error, Input, Outcome, Scorer};
+use crate::stats::RunStats;
+
+/// How many lines are scored together.
+pub const DEFAULT_BATCH: usize = 512;
+
+/// A dead letter as written by the file pipeline: one JSON object per line.
+#[derive(Debug, Serialize)]
+struct DeadLine<'a> {
+    reason: &'a str,
+    message: &'a str,
+    /// 1-based line number in the input.
+    line: u64,
+    /// The input line as read (invalid UTF-8 replaced).
+    input: &'a str,
+}
+
+/// Scores every line of `input`, writing scored lines to `output` and dead letters to `dead`.
+/// Blank lines are skipped (they are not records). Returns the run's statistics.
+pub async fn score_lines<R, W, D>(
+    scorer: &Scorer,
+    input: R,
+    output: &mut W,
+    dead: &mut D,
+    batch: usize,
+) -> Result<RunStats, Error>
+where
+    R: AsyncBufRead + Unpin,
+    W: AsyncWrite + Unpin,
+    D: AsyncWrite + Unpin,
+{
+    let mut stats = RunStats::default();
+    let mut lines = input.split(b'\n');
+    let mut pending: Vec<(u64, Vec<u8>)> = Vec::with_capacity(batch);
+    let mut line_no = 0u64;
+    let mut out = Vec::with_capacity(64 * 1024);
+    let mut dead_out = Vec::new();
+    loop {
+        let next = lines.next_segment().await.map_err(|source| Error::Io {
+            what: "reading input".into(),
+            source,
+        })?;
+        let done = next.is_none();
+        if let Some(mut line) = next {
+            line_no += 1;
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            if !line.iter().all(u8::is_ascii_whitespace) {
+                pending.push((line_no, line));
+            }
+        }
+        if pending.len() >= batch.max(1) || (done && !pending.is_empty()) {
+            let inputs: Vec<Input<'_>> = pending
+                .iter()
+                .map(|(_, l)| Input {
+                    payload: l,
+                    key: None,
+                })
+                .collect();
+            let outcomes = scorer.score_batch(&inputs, Some(&mut stats)).await;
+            for ((n, line), outcome) in pending.iter().zip(&outcomes) {
+                stats.observe(outcome);
+                match outcome {
+                    Outcome::Scored(s) => {
+                        s.encode_into(&mut out);
+                        out.push(b'\n');
+                    }
+                    Outcome::Rejected(r) => {
+                        let text = String::from_utf8_lossy(line);
+                        serde_json::to_writer(
+                            &mut dead_out,
+                            &DeadLine {
+                                reason: r.reason.as_str(),
+                                message: &r.message,
+                                line: *n,
+                                input: &text,
+                            },
+                        )
+                        .expect("writing JSON to memory cannot fail");
+                        dead_out.push(b'\n');
+                    }
+                }
+            }
+            write_all(output, &mut out, "writing scored records").await?;
+            write_all(dead, &mut dead_out, "writing dead letters").await?;
+            pending.clear();
+        }
+        if done {
+            break;
+        }
+    }
+    for (w, what) in [
+        (output as &mut (dyn AsyncWrite + Unpin), "flushing scored records"),
+        (dead as &mut (dyn AsyncWrite + Unpin), "flushing dead letters"),
+    ] {
+        w.flush().await.map_err(|source| Error::Io {
+            what: what.into(),
+            source,
+        })?;
+    }
+    Ok(stats)
+}
+
+async fn write_all<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    buf: &mut Vec<u8>,
+    what: &str,
+) -> Result<(), Error> {
+    if !buf.is_empty() {
+        w.write_all(buf).await.map_err(|source| Error::Io {
+            what: what.into(),
+            source,
+        })?;
+        buf.clear();
+    }
+    Ok(())
+}

@@ -1,0 +1,403 @@
+//! Input records (JSON objects) and their decoding; scored records and dead letters, encoded.
+//!
+//! A record's key comes from a configured field (for example `city`) or from the Kafka message
+//! key; its features are read by name, in the order of the scoring model's feature list. A
+//! record that cannot be scored becomes a [`Rejection`] with a typed [`Reason`]: never a panic,
+//! never a silent drop.
+
+use std::{fmt, sync::Arc};
+
+use serde::{ser::SerializeMap, Serialize, Serializer};
+use serde_json::{Map, Value};
+
+use crate::{model::Prediction, registry::ServedModel};
+
+/// Where records keep their key and id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordFormat {
+    /// Where the model key comes from.
+    pub key: KeySource,
+    /// The field copied to the output as `id`, when present.
+    pub id_field: String,
+}
+
+impl Default for RecordFormat {
+    fn default() -> Self {
+        Self {
+            key: KeySource::Field("city".into()),
+            id_field: "id".into(),
+        }
+    }
+}
+
+/// Where a record's model key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// A top-level field of the JSON object (a string, or an integer used as text).
+    Field(String),
+    /// The Kafka message key, as UTF-8.
+    MessageKey,
+}
+
+/// Why a record was not scored. The names are stable: they appear in dead letters and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Reason {
+    /// The payload is not a JSON object.
+    NotJson,
+    /// The key field (or message key) is absent, empty or not text.
+    MissingKey,
+    /// A feature the model needs is absent or null.
+    MissingFeature,
+    /// A feature is present but not a finite number.
+    NonNumericFeature,
+    /// Neither the key nor the fallback key has a usable model.
+    NoModel,
+    /// The model failed on this record (for example a non-finite output).
+    ModelError,
+    /// The model store could not be reached to load this key's model.
+    StoreUnavailable,
+}
+
+impl Reason {
+    /// Every reason, in a stable order.
+    pub const ALL: [Reason; 7] = [
+        Reason::NotJson,
+        Reason::MissingKey,
+        Reason::MissingFeature,
+        Reason::NonNumericFeature,
+        Reason::NoModel,
+        Reason::ModelError,
+        Reason::StoreUnavailable,
+    ];
+
+    /// The reason's stable snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::NotJson => "not_json",
+            Reason::MissingKey => "missing_key",
+            Reason::MissingFeature => "missing_feature",
+            Reason::NonNumericFeature => "non_numeric_feature",
+            Reason::NoModel => "no_model",
+            Reason::ModelError => "model_error",
+            Reason::StoreUnavailable => "store_unavailable",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A record that was not scored, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    /// The reason class.
+    pub reason: Reason,
+    /// A human-readable explanation naming the field or model involved.
+    pub message: String,
+}
+
+impl Rejection {
+    /// A rejection of class `reason`.
+    pub fn new(reason: Reason, message: impl Into<String>) -> Self {
+        Self {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// A decoded input record: its key, its id and its fields.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    /// The model key.
+    pub key: String,
+    /// The id field's value, if present.
+    pub id: Option<Value>,
+    fields: Map<String, Value>,
+}
+
+/// Decodes one payload. `message_key` is used when the format takes keys from messages.
+/// Never panics, whatever the bytes.
+pub fn decode(
+    payload: &[u8],
+    format: &RecordFormat,
+    message_key: Option<&[u8]>,
+) -> Result<Decoded, Rejection> {
+    let fields: Map<String, Value> = match serde_json::from_slice(payload) {
+        Ok(Value::Object(map)) => map,
+        Ok(other) => {
+            return Err(Rejection::new(
+                Reason::NotJson,
+                format!("record is JSON but not an object (found {})", json_kind(&other)),
+            ))
+        }
+        Err(err) => {
+            return Err(Rejection::new(
+                Reason::NotJson,
+                format!("record is not valid JSON: {err}"),
+            ))
+        }
+    };
+    let key = match &format.key {
+        KeySource::Field(name) => match fields.get(name) {
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            Some(Value::Number(n)) if n.is_i64() || n.is_u64() => n.to_string(),
+            Some(Value::Null) | None => {
+                return Err(Rejection::new(
+                    Reason::MissingKey,
+                    format!("key field '{name}' is missing"),
+                ))
+            }
+            Some(other) => {
+                return Err(Rejection::new(
+                    Reason::MissingKey,
+                    format!(
+                        "key field '{name}' must be a non-empty string or an integer, found {}",
+                        json_kind(other)
+                    ),
+                ))
+            }
+        },
+        KeySource::MessageKey => match message_key.map(std::str::from_utf8) {
+            Some(Ok(k)) if !k.is_empty() => k.to_string(),
+            Some(Err(_)) => {
+                return Err(Rejection::new(
+                    Reason::MissingKey,
+                    "message key is not UTF-8 text",
+                ))
+            }
+            _ => return Err(Rejection::new(Reason::MissingKey, "message has no key")),
+        },
+    };
+    let id = fields.get(&format.id_field).cloned();
+    Ok(Decoded { key, id, fields })
+}
+
+impl Decoded {
+    /// Reads the named features in order into `out` (cleared first).
+    pub fn features_into(&self, names: &[String], out: &mut Vec<f64>) -> Result<(), Rejection> {
+        out.clear();
+        for name in names {
+            match self.fields.get(name) {
+                Some(Value::Number(n)) => match n.as_f64() {
+                    Some(x) if x.is_finite() => out.push(x),
+                    _ => {
+                        return Err(Rejection::new(
+                            Reason::NonNumericFeature,
+                            format!("feature '{name}' is not a finite number"),
+                        ))
+                    }
+                },
+                Some(Value::Null) | None => {
+                    return Err(Rejection::new(
+                        Reason::MissingFeature,
+                        format!("feature '{name}' is missing"),
+                    ))
+                }
+                Some(other) => {
+                    return Err(Rejection::new(
+                        Reason::NonNumericFeature,
+                        format!("feature '{name}' must be a number, found {}", json_kind(other)),
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// A scored record, ready to encode.
+#[derive(Debug, Clone)]
+pub struct Scored {
+    /// The input's id, if it had one.
+    pub id: Option<Value>,
+    /// The input's key.
+    pub key: String,
+    /// The prediction.
+    pub prediction: Prediction,
+    /// The model that scored it.
+    pub model: Arc<ServedModel>,
+    /// Whether the fallback key's model scored it because its own key has none.
+    pub fallback: bool,
+}
+
+impl Scored {
+    /// Appends the scored record as one JSON object (no newline) to `out`.
+    ///
+    /// `{"id":..,"key":..,"prediction":{"value":..} | {"class":..,"probabilities":{..}},
+    /// "model_key":..,"model_version":..,"model_checksum":..,"fallback":..}`
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        serde_json::to_writer(&mut *out, self).expect("writing JSON to memory cannot fail");
+    }
+}
+
+impl Serialize for Scored {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        if let Some(id) = &self.id {
+            map.serialize_entry("id", id)?;
+        }
+        map.serialize_entry("key", &self.key)?;
+        map.serialize_entry(
+            "prediction",
+            &PredictionJson {
+                prediction: &self.prediction,
+                model: &self.model,
+            },
+        )?;
+        map.serialize_entry("model_key", &self.model.key)?;
+        map.serialize_entry("model_version", &self.model.version)?;
+        map.serialize_entry("model_checksum", &self.model.checksum)?;
+        map.serialize_entry("fallback", &self.fallback)?;
+        map.end()
+    }
+}
+
+struct PredictionJson<'a> {
+    prediction: &'a Prediction,
+    model: &'a ServedModel,
+}
+
+impl Serialize for PredictionJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        match self.prediction {
+            Prediction::Value(v) => map.serialize_entry("value", v)?,
+            Prediction::Class {
+                index,
+                probabilities,
+            } => {
+                let classes = match self.model.model.output() {
+                    crate::model::Output::Classification(c) => c.as_slice(),
+                    crate::model::Output::Regression => &[],
+                };
+                map.serialize_entry("class", &classes.get(*index))?;
+                map.serialize_entry(
+                    "probabilities",
+                    &Probabilities {
+                        classes,
+                        probabilities,
+                    },
+                )?;
+            }
+        }
+        map.end()
+    }
+}
+
+struct Probabilities<'a> {
+    classes: &'a [String],
+    probabilities: &'a [f64],
+}
+
+impl Serialize for Probabilities<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.classes.len()))?;
+        for (class, p) in self.classes.iter().zip(self.probabilities) {
+            map.serialize_entry(class, p)?;
+        }
+        map.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn fmt() -> RecordFormat {
+        RecordFormat::default()
+    }
+
+    #[test]
+    fn decodes_key_id_and_features_by_name() {
+        let d = decode(br#"{"id":"r1","city":"paris","b":2,"a":1.5}"#, &fmt(), None).unwrap();
+        assert_eq!(d.key, "paris");
+        assert_eq!(d.id, Some(Value::String("r1".into())));
+        let mut x = Vec::new();
+        d.features_into(&["a".into(), "b".into()], &mut x).unwrap();
+        assert_eq!(x, vec![1.5, 2.0]);
+    }
+
+    #[test]
+    fn integer_keys_are_text() {
+        let d = decode(br#"{"city":42}"#, &fmt(), None).unwrap();
+        assert_eq!(d.key, "42");
+    }
+
+    #[test]
+    fn each_bad_input_gets_its_reason() {
+        let cases: [(&[u8], Reason); 6] = [
+            (b"not json", Reason::NotJson),
+            (b"[1,2]", Reason::NotJson),
+            (br#"{"id":1}"#, Reason::MissingKey),
+            (br#"{"city":""}"#, Reason::MissingKey),
+            (br#"{"city":true}"#, Reason::MissingKey),
+            (br#"{"city":null}"#, Reason::MissingKey),
+        ];
+        for (input, reason) in cases {
+            let err = decode(input, &fmt(), None).unwrap_err();
+            assert_eq!(err.reason, reason, "{}", String::from_utf8_lossy(input));
+        }
+        let d = decode(br#"{"city":"x","a":"7","b":null}"#, &fmt(), None).unwrap();
+        let mut x = Vec::new();
+        let err = d.features_into(&["a".into()], &mut x).unwrap_err();
+        assert_eq!(err.reason, Reason::NonNumericFeature);
+        assert!(err.message.contains("'a'"), "{}", err.message);
+        for missing in ["b", "c"] {
+            let err = d.features_into(&[missing.into()], &mut x).unwrap_err();
+            assert_eq!(err.reason, Reason::MissingFeature);
+            assert!(err.message.contains(missing));
+        }
+    }
+
+    #[test]
+    fn message_key_source() {
+        let f = RecordFormat {
+            key: KeySource::MessageKey,
+            id_field: "id".into(),
+        };
+        assert_eq!(decode(b"{}", &f, Some(b"rome")).unwrap().key, "rome");
+        assert_eq!(
+            decode(b"{}", &f, None).unwrap_err().reason,
+            Reason::MissingKey
+        );
+        assert_eq!(
+            decode(b"{}", &f, Some(&[0xff, 0xfe])).unwrap_err().reason,
+            Reason::MissingKey
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode(&bytes, &fmt(), Some(&bytes));
+        }
+
+        #[test]
+        fn decode_never_panics_on_mutated_records(pos in 0usize..60, byte in any::<u8>()) {
+            let mut rec = br#"{"id":"r1","city":"paris","distance_km":3.5,"items":2}"#.to_vec();
+            let pos = pos % rec.len();
+            rec[pos] = byte;
+            if let Ok(d) = decode(&rec, &fmt(), None) {
+                let mut x = Vec::new();
+                let _ = d.features_into(&["distance_km".into(), "items".into()], &mut x);
+            }
+        }
+    }
+}
