@@ -9,9 +9,12 @@
 //! * [`stream`]: record decoding and encoding, the pure scoring step, and the file and Kafka
 //!   pipelines.
 
+pub mod cli;
+pub mod config;
 pub mod model;
-pub mod store;
-pub mod synth;
 pub mod registry;
 pub mod stats;
+pub mod store;
 pub mod stream;
+pub mod synth;
+pub mod telemetry;

@@ -1,2 +1,24 @@
-//! The `keyscore` command line.
-fn main() {}
+//! The `keyscore` command line: parse, set up logging, dispatch.
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = keyscore::cli::Cli::parse();
+    keyscore::telemetry::init(cli.log_format, cli.default_log_level());
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(cli.run()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -351,7 +351,9 @@ impl ModelRegistry {
             })
             .await;
         let now = result.into_entry().map(|e| e.into_value());
-        if let (Some(from), Some(model)) = (swapped_from, now.as_ref().and_then(|s| s.model.as_ref())) {
+        if let (Some(from), Some(model)) =
+            (swapped_from, now.as_ref().and_then(|s| s.model.as_ref()))
+        {
             self.stats.swaps.fetch_add(1, Ordering::Relaxed);
             info!(key, from = ?from, to = model.version, "Swapped in model.");
             let mut swaps = self.swaps.lock().expect("swap log lock");

@@ -1,11 +1,7 @@
 //! Run statistics: records per (model key, version), dead letters by reason, and a latency
 //! histogram, for summaries and tests.
 
-use std::{
-    collections::BTreeMap,
-    fmt::Write as _,
-    time::Duration,
-};
+use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
 
 use crate::stream::{pipeline::Outcome, record::Reason};
 

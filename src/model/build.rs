@@ -2,5 +2,7 @@
 use super::{Error, Model, ModelSpec};
 
 pub(super) fn build(_spec: &ModelSpec) -> Result<Model, Error> {
-    Err(Error::Invalid("building models is not implemented yet".into()))
+    Err(Error::Invalid(
+        "building models is not implemented yet".into(),
+    ))
 }

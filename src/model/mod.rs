@@ -15,7 +15,11 @@ use ndarray::ArrayView2;
 pub use error::Error;
 pub use spec::{ModelSpec, FORMAT_VERSION};
 
-use self::{forest::Forest, linear::{Linear, Logistic}, mlp::Mlp};
+use self::{
+    forest::Forest,
+    linear::{Linear, Logistic},
+    mlp::Mlp,
+};
 
 /// A checked, immutable model ready to score.
 #[derive(Debug, Clone)]

@@ -10,7 +10,9 @@ pub struct EmbeddedModelStore {
 impl EmbeddedModelStore {
     /// Opens (creating if needed) the SQLite file at `path`.
     pub fn open(path: &str) -> Result<Self, Error> {
-        Ok(Self { path: path.to_string() })
+        Ok(Self {
+            path: path.to_string(),
+        })
     }
 }
 
@@ -22,7 +24,12 @@ impl ModelStore for EmbeddedModelStore {
     async fn init(&self) -> Result<(), Error> {
         Err(Error::Unavailable("not implemented".into()))
     }
-    async fn put_version(&self, _key: &str, _version: Option<i64>, _spec_json: &str) -> Result<i64, Error> {
+    async fn put_version(
+        &self,
+        _key: &str,
+        _version: Option<i64>,
+        _spec_json: &str,
+    ) -> Result<i64, Error> {
         Err(Error::Unavailable("not implemented".into()))
     }
     async fn activate(&self, _key: &str, _version: i64) -> Result<(), Error> {

@@ -169,7 +169,9 @@ pub enum Error {
     #[error("invalid model key '{0}': use 1 to 200 characters without control characters")]
     InvalidKey(String),
     /// The version already exists; versions are immutable.
-    #[error("{key} version {version} already exists; versions are immutable, upload a new version")]
+    #[error(
+        "{key} version {version} already exists; versions are immutable, upload a new version"
+    )]
     VersionExists {
         /// The key.
         key: String,

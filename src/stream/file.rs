@@ -97,8 +97,14 @@ where
         }
     }
     for (w, what) in [
-        (output as &mut (dyn AsyncWrite + Unpin), "flushing scored records"),
-        (dead as &mut (dyn AsyncWrite + Unpin), "flushing dead letters"),
+        (
+            output as &mut (dyn AsyncWrite + Unpin),
+            "flushing scored records",
+        ),
+        (
+            dead as &mut (dyn AsyncWrite + Unpin),
+            "flushing dead letters",
+        ),
     ] {
         w.flush().await.map_err(|source| Error::Io {
             what: what.into(),

@@ -132,7 +132,10 @@ pub fn decode(
         Ok(other) => {
             return Err(Rejection::new(
                 Reason::NotJson,
-                format!("record is JSON but not an object (found {})", json_kind(&other)),
+                format!(
+                    "record is JSON but not an object (found {})",
+                    json_kind(&other)
+                ),
             ))
         }
         Err(err) => {
@@ -201,7 +204,10 @@ impl Decoded {
                 Some(other) => {
                     return Err(Rejection::new(
                         Reason::NonNumericFeature,
-                        format!("feature '{name}' must be a number, found {}", json_kind(other)),
+                        format!(
+                            "feature '{name}' must be a number, found {}",
+                            json_kind(other)
+                        ),
                     ))
                 }
             }

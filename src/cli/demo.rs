@@ -1,0 +1,316 @@
+//! `keyscore demo`: the quickstart. Seeds a fresh embedded store with the per-city models in
+//! `seed/`, streams records through the scorer while the registry's watcher runs, activates a
+//! new version of one city's model halfway through, and prints what happened.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    registry::ModelRegistry,
+    stats::RunStats,
+    store::{EmbeddedModelStore, ModelStore},
+    stream::{Input, Outcome, Scorer},
+    synth::Generator,
+};
+
+/// Arguments of `keyscore demo`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The seed directory (models under `models/<key>/v<N>.json`, records in `records.jsonl`).
+    #[arg(long, default_value = "seed")]
+    pub seed_dir: PathBuf,
+    /// The embedded store file the demo creates afresh.
+    #[arg(long, default_value = "keyscore-demo.db")]
+    pub db: PathBuf,
+    /// Stream this many generated records instead of the seed records.
+    #[arg(long)]
+    pub records: Option<usize>,
+    /// Pace the stream to last about this many seconds (0: as fast as possible; the swap then
+    /// lands when the watcher's next poll happens, possibly after the last record).
+    #[arg(long, default_value_t = 4.0)]
+    pub seconds: f64,
+    /// The key whose next version is activated mid-stream.
+    #[arg(long, default_value = "paris")]
+    pub swap_key: String,
+    /// Where in the stream (0..1) to activate it.
+    #[arg(long, default_value_t = 0.5)]
+    pub swap_at: f64,
+    /// Write scored records to this file.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+}
+
+/// The seed's model files: (key, version, path), sorted.
+fn seed_models(dir: &Path) -> anyhow::Result<Vec<(String, i64, PathBuf)>> {
+    let models = dir.join("models");
+    let mut out = Vec::new();
+    let entries = std::fs::read_dir(&models).with_context(|| {
+        format!(
+            "reading {} (run the demo from the repository root, or pass --seed-dir)",
+            models.display()
+        )
+    })?;
+    for entry in entries {
+        let entry = entry?;
+        if !entry.file_type()?.is_dir() {
+            continue;
+        }
+        let key = entry.file_name().to_string_lossy().into_owned();
+        for file in std::fs::read_dir(entry.path())? {
+            let path = file?.path();
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            if let Some(v) = name
+                .strip_prefix('v')
+                .and_then(|n| n.strip_suffix(".json"))
+                .and_then(|n| n.parse::<i64>().ok())
+            {
+                out.push((key.clone(), v, path));
+            }
+        }
+    }
+    out.sort();
+    if out.is_empty() {
+        bail!("no models found under {}", models.display());
+    }
+    Ok(out)
+}
+
+fn remove_db(db: &Path) -> anyhow::Result<()> {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = db.as_os_str().to_owned();
+        p.push(suffix);
+        match std::fs::remove_file(&p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("removing {}", db.display()))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> {
+    // 1. A fresh embedded store with every seed version; the first version of each key active.
+    remove_db(&args.db)?;
+    let store: Arc<dyn ModelStore> = Arc::new(EmbeddedModelStore::open(
+        args.db.to_str().context("the --db path must be UTF-8")?,
+    )?);
+    store.init().await?;
+    let models = seed_models(&args.seed_dir)?;
+    let mut swap_to = None;
+    for (key, version, path) in &models {
+        let text = std::fs::read_to_string(path)?;
+        store
+            .put_version(key, Some(*version), &text)
+            .await
+            .with_context(|| format!("uploading {}", path.display()))?;
+        let first = models.iter().find(|(k, _, _)| k == key).map(|m| m.1);
+        if first == Some(*version) {
+            store.activate(key, *version).await?;
+        } else if *key == args.swap_key && swap_to.is_none() {
+            swap_to = Some(*version);
+        }
+    }
+    let keys: std::collections::BTreeSet<&str> = models.iter().map(|m| m.0.as_str()).collect();
+    eprintln!(
+        "seeded {} with {} model versions for {} keys: {}",
+        store.describe(),
+        models.len(),
+        keys.len(),
+        keys.into_iter().collect::<Vec<_>>().join(", ")
+    );
+    let Some(swap_to) = swap_to else {
+        bail!(
+            "the seed has no second version of '{}' to swap to",
+            args.swap_key
+        );
+    };
+
+    // 2. The records.
+    let lines: Vec<Vec<u8>> = match args.records {
+        Some(n) => {
+            let mut g = Generator::new(7);
+            (0..n)
+                .map(|_| g.next_record().to_json().into_bytes())
+                .collect()
+        }
+        None => {
+            let path = args.seed_dir.join("records.jsonl");
+            std::fs::read(&path)
+                .with_context(|| format!("reading {}", path.display()))?
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+                .map(<[u8]>::to_vec)
+                .collect()
+        }
+    };
+
+    // 3. Stream them through the scorer with the watcher running.
+    let registry = Arc::new(ModelRegistry::new(
+        Arc::clone(&store),
+        ctx.config.registry(),
+    ));
+    let cancel = CancellationToken::new();
+    let watcher = registry.spawn_watcher(cancel.clone());
+    let scorer = Scorer::new(Arc::clone(&registry), ctx.config.record_format());
+    let mut out_file = match &args.output {
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
+        None => None,
+    };
+
+    let total = lines.len();
+    let swap_index = ((total as f64) * args.swap_at.clamp(0.0, 1.0)) as usize;
+    let batch = 64usize;
+    let pace =
+        (args.seconds > 0.0).then(|| Duration::from_secs_f64(args.seconds) / total.max(1) as u32);
+    let mut stats = RunStats::default();
+    let mut activated_at: Option<(Instant, usize)> = None;
+    let mut took_effect: Option<(Duration, usize)> = None;
+    let mut stale_after_swap = 0u64;
+    let mut busy = Duration::ZERO;
+    let mut samples: Vec<String> = Vec::new();
+    let mut dead_samples: Vec<String> = Vec::new();
+    let mut next_progress = 0usize;
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    for (chunk_no, chunk) in lines.chunks(batch).enumerate() {
+        let first = chunk_no * batch;
+        if activated_at.is_none() && first >= swap_index {
+            store.activate(&args.swap_key, swap_to).await?;
+            activated_at = Some((Instant::now(), first));
+            eprintln!(
+                "[{:>5.1}s] activated {} v{swap_to} in the store at record {first}",
+                started.elapsed().as_secs_f64(),
+                args.swap_key
+            );
+        }
+        if let Some(pace) = pace {
+            let due = started + pace * first as u32;
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let inputs: Vec<Input<'_>> = chunk
+            .iter()
+            .map(|l| Input {
+                payload: l,
+                key: None,
+            })
+            .collect();
+        let t = Instant::now();
+        let outcomes = scorer.score_batch(&inputs, Some(&mut stats)).await;
+        busy += t.elapsed();
+        for (i, outcome) in outcomes.iter().enumerate() {
+            stats.observe(outcome);
+            match outcome {
+                Outcome::Scored(s) => {
+                    if s.model.key == args.swap_key {
+                        if s.model.version == swap_to && took_effect.is_none() {
+                            if let Some((at, _)) = activated_at {
+                                took_effect = Some((at.elapsed(), first + i));
+                                eprintln!(
+                                    "[{:>5.1}s] swap took effect: record {} scored by {} v{swap_to}, {:.0} ms after activation",
+                                    started.elapsed().as_secs_f64(),
+                                    first + i,
+                                    args.swap_key,
+                                    at.elapsed().as_secs_f64() * 1e3
+                                );
+                            }
+                        } else if s.model.version != swap_to && took_effect.is_some() {
+                            stale_after_swap += 1;
+                        }
+                    }
+                    if samples.len() < 3 || out_file.is_some() {
+                        buf.clear();
+                        s.encode_into(&mut buf);
+                        let line = String::from_utf8_lossy(&buf).into_owned();
+                        if let Some(f) = out_file.as_mut() {
+                            use std::io::Write;
+                            writeln!(f, "{line}")?;
+                        }
+                        if samples.len() < 3 {
+                            samples.push(line);
+                        }
+                    }
+                }
+                Outcome::Rejected(r) => {
+                    if dead_samples.len() < 3 {
+                        dead_samples.push(format!("{}: {}", r.reason, r.message));
+                    }
+                }
+            }
+        }
+        let done = first + chunk.len();
+        if done >= next_progress || done == total {
+            eprintln!(
+                "[{:>5.1}s] {done:>8}/{total} records, {} scored, {} dead letters",
+                started.elapsed().as_secs_f64(),
+                stats.scored_total(),
+                stats.dead_total()
+            );
+            next_progress = done + total.div_ceil(10);
+        }
+    }
+    let elapsed = started.elapsed();
+    // Let the watcher finish a pending swap if the stream was faster than its poll.
+    if took_effect.is_none() {
+        registry.poll().await?;
+    }
+    cancel.cancel();
+    let _ = watcher.await;
+
+    println!("\n== keyscore demo summary ==");
+    print!("{}", stats.summary(elapsed));
+    println!(
+        "scoring work: {:.0} records/s of busy time ({:.2} s busy); the stream was paced to {:.1} s",
+        total as f64 / busy.as_secs_f64().max(1e-9),
+        busy.as_secs_f64(),
+        args.seconds
+    );
+    match (activated_at, took_effect) {
+        (Some((_, at_record)), Some((lag, first_new))) => println!(
+            "swap: {} v{swap_to} activated at record {at_record}; first record scored by it: {first_new}, {:.0} ms after activation; {} records of {} scored by the old version after that",
+            args.swap_key,
+            lag.as_secs_f64() * 1e3,
+            stale_after_swap,
+            args.swap_key
+        ),
+        (Some((_, at_record)), None) => println!(
+            "swap: {} v{swap_to} activated at record {at_record}, but no later record of {} arrived to show it",
+            args.swap_key, args.swap_key
+        ),
+        _ => println!("swap: not reached"),
+    }
+    let accounted = stats.scored_total() + stats.dead_total();
+    println!(
+        "accounted for: {accounted} of {total} input records (scored + dead letters){}",
+        if accounted as usize == total {
+            ""
+        } else {
+            "  <-- MISMATCH"
+        }
+    );
+    println!("example scored records:");
+    for s in &samples {
+        println!("  {s}");
+    }
+    if !dead_samples.is_empty() {
+        println!("example dead letters:");
+        for d in &dead_samples {
+            println!("  {d}");
+        }
+    }
+    if accounted as usize != total {
+        bail!(
+            "{} records were not accounted for",
+            total - accounted as usize
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,115 @@
+//! The `keyscore` subcommands, one file each. The store comes from `--store`, else
+//! `KEYSCORE_STORE`, else the config file's `[store] url`, else `sqlite://keyscore.db`.
+
+mod activate;
+mod demo;
+mod init;
+mod list;
+mod rollback;
+mod score;
+mod show;
+mod upload;
+
+use std::{path::PathBuf, sync::Arc};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::{config::Config, store::ModelStore, telemetry::LogFormat};
+
+/// Score streaming records with per-key models whose weights live in a database.
+#[derive(Debug, Parser)]
+#[command(name = "keyscore", version, about, long_about = None)]
+pub struct Cli {
+    /// Config file (TOML). Environment variables `KEYSCORE__SECTION__FIELD` override it.
+    #[arg(long, global = true, env = "KEYSCORE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Model store URL: sqlite://PATH or cql://HOST:PORT/KEYSPACE. Overrides the config.
+    #[arg(long, global = true, env = "KEYSCORE_STORE")]
+    pub store: Option<String>,
+    /// Log format on stderr.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t,
+        env = "KEYSCORE_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
+    /// Log at info level (default: warnings only for one-shot commands).
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the store's schema (idempotent).
+    Init(init::Args),
+    /// Check a model spec and store it as a new version of a key (not activated).
+    Upload(upload::Args),
+    /// Make a stored version the active one for a key.
+    Activate(activate::Args),
+    /// Re-activate the version that was active before the current one.
+    Rollback(rollback::Args),
+    /// List keys with their active version and stored versions.
+    List(list::Args),
+    /// Show a key's active (or a given) version.
+    Show(show::Args),
+    /// Score JSON lines from a file or stdin; scored lines to stdout, dead letters to stderr.
+    Score(score::Args),
+    /// The quickstart: seed an embedded store, stream records, swap a model mid-stream.
+    Demo(demo::Args),
+}
+
+impl Cli {
+    /// The log level used when `KEYSCORE_LOG` is not set.
+    pub fn default_log_level(&self) -> &'static str {
+        match (&self.command, self.verbose) {
+            (_, true) => "info",
+            _ => "warn",
+        }
+    }
+
+    /// Runs the chosen subcommand.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let mut config = Config::load(self.config.as_deref())?;
+        if let Some(url) = self.store {
+            config.store.url = url;
+        }
+        let ctx = Context { config };
+        match self.command {
+            Command::Init(a) => init::run(&ctx, a).await,
+            Command::Upload(a) => upload::run(&ctx, a).await,
+            Command::Activate(a) => activate::run(&ctx, a).await,
+            Command::Rollback(a) => rollback::run(&ctx, a).await,
+            Command::List(a) => list::run(&ctx, a).await,
+            Command::Show(a) => show::run(&ctx, a).await,
+            Command::Score(a) => score::run(&ctx, a).await,
+            Command::Demo(a) => demo::run(&ctx, a).await,
+        }
+    }
+}
+
+/// What every subcommand gets: the resolved configuration.
+#[derive(Debug)]
+pub(crate) struct Context {
+    pub(crate) config: Config,
+}
+
+impl Context {
+    /// Opens the configured store.
+    pub(crate) async fn open_store(&self) -> anyhow::Result<Arc<dyn ModelStore>> {
+        crate::store::open(&self.config.store.url)
+            .await
+            .with_context(|| {
+                format!(
+                    "opening the model store {}",
+                    crate::store::redact_url(&self.config.store.url)
+                )
+            })
+    }
+}

@@ -1,0 +1,89 @@
+//! `keyscore score`: JSON lines from a file or stdin to scored JSON lines and dead letters.
+//!
+//! The registry's watcher runs while it reads, so a long-running `score` on a stream picks up
+//! activations without a restart.
+
+use std::{path::PathBuf, sync::Arc, time::Instant};
+
+use anyhow::Context as _;
+use tokio::io::{AsyncWrite, BufReader};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    registry::ModelRegistry,
+    stream::{file, Scorer},
+};
+
+/// Arguments of `keyscore score`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Input JSON lines; `-` or absent for stdin.
+    #[arg(long, short)]
+    pub input: Option<PathBuf>,
+    /// Scored JSON lines; `-` or absent for stdout.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// Dead letters (JSON lines with reason, message, line and input); absent for stderr.
+    #[arg(long)]
+    pub dead_letters: Option<PathBuf>,
+    /// Records scored together.
+    #[arg(long, default_value_t = file::DEFAULT_BATCH)]
+    pub batch: usize,
+    /// Print a summary to stderr at the end.
+    #[arg(long)]
+    pub summary: bool,
+}
+
+fn is_std(p: &Option<PathBuf>) -> bool {
+    p.as_ref().is_none_or(|p| p.as_os_str() == "-")
+}
+
+async fn create(path: &std::path::Path) -> anyhow::Result<tokio::fs::File> {
+    tokio::fs::File::create(path)
+        .await
+        .with_context(|| format!("creating {}", path.display()))
+}
+
+pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> {
+    let store = ctx.open_store().await?;
+    let registry = Arc::new(ModelRegistry::new(store, ctx.config.registry()));
+    let cancel = CancellationToken::new();
+    let watcher = registry.spawn_watcher(cancel.clone());
+    let scorer = Scorer::new(Arc::clone(&registry), ctx.config.record_format());
+
+    let input: Box<dyn tokio::io::AsyncRead + Unpin + Send> = if is_std(&args.input) {
+        Box::new(tokio::io::stdin())
+    } else {
+        let path = args.input.as_ref().expect("checked above");
+        Box::new(
+            tokio::fs::File::open(path)
+                .await
+                .with_context(|| format!("opening {}", path.display()))?,
+        )
+    };
+    let mut output: Box<dyn AsyncWrite + Unpin + Send> = if is_std(&args.output) {
+        Box::new(tokio::io::stdout())
+    } else {
+        Box::new(create(args.output.as_ref().expect("checked above")).await?)
+    };
+    let mut dead: Box<dyn AsyncWrite + Unpin + Send> = match &args.dead_letters {
+        None => Box::new(tokio::io::stderr()),
+        Some(p) => Box::new(create(p).await?),
+    };
+    let started = Instant::now();
+    let stats = file::score_lines(
+        &scorer,
+        BufReader::with_capacity(256 * 1024, input),
+        &mut output,
+        &mut dead,
+        args.batch,
+    )
+    .await;
+    cancel.cancel();
+    let _ = watcher.await;
+    let stats = stats?;
+    if args.summary {
+        eprint!("{}", stats.summary(started.elapsed()));
+    }
+    Ok(())
+}
