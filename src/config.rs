@@ -336,6 +336,13 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_in_seed_parses_and_states_the_defaults() {
+        let text = include_str!("../seed/keyscore.toml");
+        let c = Config::from_toml_with_env(text, " in seed/keyscore.toml", env(&[])).unwrap();
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
     fn empty_fallback_disables_it() {
         let c = Config::from_toml_with_env("[store]\nfallback_key = ''\n", "", env(&[])).unwrap();
         assert_eq!(c.registry().fallback_key, None);
