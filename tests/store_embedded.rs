@@ -89,7 +89,7 @@ async fn data_survives_reopening_the_file() {
     assert_eq!(store.rollback(&key).await.unwrap(), 1);
     assert!(store.active(&key).await.unwrap().unwrap().revision > revision);
     let changes = store.changes_since(cursor).await.unwrap();
-    assert_eq!(changes.keys, [key.clone()]);
+    assert_eq!(changes.keys, [key.as_str()]);
     assert!(changes.next > cursor);
 }
 
@@ -104,7 +104,7 @@ async fn two_handles_on_one_file_see_each_others_writes() {
     cli.put_version(&key, None, VALID_SPEC).await.unwrap();
     cli.activate(&key, 1).await.unwrap();
     let changes = service.changes_since(cursor).await.unwrap();
-    assert_eq!(changes.keys, [key.clone()]);
+    assert_eq!(changes.keys, [key.as_str()]);
     assert_eq!(
         service.active(&key).await.unwrap().unwrap().model.version,
         1

@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use keyscore::store::{ChangeCursor, Error, ModelStore};
+use keyscore::store::{ChangeCursor, Error, KeySummary, ModelStore};
 
 /// A valid spec: a linear regression over two features.
 pub const VALID_SPEC: &str = r#"{"format_version":1,"features":["a","b"],"model":{"kind":"linear","coefficients":[1.0,2.0],"intercept":0.5},"output":{"type":"regression"}}"#;
@@ -355,34 +355,22 @@ pub async fn list_shows_sorted_keys_versions_and_active(store: &dyn ModelStore) 
     let mut sorted = keys.clone();
     sorted.sort_unstable();
     assert_eq!(keys, sorted, "list() is not sorted by key");
-    let ours: Vec<_> = listing
-        .iter()
+    let ours: Vec<KeySummary> = listing
+        .into_iter()
         .filter(|s| s.key.starts_with(&base))
         .collect();
-    assert_eq!(ours.len(), 3, "{ours:#?}");
+    let summary = |key: &str, active: Option<i64>, versions: &[i64]| KeySummary {
+        key: key.to_string(),
+        active,
+        versions: versions.to_vec(),
+    };
     assert_eq!(
-        (
-            ours[0].key.as_str(),
-            ours[0].active,
-            ours[0].versions.as_slice()
-        ),
-        (a.as_str(), Some(2), &[1, 2, 3][..])
-    );
-    assert_eq!(
-        (
-            ours[1].key.as_str(),
-            ours[1].active,
-            ours[1].versions.as_slice()
-        ),
-        (b.as_str(), Some(10), &[9, 10][..])
-    );
-    assert_eq!(
-        (
-            ours[2].key.as_str(),
-            ours[2].active,
-            ours[2].versions.as_slice()
-        ),
-        (c.as_str(), None, &[1][..])
+        ours,
+        [
+            summary(&a, Some(2), &[1, 2, 3]),
+            summary(&b, Some(10), &[9, 10]),
+            summary(&c, None, &[1]),
+        ]
     );
 }
 

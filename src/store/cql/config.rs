@@ -16,7 +16,8 @@ pub(crate) const USERNAME_ENV: &str = "KEYSCORE_CQL_USERNAME";
 /// The environment variable holding the CQL password.
 pub(crate) const PASSWORD_ENV: &str = "KEYSCORE_CQL_PASSWORD";
 
-/// Where a [`super::CqlModelStore`] connects, parsed from `HOST[:PORT][,HOST[:PORT]...][/KEYSPACE]`.
+/// Where a [`super::CqlModelStore`] connects, parsed from
+/// `HOST[:PORT][,HOST[:PORT]...][/KEYSPACE]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct CqlConfig {
     /// Contact points as `host:port`.
