@@ -131,8 +131,8 @@ impl Forest {
     fn leaf(&self, root: u32, x: &[f64]) -> usize {
         let mut node = self.nodes[root as usize];
         while node.feature != LEAF {
-            let right = !(x[node.feature as usize] <= node.threshold);
-            node = self.nodes[(node.next + u32::from(right)) as usize];
+            let left = x[node.feature as usize] <= node.threshold;
+            node = self.nodes[(node.next + u32::from(!left)) as usize];
         }
         node.next as usize
     }
@@ -272,4 +272,295 @@ fn check_shape(tree: &TreeSpec, t: usize) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::model::{spec::*, testing::*, Error, Prediction};
+
+    /// Tree 0 splits on f0 at 1; tree 1's nodes are deliberately not in breadth-first order.
+    fn regression() -> crate::model::ModelSpec {
+        let t0 = tree(&[split(0, 1.0, 1, 2), leaf(&[10.0]), leaf(&[20.0])]);
+        let t1 = tree(&[
+            split(1, 0.5, 3, 1),
+            split(0, 3.0, 4, 2),
+            leaf(&[4.0]),
+            leaf(&[1.0]),
+            leaf(&[2.0]),
+        ]);
+        spec(2, forest(vec![t0, t1]), OutputSpec::Regression)
+    }
+
+    #[test]
+    fn regression_forest_averages_the_leaves() {
+        let m = regression().build().unwrap();
+        assert_eq!(m.kind_name(), "random_forest");
+        // Tree 0: 1 <= 1 goes left (10). Tree 1: 2 > 0.5 right, 1 <= 3 left (2).
+        assert_eq!(m.predict(&[1.0, 2.0]).unwrap(), Prediction::Value(6.0));
+        // Tree 0: right (20). Tree 1: right, 3.5 > 3 right (4).
+        assert_eq!(m.predict(&[3.5, 2.0]).unwrap(), Prediction::Value(12.0));
+        // Tree 0: left (10). Tree 1: 0.5 <= 0.5 left (1).
+        assert_eq!(m.predict(&[0.0, 0.5]).unwrap(), Prediction::Value(5.5));
+    }
+
+    #[test]
+    fn regression_forest_sums_in_tree_order_then_divides() {
+        // 0.1 + 0.2 + 0.3 in that order, then / 3, differs in the last bit from other orders.
+        let trees = [0.1, 0.2, 0.3]
+            .iter()
+            .map(|&v| tree(&[leaf(&[v])]))
+            .collect();
+        let m = spec(1, forest(trees), OutputSpec::Regression)
+            .build()
+            .unwrap();
+        let expected = (0.1 + 0.2 + 0.3) / 3.0;
+        assert_ne!(expected, (0.3 + 0.2 + 0.1) / 3.0);
+        assert_ne!(expected, 0.1 / 3.0 + 0.2 / 3.0 + 0.3 / 3.0);
+        assert_eq!(m.predict(&[0.0]).unwrap(), Prediction::Value(expected));
+    }
+
+    #[test]
+    fn classifier_forest_averages_probabilities_and_ties_take_the_first() {
+        let t0 = tree(&[
+            split(0, 0.0, 1, 2),
+            leaf(&[0.5, 0.5, 0.0]),
+            leaf(&[1.0, 0.0, 0.0]),
+        ]);
+        let t1 = tree(&[leaf(&[0.0, 0.25, 0.75])]);
+        let m = spec(1, forest(vec![t0, t1]), classes(&["a", "b", "c"]))
+            .build()
+            .unwrap();
+        // [0.5, 0.5, 0] + [0, 0.25, 0.75] = [0.5, 0.75, 0.75], / 2: b and c tie, b wins.
+        assert_eq!(
+            m.predict(&[-1.0]).unwrap(),
+            Prediction::Class {
+                index: 1,
+                probabilities: vec![0.25, 0.375, 0.375]
+            }
+        );
+        // [1, 0, 0] + [0, 0.25, 0.75] = [1, 0.25, 0.75], / 2.
+        assert_eq!(
+            m.predict(&[1.0]).unwrap(),
+            Prediction::Class {
+                index: 0,
+                probabilities: vec![0.5, 0.125, 0.375]
+            }
+        );
+    }
+
+    #[test]
+    fn f32_precision_rounds_the_feature_before_comparing() {
+        // 0.1 rounded to f32 is 0.100000001490116..., above the f64 threshold 0.1.
+        assert!(f64::from(0.1f32) > 0.1);
+        let t = tree(&[split(0, 0.1, 1, 2), leaf(&[-1.0]), leaf(&[1.0])]);
+        let mut s = spec(1, forest(vec![t]), OutputSpec::Regression);
+        assert_eq!(
+            s.build().unwrap().predict(&[0.1]).unwrap(),
+            Prediction::Value(-1.0)
+        );
+        let ParamsSpec::RandomForest {
+            threshold_precision,
+            ..
+        } = &mut s.model
+        else {
+            unreachable!()
+        };
+        *threshold_precision = ThresholdPrecision::F32;
+        assert_eq!(
+            s.build().unwrap().predict(&[0.1]).unwrap(),
+            Prediction::Value(1.0)
+        );
+    }
+
+    #[test]
+    fn f32_precision_rounds_after_scaling() {
+        // Scaled: (0.3 - 0.2) / 1 = 0.09999999999999998, which rounds to f32 0.1 > 0.1 in f64.
+        let scaled = (0.3f64 - 0.2) / 1.0;
+        assert!(scaled <= 0.1 && f64::from(scaled as f32) > 0.1);
+        let t = tree(&[split(0, 0.1, 1, 2), leaf(&[-1.0]), leaf(&[1.0])]);
+        let mut s = spec(
+            1,
+            ParamsSpec::RandomForest {
+                trees: vec![t],
+                threshold_precision: ThresholdPrecision::F32,
+            },
+            OutputSpec::Regression,
+        );
+        s.scaler = Some(ScalerSpec {
+            mean: vec![0.2],
+            scale: vec![1.0],
+        });
+        assert_eq!(
+            s.build().unwrap().predict(&[0.3]).unwrap(),
+            Prediction::Value(1.0)
+        );
+    }
+
+    #[test]
+    fn a_very_deep_tree_builds_and_scores_without_recursion() {
+        // A chain: node 2i splits on f0 at i, left to a leaf of value i, right to node 2i+2.
+        let depth = 100_000;
+        let mut nodes = Vec::with_capacity(2 * depth + 1);
+        for i in 0..depth as i64 {
+            nodes.push(split(0, i as f64, 2 * i + 1, 2 * i + 2));
+            nodes.push(leaf(&[i as f64]));
+        }
+        nodes.push(leaf(&[-1.0]));
+        let m = spec(1, forest(vec![tree(&nodes)]), OutputSpec::Regression)
+            .build()
+            .unwrap();
+        assert_eq!(m.predict(&[99_998.5]).unwrap(), Prediction::Value(99_999.0));
+        assert_eq!(m.predict(&[1e9]).unwrap(), Prediction::Value(-1.0));
+    }
+
+    fn one_tree(nodes: &[(i64, f64, i64, i64, Vec<f64>)]) -> crate::model::ModelSpec {
+        spec(2, forest(vec![tree(nodes)]), OutputSpec::Regression)
+    }
+
+    #[test]
+    fn rejects_a_forest_without_trees() {
+        let s = spec(2, forest(vec![]), OutputSpec::Regression);
+        assert_eq!(invalid_msg(&s), "random_forest has no trees");
+    }
+
+    #[test]
+    fn rejects_empty_and_ragged_node_arrays() {
+        assert_eq!(invalid_msg(&one_tree(&[])), "tree 0 has no nodes");
+        let mut s = one_tree(&[split(0, 1.0, 1, 2), leaf(&[1.0]), leaf(&[2.0])]);
+        let ParamsSpec::RandomForest { trees, .. } = &mut s.model else {
+            unreachable!()
+        };
+        trees[0].right.pop();
+        assert_eq!(
+            invalid_msg(&s),
+            "tree 0: right has 2 entries but feature has 3"
+        );
+    }
+
+    #[test]
+    fn rejects_children_out_of_range() {
+        let s = one_tree(&[split(0, 1.0, 900, 2), leaf(&[1.0]), leaf(&[2.0])]);
+        assert_eq!(
+            invalid_msg(&s),
+            "tree 0 node 0: left child 900 is out of range (the tree has 3 nodes)"
+        );
+        let s = one_tree(&[split(0, 1.0, 1, -5), leaf(&[1.0]), leaf(&[2.0])]);
+        assert_eq!(
+            invalid_msg(&s),
+            "tree 0 node 0: right child -5 is out of range (the tree has 3 nodes)"
+        );
+    }
+
+    #[test]
+    fn rejects_half_leaves() {
+        let s = one_tree(&[
+            split(0, 1.0, 1, 2),
+            (-2, -2.0, -1, 2, vec![1.0]),
+            leaf(&[2.0]),
+        ]);
+        let msg = invalid_msg(&s);
+        assert!(
+            msg.starts_with("tree 0 node 1: left child is -1 but right child is 2"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn rejects_split_feature_out_of_range() {
+        let s = one_tree(&[split(2, 1.0, 1, 2), leaf(&[1.0]), leaf(&[2.0])]);
+        assert_eq!(
+            invalid_msg(&s),
+            "tree 0 node 0: split feature 2 is out of range (the model has 2 features)"
+        );
+        let s = one_tree(&[split(-2, 1.0, 1, 2), leaf(&[1.0]), leaf(&[2.0])]);
+        assert!(invalid_msg(&s).contains("split feature -2 is out of range"));
+    }
+
+    #[test]
+    fn rejects_cycles() {
+        // 0 -> 1 -> 2 -> 1
+        let s = one_tree(&[
+            split(0, 1.0, 1, 3),
+            split(0, 1.0, 2, 4),
+            split(0, 1.0, 1, 5),
+            leaf(&[1.0]),
+            leaf(&[1.0]),
+            leaf(&[1.0]),
+        ]);
+        assert_eq!(invalid_msg(&s), "tree 0 has a cycle through node 1");
+        let s = spec(
+            2,
+            forest(vec![
+                tree(&[leaf(&[0.0])]),
+                tree(&[
+                    split(0, 1.0, 1, 2),
+                    leaf(&[1.0]),
+                    split(0, 1.0, 3, 4),
+                    leaf(&[1.0]),
+                    split(1, 1.0, 2, 5),
+                    leaf(&[1.0]),
+                ]),
+            ]),
+            OutputSpec::Regression,
+        );
+        assert_eq!(invalid_msg(&s), "tree 1 has a cycle through node 2");
+        // A child pointing at the root, and a node that is its own child.
+        let s = one_tree(&[split(0, 1.0, 1, 0), leaf(&[1.0])]);
+        assert_eq!(invalid_msg(&s), "tree 0 has a cycle through node 0");
+        let s = one_tree(&[split(0, 1.0, 1, 2), leaf(&[1.0]), split(0, 1.0, 2, 1)]);
+        assert_eq!(invalid_msg(&s), "tree 0 has a cycle through node 2");
+    }
+
+    #[test]
+    fn rejects_a_node_with_two_parents() {
+        // Nodes 1 and 2 both point at leaf 3 (a DAG, not a tree).
+        let s = one_tree(&[
+            split(0, 1.0, 1, 2),
+            split(1, 1.0, 3, 4),
+            split(1, 2.0, 5, 3),
+            leaf(&[1.0]),
+            leaf(&[2.0]),
+            leaf(&[3.0]),
+        ]);
+        let msg = invalid_msg(&s);
+        assert!(msg.starts_with("tree 0 node 3 is reached twice"), "{msg}");
+        let s = one_tree(&[split(0, 1.0, 1, 1), leaf(&[1.0])]);
+        assert!(invalid_msg(&s).starts_with("tree 0 node 1 is reached twice"));
+    }
+
+    #[test]
+    fn rejects_leaf_values_of_the_wrong_width() {
+        let s = one_tree(&[split(0, 1.0, 1, 2), leaf(&[1.0]), leaf(&[2.0, 3.0])]);
+        assert_eq!(
+            invalid_msg(&s),
+            "tree 0 node 2: leaf value has 2 entries but a regression leaf has 1"
+        );
+        let t = tree(&[split(0, 1.0, 1, 2), leaf(&[0.5, 0.5]), leaf(&[1.0])]);
+        let s = spec(2, forest(vec![t]), classes(&["a", "b"]));
+        assert_eq!(
+            invalid_msg(&s),
+            "tree 0 node 2: leaf value has 1 entries but the model has 2 classes"
+        );
+    }
+
+    #[test]
+    fn rejects_non_finite_thresholds_and_values() {
+        let s = one_tree(&[split(0, f64::NAN, 1, 2), leaf(&[1.0]), leaf(&[2.0])]);
+        assert_eq!(invalid_msg(&s), "tree 0 node 0: threshold is NaN");
+        let s = one_tree(&[split(0, 1.0, 1, 2), leaf(&[1.0]), leaf(&[f64::INFINITY])]);
+        assert_eq!(invalid_msg(&s), "tree 0 node 2: value[0] is infinite");
+    }
+
+    #[test]
+    fn unreachable_nodes_are_allowed_and_ignored() {
+        let s = one_tree(&[
+            split(0, 1.0, 1, 2),
+            leaf(&[1.0]),
+            leaf(&[2.0]),
+            leaf(&[9.0]),
+        ]);
+        let m = s.build().unwrap();
+        assert_eq!(m.predict(&[5.0, 0.0]).unwrap(), Prediction::Value(2.0));
+        assert!(matches!(m.predict(&[5.0]), Err(Error::FeatureCount { .. })));
+    }
 }

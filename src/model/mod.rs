@@ -9,6 +9,8 @@ mod forest;
 mod linear;
 mod mlp;
 pub mod spec;
+#[cfg(test)]
+mod testing;
 
 use ndarray::ArrayView2;
 
