@@ -13,7 +13,7 @@ use super::{
 };
 
 pub(super) fn build(spec: &ModelSpec) -> Result<Model, Error> {
-    check_size(spec)?;
+    check_size(spec, MAX_PARAMETERS)?;
     check_features(&spec.features)?;
     let n_features = spec.features.len();
     let scaler = spec
@@ -115,9 +115,20 @@ pub(super) fn check_all_finite(values: &[f64], name: &str) -> Result<(), Error> 
     }
 }
 
-/// Refuses specs beyond [`MAX_PARAMETERS`] before any other work, counting with saturation so
-/// a hostile spec cannot overflow the count.
-fn check_size(spec: &ModelSpec) -> Result<(), Error> {
+/// Refuses specs holding more than `limit` numbers (see [`count_numbers`]).
+fn check_size(spec: &ModelSpec, limit: usize) -> Result<(), Error> {
+    let n = count_numbers(spec);
+    if n > limit {
+        return Err(invalid(format!(
+            "the spec holds {n} numbers, more than the limit of {limit}; use a smaller model"
+        )));
+    }
+    Ok(())
+}
+
+/// Every number in the spec and every feature and class name, counted with saturation so a
+/// hostile spec cannot overflow the count.
+fn count_numbers(spec: &ModelSpec) -> usize {
     let mut n = spec.features.len();
     if let Some(s) = &spec.scaler {
         n = n.saturating_add(s.mean.len()).saturating_add(s.scale.len());
@@ -152,13 +163,7 @@ fn check_size(spec: &ModelSpec) -> Result<(), Error> {
                 })
         }),
     });
-    if n > MAX_PARAMETERS {
-        return Err(invalid(format!(
-            "the spec holds {n} numbers, more than the limit of {MAX_PARAMETERS}; \
-             use a smaller model"
-        )));
-    }
-    Ok(())
+    n
 }
 
 fn check_features(features: &[String]) -> Result<(), Error> {
@@ -218,6 +223,161 @@ fn check_output(o: &OutputSpec) -> Result<Output, Error> {
                 }
             }
             Ok(Output::Classification(classes.clone()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{check_size, count_numbers};
+    use crate::model::{spec::*, testing::*, Error, Output};
+
+    fn linear(n: usize) -> crate::model::ModelSpec {
+        spec(
+            n,
+            ParamsSpec::Linear {
+                coefficients: vec![1.0; n],
+                intercept: 0.0,
+            },
+            OutputSpec::Regression,
+        )
+    }
+
+    #[test]
+    fn rejects_missing_empty_and_duplicate_features() {
+        let mut s = linear(0);
+        assert_eq!(
+            invalid_msg(&s),
+            "features is empty; a model needs at least one feature"
+        );
+        s = linear(3);
+        s.features[1] = String::new();
+        assert_eq!(invalid_msg(&s), "feature 1 has an empty name");
+        s.features = vec!["distance_km".into(), "items".into(), "distance_km".into()];
+        assert_eq!(invalid_msg(&s), "feature 'distance_km' appears twice");
+    }
+
+    #[test]
+    fn rejects_bad_scalers() {
+        let mut s = linear(3);
+        s.scaler = Some(ScalerSpec {
+            mean: vec![0.0; 2],
+            scale: vec![1.0; 3],
+        });
+        assert_eq!(
+            invalid_msg(&s),
+            "scaler.mean has 2 entries but the model has 3 features"
+        );
+        s.scaler = Some(ScalerSpec {
+            mean: vec![0.0; 3],
+            scale: vec![1.0; 4],
+        });
+        assert_eq!(
+            invalid_msg(&s),
+            "scaler.scale has 4 entries but the model has 3 features"
+        );
+        s.scaler = Some(ScalerSpec {
+            mean: vec![0.0; 3],
+            scale: vec![1.0, 2.0, 0.0],
+        });
+        assert_eq!(invalid_msg(&s), "scaler.scale[2] is 0");
+        s.scaler = Some(ScalerSpec {
+            mean: vec![0.0, f64::NAN, 0.0],
+            scale: vec![1.0; 3],
+        });
+        assert_eq!(invalid_msg(&s), "scaler.mean[1] is NaN");
+        s.scaler = Some(ScalerSpec {
+            mean: vec![0.0; 3],
+            scale: vec![f64::INFINITY, 1.0, 1.0],
+        });
+        assert_eq!(invalid_msg(&s), "scaler.scale[0] is infinite");
+    }
+
+    fn classifier(labels: &[&str]) -> crate::model::ModelSpec {
+        spec(
+            1,
+            forest(vec![tree(&[leaf(&vec![
+                1.0 / labels.len() as f64;
+                labels.len()
+            ])])]),
+            classes(labels),
+        )
+    }
+
+    #[test]
+    fn rejects_bad_class_labels() {
+        assert_eq!(
+            invalid_msg(&classifier(&[])),
+            "output has 0 classes; a classifier needs at least 2"
+        );
+        assert_eq!(
+            invalid_msg(&classifier(&["only"])),
+            "output has 1 classes; a classifier needs at least 2"
+        );
+        assert_eq!(
+            invalid_msg(&classifier(&["a", ""])),
+            "class 1 has an empty label"
+        );
+        assert_eq!(
+            invalid_msg(&classifier(&["a", "b", "a"])),
+            "class 'a' appears twice"
+        );
+        let m = classifier(&["a", "b", "c"]).build().unwrap();
+        assert_eq!(
+            m.output(),
+            &Output::Classification(vec!["a".into(), "b".into(), "c".into()])
+        );
+    }
+
+    #[test]
+    fn counts_every_number_of_a_spec() {
+        let mut s = linear(3);
+        // 3 names, 3 coefficients, 1 intercept
+        assert_eq!(count_numbers(&s), 7);
+        s.scaler = Some(ScalerSpec {
+            mean: vec![0.0; 3],
+            scale: vec![1.0; 3],
+        });
+        assert_eq!(count_numbers(&s), 13);
+        // 1 name + 2 labels + 3 nodes * 4 links + values 0 + 2 + 2
+        assert_eq!(count_numbers(&classifier_tree()), 1 + 2 + 12 + 4);
+        let s = spec(
+            2,
+            mlp(
+                vec![
+                    layer(&[&[1.0, 1.0, 1.0], &[1.0, 1.0, 1.0]], &[0.0; 3]),
+                    layer(&[&[1.0], &[1.0], &[1.0]], &[0.0]),
+                ],
+                Activation::Relu,
+                Activation::Identity,
+            ),
+            OutputSpec::Regression,
+        );
+        assert_eq!(count_numbers(&s), 2 + 9 + 4);
+    }
+
+    fn classifier_tree() -> crate::model::ModelSpec {
+        spec(
+            1,
+            forest(vec![tree(&[
+                split(0, 0.0, 1, 2),
+                leaf(&[1.0, 0.0]),
+                leaf(&[0.0, 1.0]),
+            ])]),
+            classes(&["a", "b"]),
+        )
+    }
+
+    #[test]
+    fn rejects_specs_beyond_the_size_limit() {
+        let s = linear(3);
+        assert!(check_size(&s, 7).is_ok());
+        match check_size(&s, 6) {
+            Err(Error::Invalid(m)) => assert_eq!(
+                m,
+                "the spec holds 7 numbers, more than the limit of 6; use a smaller model"
+            ),
+            other => panic!("expected an invalid-model error, got {other:?}"),
         }
     }
 }

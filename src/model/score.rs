@@ -136,3 +136,148 @@ pub(super) fn classify(probabilities: Vec<f64>) -> Result<Prediction, Error> {
         probabilities,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use ndarray::{Array2, ShapeBuilder};
+    use proptest::prelude::*;
+
+    use crate::model::{spec::*, testing::*, Error, Model, Prediction};
+
+    /// A prediction's class index and the bits of its numbers, for bitwise comparison.
+    fn bits(p: &Prediction) -> (Option<usize>, Vec<u64>) {
+        match p {
+            Prediction::Value(v) => (None, vec![v.to_bits()]),
+            Prediction::Class {
+                index,
+                probabilities,
+            } => (
+                Some(*index),
+                probabilities.iter().map(|p| p.to_bits()).collect(),
+            ),
+        }
+    }
+
+    fn models() -> Vec<Model> {
+        one_of_each_kind()
+            .iter()
+            .map(|s| s.build().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn wrong_feature_count_is_refused() {
+        for m in models() {
+            assert!(matches!(
+                m.predict(&[1.0, 2.0]),
+                Err(Error::FeatureCount {
+                    expected: 3,
+                    got: 2
+                })
+            ));
+            let x = Array2::<f64>::zeros((2, 4));
+            assert!(matches!(
+                m.predict_batch(x.view()),
+                Err(Error::FeatureCount {
+                    expected: 3,
+                    got: 4
+                })
+            ));
+        }
+    }
+
+    #[test]
+    fn non_finite_features_are_named() {
+        for m in models() {
+            match m.predict(&[0.0, f64::NAN, 1.0]) {
+                Err(Error::NonFiniteFeature(name)) => assert_eq!(name, "f1"),
+                other => panic!("{} gave {other:?}", m.kind_name()),
+            }
+            match m.predict(&[0.0, 1.0, f64::NEG_INFINITY]) {
+                Err(Error::NonFiniteFeature(name)) => assert_eq!(name, "f2"),
+                other => panic!("{} gave {other:?}", m.kind_name()),
+            }
+            let mut x = Array2::<f64>::zeros((3, 3));
+            x[[2, 0]] = f64::INFINITY;
+            match m.predict_batch(x.view()) {
+                Err(Error::NonFiniteFeature(name)) => assert_eq!(name, "f0"),
+                other => panic!("{} gave {other:?}", m.kind_name()),
+            }
+        }
+    }
+
+    #[test]
+    fn an_empty_batch_scores_nothing() {
+        for m in models() {
+            let x = Array2::<f64>::zeros((0, 3));
+            assert!(m.predict_batch(x.view()).unwrap().is_empty());
+        }
+    }
+
+    #[test]
+    fn scaled_input_overflow_is_still_scored() {
+        // A tiny scale sends a finite feature to infinity; a tree still routes it.
+        let t = tree(&[split(0, 0.0, 1, 2), leaf(&[1.0]), leaf(&[2.0])]);
+        let mut s = spec(1, forest(vec![t]), OutputSpec::Regression);
+        s.scaler = Some(ScalerSpec {
+            mean: vec![0.0],
+            scale: vec![1e-300],
+        });
+        let m = s.build().unwrap();
+        assert_eq!(m.predict(&[1e10]).unwrap(), Prediction::Value(2.0));
+        assert_eq!(m.predict(&[-1e10]).unwrap(), Prediction::Value(1.0));
+    }
+
+    fn rows() -> impl Strategy<Value = (usize, Vec<f64>)> {
+        (0usize..12).prop_flat_map(|n| (Just(n), prop::collection::vec(-4.0f64..4.0, n * 3)))
+    }
+
+    proptest! {
+        #[test]
+        fn batch_equals_row_by_row_bitwise((n, data) in rows()) {
+            let row_major = Array2::from_shape_vec((n, 3), data.clone()).unwrap();
+            let column_major = Array2::from_shape_vec((n, 3).f(), data).unwrap();
+            for m in models() {
+                for x in [row_major.view(), column_major.view()] {
+                    let batch = m.predict_batch(x).unwrap();
+                    prop_assert_eq!(batch.len(), n);
+                    for (row, p) in x.rows().into_iter().zip(&batch) {
+                        let single = m.predict(&row.to_vec()).unwrap();
+                        prop_assert_eq!(bits(p), bits(&single), "{}", m.kind_name());
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn probabilities_are_in_range_and_sum_to_one(
+            x in prop::collection::vec(-50.0f64..50.0, 3),
+            coefficients in prop::collection::vec(prop::collection::vec(-30.0f64..30.0, 3), 3..7),
+            binary in prop::collection::vec(-30.0f64..30.0, 3),
+        ) {
+            let k = coefficients.len();
+            let labels: Vec<String> = (0..k).map(|i| format!("c{i}")).collect();
+            let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+            let mut specs = vec![
+                spec(3, ParamsSpec::Logistic {
+                    coefficients,
+                    intercepts: vec![0.5; k],
+                }, classes(&labels)),
+                spec(3, ParamsSpec::Logistic {
+                    coefficients: vec![binary],
+                    intercepts: vec![-0.5],
+                }, classes(&["no", "yes"])),
+            ];
+            specs.extend(one_of_each_kind().into_iter().filter(|s| {
+                matches!(s.output, OutputSpec::Classification { .. })
+            }));
+            for s in specs {
+                let (index, p) = class(s.build().unwrap().predict(&x).unwrap());
+                prop_assert!(p.iter().all(|p| (0.0..=1.0).contains(p)), "{:?}", p);
+                prop_assert!((p.iter().sum::<f64>() - 1.0).abs() <= 1e-12, "{:?}", p);
+                prop_assert!(p.iter().all(|&q| q <= p[index]));
+                prop_assert!(p[..index].iter().all(|&q| q < p[index]));
+            }
+        }
+    }
+}
