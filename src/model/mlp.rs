@@ -1,10 +1,10 @@
 //! Multi-layer perceptrons of dense layers.
 //!
 //! Each layer computes `a = act(a · W + b)` with `W` stored as in the spec (and scikit-learn's
-//! `coefs_`): `inputs x outputs`, row-major, in one contiguous array. The product is
-//! accumulated row by row (`out += a[i] * W[i, ..]`), so the inner loop runs over contiguous
-//! weights and independent outputs, which the compiler vectorises; the bias is added after
-//! the product, as scikit-learn does. Activations live in caller-provided scratch.
+//! `coefs_`): `inputs x outputs`, row-major, in one contiguous array. Outputs are computed a
+//! block at a time, accumulated in registers over the inputs (each output's sum runs over the
+//! inputs in order) from contiguous runs of weights, which the compiler vectorises; the bias is
+//! added after the product, as scikit-learn does. Activations live in caller-provided scratch.
 
 use super::{
     build::{check_all_finite, invalid},
@@ -20,6 +20,45 @@ struct Layer {
     /// `inputs x outputs`, row-major.
     weights: Vec<f64>,
     biases: Vec<f64>,
+}
+
+/// Outputs accumulated together in registers.
+const BLOCK: usize = 8;
+
+impl Layer {
+    /// `out = input · weights + biases`, each output summed over the inputs in order, then the
+    /// bias added. Outputs are accumulated [`BLOCK`] at a time in registers.
+    #[inline]
+    fn forward(&self, input: &[f64], out: &mut [f64]) {
+        let o = self.outputs;
+        let blocks = o / BLOCK;
+        for b in 0..blocks {
+            let j = b * BLOCK;
+            let mut acc = [0.0; BLOCK];
+            for (i, a) in input.iter().enumerate() {
+                let w: &[f64; BLOCK] = self.weights[i * o + j..i * o + j + BLOCK]
+                    .try_into()
+                    .expect("a block of weights");
+                for (acc, w) in acc.iter_mut().zip(w) {
+                    *acc += a * w;
+                }
+            }
+            for ((out, acc), bias) in out[j..j + BLOCK]
+                .iter_mut()
+                .zip(acc)
+                .zip(&self.biases[j..j + BLOCK])
+            {
+                *out = acc + bias;
+            }
+        }
+        for j in blocks * BLOCK..o {
+            let mut acc = 0.0;
+            for (i, a) in input.iter().enumerate() {
+                acc += a * self.weights[i * o + j];
+            }
+            out[j] = acc + self.biases[j];
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -170,15 +209,7 @@ impl Mlp {
         for (l, layer) in self.layers.iter().enumerate() {
             let input = if l == 0 { x } else { &cur[..layer.inputs] };
             let out = &mut next[..layer.outputs];
-            out.fill(0.0);
-            for (a, row) in input.iter().zip(layer.weights.chunks_exact(layer.outputs)) {
-                for (o, w) in out.iter_mut().zip(row) {
-                    *o += a * w;
-                }
-            }
-            for (o, b) in out.iter_mut().zip(&layer.biases) {
-                *o += b;
-            }
+            layer.forward(input, out);
             activate(out, if l == last { self.output } else { self.hidden });
             std::mem::swap(&mut cur, &mut next);
         }
