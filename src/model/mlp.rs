@@ -1,10 +1,11 @@
 //! Multi-layer perceptrons of dense layers.
 //!
-//! Each layer computes `a = act(a · W + b)` with `W` stored as in the spec (and scikit-learn's
-//! `coefs_`): `inputs x outputs`, row-major, in one contiguous array. Outputs are computed a
-//! block at a time, accumulated in registers over the inputs (each output's sum runs over the
-//! inputs in order) from contiguous runs of weights, which the compiler vectorises; the bias is
-//! added after the product, as scikit-learn does. Activations live in caller-provided scratch.
+//! Each layer computes `a = act(a · W + b)` with `W` given as in scikit-learn's `coefs_`
+//! (`inputs x outputs`). At build time `W` is packed into one contiguous array of panels of
+//! [`BLOCK`] outputs, so scoring accumulates a block of outputs in registers while reading
+//! weights strictly in order, which the compiler vectorises. Each output is summed over the
+//! inputs in order and the bias added after the product, as scikit-learn does. Activations live
+//! in caller-provided scratch.
 
 use super::{
     build::{check_all_finite, invalid},
@@ -17,46 +18,64 @@ use super::{
 struct Layer {
     inputs: usize,
     outputs: usize,
-    /// `inputs x outputs`, row-major.
+    /// Packed by [`Layer::pack`].
     weights: Vec<f64>,
     biases: Vec<f64>,
 }
 
 /// Outputs accumulated together in registers.
-const BLOCK: usize = 8;
+const BLOCK: usize = 16;
 
 impl Layer {
+    /// Packs `inputs x outputs` rows for [`Layer::forward`]: for each block of [`BLOCK`]
+    /// outputs, an `inputs x BLOCK` panel, row-major; then each remaining output's column.
+    fn pack(rows: &[Vec<f64>], outputs: usize) -> Vec<f64> {
+        let blocks = outputs / BLOCK;
+        let mut w = Vec::with_capacity(rows.len() * outputs);
+        for b in 0..blocks {
+            for row in rows {
+                w.extend_from_slice(&row[b * BLOCK..(b + 1) * BLOCK]);
+            }
+        }
+        for j in blocks * BLOCK..outputs {
+            w.extend(rows.iter().map(|row| row[j]));
+        }
+        w
+    }
+
     /// `out = input · weights + biases`, each output summed over the inputs in order, then the
     /// bias added. Outputs are accumulated [`BLOCK`] at a time in registers.
     #[inline]
     fn forward(&self, input: &[f64], out: &mut [f64]) {
-        let o = self.outputs;
-        let blocks = o / BLOCK;
-        for b in 0..blocks {
-            let j = b * BLOCK;
+        let blocks = self.outputs / BLOCK;
+        let (panels, columns) = self.weights.split_at(blocks * BLOCK * self.inputs);
+        let (out_blocks, out_rest) = out.split_at_mut(blocks * BLOCK);
+        let (bias_blocks, bias_rest) = self.biases.split_at(blocks * BLOCK);
+        for ((panel, out), bias) in panels
+            .chunks_exact(BLOCK * self.inputs)
+            .zip(out_blocks.chunks_exact_mut(BLOCK))
+            .zip(bias_blocks.chunks_exact(BLOCK))
+        {
             let mut acc = [0.0; BLOCK];
-            for (i, a) in input.iter().enumerate() {
-                let w: &[f64; BLOCK] = self.weights[i * o + j..i * o + j + BLOCK]
-                    .try_into()
-                    .expect("a block of weights");
+            for (a, w) in input.iter().zip(panel.chunks_exact(BLOCK)) {
                 for (acc, w) in acc.iter_mut().zip(w) {
                     *acc += a * w;
                 }
             }
-            for ((out, acc), bias) in out[j..j + BLOCK]
-                .iter_mut()
-                .zip(acc)
-                .zip(&self.biases[j..j + BLOCK])
-            {
+            for ((out, acc), bias) in out.iter_mut().zip(acc).zip(bias) {
                 *out = acc + bias;
             }
         }
-        for j in blocks * BLOCK..o {
-            let mut acc = 0.0;
-            for (i, a) in input.iter().enumerate() {
-                acc += a * self.weights[i * o + j];
-            }
-            out[j] = acc + self.biases[j];
+        for ((out, column), bias) in out_rest
+            .iter_mut()
+            .zip(columns.chunks_exact(self.inputs))
+            .zip(bias_rest)
+        {
+            let acc = input
+                .iter()
+                .zip(column)
+                .fold(0.0, |acc, (a, w)| acc + a * w);
+            *out = acc + bias;
         }
     }
 }
@@ -128,7 +147,6 @@ impl Mlp {
             if outputs == 0 {
                 return Err(invalid(format!("layer {l} weights have rows of 0 columns")));
             }
-            let mut weights = Vec::with_capacity(rows * outputs);
             for (r, row) in layer.weights.iter().enumerate() {
                 if row.len() != outputs {
                     return Err(invalid(format!(
@@ -138,7 +156,6 @@ impl Mlp {
                     )));
                 }
                 check_all_finite(row, &format!("layer {l} weights[{r}]"))?;
-                weights.extend_from_slice(row);
             }
             if layer.biases.len() != outputs {
                 return Err(invalid(format!(
@@ -150,7 +167,7 @@ impl Mlp {
             built.push(Layer {
                 inputs,
                 outputs,
-                weights,
+                weights: Layer::pack(&layer.weights, outputs),
                 biases: layer.biases.clone(),
             });
             inputs = outputs;
