@@ -74,7 +74,9 @@ async fn driver_metadata_describes_the_schema() {
     let (_node, session) = node_with_schema().await;
     session.refresh_metadata().await.expect("metadata refresh");
     let state = session.get_cluster_state();
-    let ks = state.get_keyspace("keyscore").expect("keyspace in metadata");
+    let ks = state
+        .get_keyspace("keyscore")
+        .expect("keyspace in metadata");
     let mv = &ks.tables["model_versions"];
     assert_eq!(mv.partition_key, ["key"]);
     assert_eq!(mv.clustering_key, ["version"]);
@@ -141,14 +143,20 @@ async fn prepared_and_simple_statements_round_trip() {
     let (spec,): (String,) = rows.single_row().unwrap();
     assert_eq!(spec, "{\"v\": 2}");
     let rome = session
-        .query_unpaged("SELECT spec, created_at FROM keyscore.model_versions WHERE key = 'rome'", &[])
+        .query_unpaged(
+            "SELECT spec, created_at FROM keyscore.model_versions WHERE key = 'rome'",
+            &[],
+        )
         .await
         .unwrap()
         .into_rows_result()
         .unwrap();
     let (spec, created): (String, CqlTimestamp) = rome.single_row().unwrap();
     assert_eq!(spec, "it's json");
-    assert!(created.0 > 1_600_000_000_000, "toTimestamp(now()) is the current time");
+    assert!(
+        created.0 > 1_600_000_000_000,
+        "toTimestamp(now()) is the current time"
+    );
 
     let all = session
         .query_unpaged("SELECT key, version FROM keyscore.model_versions", &[])
@@ -156,7 +164,11 @@ async fn prepared_and_simple_statements_round_trip() {
         .unwrap()
         .into_rows_result()
         .unwrap();
-    let got: BTreeSet<(String, i64)> = all.rows::<(String, i64)>().unwrap().map(Result::unwrap).collect();
+    let got: BTreeSet<(String, i64)> = all
+        .rows::<(String, i64)>()
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     let want: BTreeSet<(String, i64)> = [("paris", 1), ("paris", 2), ("paris", 3), ("rome", 7)]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -239,7 +251,9 @@ async fn paging_returns_every_row_exactly_once() {
 async fn batches_apply_atomically() {
     let (_node, session) = node_with_schema().await;
     let activate = session
-        .prepare("UPDATE keyscore.active_models SET version = ?, previous_version = ? WHERE key = ?")
+        .prepare(
+            "UPDATE keyscore.active_models SET version = ?, previous_version = ? WHERE key = ?",
+        )
         .await
         .unwrap();
     let change = session
@@ -260,7 +274,10 @@ async fn batches_apply_atomically() {
         .await
         .unwrap();
     let (v, prev): (i64, i64) = session
-        .query_unpaged("SELECT version, previous_version FROM keyscore.active_models WHERE key = 'paris'", &[])
+        .query_unpaged(
+            "SELECT version, previous_version FROM keyscore.active_models WHERE key = 'paris'",
+            &[],
+        )
         .await
         .unwrap()
         .into_rows_result()
@@ -280,9 +297,15 @@ async fn batches_apply_atomically() {
         )
         .await
         .expect_err("a batch with an invalid statement fails");
-    assert!(matches!(db_error(&err), Some((DbError::Invalid, _))), "{err}");
+    assert!(
+        matches!(db_error(&err), Some((DbError::Invalid, _))),
+        "{err}"
+    );
     let (v,): (i64,) = session
-        .query_unpaged("SELECT version FROM keyscore.active_models WHERE key = 'paris'", &[])
+        .query_unpaged(
+            "SELECT version FROM keyscore.active_models WHERE key = 'paris'",
+            &[],
+        )
         .await
         .unwrap()
         .into_rows_result()
@@ -303,7 +326,10 @@ async fn batches_apply_atomically() {
         .into_rows_result()
         .unwrap();
     let got: Vec<(CqlTimestamp, String, i64)> = rows.rows().unwrap().map(Result::unwrap).collect();
-    assert_eq!(got, [(CqlTimestamp(1_709_296_200_000), "paris".to_string(), 2)]);
+    assert_eq!(
+        got,
+        [(CqlTimestamp(1_709_296_200_000), "paris".to_string(), 2)]
+    );
     let later = session
         .execute_unpaged(&feed, ("2024-03-01", CqlTimestamp(1_709_296_200_000)))
         .await
@@ -317,7 +343,9 @@ async fn batches_apply_atomically() {
 async fn writetime_grows_and_honours_using_timestamp() {
     let (_node, session) = node_with_schema().await;
     let activate = session
-        .prepare("UPDATE keyscore.active_models SET version = ?, previous_version = ? WHERE key = ?")
+        .prepare(
+            "UPDATE keyscore.active_models SET version = ?, previous_version = ? WHERE key = ?",
+        )
         .await
         .unwrap();
     let read = session
@@ -326,7 +354,10 @@ async fn writetime_grows_and_honours_using_timestamp() {
         .unwrap();
     let mut last = 0i64;
     for v in 1..=5i64 {
-        session.execute_unpaged(&activate, (v, v - 1, "oslo")).await.unwrap();
+        session
+            .execute_unpaged(&activate, (v, v - 1, "oslo"))
+            .await
+            .unwrap();
         let (got, _prev, wt): (i64, i64, i64) = session
             .execute_unpaged(&read, ("oslo",))
             .await
@@ -348,7 +379,10 @@ async fn writetime_grows_and_honours_using_timestamp() {
         .await
         .unwrap();
     let (v, wt): (i64, i64) = session
-        .query_unpaged("SELECT version, WRITETIME(version) FROM keyscore.active_models WHERE key = 'oslo'", &[])
+        .query_unpaged(
+            "SELECT version, WRITETIME(version) FROM keyscore.active_models WHERE key = 'oslo'",
+            &[],
+        )
         .await
         .unwrap()
         .into_rows_result()
@@ -365,7 +399,10 @@ async fn writetime_grows_and_honours_using_timestamp() {
         .await
         .unwrap();
     let (v, wt): (i64, i64) = session
-        .query_unpaged("SELECT version, WRITETIME(version) FROM keyscore.active_models WHERE key = 'oslo'", &[])
+        .query_unpaged(
+            "SELECT version, WRITETIME(version) FROM keyscore.active_models WHERE key = 'oslo'",
+            &[],
+        )
         .await
         .unwrap()
         .into_rows_result()
@@ -402,9 +439,15 @@ async fn insert_if_not_exists_reports_applied() {
         .map(|c| c.name().to_string())
         .collect();
     assert_eq!(names[0], "[applied]");
-    let spec_at = names.iter().position(|n| n == "spec").expect("existing row returned");
+    let spec_at = names
+        .iter()
+        .position(|n| n == "spec")
+        .expect("existing row returned");
     let row: scylla::value::Row = second.first_row().unwrap();
-    assert_eq!(row.columns[0], Some(scylla::value::CqlValue::Boolean(false)));
+    assert_eq!(
+        row.columns[0],
+        Some(scylla::value::CqlValue::Boolean(false))
+    );
     assert_eq!(
         row.columns[spec_at],
         Some(scylla::value::CqlValue::Text("first".to_string()))
@@ -415,19 +458,34 @@ async fn insert_if_not_exists_reports_applied() {
 async fn unsupported_statements_fail_naming_the_feature() {
     let (_node, session) = node_with_schema().await;
     let cases = [
-        ("INSERT INTO keyscore.active_models (key, version) VALUES ('a', 1) USING TTL 60", "TTL"),
-        ("SELECT key FROM keyscore.active_models WHERE version = 1 ALLOW FILTERING", "ALLOW FILTERING"),
-        ("SELECT key FROM keyscore.active_models WHERE version = 1", "filtering"),
-        ("UPDATE keyscore.active_models SET version = 2 WHERE key = 'a' IF version = 1", "conditional"),
-        ("CREATE INDEX ON keyscore.active_models (version)", "CREATE INDEX"),
+        (
+            "INSERT INTO keyscore.active_models (key, version) VALUES ('a', 1) USING TTL 60",
+            "TTL",
+        ),
+        (
+            "SELECT key FROM keyscore.active_models WHERE version = 1 ALLOW FILTERING",
+            "ALLOW FILTERING",
+        ),
+        (
+            "SELECT key FROM keyscore.active_models WHERE version = 1",
+            "filtering",
+        ),
+        (
+            "UPDATE keyscore.active_models SET version = 2 WHERE key = 'a' IF version = 1",
+            "conditional",
+        ),
+        (
+            "CREATE INDEX ON keyscore.active_models (version)",
+            "CREATE INDEX",
+        ),
         ("SELECT JSON * FROM keyscore.active_models", "SELECT JSON"),
-        ("CREATE TABLE keyscore.c (k text PRIMARY KEY, n counter)", "counter"),
+        (
+            "CREATE TABLE keyscore.c (k text PRIMARY KEY, n counter)",
+            "counter",
+        ),
     ];
     for (query, feature) in cases {
-        let err = session
-            .query_unpaged(query, &[])
-            .await
-            .expect_err(query);
+        let err = session.query_unpaged(query, &[]).await.expect_err(query);
         let (db, msg) = db_error(&err).unwrap_or_else(|| panic!("{query}: {err}"));
         assert!(matches!(db, DbError::Invalid), "{query}: {db:?} {msg}");
         assert!(msg.contains(feature), "{query}: '{msg}' names {feature}");
@@ -436,17 +494,29 @@ async fn unsupported_statements_fail_naming_the_feature() {
         .query_unpaged("SELEC key FROM keyscore.active_models", &[])
         .await
         .expect_err("typo");
-    assert!(matches!(db_error(&err), Some((DbError::SyntaxError, _))), "{err}");
+    assert!(
+        matches!(db_error(&err), Some((DbError::SyntaxError, _))),
+        "{err}"
+    );
     let err = session
         .query_unpaged("SELECT nope FROM keyscore.active_models", &[])
         .await
         .expect_err("unknown column");
-    assert!(db_error(&err).is_some_and(|(_, m)| m.contains("nope")), "{err}");
+    assert!(
+        db_error(&err).is_some_and(|(_, m)| m.contains("nope")),
+        "{err}"
+    );
     let err = session
-        .query_unpaged("CREATE TABLE keyscore.active_models (k text PRIMARY KEY)", &[])
+        .query_unpaged(
+            "CREATE TABLE keyscore.active_models (k text PRIMARY KEY)",
+            &[],
+        )
         .await
         .expect_err("duplicate table");
-    assert!(matches!(db_error(&err), Some((DbError::AlreadyExists { .. }, _))), "{err}");
+    assert!(
+        matches!(db_error(&err), Some((DbError::AlreadyExists { .. }, _))),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -459,23 +529,41 @@ async fn faults_are_seen_by_the_driver_and_cleared() {
     session.execute_unpaged(&read, ("a",)).await.unwrap();
 
     node.set_fault(Fault::Failing);
-    let err = session.execute_unpaged(&read, ("a",)).await.expect_err("failing");
-    assert!(matches!(db_error(&err), Some((DbError::Unavailable { .. }, _))), "{err}");
+    let err = session
+        .execute_unpaged(&read, ("a",))
+        .await
+        .expect_err("failing");
+    assert!(
+        matches!(db_error(&err), Some((DbError::Unavailable { .. }, _))),
+        "{err}"
+    );
     node.set_fault(Fault::Overloaded);
-    let err = session.execute_unpaged(&read, ("a",)).await.expect_err("overloaded");
-    assert!(matches!(db_error(&err), Some((DbError::Overloaded, _))), "{err}");
+    let err = session
+        .execute_unpaged(&read, ("a",))
+        .await
+        .expect_err("overloaded");
+    assert!(
+        matches!(db_error(&err), Some((DbError::Overloaded, _))),
+        "{err}"
+    );
     node.clear_fault();
     session.execute_unpaged(&read, ("a",)).await.unwrap();
 
     node.fail_for(Duration::from_millis(300));
     assert!(session.execute_unpaged(&read, ("a",)).await.is_err());
     tokio::time::sleep(Duration::from_millis(500)).await;
-    session.execute_unpaged(&read, ("a",)).await.expect("the fault ended by itself");
+    session
+        .execute_unpaged(&read, ("a",))
+        .await
+        .expect("the fault ended by itself");
 
     let mut slow = read.clone();
     slow.set_request_timeout(Some(Duration::from_millis(100)));
     node.set_fault(Fault::Slow(Duration::from_millis(400)));
-    let err = session.execute_unpaged(&slow, ("a",)).await.expect_err("slow");
+    let err = session
+        .execute_unpaged(&slow, ("a",))
+        .await
+        .expect_err("slow");
     assert!(matches!(err, ExecutionError::RequestTimeout(_)), "{err}");
     node.clear_fault();
     // Let the delayed answer drain before the next request.
@@ -552,15 +640,24 @@ async fn protocol_v5_is_refused_so_clients_downgrade() {
     let node = CqlTestNode::start().await;
     let mut tcp = tokio::net::TcpStream::connect(node.addr()).await.unwrap();
     // OPTIONS, version 5, stream 7, empty body.
-    tcp.write_all(&[0x05, 0, 0, 7, 0x05, 0, 0, 0, 0]).await.unwrap();
+    tcp.write_all(&[0x05, 0, 0, 7, 0x05, 0, 0, 0, 0])
+        .await
+        .unwrap();
     let mut head = [0u8; 9];
     tcp.read_exact(&mut head).await.unwrap();
     assert_eq!(head[4], 0x00, "an ERROR frame");
-    assert_eq!(i16::from_be_bytes([head[2], head[3]]), 7, "on the request's stream");
+    assert_eq!(
+        i16::from_be_bytes([head[2], head[3]]),
+        7,
+        "on the request's stream"
+    );
     let len = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) as usize;
     let mut body = vec![0u8; len];
     tcp.read_exact(&mut body).await.unwrap();
-    assert_eq!(i32::from_be_bytes([body[0], body[1], body[2], body[3]]), 0x000A);
+    assert_eq!(
+        i32::from_be_bytes([body[0], body[1], body[2], body[3]]),
+        0x000A
+    );
     let msg = String::from_utf8_lossy(&body[6..]);
     assert!(msg.contains("unsupported protocol version"), "{msg}");
 }
@@ -571,7 +668,11 @@ fn python_tool(name: &str) -> PathBuf {
                 `python3 -m venv DIR && DIR/bin/pip install cassandra-driver cqlsh`";
     if let Some(dir) = std::env::var_os("KEYSCORE_PYTHON_BIN") {
         let p = Path::new(&dir).join(name);
-        assert!(p.is_file(), "KEYSCORE_PYTHON_BIN has no {name} ({}); {hint}", p.display());
+        assert!(
+            p.is_file(),
+            "KEYSCORE_PYTHON_BIN has no {name} ({}); {hint}",
+            p.display()
+        );
         return p;
     }
     std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
@@ -625,14 +726,27 @@ async fn python_driver_negotiates_v4_and_round_trips() {
     let seen: serde_json::Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or(""))
         .unwrap_or_else(|e| panic!("client output is not JSON ({e}): {stdout}"));
     assert_eq!(seen["protocol_version"], 4);
-    assert_eq!(seen["model_versions_partition_key"], serde_json::json!(["key"]));
-    assert_eq!(seen["model_versions_clustering_key"], serde_json::json!(["version"]));
+    assert_eq!(
+        seen["downgraded"], true,
+        "the driver tried v5 first and fell back"
+    );
+    assert_eq!(
+        seen["model_versions_partition_key"],
+        serde_json::json!(["key"])
+    );
+    assert_eq!(
+        seen["model_versions_clustering_key"],
+        serde_json::json!(["version"])
+    );
     assert_eq!(seen["model_versions_version_desc"], true);
     assert_eq!(seen["versions"], serde_json::json!([4, 3, 2, 1]));
     assert_eq!(seen["active"], serde_json::json!([4, 1, true]));
 
     let (v, prev): (i64, i64) = session
-        .query_unpaged("SELECT version, previous_version FROM keyscore.active_models WHERE key = 'lyon'", &[])
+        .query_unpaged(
+            "SELECT version, previous_version FROM keyscore.active_models WHERE key = 'lyon'",
+            &[],
+        )
         .await
         .unwrap()
         .into_rows_result()
@@ -641,7 +755,10 @@ async fn python_driver_negotiates_v4_and_round_trips() {
         .unwrap();
     assert_eq!((v, prev), (4, 1));
     let (spec,): (String,) = session
-        .query_unpaged("SELECT spec FROM keyscore.model_versions WHERE key = 'lyon' AND version = 1", &[])
+        .query_unpaged(
+            "SELECT spec FROM keyscore.model_versions WHERE key = 'lyon' AND version = 1",
+            &[],
+        )
         .await
         .unwrap()
         .into_rows_result()
@@ -661,11 +778,17 @@ async fn cqlsh_runs_a_script_file() {
         &["127.0.0.1", &port, "-f", &data_file("activate_paris.cql")],
     )
     .await;
-    assert!(stdout.contains("(2 rows)"), "cqlsh printed the SELECT:\n{stdout}");
+    assert!(
+        stdout.contains("(2 rows)"),
+        "cqlsh printed the SELECT:\n{stdout}"
+    );
     assert!(stdout.contains("it's the baseline"), "{stdout}");
 
     let (v, prev): (i64, i64) = session
-        .query_unpaged("SELECT version, previous_version FROM keyscore.active_models WHERE key = 'paris'", &[])
+        .query_unpaged(
+            "SELECT version, previous_version FROM keyscore.active_models WHERE key = 'paris'",
+            &[],
+        )
         .await
         .unwrap()
         .into_rows_result()
@@ -674,7 +797,10 @@ async fn cqlsh_runs_a_script_file() {
         .unwrap();
     assert_eq!((v, prev), (2, 1));
     let (created,): (CqlTimestamp,) = session
-        .query_unpaged("SELECT created_at FROM keyscore.model_versions WHERE key = 'paris' AND version = 2", &[])
+        .query_unpaged(
+            "SELECT created_at FROM keyscore.model_versions WHERE key = 'paris' AND version = 2",
+            &[],
+        )
         .await
         .unwrap()
         .into_rows_result()
@@ -683,7 +809,10 @@ async fn cqlsh_runs_a_script_file() {
         .unwrap();
     assert_eq!(created.0, 1_709_296_200_000);
     let changes = session
-        .query_unpaged("SELECT key, version FROM keyscore.model_changes WHERE day = '2024-03-01'", &[])
+        .query_unpaged(
+            "SELECT key, version FROM keyscore.model_changes WHERE day = '2024-03-01'",
+            &[],
+        )
         .await
         .unwrap()
         .into_rows_result()

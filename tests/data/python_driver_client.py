@@ -8,17 +8,35 @@ reads them back, and prints one JSON object describing what it saw.
 """
 
 import json
+import logging
 import sys
 
 from cassandra.cluster import Cluster
 from cassandra.query import BatchStatement, SimpleStatement
 
 
+class Recorder(logging.Handler):
+    """Keeps the driver's log messages, to see how it negotiated the protocol version."""
+
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
 def main():
     host, port = sys.argv[1], int(sys.argv[2])
+    recorder = Recorder()
+    logging.getLogger("cassandra").addHandler(recorder)
+    logging.getLogger("cassandra").setLevel(logging.INFO)
     cluster = Cluster([host], port=port)
     session = cluster.connect()
-    out = {"protocol_version": cluster.protocol_version}
+    out = {
+        "protocol_version": cluster.protocol_version,
+        "downgraded": any("Downgrading" in m for m in recorder.messages),
+    }
 
     ks = cluster.metadata.keyspaces["keyscore"]
     mv = ks.tables["model_versions"]

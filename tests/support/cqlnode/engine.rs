@@ -511,7 +511,11 @@ impl Engine {
         u
     }
 
-    fn keyspace_of<'a>(&self, t: &'a TableRef, current: Option<&'a str>) -> Result<&'a str, CqlError> {
+    fn keyspace_of<'a>(
+        &self,
+        t: &'a TableRef,
+        current: Option<&'a str>,
+    ) -> Result<&'a str, CqlError> {
         t.keyspace.as_deref().or(current).ok_or_else(|| {
             CqlError::invalid(
                 "No keyspace has been specified. USE a keyspace, or explicitly specify keyspace.tablename",
@@ -623,7 +627,9 @@ impl Engine {
             .collect::<Result<Vec<_>, _>>()?;
         let mut pk_indexes = Vec::new();
         if let [single] = pk_marker.as_slice() {
-            let def = &self.table(stmt.table().expect("data statements name a table"), current)?.def;
+            let def = &self
+                .table(stmt.table().expect("data statements name a table"), current)?
+                .def;
             for i in 0..def.pk_len {
                 match single.get(&i) {
                     Some(m) => pk_indexes.push(*m as u16),
@@ -655,7 +661,10 @@ impl Engine {
                     Ok(Some(*i))
                 }
                 Term::Func(name, args) => {
-                    if args.iter().any(|a| !matches!(a, Term::Lit(_) | Term::Func(..))) {
+                    if args
+                        .iter()
+                        .any(|a| !matches!(a, Term::Lit(_) | Term::Func(..)))
+                    {
                         return Err(CqlError::invalid(format!(
                             "bind markers as arguments of {name}() are not supported by the test node"
                         )));
@@ -750,7 +759,11 @@ impl Engine {
                 let def = &self.table(table, current)?.def;
                 for (sel, _) in selectors.iter().flatten() {
                     if let Selector::Func(name, _) = sel {
-                        term_bind(&Term::Func(name.clone(), Vec::new()), def.spec("", CqlType::Blob), specs)?;
+                        term_bind(
+                            &Term::Func(name.clone(), Vec::new()),
+                            def.spec("", CqlType::Blob),
+                            specs,
+                        )?;
                     }
                 }
                 pk_marker.push(self.where_binds(def, wheres, specs)?);
@@ -783,10 +796,9 @@ impl Engine {
                 }
                 Relation::In(c, InValues::Marker(i)) => {
                     let col = &def.columns[def.column(c)?];
-                    specs[*i] = Some(def.spec(
-                        &format!("in({c})"),
-                        CqlType::List(Box::new(col.ty.clone())),
-                    ));
+                    specs[*i] = Some(
+                        def.spec(&format!("in({c})"), CqlType::List(Box::new(col.ty.clone()))),
+                    );
                 }
                 Relation::In(c, InValues::Terms(terms)) => {
                     let col = &def.columns[def.column(c)?];
@@ -820,7 +832,10 @@ impl Engine {
                 Ok(v)
             }
             Term::Lit(Literal::Null) => Ok(Value::Null),
-            Term::Lit(l) => ty.from_literal(l).map(Value::Set).map_err(CqlError::invalid),
+            Term::Lit(l) => ty
+                .from_literal(l)
+                .map(Value::Set)
+                .map_err(CqlError::invalid),
             Term::Func(name, args) => {
                 let (rty, bytes) = self.call(name, args)?;
                 if &rty != ty && !(rty == CqlType::Ascii && *ty == CqlType::Text) {
@@ -852,11 +867,16 @@ impl Engine {
             ("totimestamp" | "tounixtimestamp", [arg]) => {
                 let (ty, b) = match arg {
                     Term::Func(n, a) => self.call(n, a)?,
-                    Term::Lit(l) => (CqlType::TimeUuid, CqlType::TimeUuid.from_literal(l).map_err(CqlError::invalid)?),
+                    Term::Lit(l) => (
+                        CqlType::TimeUuid,
+                        CqlType::TimeUuid
+                            .from_literal(l)
+                            .map_err(CqlError::invalid)?,
+                    ),
                     Term::Bind(_) => {
                         return Err(CqlError::invalid(format!(
-                            "bind markers as arguments of {name}() are not supported by the test node"
-                        )))
+                        "bind markers as arguments of {name}() are not supported by the test node"
+                    )))
                     }
                 };
                 let ms = match ty {
@@ -882,7 +902,12 @@ impl Engine {
         }
     }
 
-    fn where_value(&mut self, col: &Column, term: &Term, values: &[Value]) -> Result<Vec<u8>, CqlError> {
+    fn where_value(
+        &mut self,
+        col: &Column,
+        term: &Term,
+        values: &[Value],
+    ) -> Result<Vec<u8>, CqlError> {
         match self.eval(term, &col.ty, values)? {
             Value::Set(b) => Ok(b),
             Value::Null => Err(CqlError::invalid(format!(
@@ -1043,7 +1068,9 @@ impl Engine {
                 seen_gap = Some(name.clone());
             }
         }
-        if out.partitions.is_none() && (!out.ck_eq.is_empty() || out.lower.is_some() || out.upper.is_some()) {
+        if out.partitions.is_none()
+            && (!out.ck_eq.is_empty() || out.lower.is_some() || out.upper.is_some())
+        {
             return Err(CqlError::invalid(
                 "Cannot execute this query as it might involve data filtering and thus may have unpredictable performance (restrict the partition key; ALLOW FILTERING is not supported by the test node)",
             ));
@@ -1093,7 +1120,9 @@ impl Engine {
             Statement::DropTable { table, if_exists } => {
                 let ks = self.keyspace_of(table, exec.keyspace)?.to_string();
                 if is_system(&ks) {
-                    return Err(CqlError::invalid(format!("system keyspace {ks} is not user-modifiable")));
+                    return Err(CqlError::invalid(format!(
+                        "system keyspace {ks} is not user-modifiable"
+                    )));
                 }
                 let removed = self
                     .keyspaces
@@ -1140,13 +1169,18 @@ impl Engine {
     ) -> Result<Outcome, CqlError> {
         for (s, _) in items {
             match s {
-                Statement::Insert { if_not_exists: true, .. }
-                | Statement::Update { if_exists: true, .. }
-                | Statement::Delete { if_exists: true, .. } => {
-                    return Err(CqlError::invalid(
-                        "conditional statements (IF ...) in a batch are not supported by the test node",
-                    ))
+                Statement::Insert {
+                    if_not_exists: true,
+                    ..
                 }
+                | Statement::Update {
+                    if_exists: true, ..
+                }
+                | Statement::Delete {
+                    if_exists: true, ..
+                } => return Err(CqlError::invalid(
+                    "conditional statements (IF ...) in a batch are not supported by the test node",
+                )),
                 Statement::Insert { .. } | Statement::Update { .. } | Statement::Delete { .. } => {}
                 _ => {
                     return Err(CqlError::invalid(
@@ -1240,7 +1274,9 @@ impl Engine {
                 let table = self.table_mut(table_ref, current)?;
                 if *if_not_exists {
                     if !allow_conditions {
-                        return Err(CqlError::invalid("conditional statements in a batch are not supported by the test node"));
+                        return Err(CqlError::invalid(
+                            "conditional statements in a batch are not supported by the test node",
+                        ));
                     }
                     if let Some(existing) = read_row(table, &pk, &ck) {
                         let mut specs = vec![def.spec("[applied]", CqlType::Boolean)];
@@ -1329,7 +1365,10 @@ impl Engine {
                         "DELETE needs the whole partition key in its WHERE clause",
                     ));
                 }
-                if r.lower.is_some() || r.upper.is_some() || (!r.ck_eq.is_empty() && r.ck_eq.len() < def.ck_len) {
+                if r.lower.is_some()
+                    || r.upper.is_some()
+                    || (!r.ck_eq.is_empty() && r.ck_eq.len() < def.ck_len)
+                {
                     return Err(CqlError::invalid(
                         "range deletions (a partial clustering key) are not supported by the test node",
                     ));
@@ -1404,7 +1443,8 @@ impl Engine {
             )));
         };
         if r.ck_eq.len() != def.ck_len || r.lower.is_some() || r.upper.is_some() {
-            let missing: Vec<&str> = def.columns[def.pk_len + r.ck_eq.len()..def.pk_len + def.ck_len]
+            let missing: Vec<&str> = def.columns
+                [def.pk_len + r.ck_eq.len()..def.pk_len + def.ck_len]
                 .iter()
                 .map(|c| c.name.as_str())
                 .collect();
@@ -1422,7 +1462,11 @@ impl Engine {
         selectors: &Option<Vec<(Selector, Option<String>)>>,
     ) -> Result<(Vec<ColSpec>, Vec<Projection>, bool), CqlError> {
         let Some(items) = selectors else {
-            let specs = def.columns.iter().map(|c| def.spec(&c.name, c.ty.clone())).collect();
+            let specs = def
+                .columns
+                .iter()
+                .map(|c| def.spec(&c.name, c.ty.clone()))
+                .collect();
             let proj = (0..def.columns.len()).map(Projection::Column).collect();
             return Ok((specs, proj, false));
         };
@@ -1467,8 +1511,15 @@ impl Engine {
         Ok((specs, proj, count))
     }
 
-    fn select_specs(&mut self, stmt: &Statement, current: Option<&str>) -> Result<Vec<ColSpec>, CqlError> {
-        let Statement::Select { table, selectors, .. } = stmt else {
+    fn select_specs(
+        &mut self,
+        stmt: &Statement,
+        current: Option<&str>,
+    ) -> Result<Vec<ColSpec>, CqlError> {
+        let Statement::Select {
+            table, selectors, ..
+        } = stmt
+        else {
             return Ok(Vec::new());
         };
         let def = self.table(table, current)?.def.clone();
@@ -1541,7 +1592,8 @@ impl Engine {
         }
         let start = match exec.paging_state {
             Some(ps) if !count => Some(
-                PagePosition::decode(ps).ok_or_else(|| CqlError::protocol("invalid paging state"))?,
+                PagePosition::decode(ps)
+                    .ok_or_else(|| CqlError::protocol("invalid paging state"))?,
             ),
             _ => None,
         };
@@ -1775,25 +1827,35 @@ impl Engine {
             return Err(e);
         }
         if partition_key.is_empty() {
-            return Err(CqlError::invalid("No PRIMARY KEY specifed (exactly one required)"));
+            return Err(CqlError::invalid(
+                "No PRIMARY KEY specifed (exactly one required)",
+            ));
         }
         let find = |n: &str| columns.iter().find(|(c, _)| c == n).map(|(_, t)| t.clone());
         for (i, (c, _)) in columns.iter().enumerate() {
             if columns[..i].iter().any(|(d, _)| d == c) {
-                return Err(CqlError::invalid(format!("Multiple definition of identifier {c}")));
+                return Err(CqlError::invalid(format!(
+                    "Multiple definition of identifier {c}"
+                )));
             }
         }
         let mut cols = Vec::new();
         for (p, name) in partition_key.iter().enumerate() {
             let ty = find(name).ok_or_else(|| {
-                CqlError::invalid(format!("Unknown definition {name} referenced in PRIMARY KEY"))
+                CqlError::invalid(format!(
+                    "Unknown definition {name} referenced in PRIMARY KEY"
+                ))
             })?;
             if ty.is_collection() && !system {
                 return Err(CqlError::invalid(format!(
                     "Invalid non-frozen collection type for PRIMARY KEY component {name}"
                 )));
             }
-            cols.push(Column { name: name.clone(), ty, kind: Kind::PartitionKey(p) });
+            cols.push(Column {
+                name: name.clone(),
+                ty,
+                kind: Kind::PartitionKey(p),
+            });
         }
         if !order.is_empty() {
             let names: Vec<&String> = order.iter().map(|(c, _)| c).collect();
@@ -1806,7 +1868,9 @@ impl Engine {
         }
         for (p, name) in clustering.iter().enumerate() {
             let ty = find(name).ok_or_else(|| {
-                CqlError::invalid(format!("Unknown definition {name} referenced in PRIMARY KEY"))
+                CqlError::invalid(format!(
+                    "Unknown definition {name} referenced in PRIMARY KEY"
+                ))
             })?;
             if ty.is_collection() && !system {
                 return Err(CqlError::invalid(format!(
@@ -1814,12 +1878,20 @@ impl Engine {
                 )));
             }
             let desc = order.get(p).is_some_and(|(_, d)| *d);
-            cols.push(Column { name: name.clone(), ty, kind: Kind::Clustering(p, desc) });
+            cols.push(Column {
+                name: name.clone(),
+                ty,
+                kind: Kind::Clustering(p, desc),
+            });
         }
         let mut regular: Vec<Column> = columns
             .iter()
             .filter(|(c, _)| !partition_key.contains(c) && !clustering.contains(c))
-            .map(|(c, t)| Column { name: c.clone(), ty: t.clone(), kind: Kind::Regular })
+            .map(|(c, t)| Column {
+                name: c.clone(),
+                ty: t.clone(),
+                kind: Kind::Regular,
+            })
             .collect();
         regular.sort_by(|a, b| a.name.cmp(&b.name));
         cols.extend(regular);
@@ -1836,7 +1908,13 @@ impl Engine {
             .get_mut(&ks)
             .expect("checked above")
             .tables
-            .insert(table.table.clone(), Table { def, partitions: BTreeMap::new() });
+            .insert(
+                table.table.clone(),
+                Table {
+                    def,
+                    partitions: BTreeMap::new(),
+                },
+            );
         if !system {
             self.schema_changed();
         }
@@ -1869,7 +1947,10 @@ impl Engine {
             ("listen_address", inet(id.address)),
             ("listen_port", int(7000)),
             ("native_protocol_version", text("4")),
-            ("partitioner", text("org.apache.cassandra.dht.Murmur3Partitioner")),
+            (
+                "partitioner",
+                text("org.apache.cassandra.dht.Murmur3Partitioner"),
+            ),
             ("rack", text("rack1")),
             ("release_version", text("4.0.11")),
             ("rpc_address", inet(id.address)),
@@ -1955,7 +2036,10 @@ impl Engine {
                 }
             }
         }
-        let system = self.keyspaces.get_mut("system").expect("system keyspace exists");
+        let system = self
+            .keyspaces
+            .get_mut("system")
+            .expect("system keyspace exists");
         let local_table = system.tables.get_mut("local").expect("system.local exists");
         local_table.partitions.clear();
         put_system_row(local_table, local);
@@ -1967,7 +2051,10 @@ impl Engine {
             t.partitions.clear();
         }
         for (table, cells) in schema_rows {
-            let t = schema.tables.get_mut(table).expect("system_schema table exists");
+            let t = schema
+                .tables
+                .get_mut(table)
+                .expect("system_schema table exists");
             put_system_row(t, cells);
         }
     }
@@ -2023,7 +2110,12 @@ fn read_row(table: &Table, pk: &[Vec<u8>], ck: &[Vec<u8>]) -> Option<Vec<Option<
 
 /// The row at a primary key, created if missing; `None` when a deletion newer than `ts`
 /// shadows the write.
-fn upsert_row<'a>(table: &'a mut Table, pk: &[Vec<u8>], ck: &[Vec<u8>], ts: i64) -> Option<&'a mut Row> {
+fn upsert_row<'a>(
+    table: &'a mut Table,
+    pk: &[Vec<u8>],
+    ck: &[Vec<u8>],
+    ts: i64,
+) -> Option<&'a mut Row> {
     let def = &table.def;
     let part = table
         .partitions
@@ -2066,8 +2158,7 @@ fn set_cell(row: &mut Row, idx: usize, v: Value, ts: i64) {
         None => true,
         Some(old) => {
             ts > old.ts
-                || ts == old.ts
-                    && (value.is_none() || (old.value.is_some() && value > old.value))
+                || ts == old.ts && (value.is_none() || (old.value.is_some() && value > old.value))
         }
     };
     if wins {

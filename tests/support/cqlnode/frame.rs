@@ -153,7 +153,9 @@ impl Header {
     pub(crate) fn decode(b: &[u8; HEADER_LEN]) -> Result<Header, CqlError> {
         let length = i32::from_be_bytes([b[5], b[6], b[7], b[8]]);
         if length < 0 || length as usize > MAX_BODY {
-            return Err(CqlError::protocol(format!("invalid frame body length {length}")));
+            return Err(CqlError::protocol(format!(
+                "invalid frame body length {length}"
+            )));
         }
         Ok(Header {
             version: b[0],

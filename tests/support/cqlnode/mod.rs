@@ -270,7 +270,11 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
                 header.version & 0x7f
             ));
             let _ = stream
-                .write_all(&frame::response_frame(header.stream, opcode::ERROR, &e.encode()))
+                .write_all(&frame::response_frame(
+                    header.stream,
+                    opcode::ERROR,
+                    &e.encode(),
+                ))
                 .await;
             return;
         }
@@ -301,7 +305,9 @@ fn fault_error(shared: &Shared, consistency: u16) -> Option<CqlError> {
             ErrorCode::Unavailable,
             "Cannot achieve consistency level (injected fault: replicas unavailable)",
         ),
-        Fault::Overloaded => CqlError::new(ErrorCode::Overloaded, "Injected fault: node overloaded"),
+        Fault::Overloaded => {
+            CqlError::new(ErrorCode::Overloaded, "Injected fault: node overloaded")
+        }
         Fault::ServerError => CqlError::new(ErrorCode::Server, "Injected fault: server error"),
         Fault::Unavailable | Fault::Slow(_) => return None,
     };
@@ -395,11 +401,12 @@ fn handle(
             let ks_owned = ks.map(str::to_string);
             let mut e = exec(&params, keyspace);
             e.keyspace = ks_owned.as_deref();
-            let outcome = shared
-                .engine
-                .lock()
-                .expect("lock")
-                .execute(&prepared.statement, &values, e)?;
+            let outcome =
+                shared
+                    .engine
+                    .lock()
+                    .expect("lock")
+                    .execute(&prepared.statement, &values, e)?;
             Ok((
                 opcode::RESULT,
                 encode_outcome(outcome, keyspace, params.skip_metadata),
@@ -429,10 +436,7 @@ fn exec<'a>(params: &'a QueryParams, keyspace: &'a Option<String>) -> Exec<'a> {
 }
 
 /// Puts named values in bind-marker order and checks their count.
-fn order_values(
-    params: &QueryParams,
-    specs: &[frame::ColSpec],
-) -> Result<Vec<Value>, CqlError> {
+fn order_values(params: &QueryParams, specs: &[frame::ColSpec]) -> Result<Vec<Value>, CqlError> {
     let values = match &params.names {
         None => params.values.clone(),
         Some(names) => {
@@ -464,7 +468,9 @@ fn batch(
 ) -> Result<(u8, Vec<u8>), CqlError> {
     let kind = r.byte()?;
     if kind == 2 {
-        return Err(CqlError::invalid("counter batches are not supported by the test node"));
+        return Err(CqlError::invalid(
+            "counter batches are not supported by the test node",
+        ));
     }
     if kind > 2 {
         return Err(CqlError::protocol(format!("invalid batch type {kind}")));
@@ -476,7 +482,11 @@ fn batch(
         let target = match k {
             0 => Err(r.long_string()?),
             1 => Ok(r.short_bytes()?),
-            other => return Err(CqlError::protocol(format!("invalid batch statement kind {other}"))),
+            other => {
+                return Err(CqlError::protocol(format!(
+                    "invalid batch statement kind {other}"
+                )))
+            }
         };
         let nv = r.short()?;
         let values = (0..nv).map(|_| r.value()).collect::<Result<Vec<_>, _>>()?;
@@ -528,7 +538,10 @@ fn batch(
     }
     let ts = timestamp.unwrap_or_else(|| engine.next_timestamp());
     engine.batch(&items, keyspace.as_deref(), ts)?;
-    Ok((opcode::RESULT, encode_outcome(Outcome::Void, keyspace, false)))
+    Ok((
+        opcode::RESULT,
+        encode_outcome(Outcome::Void, keyspace, false),
+    ))
 }
 
 /// Encodes a RESULT body; a Set_keyspace outcome also switches the connection's keyspace.

@@ -144,7 +144,9 @@ fn lex(src: &str) -> PResult<Vec<Tok>> {
             } else {
                 out.push(Tok::Word(word));
             }
-        } else if c.is_ascii_digit() || c == '.' && chars.get(i + 1).is_some_and(char::is_ascii_digit) {
+        } else if c.is_ascii_digit()
+            || c == '.' && chars.get(i + 1).is_some_and(char::is_ascii_digit)
+        {
             lex_number(&chars, &mut i, &mut out)?;
         } else {
             let two: String = chars[i..(i + 2).min(chars.len())].iter().collect();
@@ -461,7 +463,10 @@ pub(crate) fn parse(src: &str) -> PResult<(Statement, usize)> {
     let stmt = p.statement()?;
     while p.eat_sym(";") {}
     if let Some(t) = p.peek() {
-        return syntax(format!("unexpected {} after the end of the statement", describe(t)));
+        return syntax(format!(
+            "unexpected {} after the end of the statement",
+            describe(t)
+        ));
     }
     Ok((stmt, p.markers))
 }
@@ -671,7 +676,11 @@ impl Parser {
             Some(Tok::Float(f)) => Literal::Float(if negative { -f } else { f }),
             Some(Tok::Word(w)) if w.eq_ignore_ascii_case("nan") => Literal::Float(f64::NAN),
             Some(Tok::Word(w)) if w.eq_ignore_ascii_case("infinity") => {
-                Literal::Float(if negative { f64::NEG_INFINITY } else { f64::INFINITY })
+                Literal::Float(if negative {
+                    f64::NEG_INFINITY
+                } else {
+                    f64::INFINITY
+                })
             }
             _ if negative => {
                 self.pos -= 1;
@@ -1257,11 +1266,19 @@ impl Parser {
                         ("comment", Literal::Str(s)) => comment = s,
                         ("default_time_to_live", Literal::Int(0)) => {}
                         (
-                            "gc_grace_seconds" | "bloom_filter_fp_chance" | "caching"
-                            | "compaction" | "compression" | "crc_check_chance"
-                            | "speculative_retry" | "memtable_flush_period_in_ms"
-                            | "min_index_interval" | "max_index_interval" | "read_repair"
-                            | "additional_write_policy" | "cdc",
+                            "gc_grace_seconds"
+                            | "bloom_filter_fp_chance"
+                            | "caching"
+                            | "compaction"
+                            | "compression"
+                            | "crc_check_chance"
+                            | "speculative_retry"
+                            | "memtable_flush_period_in_ms"
+                            | "min_index_interval"
+                            | "max_index_interval"
+                            | "read_repair"
+                            | "additional_write_policy"
+                            | "cdc",
                             _,
                         ) => {}
                         (other, v) => {
@@ -1380,10 +1397,9 @@ mod tests {
 
     #[test]
     fn strings_unescape_quotes_and_uuids_lex_as_constants() {
-        let (s, _) = parse(
-            "INSERT INTO t (a, b) VALUES ('it''s', 123e4567-e89b-12d3-a456-426614174000);",
-        )
-        .unwrap();
+        let (s, _) =
+            parse("INSERT INTO t (a, b) VALUES ('it''s', 123e4567-e89b-12d3-a456-426614174000);")
+                .unwrap();
         let Statement::Insert { values, .. } = s else {
             panic!("not an insert")
         };

@@ -93,7 +93,10 @@ impl CqlType {
 
     /// Whether this is a collection type.
     pub(crate) fn is_collection(&self) -> bool {
-        matches!(self, CqlType::List(_) | CqlType::Set(_) | CqlType::Map(_, _))
+        matches!(
+            self,
+            CqlType::List(_) | CqlType::Set(_) | CqlType::Map(_, _)
+        )
     }
 
     /// Writes the protocol `[option]` for this type (native protocol v4, section 4.2.5.2).
@@ -271,9 +274,9 @@ impl CqlType {
                 elems.dedup();
                 Ok(encode_collection(elems.iter().map(|e| vec![e.as_slice()])))
             }
-            (CqlType::Set(_), Literal::Map(m)) if m.is_empty() => Ok(encode_collection(
-                std::iter::empty::<Vec<&[u8]>>(),
-            )),
+            (CqlType::Set(_), Literal::Map(m)) if m.is_empty() => {
+                Ok(encode_collection(std::iter::empty::<Vec<&[u8]>>()))
+            }
             (CqlType::Map(kt, vt), Literal::Map(entries)) => {
                 let mut pairs = entries
                     .iter()
@@ -544,7 +547,10 @@ mod tests {
     #[test]
     fn timestamps_parse_in_utc_and_with_zones() {
         assert_eq!(parse_timestamp("1970-01-01"), Some(0));
-        assert_eq!(parse_timestamp("2024-03-01 12:30:00"), Some(1_709_296_200_000));
+        assert_eq!(
+            parse_timestamp("2024-03-01 12:30:00"),
+            Some(1_709_296_200_000)
+        );
         assert_eq!(
             parse_timestamp("2024-03-01T14:30:00.5+02:00"),
             Some(1_709_296_200_500)
