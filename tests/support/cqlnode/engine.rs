@@ -279,9 +279,7 @@ pub(crate) struct Engine {
 
 /// Random bits from the standard library's randomly keyed hasher.
 pub(crate) fn random_u64() -> u64 {
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    SystemTime::now().hash(&mut h);
-    h.finish()
+    std::collections::hash_map::RandomState::new().hash_one(SystemTime::now())
 }
 
 /// A random version 4 UUID.
@@ -833,7 +831,7 @@ impl Engine {
             }
             Term::Lit(Literal::Null) => Ok(Value::Null),
             Term::Lit(l) => ty
-                .from_literal(l)
+                .serialize_literal(l)
                 .map(Value::Set)
                 .map_err(CqlError::invalid),
             Term::Func(name, args) => {
@@ -870,7 +868,7 @@ impl Engine {
                     Term::Lit(l) => (
                         CqlType::TimeUuid,
                         CqlType::TimeUuid
-                            .from_literal(l)
+                            .serialize_literal(l)
                             .map_err(CqlError::invalid)?,
                     ),
                     Term::Bind(_) => {
@@ -1958,7 +1956,7 @@ impl Engine {
             ("schema_version", Some(self.schema_version.to_vec())),
             ("tokens", text_set(&[&id.token.to_string()])),
         ];
-        let mut schema_rows: Vec<(&str, Vec<(&str, Option<Vec<u8>>)>)> = Vec::new();
+        let mut schema_rows: Vec<(&str, Cells<'_>)> = Vec::new();
         for (ks_name, ks) in &self.keyspaces {
             let repl: Vec<(&str, &str)> = ks
                 .replication
@@ -2059,6 +2057,9 @@ impl Engine {
         }
     }
 }
+
+/// A system table row: (column, serialized value).
+type Cells<'a> = Vec<(&'a str, Option<Vec<u8>>)>;
 
 /// Parses with parser errors mapped to protocol errors.
 pub(crate) fn parse(query: &str) -> Result<(Statement, usize), CqlError> {
@@ -2166,7 +2167,7 @@ fn set_cell(row: &mut Row, idx: usize, v: Value, ts: i64) {
     }
 }
 
-fn put_system_row(t: &mut Table, cells: Vec<(&str, Option<Vec<u8>>)>) {
+fn put_system_row(t: &mut Table, cells: Cells<'_>) {
     let def = t.def.clone();
     let mut pk = vec![Vec::new(); def.pk_len];
     let mut ck = vec![Vec::new(); def.ck_len];

@@ -181,9 +181,8 @@ impl CqlTestNode {
         let listener = loop {
             match bind(self.addr) {
                 Ok(l) => break l,
-                Err(e) if tries < 50 => {
+                Err(_) if tries < 50 => {
                     tries += 1;
-                    let _ = e;
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 Err(e) => return Err(e),
@@ -227,6 +226,8 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
+            // Out of file descriptors or similar: wait instead of spinning.
+            tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
         if *shared.fault.lock().expect("lock") == Some(Fault::Unavailable) {

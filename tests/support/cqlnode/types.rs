@@ -223,7 +223,7 @@ impl CqlType {
     }
 
     /// Converts a CQL literal into this type's serialization.
-    pub(crate) fn from_literal(&self, lit: &Literal) -> Result<Vec<u8>, String> {
+    pub(crate) fn serialize_literal(&self, lit: &Literal) -> Result<Vec<u8>, String> {
         let mismatch = || format!("invalid literal {lit} for a value of type {self}");
         match (self, lit) {
             (CqlType::Text, Literal::Str(s)) => Ok(s.as_bytes().to_vec()),
@@ -261,14 +261,14 @@ impl CqlType {
             (CqlType::List(t), Literal::List(items)) => {
                 let elems = items
                     .iter()
-                    .map(|i| t.from_literal(i))
+                    .map(|i| t.serialize_literal(i))
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok(encode_collection(elems.iter().map(|e| vec![e.as_slice()])))
             }
             (CqlType::Set(t), Literal::Set(items) | Literal::List(items)) => {
                 let mut elems = items
                     .iter()
-                    .map(|i| t.from_literal(i))
+                    .map(|i| t.serialize_literal(i))
                     .collect::<Result<Vec<_>, _>>()?;
                 elems.sort_by(|a, b| t.compare(a, b));
                 elems.dedup();
@@ -280,7 +280,7 @@ impl CqlType {
             (CqlType::Map(kt, vt), Literal::Map(entries)) => {
                 let mut pairs = entries
                     .iter()
-                    .map(|(k, v)| Ok((kt.from_literal(k)?, vt.from_literal(v)?)))
+                    .map(|(k, v)| Ok((kt.serialize_literal(k)?, vt.serialize_literal(v)?)))
                     .collect::<Result<Vec<_>, String>>()?;
                 pairs.sort_by(|a, b| kt.compare(&a.0, &b.0));
                 pairs.dedup_by(|a, b| a.0 == b.0);
