@@ -27,7 +27,7 @@ fn syntax<T>(message: impl Into<String>) -> PResult<T> {
 
 fn unsupported<T>(feature: impl AsRef<str>) -> PResult<T> {
     Err(ParseError {
-        message: format!("{} is not supported by the test node", feature.as_ref()),
+        message: format!("{}: not supported by the test node", feature.as_ref()),
         syntax: false,
     })
 }
