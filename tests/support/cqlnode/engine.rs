@@ -1,0 +1,2189 @@
+//! The storage engine: keyspaces, tables and rows in memory, and the execution of parsed
+//! statements against them.
+//!
+//! Every cell keeps its write timestamp (microseconds) and writes are last-write-wins per cell,
+//! with row and partition deletions shadowing older writes, as in Cassandra. The system tables
+//! the drivers read (`system.local`, `system.peers`, `system.peers_v2`, `system_schema.*`) are
+//! ordinary tables of read-only keyspaces; `system_schema` is rebuilt from the catalog after
+//! every schema change.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::net::IpAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::frame::{ColSpec, CqlError, ErrorCode, Value};
+use super::parser::{self, InValues, Op, Relation, Selector, Statement, TableRef, Term};
+use super::types::{decode_collection, encode_collection, CqlType, Literal};
+
+/// Keyspaces that exist on every node and cannot be changed by clients.
+const SYSTEM_KEYSPACES: [&str; 2] = ["system", "system_schema"];
+
+/// The schema of the system tables the Rust and Python drivers read.
+const SYSTEM_TABLES: &[&str] = &[
+    "CREATE TABLE system.local (key text PRIMARY KEY, bootstrapped text, broadcast_address inet, \
+     broadcast_port int, cluster_name text, cql_version text, data_center text, \
+     gossip_generation int, host_id uuid, listen_address inet, listen_port int, \
+     native_protocol_version text, partitioner text, rack text, release_version text, \
+     rpc_address inet, rpc_port int, schema_version uuid, tokens set<text>)",
+    "CREATE TABLE system.peers (peer inet PRIMARY KEY, data_center text, host_id uuid, \
+     preferred_ip inet, rack text, release_version text, rpc_address inet, schema_version uuid, \
+     tokens set<text>)",
+    "CREATE TABLE system.peers_v2 (peer inet, peer_port int, data_center text, host_id uuid, \
+     native_address inet, native_port int, preferred_ip inet, preferred_port int, rack text, \
+     release_version text, schema_version uuid, tokens set<text>, PRIMARY KEY ((peer), peer_port))",
+    "CREATE TABLE system_schema.keyspaces (keyspace_name text PRIMARY KEY, durable_writes boolean, \
+     replication map<text, text>)",
+    "CREATE TABLE system_schema.tables (keyspace_name text, table_name text, \
+     bloom_filter_fp_chance double, caching map<text, text>, cdc boolean, comment text, \
+     compaction map<text, text>, compression map<text, text>, crc_check_chance double, \
+     default_time_to_live int, extensions map<text, blob>, flags set<text>, \
+     gc_grace_seconds int, id uuid, max_index_interval int, memtable_flush_period_in_ms int, \
+     min_index_interval int, read_repair text, speculative_retry text, \
+     PRIMARY KEY ((keyspace_name), table_name))",
+    "CREATE TABLE system_schema.columns (keyspace_name text, table_name text, column_name text, \
+     clustering_order text, column_name_bytes blob, kind text, position int, type text, \
+     PRIMARY KEY ((keyspace_name), table_name, column_name))",
+    "CREATE TABLE system_schema.types (keyspace_name text, type_name text, \
+     field_names list<text>, field_types list<text>, PRIMARY KEY ((keyspace_name), type_name))",
+    "CREATE TABLE system_schema.functions (keyspace_name text, function_name text, \
+     argument_types list<text>, argument_names list<text>, body text, \
+     called_on_null_input boolean, language text, return_type text, \
+     PRIMARY KEY ((keyspace_name), function_name, argument_types))",
+    "CREATE TABLE system_schema.aggregates (keyspace_name text, aggregate_name text, \
+     argument_types list<text>, final_func text, initcond text, return_type text, \
+     state_func text, state_type text, \
+     PRIMARY KEY ((keyspace_name), aggregate_name, argument_types))",
+    "CREATE TABLE system_schema.indexes (keyspace_name text, table_name text, index_name text, \
+     kind text, options map<text, text>, \
+     PRIMARY KEY ((keyspace_name), table_name, index_name))",
+    "CREATE TABLE system_schema.triggers (keyspace_name text, table_name text, \
+     trigger_name text, options map<text, text>, \
+     PRIMARY KEY ((keyspace_name), table_name, trigger_name))",
+    "CREATE TABLE system_schema.views (keyspace_name text, view_name text, base_table_id uuid, \
+     base_table_name text, include_all_columns boolean, where_clause text, \
+     PRIMARY KEY ((keyspace_name), view_name))",
+];
+
+/// The role of a column in its table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Partition key component at this position.
+    PartitionKey(usize),
+    /// Clustering column at this position, descending or not.
+    Clustering(usize, bool),
+    /// Any other column.
+    Regular,
+}
+
+/// A column definition.
+#[derive(Debug, Clone)]
+pub(crate) struct Column {
+    /// Name.
+    pub(crate) name: String,
+    /// Type.
+    pub(crate) ty: CqlType,
+    /// Role.
+    pub(crate) kind: Kind,
+}
+
+/// A table's schema. `columns` is in `SELECT *` order: partition key, clustering columns, then
+/// the other columns by name.
+#[derive(Debug, Clone)]
+pub(crate) struct TableDef {
+    /// Keyspace.
+    pub(crate) keyspace: String,
+    /// Name.
+    pub(crate) name: String,
+    /// Columns.
+    pub(crate) columns: Vec<Column>,
+    /// Number of partition key columns (they come first).
+    pub(crate) pk_len: usize,
+    /// Number of clustering columns (they follow the partition key).
+    pub(crate) ck_len: usize,
+    /// Table id.
+    pub(crate) id: [u8; 16],
+    /// `WITH comment`.
+    pub(crate) comment: String,
+}
+
+impl TableDef {
+    fn column(&self, name: &str) -> Result<usize, CqlError> {
+        self.columns
+            .iter()
+            .position(|c| c.name == name)
+            .ok_or_else(|| CqlError::invalid(format!("Undefined column name {name}")))
+    }
+
+    fn spec(&self, name: &str, ty: CqlType) -> ColSpec {
+        ColSpec {
+            keyspace: self.keyspace.clone(),
+            table: self.name.clone(),
+            name: name.to_string(),
+            ty,
+        }
+    }
+
+    /// Orders two clustering keys in the table's clustering order.
+    fn cmp_ck(&self, a: &[Vec<u8>], b: &[Vec<u8>]) -> std::cmp::Ordering {
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            let col = &self.columns[self.pk_len + i];
+            let mut o = col.ty.compare(x, y);
+            if matches!(col.kind, Kind::Clustering(_, true)) {
+                o = o.reverse();
+            }
+            if o != std::cmp::Ordering::Equal {
+                return o;
+            }
+        }
+        a.len().cmp(&b.len())
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Cell {
+    /// `None` is a tombstone.
+    value: Option<Vec<u8>>,
+    ts: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Row {
+    ck: Vec<Vec<u8>>,
+    /// The liveness marker INSERT writes, with its timestamp.
+    marker: Option<i64>,
+    deleted_at: Option<i64>,
+    cells: BTreeMap<usize, Cell>,
+}
+
+impl Row {
+    fn is_live(&self) -> bool {
+        self.marker.is_some() || self.cells.values().any(|c| c.value.is_some())
+    }
+
+    fn delete(&mut self, ts: i64) {
+        self.deleted_at = Some(self.deleted_at.map_or(ts, |d| d.max(ts)));
+        if self.marker.is_some_and(|m| m <= ts) {
+            self.marker = None;
+        }
+        self.cells.retain(|_, c| c.ts > ts);
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct Partition {
+    pk: Vec<Vec<u8>>,
+    deleted_at: Option<i64>,
+    /// Sorted by the table's clustering order.
+    rows: Vec<Row>,
+}
+
+#[derive(Debug, Clone)]
+struct Table {
+    def: TableDef,
+    partitions: BTreeMap<Vec<u8>, Partition>,
+}
+
+#[derive(Debug, Clone)]
+struct Keyspace {
+    replication: Vec<(String, String)>,
+    durable_writes: bool,
+    tables: BTreeMap<String, Table>,
+}
+
+/// What a statement returns.
+#[derive(Debug, Clone)]
+pub(crate) enum Outcome {
+    /// RESULT Void.
+    Void,
+    /// RESULT Rows.
+    Rows {
+        /// Column specs.
+        specs: Vec<ColSpec>,
+        /// Cells, row by row.
+        rows: Vec<Vec<Option<Vec<u8>>>>,
+        /// Set when more pages follow.
+        paging_state: Option<Vec<u8>>,
+    },
+    /// RESULT Set_keyspace.
+    SetKeyspace(String),
+    /// RESULT Schema_change.
+    SchemaChange {
+        /// CREATED, UPDATED or DROPPED.
+        change: &'static str,
+        /// KEYSPACE or TABLE.
+        target: &'static str,
+        /// Keyspace.
+        keyspace: String,
+        /// Table, for TABLE changes.
+        table: Option<String>,
+    },
+}
+
+/// A statement held under a prepared id.
+#[derive(Debug, Clone)]
+pub(crate) struct Prepared {
+    /// The query text.
+    pub(crate) query: String,
+    /// The parsed statement.
+    pub(crate) statement: Statement,
+    /// The keyspace current when it was prepared.
+    pub(crate) keyspace: Option<String>,
+    /// Bind variable metadata.
+    pub(crate) bind_specs: Vec<ColSpec>,
+    /// Indexes of the bind variables holding the partition key.
+    pub(crate) pk_indexes: Vec<u16>,
+    /// Result metadata (empty for statements that return no rows).
+    pub(crate) result_specs: Vec<ColSpec>,
+}
+
+/// Per-request execution parameters.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Exec<'a> {
+    /// The connection's current keyspace.
+    pub(crate) keyspace: Option<&'a str>,
+    /// Client-provided default timestamp (microseconds).
+    pub(crate) timestamp: Option<i64>,
+    /// Page size.
+    pub(crate) page_size: Option<usize>,
+    /// Paging state to resume from.
+    pub(crate) paging_state: Option<&'a [u8]>,
+}
+
+/// Node identity shown in `system.local`.
+#[derive(Debug, Clone)]
+pub(crate) struct Identity {
+    /// Address clients connect to.
+    pub(crate) address: IpAddr,
+    /// Port clients connect to.
+    pub(crate) port: u16,
+    /// Host id.
+    pub(crate) host_id: [u8; 16],
+    /// Cluster name.
+    pub(crate) cluster_name: String,
+    /// The node's single token.
+    pub(crate) token: i64,
+}
+
+/// The whole database of one node.
+#[derive(Debug)]
+pub(crate) struct Engine {
+    keyspaces: BTreeMap<String, Keyspace>,
+    prepared: HashMap<Vec<u8>, Prepared>,
+    last_ts: i64,
+    schema_version: [u8; 16],
+    identity: Identity,
+    uuid_seq: u64,
+}
+
+/// Random bits from the standard library's randomly keyed hasher.
+pub(crate) fn random_u64() -> u64 {
+    std::collections::hash_map::RandomState::new().hash_one(SystemTime::now())
+}
+
+/// A random version 4 UUID.
+pub(crate) fn random_uuid() -> [u8; 16] {
+    let mut u = [0u8; 16];
+    u[..8].copy_from_slice(&random_u64().to_be_bytes());
+    u[8..].copy_from_slice(&random_u64().to_be_bytes());
+    u[6] = (u[6] & 0x0f) | 0x40;
+    u[8] = (u[8] & 0x3f) | 0x80;
+    u
+}
+
+fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+fn text(s: &str) -> Option<Vec<u8>> {
+    Some(s.as_bytes().to_vec())
+}
+
+fn inet(a: IpAddr) -> Option<Vec<u8>> {
+    Some(match a {
+        IpAddr::V4(v) => v.octets().to_vec(),
+        IpAddr::V6(v) => v.octets().to_vec(),
+    })
+}
+
+fn int(v: i32) -> Option<Vec<u8>> {
+    Some(v.to_be_bytes().to_vec())
+}
+
+fn text_map(pairs: &[(&str, &str)]) -> Option<Vec<u8>> {
+    let mut sorted: Vec<_> = pairs.to_vec();
+    sorted.sort();
+    Some(encode_collection(
+        sorted.iter().map(|(k, v)| vec![k.as_bytes(), v.as_bytes()]),
+    ))
+}
+
+fn text_set(items: &[&str]) -> Option<Vec<u8>> {
+    let mut sorted: Vec<_> = items.to_vec();
+    sorted.sort();
+    Some(encode_collection(sorted.iter().map(|s| vec![s.as_bytes()])))
+}
+
+/// Serializes a partition key the way Cassandra builds composite keys.
+fn partition_key_bytes(parts: &[Vec<u8>]) -> Vec<u8> {
+    if parts.len() == 1 {
+        return parts[0].clone();
+    }
+    let mut out = Vec::new();
+    for p in parts {
+        out.extend_from_slice(&(p.len() as u16).to_be_bytes());
+        out.extend_from_slice(p);
+        out.push(0);
+    }
+    out
+}
+
+fn is_system(keyspace: &str) -> bool {
+    SYSTEM_KEYSPACES.contains(&keyspace)
+}
+
+/// The result of evaluating one WHERE clause against a table.
+#[derive(Debug, Default)]
+struct Restriction {
+    /// Every partition key addressed; `None` means every partition.
+    partitions: Option<Vec<Vec<Vec<u8>>>>,
+    /// Equality values of a clustering prefix.
+    ck_eq: Vec<Vec<u8>>,
+    /// Bounds on the clustering column after the prefix: (value, inclusive).
+    lower: Option<(Vec<u8>, bool)>,
+    upper: Option<(Vec<u8>, bool)>,
+}
+
+impl Restriction {
+    fn matches(&self, def: &TableDef, ck: &[Vec<u8>]) -> bool {
+        for (i, v) in self.ck_eq.iter().enumerate() {
+            if def.columns[def.pk_len + i].ty.compare(&ck[i], v) != std::cmp::Ordering::Equal {
+                return false;
+            }
+        }
+        let k = self.ck_eq.len();
+        if self.lower.is_none() && self.upper.is_none() {
+            return true;
+        }
+        let ty = &def.columns[def.pk_len + k].ty;
+        if let Some((v, incl)) = &self.lower {
+            match ty.compare(&ck[k], v) {
+                std::cmp::Ordering::Less => return false,
+                std::cmp::Ordering::Equal if !incl => return false,
+                _ => {}
+            }
+        }
+        if let Some((v, incl)) = &self.upper {
+            match ty.compare(&ck[k], v) {
+                std::cmp::Ordering::Greater => return false,
+                std::cmp::Ordering::Equal if !incl => return false,
+                _ => {}
+            }
+        }
+        true
+    }
+}
+
+/// Where a page ended: partition key bytes, clustering key, rows returned so far.
+#[derive(Debug, Clone, PartialEq)]
+struct PagePosition {
+    partition: Vec<u8>,
+    ck: Vec<Vec<u8>>,
+    returned: u64,
+}
+
+impl PagePosition {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&self.returned.to_be_bytes());
+        out.extend_from_slice(&(self.partition.len() as u32).to_be_bytes());
+        out.extend_from_slice(&self.partition);
+        out.extend_from_slice(&(self.ck.len() as u32).to_be_bytes());
+        for c in &self.ck {
+            out.extend_from_slice(&(c.len() as u32).to_be_bytes());
+            out.extend_from_slice(c);
+        }
+        out
+    }
+
+    fn decode(b: &[u8]) -> Option<PagePosition> {
+        let mut pos = 0usize;
+        let mut take = |n: usize| {
+            let s = b.get(pos..pos + n)?;
+            pos += n;
+            Some(s)
+        };
+        let returned = u64::from_be_bytes(take(8)?.try_into().ok()?);
+        let plen = u32::from_be_bytes(take(4)?.try_into().ok()?) as usize;
+        let partition = take(plen)?.to_vec();
+        let n = u32::from_be_bytes(take(4)?.try_into().ok()?) as usize;
+        let mut ck = Vec::new();
+        for _ in 0..n {
+            let len = u32::from_be_bytes(take(4)?.try_into().ok()?) as usize;
+            ck.push(take(len)?.to_vec());
+        }
+        Some(PagePosition {
+            partition,
+            ck,
+            returned,
+        })
+    }
+}
+
+/// What one SELECT item produces per row.
+#[derive(Debug, Clone)]
+enum Projection {
+    Column(usize),
+    WriteTime(usize),
+    Constant(Option<Vec<u8>>),
+}
+
+impl Engine {
+    /// A node with only the system keyspaces.
+    pub(crate) fn new(identity: Identity) -> Engine {
+        let mut e = Engine {
+            keyspaces: BTreeMap::new(),
+            prepared: HashMap::new(),
+            last_ts: 0,
+            schema_version: random_uuid(),
+            identity,
+            uuid_seq: random_u64(),
+        };
+        for ks in SYSTEM_KEYSPACES {
+            e.keyspaces.insert(
+                ks.to_string(),
+                Keyspace {
+                    replication: vec![(
+                        "class".to_string(),
+                        "org.apache.cassandra.locator.LocalStrategy".to_string(),
+                    )],
+                    durable_writes: true,
+                    tables: BTreeMap::new(),
+                },
+            );
+        }
+        for ddl in SYSTEM_TABLES {
+            let (stmt, _) = parser::parse(ddl).expect("system table definitions parse");
+            e.create_table(&stmt, None, true)
+                .expect("system table definitions are valid");
+        }
+        e.refresh_system_tables();
+        e
+    }
+
+    /// Updates the address `system.local` reports (after a restart on a new port).
+    pub(crate) fn set_endpoint(&mut self, address: IpAddr, port: u16) {
+        self.identity.address = address;
+        self.identity.port = port;
+        self.refresh_system_tables();
+    }
+
+    /// Forgets every prepared statement, as a restarted Cassandra without its prepared
+    /// statements table would.
+    pub(crate) fn forget_prepared(&mut self) {
+        self.prepared.clear();
+    }
+
+    /// A write timestamp that is never lower than or equal to the previous one.
+    pub(crate) fn next_timestamp(&mut self) -> i64 {
+        self.last_ts = now_micros().max(self.last_ts + 1);
+        self.last_ts
+    }
+
+    /// A new version 1 (time-based) UUID.
+    fn timeuuid(&mut self) -> [u8; 16] {
+        let t = (now_micros() as u64) * 10 + 0x01B2_1DD2_1381_4000;
+        self.uuid_seq = self.uuid_seq.wrapping_add(1);
+        let mut u = [0u8; 16];
+        u[0..4].copy_from_slice(&((t & 0xffff_ffff) as u32).to_be_bytes());
+        u[4..6].copy_from_slice(&(((t >> 32) & 0xffff) as u16).to_be_bytes());
+        u[6..8].copy_from_slice(&((((t >> 48) & 0x0fff) as u16) | 0x1000).to_be_bytes());
+        let seq = self.uuid_seq.to_be_bytes();
+        u[8] = (seq[6] & 0x3f) | 0x80;
+        u[9] = seq[7];
+        u[10..16].copy_from_slice(&self.identity.host_id[10..16]);
+        u
+    }
+
+    fn keyspace_of<'a>(
+        &self,
+        t: &'a TableRef,
+        current: Option<&'a str>,
+    ) -> Result<&'a str, CqlError> {
+        t.keyspace.as_deref().or(current).ok_or_else(|| {
+            CqlError::invalid(
+                "No keyspace has been specified. USE a keyspace, or explicitly specify keyspace.tablename",
+            )
+        })
+    }
+
+    fn table(&self, t: &TableRef, current: Option<&str>) -> Result<&Table, CqlError> {
+        let ks = self.keyspace_of(t, current)?;
+        self.keyspaces
+            .get(ks)
+            .and_then(|k| k.tables.get(&t.table))
+            .ok_or_else(|| CqlError::invalid(format!("unconfigured table {}.{}", ks, t.table)))
+    }
+
+    fn table_mut(&mut self, t: &TableRef, current: Option<&str>) -> Result<&mut Table, CqlError> {
+        let ks = self.keyspace_of(t, current)?.to_string();
+        if is_system(&ks) {
+            return Err(CqlError::invalid(format!(
+                "system keyspace {ks} is not user-modifiable"
+            )));
+        }
+        self.keyspaces
+            .get_mut(&ks)
+            .and_then(|k| k.tables.get_mut(&t.table))
+            .ok_or_else(|| CqlError::invalid(format!("unconfigured table {}.{}", ks, t.table)))
+    }
+
+    /// Whether a statement touches only the system keyspaces (fault injection spares those, so
+    /// drivers keep their control connection).
+    pub(crate) fn is_system_statement(stmt: &Statement, current: Option<&str>) -> bool {
+        match stmt {
+            Statement::Batch { statements, .. } => statements
+                .iter()
+                .all(|s| Self::is_system_statement(s, current)),
+            Statement::Use(ks)
+            | Statement::CreateKeyspace { name: ks, .. }
+            | Statement::DropKeyspace { name: ks, .. } => is_system(ks),
+            other => other
+                .table()
+                .and_then(|t| t.keyspace.as_deref().or(current))
+                .is_some_and(is_system),
+        }
+    }
+
+    /// Parses, resolves and remembers a statement; returns its id and metadata.
+    pub(crate) fn prepare(
+        &mut self,
+        query: &str,
+        keyspace: Option<&str>,
+    ) -> Result<(Vec<u8>, Prepared), CqlError> {
+        let (statement, markers) = parse(query)?;
+        let (bind_specs, pk_indexes) = self.bind_metadata(&statement, markers, keyspace)?;
+        let result_specs = match &statement {
+            Statement::Select { .. } => self.select_specs(&statement, keyspace)?,
+            _ => Vec::new(),
+        };
+        let mut id = Vec::with_capacity(16);
+        for seed in [0u8, 1] {
+            let mut h = DefaultHasher::new();
+            (seed, keyspace, query).hash(&mut h);
+            id.extend_from_slice(&h.finish().to_be_bytes());
+        }
+        let prepared = Prepared {
+            query: query.to_string(),
+            statement,
+            keyspace: keyspace.map(str::to_string),
+            bind_specs,
+            pk_indexes,
+            result_specs,
+        };
+        self.prepared.insert(id.clone(), prepared.clone());
+        Ok((id, prepared))
+    }
+
+    /// A prepared statement by id.
+    pub(crate) fn prepared(&self, id: &[u8]) -> Result<Prepared, CqlError> {
+        self.prepared.get(id).cloned().ok_or_else(|| {
+            let mut e = CqlError::new(
+                ErrorCode::Unprepared,
+                "Prepared query with ID not found (either the query was not prepared on this host (maybe the host has been restarted?) or you have prepared too many queries and it has been evicted from the internal cache)",
+            );
+            e.unprepared_id = id.to_vec();
+            e
+        })
+    }
+
+    /// The bind variables of a statement, with the indexes of those holding the partition key.
+    fn bind_metadata(
+        &self,
+        stmt: &Statement,
+        markers: usize,
+        current: Option<&str>,
+    ) -> Result<(Vec<ColSpec>, Vec<u16>), CqlError> {
+        let mut specs: Vec<Option<ColSpec>> = vec![None; markers];
+        let mut pk_marker: Vec<HashMap<usize, usize>> = Vec::new();
+        self.collect_binds(stmt, current, &mut specs, &mut pk_marker)?;
+        let specs = specs
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| {
+                s.ok_or_else(|| {
+                    CqlError::invalid(format!(
+                        "bind marker {} is in a position the test node does not support",
+                        i + 1
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut pk_indexes = Vec::new();
+        if let [single] = pk_marker.as_slice() {
+            let def = &self
+                .table(stmt.table().expect("data statements name a table"), current)?
+                .def;
+            for i in 0..def.pk_len {
+                match single.get(&i) {
+                    Some(m) => pk_indexes.push(*m as u16),
+                    None => {
+                        pk_indexes.clear();
+                        break;
+                    }
+                }
+            }
+        }
+        Ok((specs, pk_indexes))
+    }
+
+    fn collect_binds(
+        &self,
+        stmt: &Statement,
+        current: Option<&str>,
+        specs: &mut [Option<ColSpec>],
+        pk_marker: &mut Vec<HashMap<usize, usize>>,
+    ) -> Result<(), CqlError> {
+        fn term_bind(
+            term: &Term,
+            spec: ColSpec,
+            specs: &mut [Option<ColSpec>],
+        ) -> Result<Option<usize>, CqlError> {
+            match term {
+                Term::Bind(i) => {
+                    specs[*i] = Some(spec);
+                    Ok(Some(*i))
+                }
+                Term::Func(name, args) => {
+                    if args
+                        .iter()
+                        .any(|a| !matches!(a, Term::Lit(_) | Term::Func(..)))
+                    {
+                        return Err(CqlError::invalid(format!(
+                            "bind markers as arguments of {name}() are not supported by the test node"
+                        )));
+                    }
+                    Ok(None)
+                }
+                Term::Lit(_) => Ok(None),
+            }
+        }
+        let timestamp_spec = |def: &TableDef| def.spec("[timestamp]", CqlType::BigInt);
+        match stmt {
+            Statement::Batch {
+                statements,
+                timestamp,
+                ..
+            } => {
+                for s in statements {
+                    self.collect_binds(s, current, specs, pk_marker)?;
+                }
+                if let Some(t) = timestamp {
+                    if let Some(first) = statements.first().and_then(Statement::table) {
+                        let def = &self.table(first, current)?.def;
+                        term_bind(t, timestamp_spec(def), specs)?;
+                    }
+                }
+                // A batch has no single partition key.
+                if statements.len() > 1 {
+                    pk_marker.clear();
+                    pk_marker.push(HashMap::new());
+                    pk_marker.push(HashMap::new());
+                }
+            }
+            Statement::Insert {
+                table,
+                columns,
+                values,
+                timestamp,
+                ..
+            } => {
+                let def = &self.table(table, current)?.def;
+                let mut pk = HashMap::new();
+                for (c, t) in columns.iter().zip(values) {
+                    let idx = def.column(c)?;
+                    let col = &def.columns[idx];
+                    if let Some(m) = term_bind(t, def.spec(c, col.ty.clone()), specs)? {
+                        if let Kind::PartitionKey(p) = col.kind {
+                            pk.insert(p, m);
+                        }
+                    }
+                }
+                if let Some(t) = timestamp {
+                    term_bind(t, timestamp_spec(def), specs)?;
+                }
+                pk_marker.push(pk);
+            }
+            Statement::Update {
+                table,
+                assignments,
+                wheres,
+                timestamp,
+                ..
+            } => {
+                let def = &self.table(table, current)?.def;
+                if let Some(t) = timestamp {
+                    term_bind(t, timestamp_spec(def), specs)?;
+                }
+                for (c, t) in assignments {
+                    let col = &def.columns[def.column(c)?];
+                    term_bind(t, def.spec(c, col.ty.clone()), specs)?;
+                }
+                pk_marker.push(self.where_binds(def, wheres, specs)?);
+            }
+            Statement::Delete {
+                table,
+                wheres,
+                timestamp,
+                ..
+            } => {
+                let def = &self.table(table, current)?.def;
+                if let Some(t) = timestamp {
+                    term_bind(t, timestamp_spec(def), specs)?;
+                }
+                pk_marker.push(self.where_binds(def, wheres, specs)?);
+            }
+            Statement::Select {
+                table,
+                wheres,
+                limit,
+                selectors,
+                ..
+            } => {
+                let def = &self.table(table, current)?.def;
+                for (sel, _) in selectors.iter().flatten() {
+                    if let Selector::Func(name, _) = sel {
+                        term_bind(
+                            &Term::Func(name.clone(), Vec::new()),
+                            def.spec("", CqlType::Blob),
+                            specs,
+                        )?;
+                    }
+                }
+                pk_marker.push(self.where_binds(def, wheres, specs)?);
+                if let Some(t) = limit {
+                    term_bind(t, def.spec("[limit]", CqlType::Int), specs)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn where_binds(
+        &self,
+        def: &TableDef,
+        wheres: &[Relation],
+        specs: &mut [Option<ColSpec>],
+    ) -> Result<HashMap<usize, usize>, CqlError> {
+        let mut pk = HashMap::new();
+        for r in wheres {
+            match r {
+                Relation::Cmp(c, op, t) => {
+                    let col = &def.columns[def.column(c)?];
+                    if let Term::Bind(i) = t {
+                        specs[*i] = Some(def.spec(c, col.ty.clone()));
+                        if let (Kind::PartitionKey(p), Op::Eq) = (col.kind, op) {
+                            pk.insert(p, *i);
+                        }
+                    }
+                }
+                Relation::In(c, InValues::Marker(i)) => {
+                    let col = &def.columns[def.column(c)?];
+                    specs[*i] = Some(
+                        def.spec(&format!("in({c})"), CqlType::List(Box::new(col.ty.clone()))),
+                    );
+                }
+                Relation::In(c, InValues::Terms(terms)) => {
+                    let col = &def.columns[def.column(c)?];
+                    for t in terms {
+                        if let Term::Bind(i) = t {
+                            specs[*i] = Some(def.spec(c, col.ty.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(pk)
+    }
+
+    /// Evaluates a term for a column of type `ty`.
+    fn eval(&mut self, term: &Term, ty: &CqlType, values: &[Value]) -> Result<Value, CqlError> {
+        match term {
+            Term::Bind(i) => {
+                let v = values.get(*i).cloned().ok_or_else(|| {
+                    CqlError::invalid(format!(
+                        "no value bound for bind marker {} ({} values sent)",
+                        i + 1,
+                        values.len()
+                    ))
+                })?;
+                if let Value::Set(b) = &v {
+                    ty.validate(b).map_err(|m| {
+                        CqlError::invalid(format!("invalid value for bind marker {}: {m}", i + 1))
+                    })?;
+                }
+                Ok(v)
+            }
+            Term::Lit(Literal::Null) => Ok(Value::Null),
+            Term::Lit(l) => ty
+                .serialize_literal(l)
+                .map(Value::Set)
+                .map_err(CqlError::invalid),
+            Term::Func(name, args) => {
+                let (rty, bytes) = self.call(name, args)?;
+                if &rty != ty && !(rty == CqlType::Ascii && *ty == CqlType::Text) {
+                    return Err(CqlError::invalid(format!(
+                        "Type error: {name}() returns {rty} and cannot be assigned to a value of type {ty}"
+                    )));
+                }
+                Ok(Value::Set(bytes))
+            }
+        }
+    }
+
+    /// Runs one of the native functions the node knows.
+    fn call(&mut self, name: &str, args: &[Term]) -> Result<(CqlType, Vec<u8>), CqlError> {
+        let timeuuid_millis = |u: &[u8]| -> i64 {
+            let low = u64::from(u32::from_be_bytes([u[0], u[1], u[2], u[3]]));
+            let mid = u64::from(u16::from_be_bytes([u[4], u[5]]));
+            let high = u64::from(u16::from_be_bytes([u[6], u[7]]) & 0x0fff);
+            let t = (high << 48) | (mid << 32) | low;
+            ((t - 0x01B2_1DD2_1381_4000) / 10_000) as i64
+        };
+        match (name, args) {
+            ("now" | "currenttimeuuid", []) => Ok((CqlType::TimeUuid, self.timeuuid().to_vec())),
+            ("uuid", []) => Ok((CqlType::Uuid, random_uuid().to_vec())),
+            ("currenttimestamp", []) => Ok((
+                CqlType::Timestamp,
+                (now_micros() / 1000).to_be_bytes().to_vec(),
+            )),
+            ("totimestamp" | "tounixtimestamp", [arg]) => {
+                let (ty, b) = match arg {
+                    Term::Func(n, a) => self.call(n, a)?,
+                    Term::Lit(l) => (
+                        CqlType::TimeUuid,
+                        CqlType::TimeUuid
+                            .serialize_literal(l)
+                            .map_err(CqlError::invalid)?,
+                    ),
+                    Term::Bind(_) => {
+                        return Err(CqlError::invalid(format!(
+                        "bind markers as arguments of {name}() are not supported by the test node"
+                    )))
+                    }
+                };
+                let ms = match ty {
+                    CqlType::TimeUuid => timeuuid_millis(&b),
+                    CqlType::Timestamp => i64::from_be_bytes(b.try_into().unwrap_or_default()),
+                    other => {
+                        return Err(CqlError::invalid(format!(
+                            "{name}() takes a timeuuid or a timestamp, not {other}"
+                        )))
+                    }
+                };
+                let rty = if name == "totimestamp" {
+                    CqlType::Timestamp
+                } else {
+                    CqlType::BigInt
+                };
+                Ok((rty, ms.to_be_bytes().to_vec()))
+            }
+            _ => Err(CqlError::invalid(format!(
+                "function {name}() with {} arguments is not supported by the test node",
+                args.len()
+            ))),
+        }
+    }
+
+    fn where_value(
+        &mut self,
+        col: &Column,
+        term: &Term,
+        values: &[Value],
+    ) -> Result<Vec<u8>, CqlError> {
+        match self.eval(term, &col.ty, values)? {
+            Value::Set(b) => Ok(b),
+            Value::Null => Err(CqlError::invalid(format!(
+                "Invalid null value in condition for column {}",
+                col.name
+            ))),
+            Value::Unset => Err(CqlError::invalid(format!(
+                "Invalid unset value for column {}",
+                col.name
+            ))),
+        }
+    }
+
+    /// Evaluates a WHERE clause into the partitions and clustering range it selects.
+    fn restrict(
+        &mut self,
+        def: &TableDef,
+        wheres: &[Relation],
+        values: &[Value],
+    ) -> Result<Restriction, CqlError> {
+        let mut pk_vals: Vec<Option<Vec<Vec<u8>>>> = vec![None; def.pk_len];
+        let mut ck_eq: Vec<Option<Vec<u8>>> = vec![None; def.ck_len];
+        let mut ck_lower: Vec<Option<(Vec<u8>, bool)>> = vec![None; def.ck_len];
+        let mut ck_upper: Vec<Option<(Vec<u8>, bool)>> = vec![None; def.ck_len];
+        for r in wheres {
+            let name = match r {
+                Relation::Cmp(c, ..) | Relation::In(c, _) => c,
+            };
+            let col = def.columns[def.column(name)?].clone();
+            match (col.kind, r) {
+                (Kind::PartitionKey(p), Relation::Cmp(_, Op::Eq, t)) => {
+                    if pk_vals[p].is_some() {
+                        return Err(CqlError::invalid(format!(
+                            "{name} cannot be restricted by more than one relation if it includes an Equal"
+                        )));
+                    }
+                    pk_vals[p] = Some(vec![self.where_value(&col, t, values)?]);
+                }
+                (Kind::PartitionKey(p), Relation::In(_, iv)) => {
+                    if pk_vals[p].is_some() {
+                        return Err(CqlError::invalid(format!(
+                            "{name} cannot be restricted by more than one relation if it includes an IN"
+                        )));
+                    }
+                    let list = match iv {
+                        InValues::Terms(ts) => ts
+                            .iter()
+                            .map(|t| self.where_value(&col, t, values))
+                            .collect::<Result<Vec<_>, _>>()?,
+                        InValues::Marker(i) => {
+                            let list_ty = CqlType::List(Box::new(col.ty.clone()));
+                            match self.eval(&Term::Bind(*i), &list_ty, values)? {
+                                Value::Set(b) => decode_collection(&b, 1)
+                                    .map_err(CqlError::invalid)?
+                                    .into_iter()
+                                    .map(|mut e| {
+                                        e.remove(0).ok_or_else(|| {
+                                            CqlError::invalid(format!("Invalid null value in IN for {name}"))
+                                        })
+                                    })
+                                    .collect::<Result<Vec<_>, _>>()?,
+                                _ => {
+                                    return Err(CqlError::invalid(format!(
+                                        "Invalid null value for IN restriction on {name}"
+                                    )))
+                                }
+                            }
+                        }
+                    };
+                    pk_vals[p] = Some(list);
+                }
+                (Kind::PartitionKey(_), _) => {
+                    return Err(CqlError::invalid(format!(
+                        "Only EQ and IN relation are supported on the partition key (unless you use the token() function); got a range on {name}"
+                    )))
+                }
+                (Kind::Clustering(p, _), Relation::Cmp(_, op, t)) => {
+                    let v = self.where_value(&col, t, values)?;
+                    let slot = match op {
+                        Op::Eq => {
+                            if ck_eq[p].is_some() || ck_lower[p].is_some() || ck_upper[p].is_some() {
+                                return Err(CqlError::invalid(format!(
+                                    "{name} cannot be restricted by more than one relation if it includes an Equal"
+                                )));
+                            }
+                            ck_eq[p] = Some(v);
+                            continue;
+                        }
+                        Op::Gt | Op::Ge => &mut ck_lower[p],
+                        Op::Lt | Op::Le => &mut ck_upper[p],
+                    };
+                    if slot.is_some() || ck_eq[p].is_some() {
+                        return Err(CqlError::invalid(format!(
+                            "More than one restriction was found for the {} bound on {name}",
+                            if matches!(op, Op::Gt | Op::Ge) { "start" } else { "end" }
+                        )));
+                    }
+                    *slot = Some((v, matches!(op, Op::Ge | Op::Le)));
+                }
+                (Kind::Clustering(..), Relation::In(..)) => {
+                    return Err(CqlError::invalid(format!(
+                        "IN restrictions on clustering columns ({name}) are not supported by the test node"
+                    )))
+                }
+                (Kind::Regular, _) => {
+                    return Err(CqlError::invalid(format!(
+                        "filtering on regular column {name} (ALLOW FILTERING) is not supported by the test node"
+                    )))
+                }
+            }
+        }
+        let mut out = Restriction::default();
+        let restricted = pk_vals.iter().filter(|v| v.is_some()).count();
+        if restricted == def.pk_len {
+            let mut combos: Vec<Vec<Vec<u8>>> = vec![Vec::new()];
+            for vals in pk_vals.into_iter().flatten() {
+                combos = combos
+                    .into_iter()
+                    .flat_map(|c| {
+                        vals.iter().map(move |v| {
+                            let mut c = c.clone();
+                            c.push(v.clone());
+                            c
+                        })
+                    })
+                    .collect();
+            }
+            out.partitions = Some(combos);
+        } else if restricted > 0 {
+            let missing: Vec<&str> = (0..def.pk_len)
+                .map(|i| def.columns[i].name.as_str())
+                .collect();
+            return Err(CqlError::invalid(format!(
+                "Cannot execute this query as it might involve data filtering: restrict every partition key column ({})",
+                missing.join(", ")
+            )));
+        }
+        let mut seen_gap = None;
+        for p in 0..def.ck_len {
+            let name = &def.columns[def.pk_len + p].name;
+            let has_eq = ck_eq[p].is_some();
+            let has_range = ck_lower[p].is_some() || ck_upper[p].is_some();
+            if let Some(prev) = &seen_gap {
+                if has_eq || has_range {
+                    return Err(CqlError::invalid(format!(
+                        "PRIMARY KEY column \"{name}\" cannot be restricted as preceding column \"{prev}\" is not restricted by an equality"
+                    )));
+                }
+                continue;
+            }
+            if has_eq {
+                out.ck_eq.push(ck_eq[p].take().unwrap_or_default());
+            } else {
+                if has_range {
+                    out.lower = ck_lower[p].take();
+                    out.upper = ck_upper[p].take();
+                }
+                seen_gap = Some(name.clone());
+            }
+        }
+        if out.partitions.is_none()
+            && (!out.ck_eq.is_empty() || out.lower.is_some() || out.upper.is_some())
+        {
+            return Err(CqlError::invalid(
+                "Cannot execute this query as it might involve data filtering and thus may have unpredictable performance (restrict the partition key; ALLOW FILTERING is not supported by the test node)",
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Executes a statement.
+    pub(crate) fn execute(
+        &mut self,
+        stmt: &Statement,
+        values: &[Value],
+        exec: Exec<'_>,
+    ) -> Result<Outcome, CqlError> {
+        match stmt {
+            Statement::Select { .. } => self.select(stmt, values, exec),
+            Statement::Insert { .. } | Statement::Update { .. } | Statement::Delete { .. } => {
+                let ts = exec.timestamp.unwrap_or_else(|| self.next_timestamp());
+                self.write(stmt, values, exec.keyspace, ts, true)
+            }
+            Statement::Batch {
+                statements,
+                timestamp,
+                ..
+            } => {
+                let mut ts = exec.timestamp.unwrap_or_else(|| self.next_timestamp());
+                if let Some(t) = timestamp {
+                    ts = self.timestamp_value(t, values)?;
+                }
+                let items: Vec<(Statement, Vec<Value>)> = statements
+                    .iter()
+                    .map(|s| (s.clone(), values.to_vec()))
+                    .collect();
+                self.batch(&items, exec.keyspace, ts)
+            }
+            Statement::Use(ks) => {
+                if self.keyspaces.contains_key(ks) {
+                    Ok(Outcome::SetKeyspace(ks.clone()))
+                } else {
+                    Err(CqlError::invalid(format!("Keyspace '{ks}' does not exist")))
+                }
+            }
+            Statement::CreateKeyspace { .. } | Statement::DropKeyspace { .. } => {
+                self.keyspace_ddl(stmt)
+            }
+            Statement::CreateTable { .. } => self.create_table(stmt, exec.keyspace, false),
+            Statement::DropTable { table, if_exists } => {
+                let ks = self.keyspace_of(table, exec.keyspace)?.to_string();
+                if is_system(&ks) {
+                    return Err(CqlError::invalid(format!(
+                        "system keyspace {ks} is not user-modifiable"
+                    )));
+                }
+                let removed = self
+                    .keyspaces
+                    .get_mut(&ks)
+                    .and_then(|k| k.tables.remove(&table.table));
+                match (removed, if_exists) {
+                    (Some(_), _) => {
+                        self.schema_changed();
+                        Ok(Outcome::SchemaChange {
+                            change: "DROPPED",
+                            target: "TABLE",
+                            keyspace: ks,
+                            table: Some(table.table.clone()),
+                        })
+                    }
+                    (None, true) => Ok(Outcome::Void),
+                    (None, false) => Err(CqlError::invalid(format!(
+                        "Table '{}.{}' doesn't exist",
+                        ks, table.table
+                    ))),
+                }
+            }
+            Statement::Truncate { table } => {
+                self.table_mut(table, exec.keyspace)?.partitions.clear();
+                Ok(Outcome::Void)
+            }
+        }
+    }
+
+    fn timestamp_value(&mut self, t: &Term, values: &[Value]) -> Result<i64, CqlError> {
+        match self.eval(t, &CqlType::BigInt, values)? {
+            Value::Set(b) => Ok(i64::from_be_bytes(b.try_into().unwrap_or_default())),
+            _ => Err(CqlError::invalid("Invalid null value of timestamp")),
+        }
+    }
+
+    /// Applies a batch atomically: every statement is checked first, then all are applied with
+    /// one timestamp (unless a statement names its own).
+    pub(crate) fn batch(
+        &mut self,
+        items: &[(Statement, Vec<Value>)],
+        current: Option<&str>,
+        ts: i64,
+    ) -> Result<Outcome, CqlError> {
+        for (s, _) in items {
+            match s {
+                Statement::Insert {
+                    if_not_exists: true,
+                    ..
+                }
+                | Statement::Update {
+                    if_exists: true, ..
+                }
+                | Statement::Delete {
+                    if_exists: true, ..
+                } => return Err(CqlError::invalid(
+                    "conditional statements (IF ...) in a batch are not supported by the test node",
+                )),
+                Statement::Insert { .. } | Statement::Update { .. } | Statement::Delete { .. } => {}
+                _ => {
+                    return Err(CqlError::invalid(
+                        "a batch may contain only INSERT, UPDATE and DELETE statements",
+                    ))
+                }
+            }
+        }
+        // Validate everything against a copy, then swap it in: all or nothing.
+        let snapshot = self.keyspaces.clone();
+        for (s, v) in items {
+            if let Err(e) = self.write(s, v, current, ts, false) {
+                self.keyspaces = snapshot;
+                return Err(e);
+            }
+        }
+        Ok(Outcome::Void)
+    }
+
+    /// INSERT, UPDATE or DELETE.
+    fn write(
+        &mut self,
+        stmt: &Statement,
+        values: &[Value],
+        current: Option<&str>,
+        default_ts: i64,
+        allow_conditions: bool,
+    ) -> Result<Outcome, CqlError> {
+        let table_ref = stmt.table().expect("writes name a table");
+        let def = self.table_mut(table_ref, current)?.def.clone();
+        match stmt {
+            Statement::Insert {
+                columns,
+                values: terms,
+                if_not_exists,
+                timestamp,
+                ..
+            } => {
+                let ts = match timestamp {
+                    Some(t) => self.timestamp_value(t, values)?,
+                    None => default_ts,
+                };
+                let mut pk: Vec<Option<Vec<u8>>> = vec![None; def.pk_len];
+                let mut ck: Vec<Option<Vec<u8>>> = vec![None; def.ck_len];
+                let mut cells = Vec::new();
+                let mut seen = Vec::new();
+                for (c, t) in columns.iter().zip(terms) {
+                    let idx = def.column(c)?;
+                    if seen.contains(&idx) {
+                        return Err(CqlError::invalid(format!(
+                            "The column names contains duplicates: {c}"
+                        )));
+                    }
+                    seen.push(idx);
+                    let col = &def.columns[idx];
+                    let v = self.eval(t, &col.ty, values)?;
+                    match col.kind {
+                        Kind::PartitionKey(p) | Kind::Clustering(p, _) => {
+                            let Value::Set(b) = v else {
+                                return Err(CqlError::invalid(format!(
+                                    "Invalid null or unset value for primary key part {c}"
+                                )));
+                            };
+                            if matches!(col.kind, Kind::PartitionKey(_)) {
+                                pk[p] = Some(b);
+                            } else {
+                                ck[p] = Some(b);
+                            }
+                        }
+                        Kind::Regular => cells.push((idx, v)),
+                    }
+                }
+                let missing: Vec<&str> = def
+                    .columns
+                    .iter()
+                    .filter(|c| match c.kind {
+                        Kind::PartitionKey(p) => pk[p].is_none(),
+                        Kind::Clustering(p, _) => ck[p].is_none(),
+                        Kind::Regular => false,
+                    })
+                    .map(|c| c.name.as_str())
+                    .collect();
+                if !missing.is_empty() {
+                    return Err(CqlError::invalid(format!(
+                        "Some primary key parts are missing: {}",
+                        missing.join(", ")
+                    )));
+                }
+                let pk: Vec<Vec<u8>> = pk.into_iter().flatten().collect();
+                let ck: Vec<Vec<u8>> = ck.into_iter().flatten().collect();
+                let table = self.table_mut(table_ref, current)?;
+                if *if_not_exists {
+                    if !allow_conditions {
+                        return Err(CqlError::invalid(
+                            "conditional statements in a batch are not supported by the test node",
+                        ));
+                    }
+                    if let Some(existing) = read_row(table, &pk, &ck) {
+                        let mut specs = vec![def.spec("[applied]", CqlType::Boolean)];
+                        specs.extend(def.columns.iter().map(|c| def.spec(&c.name, c.ty.clone())));
+                        let mut row = vec![Some(vec![0u8])];
+                        row.extend(existing);
+                        return Ok(Outcome::Rows {
+                            specs,
+                            rows: vec![row],
+                            paging_state: None,
+                        });
+                    }
+                }
+                let row = upsert_row(table, &pk, &ck, ts);
+                if let Some(row) = row {
+                    if row.marker.is_none_or(|m| m <= ts) {
+                        row.marker = Some(ts);
+                    }
+                    for (idx, v) in cells {
+                        set_cell(row, idx, v, ts);
+                    }
+                }
+                if *if_not_exists {
+                    return Ok(applied(&def, true));
+                }
+                Ok(Outcome::Void)
+            }
+            Statement::Update {
+                assignments,
+                wheres,
+                if_exists,
+                timestamp,
+                ..
+            } => {
+                let ts = match timestamp {
+                    Some(t) => self.timestamp_value(t, values)?,
+                    None => default_ts,
+                };
+                let r = self.restrict(&def, wheres, values)?;
+                let partitions = self.full_key(&def, &r, "UPDATE")?;
+                let mut cells = Vec::new();
+                for (c, t) in assignments {
+                    let idx = def.column(c)?;
+                    if !matches!(def.columns[idx].kind, Kind::Regular) {
+                        return Err(CqlError::invalid(format!(
+                            "PRIMARY KEY part {c} found in SET part"
+                        )));
+                    }
+                    cells.push((idx, self.eval(t, &def.columns[idx].ty, values)?));
+                }
+                let table = self.table_mut(table_ref, current)?;
+                if *if_exists {
+                    if !allow_conditions || partitions.len() != 1 {
+                        return Err(CqlError::invalid("IF EXISTS needs a single row"));
+                    }
+                    if read_row(table, &partitions[0], &r.ck_eq).is_none() {
+                        return Ok(applied(&def, false));
+                    }
+                }
+                for pk in &partitions {
+                    if let Some(row) = upsert_row(table, pk, &r.ck_eq, ts) {
+                        for (idx, v) in &cells {
+                            set_cell(row, *idx, v.clone(), ts);
+                        }
+                    }
+                }
+                if *if_exists {
+                    return Ok(applied(&def, true));
+                }
+                Ok(Outcome::Void)
+            }
+            Statement::Delete {
+                columns,
+                wheres,
+                if_exists,
+                timestamp,
+                ..
+            } => {
+                let ts = match timestamp {
+                    Some(t) => self.timestamp_value(t, values)?,
+                    None => default_ts,
+                };
+                let r = self.restrict(&def, wheres, values)?;
+                if r.partitions.is_none() {
+                    return Err(CqlError::invalid(
+                        "DELETE needs the whole partition key in its WHERE clause",
+                    ));
+                }
+                if r.lower.is_some()
+                    || r.upper.is_some()
+                    || (!r.ck_eq.is_empty() && r.ck_eq.len() < def.ck_len)
+                {
+                    return Err(CqlError::invalid(
+                        "range deletions (a partial clustering key) are not supported by the test node",
+                    ));
+                }
+                let col_idx = columns
+                    .iter()
+                    .map(|c| {
+                        let i = def.column(c)?;
+                        if matches!(def.columns[i].kind, Kind::Regular) {
+                            Ok(i)
+                        } else {
+                            Err(CqlError::invalid(format!(
+                                "Invalid identifier {c} for deletion (should not be a PRIMARY KEY part)"
+                            )))
+                        }
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let whole_row = r.ck_eq.len() == def.ck_len;
+                if !col_idx.is_empty() && !whole_row {
+                    return Err(CqlError::invalid(
+                        "deleting columns needs the full primary key in the WHERE clause",
+                    ));
+                }
+                let partitions = r.partitions.clone().unwrap_or_default();
+                let table = self.table_mut(table_ref, current)?;
+                if *if_exists {
+                    if !allow_conditions || partitions.len() != 1 || !whole_row {
+                        return Err(CqlError::invalid("IF EXISTS needs a single row"));
+                    }
+                    if read_row(table, &partitions[0], &r.ck_eq).is_none() {
+                        return Ok(applied(&def, false));
+                    }
+                }
+                for pk in &partitions {
+                    if def.ck_len > 0 && r.ck_eq.is_empty() {
+                        let key = partition_key_bytes(pk);
+                        if let Some(p) = table.partitions.get_mut(&key) {
+                            p.deleted_at = Some(p.deleted_at.map_or(ts, |d| d.max(ts)));
+                            for row in &mut p.rows {
+                                row.delete(ts);
+                            }
+                        }
+                    } else if let Some(row) = upsert_row(table, pk, &r.ck_eq, ts) {
+                        if col_idx.is_empty() {
+                            row.delete(ts);
+                        } else {
+                            for i in &col_idx {
+                                set_cell(row, *i, Value::Null, ts);
+                            }
+                        }
+                    }
+                }
+                if *if_exists {
+                    return Ok(applied(&def, true));
+                }
+                Ok(Outcome::Void)
+            }
+            _ => unreachable!("write() is called for INSERT, UPDATE and DELETE"),
+        }
+    }
+
+    /// The partitions of a restriction that names the full primary key.
+    fn full_key(
+        &self,
+        def: &TableDef,
+        r: &Restriction,
+        what: &str,
+    ) -> Result<Vec<Vec<Vec<u8>>>, CqlError> {
+        let Some(partitions) = r.partitions.clone() else {
+            return Err(CqlError::invalid(format!(
+                "{what} needs the whole partition key in its WHERE clause"
+            )));
+        };
+        if r.ck_eq.len() != def.ck_len || r.lower.is_some() || r.upper.is_some() {
+            let missing: Vec<&str> = def.columns
+                [def.pk_len + r.ck_eq.len()..def.pk_len + def.ck_len]
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect();
+            return Err(CqlError::invalid(format!(
+                "Some clustering keys are missing: {}",
+                missing.join(", ")
+            )));
+        }
+        Ok(partitions)
+    }
+
+    fn projections(
+        &mut self,
+        def: &TableDef,
+        selectors: &Option<Vec<(Selector, Option<String>)>>,
+    ) -> Result<(Vec<ColSpec>, Vec<Projection>, bool), CqlError> {
+        let Some(items) = selectors else {
+            let specs = def
+                .columns
+                .iter()
+                .map(|c| def.spec(&c.name, c.ty.clone()))
+                .collect();
+            let proj = (0..def.columns.len()).map(Projection::Column).collect();
+            return Ok((specs, proj, false));
+        };
+        let mut specs = Vec::new();
+        let mut proj = Vec::new();
+        let mut count = false;
+        for (sel, alias) in items {
+            match sel {
+                Selector::Column(c) => {
+                    let i = def.column(c)?;
+                    specs.push(def.spec(alias.as_deref().unwrap_or(c), def.columns[i].ty.clone()));
+                    proj.push(Projection::Column(i));
+                }
+                Selector::WriteTime(c) => {
+                    let i = def.column(c)?;
+                    if !matches!(def.columns[i].kind, Kind::Regular) {
+                        return Err(CqlError::invalid(format!(
+                            "Cannot use selection function writeTime on PRIMARY KEY part {c}"
+                        )));
+                    }
+                    let name = alias.clone().unwrap_or_else(|| format!("writetime({c})"));
+                    specs.push(def.spec(&name, CqlType::BigInt));
+                    proj.push(Projection::WriteTime(i));
+                }
+                Selector::CountStar => {
+                    count = true;
+                    specs.push(def.spec(alias.as_deref().unwrap_or("count"), CqlType::BigInt));
+                }
+                Selector::Func(name, args) => {
+                    let (ty, b) = self.call(name, args)?;
+                    let label = alias.clone().unwrap_or_else(|| format!("{name}(...)"));
+                    specs.push(def.spec(&label, ty));
+                    proj.push(Projection::Constant(Some(b)));
+                }
+            }
+        }
+        if count && items.len() > 1 {
+            return Err(CqlError::invalid(
+                "COUNT(*) together with other selectors is not supported by the test node",
+            ));
+        }
+        Ok((specs, proj, count))
+    }
+
+    fn select_specs(
+        &mut self,
+        stmt: &Statement,
+        current: Option<&str>,
+    ) -> Result<Vec<ColSpec>, CqlError> {
+        let Statement::Select {
+            table, selectors, ..
+        } = stmt
+        else {
+            return Ok(Vec::new());
+        };
+        let def = self.table(table, current)?.def.clone();
+        Ok(self.projections(&def, selectors)?.0)
+    }
+
+    fn select(
+        &mut self,
+        stmt: &Statement,
+        values: &[Value],
+        exec: Exec<'_>,
+    ) -> Result<Outcome, CqlError> {
+        let Statement::Select {
+            table,
+            selectors,
+            wheres,
+            order_by,
+            limit,
+        } = stmt
+        else {
+            unreachable!("select() is called for SELECT");
+        };
+        let def = self.table(table, exec.keyspace)?.def.clone();
+        let (specs, proj, count) = self.projections(&def, selectors)?;
+        let r = self.restrict(&def, wheres, values)?;
+        let limit = match limit {
+            None => None,
+            Some(t) => match self.eval(t, &CqlType::Int, values)? {
+                Value::Set(b) => {
+                    let n = i32::from_be_bytes(b.try_into().unwrap_or_default());
+                    if n <= 0 {
+                        return Err(CqlError::invalid("LIMIT must be strictly positive"));
+                    }
+                    Some(n as u64)
+                }
+                _ => return Err(CqlError::invalid("Invalid null value of limit")),
+            },
+        };
+        // ORDER BY: a prefix of the clustering columns, all in the table's order or all reversed.
+        let mut reversed = false;
+        if !order_by.is_empty() {
+            if r.partitions.is_none() {
+                return Err(CqlError::invalid(
+                    "ORDER BY is only supported when the partition key is restricted by an EQ or an IN.",
+                ));
+            }
+            if r.partitions.as_ref().is_some_and(|p| p.len() > 1) {
+                return Err(CqlError::invalid(
+                    "ORDER BY with an IN restriction on several partitions is not supported by the test node",
+                ));
+            }
+            for (k, (c, desc)) in order_by.iter().enumerate() {
+                let i = def.column(c)?;
+                let Kind::Clustering(p, table_desc) = def.columns[i].kind else {
+                    return Err(CqlError::invalid(format!(
+                        "Order by is currently only supported on the clustered columns of the PRIMARY KEY, got {c}"
+                    )));
+                };
+                if p != k {
+                    return Err(CqlError::invalid(
+                        "Order by currently only supports the ordering of columns following their declared order in the PRIMARY KEY",
+                    ));
+                }
+                let rev = *desc != table_desc;
+                if k > 0 && rev != reversed {
+                    return Err(CqlError::invalid("Unsupported order by relation"));
+                }
+                reversed = rev;
+            }
+        }
+        let start = match exec.paging_state {
+            Some(ps) if !count => Some(
+                PagePosition::decode(ps)
+                    .ok_or_else(|| CqlError::protocol("invalid paging state"))?,
+            ),
+            _ => None,
+        };
+        let tbl = self.table(table, exec.keyspace)?;
+        let keys: Vec<Vec<u8>> = match &r.partitions {
+            Some(ps) => {
+                let mut ks: Vec<Vec<u8>> = ps.iter().map(|p| partition_key_bytes(p)).collect();
+                ks.sort();
+                ks.dedup();
+                ks
+            }
+            None => tbl.partitions.keys().cloned().collect(),
+        };
+        let mut returned = start.as_ref().map_or(0, |s| s.returned);
+        let page = if count { None } else { exec.page_size };
+        let mut rows = Vec::new();
+        let mut last: Option<(Vec<u8>, Vec<Vec<u8>>)> = None;
+        let mut counted: i64 = 0;
+        let mut more = false;
+        'outer: for key in keys {
+            if let Some(s) = &start {
+                if key < s.partition {
+                    continue;
+                }
+            }
+            let Some(part) = tbl.partitions.get(&key) else {
+                continue;
+            };
+            let iter: Box<dyn Iterator<Item = &Row>> = if reversed {
+                Box::new(part.rows.iter().rev())
+            } else {
+                Box::new(part.rows.iter())
+            };
+            for row in iter {
+                if !row.is_live() || !r.matches(&def, &row.ck) {
+                    continue;
+                }
+                if let Some(s) = &start {
+                    if key == s.partition {
+                        let o = def.cmp_ck(&row.ck, &s.ck);
+                        let after = if reversed { o.is_lt() } else { o.is_gt() };
+                        if !after {
+                            continue;
+                        }
+                    }
+                }
+                if limit.is_some_and(|l| returned >= l) {
+                    break 'outer;
+                }
+                if page.is_some_and(|p| rows.len() >= p) {
+                    more = true;
+                    break 'outer;
+                }
+                if count {
+                    counted += 1;
+                    returned += 1;
+                    continue;
+                }
+                let out: Vec<Option<Vec<u8>>> = proj
+                    .iter()
+                    .map(|p| match p {
+                        Projection::Column(i) => match def.columns[*i].kind {
+                            Kind::PartitionKey(k) => Some(part.pk[k].clone()),
+                            Kind::Clustering(k, _) => Some(row.ck[k].clone()),
+                            Kind::Regular => row.cells.get(i).and_then(|c| c.value.clone()),
+                        },
+                        Projection::WriteTime(i) => row
+                            .cells
+                            .get(i)
+                            .filter(|c| c.value.is_some())
+                            .map(|c| c.ts.to_be_bytes().to_vec()),
+                        Projection::Constant(v) => v.clone(),
+                    })
+                    .collect();
+                rows.push(out);
+                returned += 1;
+                last = Some((key.clone(), row.ck.clone()));
+            }
+        }
+        if count {
+            return Ok(Outcome::Rows {
+                specs,
+                rows: vec![vec![Some(counted.to_be_bytes().to_vec())]],
+                paging_state: None,
+            });
+        }
+        let paging_state = match (more, last) {
+            (true, Some((partition, ck))) => Some(
+                PagePosition {
+                    partition,
+                    ck,
+                    returned,
+                }
+                .encode(),
+            ),
+            _ => None,
+        };
+        Ok(Outcome::Rows {
+            specs,
+            rows,
+            paging_state,
+        })
+    }
+
+    fn keyspace_ddl(&mut self, stmt: &Statement) -> Result<Outcome, CqlError> {
+        match stmt {
+            Statement::CreateKeyspace {
+                name,
+                if_not_exists,
+                replication,
+                durable_writes,
+            } => {
+                if self.keyspaces.contains_key(name) {
+                    if *if_not_exists {
+                        return Ok(Outcome::Void);
+                    }
+                    let mut e = CqlError::new(
+                        ErrorCode::AlreadyExists,
+                        format!("Keyspace {name} already exists"),
+                    );
+                    e.already = Some((name.clone(), String::new()));
+                    return Err(e);
+                }
+                if name.len() > 48 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    return Err(CqlError::invalid(format!(
+                        "Keyspace name must not be empty, more than 48 characters long, or contain non-alphanumeric-underscore characters (got \"{name}\")"
+                    )));
+                }
+                let mut repl = replication.clone();
+                let Some(class) = repl.iter_mut().find(|(k, _)| k == "class") else {
+                    return Err(CqlError::new(
+                        ErrorCode::Invalid,
+                        "Missing replication strategy class",
+                    ));
+                };
+                let short = class.1.rsplit('.').next().unwrap_or_default().to_string();
+                match short.as_str() {
+                    "SimpleStrategy" => {
+                        if !replication.iter().any(|(k, _)| k == "replication_factor") {
+                            return Err(CqlError::invalid(
+                                "SimpleStrategy requires a replication_factor strategy option.",
+                            ));
+                        }
+                    }
+                    "NetworkTopologyStrategy" => {}
+                    other => {
+                        return Err(CqlError::invalid(format!(
+                            "Unable to find replication strategy class '{other}'"
+                        )))
+                    }
+                }
+                class.1 = format!("org.apache.cassandra.locator.{short}");
+                self.keyspaces.insert(
+                    name.clone(),
+                    Keyspace {
+                        replication: repl,
+                        durable_writes: *durable_writes,
+                        tables: BTreeMap::new(),
+                    },
+                );
+                self.schema_changed();
+                Ok(Outcome::SchemaChange {
+                    change: "CREATED",
+                    target: "KEYSPACE",
+                    keyspace: name.clone(),
+                    table: None,
+                })
+            }
+            Statement::DropKeyspace { name, if_exists } => {
+                if is_system(name) {
+                    return Err(CqlError::invalid(format!(
+                        "system keyspace {name} is not user-modifiable"
+                    )));
+                }
+                if self.keyspaces.remove(name).is_none() {
+                    if *if_exists {
+                        return Ok(Outcome::Void);
+                    }
+                    return Err(CqlError::invalid(format!(
+                        "Keyspace '{name}' doesn't exist"
+                    )));
+                }
+                self.schema_changed();
+                Ok(Outcome::SchemaChange {
+                    change: "DROPPED",
+                    target: "KEYSPACE",
+                    keyspace: name.clone(),
+                    table: None,
+                })
+            }
+            _ => unreachable!("keyspace_ddl() is called for keyspace statements"),
+        }
+    }
+
+    fn create_table(
+        &mut self,
+        stmt: &Statement,
+        current: Option<&str>,
+        system: bool,
+    ) -> Result<Outcome, CqlError> {
+        let Statement::CreateTable {
+            table,
+            if_not_exists,
+            columns,
+            partition_key,
+            clustering,
+            order,
+            comment,
+        } = stmt
+        else {
+            unreachable!("create_table() is called for CREATE TABLE");
+        };
+        let ks = self.keyspace_of(table, current)?.to_string();
+        if is_system(&ks) && !system {
+            return Err(CqlError::invalid(format!(
+                "system keyspace {ks} is not user-modifiable"
+            )));
+        }
+        let Some(keyspace) = self.keyspaces.get(&ks) else {
+            return Err(CqlError::invalid(format!("Keyspace '{ks}' does not exist")));
+        };
+        if keyspace.tables.contains_key(&table.table) {
+            if *if_not_exists {
+                return Ok(Outcome::Void);
+            }
+            let mut e = CqlError::new(
+                ErrorCode::AlreadyExists,
+                format!("Object {ks}.{} already exists", table.table),
+            );
+            e.already = Some((ks, table.table.clone()));
+            return Err(e);
+        }
+        if partition_key.is_empty() {
+            return Err(CqlError::invalid(
+                "No PRIMARY KEY specifed (exactly one required)",
+            ));
+        }
+        let find = |n: &str| columns.iter().find(|(c, _)| c == n).map(|(_, t)| t.clone());
+        for (i, (c, _)) in columns.iter().enumerate() {
+            if columns[..i].iter().any(|(d, _)| d == c) {
+                return Err(CqlError::invalid(format!(
+                    "Multiple definition of identifier {c}"
+                )));
+            }
+        }
+        let mut cols = Vec::new();
+        for (p, name) in partition_key.iter().enumerate() {
+            let ty = find(name).ok_or_else(|| {
+                CqlError::invalid(format!(
+                    "Unknown definition {name} referenced in PRIMARY KEY"
+                ))
+            })?;
+            if ty.is_collection() && !system {
+                return Err(CqlError::invalid(format!(
+                    "Invalid non-frozen collection type for PRIMARY KEY component {name}"
+                )));
+            }
+            cols.push(Column {
+                name: name.clone(),
+                ty,
+                kind: Kind::PartitionKey(p),
+            });
+        }
+        if !order.is_empty() {
+            let names: Vec<&String> = order.iter().map(|(c, _)| c).collect();
+            let expected: Vec<&String> = clustering.iter().take(names.len()).collect();
+            if names != expected {
+                return Err(CqlError::invalid(
+                    "Only clustering key columns can be defined in CLUSTERING ORDER directive, in the order of the PRIMARY KEY",
+                ));
+            }
+        }
+        for (p, name) in clustering.iter().enumerate() {
+            let ty = find(name).ok_or_else(|| {
+                CqlError::invalid(format!(
+                    "Unknown definition {name} referenced in PRIMARY KEY"
+                ))
+            })?;
+            if ty.is_collection() && !system {
+                return Err(CqlError::invalid(format!(
+                    "Invalid non-frozen collection type for PRIMARY KEY component {name}"
+                )));
+            }
+            let desc = order.get(p).is_some_and(|(_, d)| *d);
+            cols.push(Column {
+                name: name.clone(),
+                ty,
+                kind: Kind::Clustering(p, desc),
+            });
+        }
+        let mut regular: Vec<Column> = columns
+            .iter()
+            .filter(|(c, _)| !partition_key.contains(c) && !clustering.contains(c))
+            .map(|(c, t)| Column {
+                name: c.clone(),
+                ty: t.clone(),
+                kind: Kind::Regular,
+            })
+            .collect();
+        regular.sort_by(|a, b| a.name.cmp(&b.name));
+        cols.extend(regular);
+        let def = TableDef {
+            keyspace: ks.clone(),
+            name: table.table.clone(),
+            columns: cols,
+            pk_len: partition_key.len(),
+            ck_len: clustering.len(),
+            id: random_uuid(),
+            comment: comment.clone(),
+        };
+        self.keyspaces
+            .get_mut(&ks)
+            .expect("checked above")
+            .tables
+            .insert(
+                table.table.clone(),
+                Table {
+                    def,
+                    partitions: BTreeMap::new(),
+                },
+            );
+        if !system {
+            self.schema_changed();
+        }
+        Ok(Outcome::SchemaChange {
+            change: "CREATED",
+            target: "TABLE",
+            keyspace: ks,
+            table: Some(table.table.clone()),
+        })
+    }
+
+    fn schema_changed(&mut self) {
+        self.schema_version = random_uuid();
+        self.refresh_system_tables();
+    }
+
+    /// Rewrites `system.local` and the `system_schema` tables from the catalog.
+    fn refresh_system_tables(&mut self) {
+        let id = &self.identity;
+        let local = vec![
+            ("key", text("local")),
+            ("bootstrapped", text("COMPLETED")),
+            ("broadcast_address", inet(id.address)),
+            ("broadcast_port", int(7000)),
+            ("cluster_name", text(&id.cluster_name)),
+            ("cql_version", text("3.4.5")),
+            ("data_center", text("datacenter1")),
+            ("gossip_generation", int(1)),
+            ("host_id", Some(id.host_id.to_vec())),
+            ("listen_address", inet(id.address)),
+            ("listen_port", int(7000)),
+            ("native_protocol_version", text("4")),
+            (
+                "partitioner",
+                text("org.apache.cassandra.dht.Murmur3Partitioner"),
+            ),
+            ("rack", text("rack1")),
+            ("release_version", text("4.0.11")),
+            ("rpc_address", inet(id.address)),
+            ("rpc_port", int(i32::from(id.port))),
+            ("schema_version", Some(self.schema_version.to_vec())),
+            ("tokens", text_set(&[&id.token.to_string()])),
+        ];
+        let mut schema_rows: Vec<(&str, Cells<'_>)> = Vec::new();
+        for (ks_name, ks) in &self.keyspaces {
+            let repl: Vec<(&str, &str)> = ks
+                .replication
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            schema_rows.push((
+                "keyspaces",
+                vec![
+                    ("keyspace_name", text(ks_name)),
+                    ("durable_writes", Some(vec![u8::from(ks.durable_writes)])),
+                    ("replication", text_map(&repl)),
+                ],
+            ));
+            for (t_name, t) in &ks.tables {
+                let d = &t.def;
+                schema_rows.push((
+                    "tables",
+                    vec![
+                        ("keyspace_name", text(ks_name)),
+                        ("table_name", text(t_name)),
+                        ("bloom_filter_fp_chance", Some(0.01f64.to_be_bytes().to_vec())),
+                        ("caching", text_map(&[("keys", "ALL"), ("rows_per_partition", "NONE")])),
+                        ("cdc", Some(vec![0])),
+                        ("comment", text(&d.comment)),
+                        (
+                            "compaction",
+                            text_map(&[
+                                ("class", "org.apache.cassandra.db.compaction.SizeTieredCompactionStrategy"),
+                                ("max_threshold", "32"),
+                                ("min_threshold", "4"),
+                            ]),
+                        ),
+                        (
+                            "compression",
+                            text_map(&[
+                                ("chunk_length_in_kb", "16"),
+                                ("class", "org.apache.cassandra.io.compress.LZ4Compressor"),
+                            ]),
+                        ),
+                        ("crc_check_chance", Some(1.0f64.to_be_bytes().to_vec())),
+                        ("default_time_to_live", int(0)),
+                        ("extensions", Some(encode_collection(std::iter::empty::<Vec<&[u8]>>()))),
+                        ("flags", text_set(&["compound"])),
+                        ("gc_grace_seconds", int(864_000)),
+                        ("id", Some(d.id.to_vec())),
+                        ("max_index_interval", int(2048)),
+                        ("memtable_flush_period_in_ms", int(0)),
+                        ("min_index_interval", int(128)),
+                        ("read_repair", text("BLOCKING")),
+                        ("speculative_retry", text("99p")),
+                    ],
+                ));
+                for c in &d.columns {
+                    let (kind, position, order) = match c.kind {
+                        Kind::PartitionKey(p) => ("partition_key", p as i32, "none"),
+                        Kind::Clustering(p, desc) => {
+                            ("clustering", p as i32, if desc { "desc" } else { "asc" })
+                        }
+                        Kind::Regular => ("regular", -1, "none"),
+                    };
+                    schema_rows.push((
+                        "columns",
+                        vec![
+                            ("keyspace_name", text(ks_name)),
+                            ("table_name", text(t_name)),
+                            ("column_name", text(&c.name)),
+                            ("clustering_order", text(order)),
+                            ("column_name_bytes", text(&c.name)),
+                            ("kind", text(kind)),
+                            ("position", int(position)),
+                            ("type", text(&c.ty.to_string())),
+                        ],
+                    ));
+                }
+            }
+        }
+        let system = self
+            .keyspaces
+            .get_mut("system")
+            .expect("system keyspace exists");
+        let local_table = system.tables.get_mut("local").expect("system.local exists");
+        local_table.partitions.clear();
+        put_system_row(local_table, local);
+        let schema = self
+            .keyspaces
+            .get_mut("system_schema")
+            .expect("system_schema keyspace exists");
+        for t in schema.tables.values_mut() {
+            t.partitions.clear();
+        }
+        for (table, cells) in schema_rows {
+            let t = schema
+                .tables
+                .get_mut(table)
+                .expect("system_schema table exists");
+            put_system_row(t, cells);
+        }
+    }
+}
+
+/// A system table row: (column, serialized value).
+type Cells<'a> = Vec<(&'a str, Option<Vec<u8>>)>;
+
+/// Parses with parser errors mapped to protocol errors.
+pub(crate) fn parse(query: &str) -> Result<(Statement, usize), CqlError> {
+    parser::parse(query).map_err(|e| {
+        CqlError::new(
+            if e.syntax {
+                ErrorCode::Syntax
+            } else {
+                ErrorCode::Invalid
+            },
+            e.message,
+        )
+    })
+}
+
+fn applied(def: &TableDef, yes: bool) -> Outcome {
+    Outcome::Rows {
+        specs: vec![def.spec("[applied]", CqlType::Boolean)],
+        rows: vec![vec![Some(vec![u8::from(yes)])]],
+        paging_state: None,
+    }
+}
+
+/// The live row at a primary key, as `SELECT *` cells.
+fn read_row(table: &Table, pk: &[Vec<u8>], ck: &[Vec<u8>]) -> Option<Vec<Option<Vec<u8>>>> {
+    let part = table.partitions.get(&partition_key_bytes(pk))?;
+    let i = part
+        .rows
+        .binary_search_by(|r| table.def.cmp_ck(&r.ck, ck))
+        .ok()?;
+    let row = &part.rows[i];
+    if !row.is_live() {
+        return None;
+    }
+    Some(
+        table
+            .def
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| match c.kind {
+                Kind::PartitionKey(k) => Some(pk[k].clone()),
+                Kind::Clustering(k, _) => Some(ck[k].clone()),
+                Kind::Regular => row.cells.get(&i).and_then(|c| c.value.clone()),
+            })
+            .collect(),
+    )
+}
+
+/// The row at a primary key, created if missing; `None` when a deletion newer than `ts`
+/// shadows the write.
+fn upsert_row<'a>(
+    table: &'a mut Table,
+    pk: &[Vec<u8>],
+    ck: &[Vec<u8>],
+    ts: i64,
+) -> Option<&'a mut Row> {
+    let def = &table.def;
+    let part = table
+        .partitions
+        .entry(partition_key_bytes(pk))
+        .or_insert_with(|| Partition {
+            pk: pk.to_vec(),
+            ..Partition::default()
+        });
+    if part.deleted_at.is_some_and(|d| ts <= d) {
+        return None;
+    }
+    let i = match part.rows.binary_search_by(|r| def.cmp_ck(&r.ck, ck)) {
+        Ok(i) => i,
+        Err(i) => {
+            part.rows.insert(
+                i,
+                Row {
+                    ck: ck.to_vec(),
+                    ..Row::default()
+                },
+            );
+            i
+        }
+    };
+    let row = &mut part.rows[i];
+    if row.deleted_at.is_some_and(|d| ts <= d) {
+        return None;
+    }
+    Some(row)
+}
+
+/// Last-write-wins on one cell; an unset value leaves it alone.
+fn set_cell(row: &mut Row, idx: usize, v: Value, ts: i64) {
+    let value = match v {
+        Value::Unset => return,
+        Value::Null => None,
+        Value::Set(b) => Some(b),
+    };
+    let wins = match row.cells.get(&idx) {
+        None => true,
+        Some(old) => {
+            ts > old.ts
+                || ts == old.ts && (value.is_none() || (old.value.is_some() && value > old.value))
+        }
+    };
+    if wins {
+        row.cells.insert(idx, Cell { value, ts });
+    }
+}
+
+fn put_system_row(t: &mut Table, cells: Cells<'_>) {
+    let def = t.def.clone();
+    let mut pk = vec![Vec::new(); def.pk_len];
+    let mut ck = vec![Vec::new(); def.ck_len];
+    let mut regular = Vec::new();
+    for (name, v) in cells {
+        let i = def.column(name).expect("system column exists");
+        match def.columns[i].kind {
+            Kind::PartitionKey(p) => pk[p] = v.unwrap_or_default(),
+            Kind::Clustering(p, _) => ck[p] = v.unwrap_or_default(),
+            Kind::Regular => regular.push((i, v)),
+        }
+    }
+    if let Some(row) = upsert_row(t, &pk, &ck, 0) {
+        row.marker = Some(0);
+        for (i, v) in regular {
+            set_cell(row, i, v.map_or(Value::Null, Value::Set), 0);
+        }
+    }
+}

@@ -1,0 +1,588 @@
+//! A single-node CQL server for tests: CQL native protocol v4 on 127.0.0.1, data in memory, and
+//! fault controls.
+//!
+//! It runs the CQL keyscore uses (and what the Rust `scylla` driver, the Python
+//! `cassandra-driver` and `cqlsh` send on connect) well enough that tests can use unmodified
+//! clients against it. Anything outside its subset is answered with a CQL error naming the
+//! feature, never with a wrong result.
+//!
+//! ```ignore
+//! let node = CqlTestNode::start().await;
+//! let session = scylla::client::session_builder::SessionBuilder::new()
+//!     .known_node(node.addr().to_string())
+//!     .build()
+//!     .await?;
+//! node.set_fault(Fault::Failing); // every non-system request now fails with Unavailable
+//! node.clear_fault();
+//! ```
+//!
+//! The node lives on the Tokio runtime that started it (a `#[tokio::test]`'s runtime).
+//!
+//! Not modelled: consistency levels (every level succeeds on the one replica), replication,
+//! TTL and expiry, lightweight transactions beyond a check-and-write under one lock, counters,
+//! static columns, secondary indexes, materialized views, user types, tuples, authentication,
+//! compression, tracing, server-side DESCRIBE and pushed events.
+
+#![allow(dead_code)]
+
+mod engine;
+mod frame;
+mod parser;
+mod types;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use engine::{Engine, Exec, Identity, Outcome};
+use frame::{opcode, CqlError, ErrorCode, Header, QueryParams, Reader, Value, Writer};
+
+pub(crate) use parser::split_script;
+
+/// A fault the node injects until it is cleared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fault {
+    /// The node is unreachable: open connections are closed and new ones are closed as soon as
+    /// they are accepted.
+    Unavailable,
+    /// Every answer is delayed by this long.
+    Slow(Duration),
+    /// Every request on a non-system keyspace fails with Unavailable (0x1000), as when too few
+    /// replicas are alive.
+    Failing,
+    /// Every request on a non-system keyspace fails with Overloaded (0x1001).
+    Overloaded,
+    /// Every request on a non-system keyspace fails with a server error (0x0000).
+    ServerError,
+}
+
+/// State shared by the handle, the accept loop and the connections.
+#[derive(Debug)]
+struct Shared {
+    engine: Mutex<Engine>,
+    fault: Mutex<Option<Fault>>,
+    /// Bumped to make every open connection close.
+    kill: watch::Sender<u64>,
+    /// Every query text received (QUERY, PREPARE) in order, for tests that check what a client
+    /// sent.
+    log: Mutex<Vec<String>>,
+    /// Bumped on every fault change, so a `fail_for` timer clears only its own fault.
+    fault_generation: Mutex<u64>,
+}
+
+/// A running test node. Dropping it stops the node.
+#[derive(Debug)]
+pub(crate) struct CqlTestNode {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    accept: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl CqlTestNode {
+    /// Starts a node on 127.0.0.1 on a free port.
+    pub(crate) async fn start() -> CqlTestNode {
+        Self::start_on(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0))
+            .await
+            .expect("the CQL test node binds 127.0.0.1:0")
+    }
+
+    /// Starts a node on `addr` (port 0 picks a free one).
+    pub(crate) async fn start_on(addr: SocketAddr) -> std::io::Result<CqlTestNode> {
+        let listener = bind(addr)?;
+        let addr = listener.local_addr()?;
+        let mut host_id = engine::random_uuid();
+        host_id[6] = (host_id[6] & 0x0f) | 0x40;
+        let identity = Identity {
+            address: addr.ip(),
+            port: addr.port(),
+            host_id,
+            cluster_name: "keyscore test cluster".to_string(),
+            token: (engine::random_u64() >> 1) as i64,
+        };
+        let (kill, _) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            engine: Mutex::new(Engine::new(identity)),
+            fault: Mutex::new(None),
+            kill,
+            log: Mutex::new(Vec::new()),
+            fault_generation: Mutex::new(0),
+        });
+        let accept = tokio::spawn(accept_loop(listener, shared.clone()));
+        Ok(CqlTestNode {
+            addr,
+            shared,
+            accept: Mutex::new(Some(accept)),
+        })
+    }
+
+    /// The address clients connect to.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Injects a fault until [`CqlTestNode::clear_fault`].
+    pub(crate) fn set_fault(&self, fault: Fault) {
+        *self.shared.fault_generation.lock().expect("lock") += 1;
+        *self.shared.fault.lock().expect("lock") = Some(fault);
+        if fault == Fault::Unavailable {
+            self.shared.kill.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// Ends any injected fault.
+    pub(crate) fn clear_fault(&self) {
+        *self.shared.fault_generation.lock().expect("lock") += 1;
+        *self.shared.fault.lock().expect("lock") = None;
+    }
+
+    /// The fault in force.
+    pub(crate) fn fault(&self) -> Option<Fault> {
+        *self.shared.fault.lock().expect("lock")
+    }
+
+    /// Injects `fault` for `duration`, then clears it (unless another fault was set meanwhile).
+    pub(crate) fn fault_for(&self, fault: Fault, duration: Duration) {
+        self.set_fault(fault);
+        let generation = *self.shared.fault_generation.lock().expect("lock");
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(duration).await;
+            if *shared.fault_generation.lock().expect("lock") == generation {
+                *shared.fault.lock().expect("lock") = None;
+            }
+        });
+    }
+
+    /// Makes every non-system request fail with Unavailable for `duration`.
+    pub(crate) fn fail_for(&self, duration: Duration) {
+        self.fault_for(Fault::Failing, duration);
+    }
+
+    /// Stops listening and closes every connection; the data is kept for
+    /// [`CqlTestNode::restart`].
+    pub(crate) fn stop(&self) {
+        if let Some(task) = self.accept.lock().expect("lock").take() {
+            task.abort();
+        }
+        self.shared.kill.send_modify(|n| *n += 1);
+    }
+
+    /// Listens again on the same address after [`CqlTestNode::stop`], with the same data and
+    /// prepared statements, like a restarted node.
+    pub(crate) async fn restart(&self) -> std::io::Result<()> {
+        self.stop();
+        // The aborted accept loop releases the port once it has been dropped.
+        let mut tries = 0;
+        let listener = loop {
+            match bind(self.addr) {
+                Ok(l) => break l,
+                Err(_) if tries < 50 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let task = tokio::spawn(accept_loop(listener, self.shared.clone()));
+        *self.accept.lock().expect("lock") = Some(task);
+        Ok(())
+    }
+
+    /// Forgets every prepared statement, so the next EXECUTE of each is answered with
+    /// Unprepared (0x2500) and the client must prepare again.
+    pub(crate) fn forget_prepared(&self) {
+        self.shared.engine.lock().expect("lock").forget_prepared();
+    }
+
+    /// Every query text received so far (QUERY and PREPARE bodies, BATCH query strings), in
+    /// order.
+    pub(crate) fn query_log(&self) -> Vec<String> {
+        self.shared.log.lock().expect("lock").clone()
+    }
+}
+
+impl Drop for CqlTestNode {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(128)
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            // Out of file descriptors or similar: wait instead of spinning.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        if *shared.fault.lock().expect("lock") == Some(Fault::Unavailable) {
+            drop(stream);
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(serve(stream, shared.clone()));
+    }
+}
+
+/// Serves one connection until the client closes it or the node kills it.
+async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
+    let mut kill = shared.kill.subscribe();
+    kill.borrow_and_update();
+    let mut keyspace: Option<String> = None;
+    loop {
+        let mut head = [0u8; frame::HEADER_LEN];
+        tokio::select! {
+            r = stream.read_exact(&mut head) => if r.is_err() { return },
+            _ = kill.changed() => return,
+        }
+        let header = match Header::decode(&head) {
+            Ok(h) => h,
+            Err(e) => {
+                let _ = stream
+                    .write_all(&frame::response_frame(0, opcode::ERROR, &e.encode()))
+                    .await;
+                return;
+            }
+        };
+        let mut body = vec![0u8; header.length];
+        tokio::select! {
+            r = stream.read_exact(&mut body) => if r.is_err() { return },
+            _ = kill.changed() => return,
+        }
+        if header.version & 0x7f != frame::VERSION {
+            // Drivers lower their version and reconnect when they see this message.
+            let e = CqlError::protocol(format!(
+                "Invalid or unsupported protocol version ({}); supported versions are (4/v4)",
+                header.version & 0x7f
+            ));
+            let _ = stream
+                .write_all(&frame::response_frame(
+                    header.stream,
+                    opcode::ERROR,
+                    &e.encode(),
+                ))
+                .await;
+            return;
+        }
+        let fault = *shared.fault.lock().expect("lock");
+        if let Some(Fault::Slow(d)) = fault {
+            tokio::select! {
+                _ = tokio::time::sleep(d) => {}
+                _ = kill.changed() => return,
+            }
+        }
+        let (op, answer) = match handle(&shared, &header, &body, &mut keyspace) {
+            Ok((op, b)) => (op, b),
+            Err(e) => (opcode::ERROR, e.encode()),
+        };
+        let out = frame::response_frame(header.stream, op, &answer);
+        tokio::select! {
+            r = stream.write_all(&out) => if r.is_err() { return },
+            _ = kill.changed() => return,
+        }
+    }
+}
+
+/// The error a fault makes a non-system request fail with.
+fn fault_error(shared: &Shared, consistency: u16) -> Option<CqlError> {
+    let fault = *shared.fault.lock().expect("lock");
+    let mut e = match fault? {
+        Fault::Failing => CqlError::new(
+            ErrorCode::Unavailable,
+            "Cannot achieve consistency level (injected fault: replicas unavailable)",
+        ),
+        Fault::Overloaded => {
+            CqlError::new(ErrorCode::Overloaded, "Injected fault: node overloaded")
+        }
+        Fault::ServerError => CqlError::new(ErrorCode::Server, "Injected fault: server error"),
+        Fault::Unavailable | Fault::Slow(_) => return None,
+    };
+    e.consistency = consistency;
+    Some(e)
+}
+
+/// Answers one request: (response opcode, body).
+fn handle(
+    shared: &Shared,
+    header: &Header,
+    body: &[u8],
+    keyspace: &mut Option<String>,
+) -> Result<(u8, Vec<u8>), CqlError> {
+    if header.flags & 0x01 != 0 {
+        return Err(CqlError::protocol("compression was not negotiated"));
+    }
+    let mut r = Reader::new(body);
+    if header.flags & 0x04 != 0 {
+        r.skip_bytes_map()?;
+    }
+    match header.opcode {
+        opcode::OPTIONS => {
+            let mut w = Writer::default();
+            w.string_multimap(&[
+                ("CQL_VERSION", vec!["3.4.5"]),
+                ("COMPRESSION", vec![]),
+                ("PROTOCOL_VERSIONS", vec!["4/v4"]),
+            ]);
+            Ok((opcode::SUPPORTED, w.0))
+        }
+        opcode::STARTUP => {
+            let options = r.string_map()?;
+            if let Some((_, c)) = options.iter().find(|(k, _)| k == "COMPRESSION") {
+                return Err(CqlError::protocol(format!(
+                    "compression '{c}' is not supported by the test node"
+                )));
+            }
+            Ok((opcode::READY, Vec::new()))
+        }
+        opcode::REGISTER => Ok((opcode::READY, Vec::new())),
+        opcode::QUERY => {
+            let query = r.long_string()?;
+            let params = QueryParams::decode(&mut r)?;
+            log(shared, &query);
+            let (stmt, markers) = engine::parse(&query)?;
+            if !Engine::is_system_statement(&stmt, keyspace.as_deref()) {
+                if let Some(e) = fault_error(shared, params.consistency) {
+                    return Err(e);
+                }
+            }
+            if params.names.is_some() {
+                return Err(CqlError::invalid(
+                    "named values in an unprepared query are not supported by the test node",
+                ));
+            }
+            if params.values.len() != markers {
+                return Err(CqlError::invalid(format!(
+                    "There were {markers} markers(?) in CQL but {} bound variables",
+                    params.values.len()
+                )));
+            }
+            let mut engine = shared.engine.lock().expect("lock");
+            let outcome = engine.execute(&stmt, &params.values, exec(&params, keyspace))?;
+            drop(engine);
+            Ok((opcode::RESULT, encode_outcome(outcome, keyspace, false)))
+        }
+        opcode::PREPARE => {
+            let query = r.long_string()?;
+            log(shared, &query);
+            let mut engine = shared.engine.lock().expect("lock");
+            let (id, p) = engine.prepare(&query, keyspace.as_deref())?;
+            let mut w = Writer::default();
+            w.int(0x0004);
+            w.short_bytes(&id);
+            frame::write_prepared_metadata(&mut w, &p.bind_specs, &p.pk_indexes);
+            frame::write_rows_metadata(&mut w, &p.result_specs, None, p.result_specs.is_empty());
+            Ok((opcode::RESULT, w.0))
+        }
+        opcode::EXECUTE => {
+            let id = r.short_bytes()?;
+            let params = QueryParams::decode(&mut r)?;
+            let prepared = shared.engine.lock().expect("lock").prepared(&id)?;
+            let ks = prepared.keyspace.as_deref().or(keyspace.as_deref());
+            if !Engine::is_system_statement(&prepared.statement, ks) {
+                if let Some(e) = fault_error(shared, params.consistency) {
+                    return Err(e);
+                }
+            }
+            let values = order_values(&params, &prepared.bind_specs)?;
+            let ks_owned = ks.map(str::to_string);
+            let mut e = exec(&params, keyspace);
+            e.keyspace = ks_owned.as_deref();
+            let outcome =
+                shared
+                    .engine
+                    .lock()
+                    .expect("lock")
+                    .execute(&prepared.statement, &values, e)?;
+            Ok((
+                opcode::RESULT,
+                encode_outcome(outcome, keyspace, params.skip_metadata),
+            ))
+        }
+        opcode::BATCH => batch(shared, &mut r, keyspace),
+        other => Err(CqlError::protocol(format!(
+            "opcode 0x{other:02x} is not supported by the test node"
+        ))),
+    }
+}
+
+fn log(shared: &Shared, query: &str) {
+    let mut log = shared.log.lock().expect("lock");
+    if log.len() < 100_000 {
+        log.push(query.to_string());
+    }
+}
+
+fn exec<'a>(params: &'a QueryParams, keyspace: &'a Option<String>) -> Exec<'a> {
+    Exec {
+        keyspace: keyspace.as_deref(),
+        timestamp: params.timestamp,
+        page_size: params.page_size,
+        paging_state: params.paging_state.as_deref(),
+    }
+}
+
+/// Puts named values in bind-marker order and checks their count.
+fn order_values(params: &QueryParams, specs: &[frame::ColSpec]) -> Result<Vec<Value>, CqlError> {
+    let values = match &params.names {
+        None => params.values.clone(),
+        Some(names) => {
+            let mut out = vec![Value::Unset; specs.len()];
+            for (name, v) in names.iter().zip(&params.values) {
+                let i = specs.iter().position(|s| &s.name == name).ok_or_else(|| {
+                    CqlError::invalid(format!("Invalid named bind variable name {name}"))
+                })?;
+                out[i] = v.clone();
+            }
+            out
+        }
+    };
+    if values.len() != specs.len() {
+        return Err(CqlError::invalid(format!(
+            "There were {} markers(?) in CQL but {} bound variables",
+            specs.len(),
+            values.len()
+        )));
+    }
+    Ok(values)
+}
+
+/// The BATCH request (spec section 4.1.7).
+fn batch(
+    shared: &Shared,
+    r: &mut Reader<'_>,
+    keyspace: &mut Option<String>,
+) -> Result<(u8, Vec<u8>), CqlError> {
+    let kind = r.byte()?;
+    if kind == 2 {
+        return Err(CqlError::invalid(
+            "counter batches are not supported by the test node",
+        ));
+    }
+    if kind > 2 {
+        return Err(CqlError::protocol(format!("invalid batch type {kind}")));
+    }
+    let n = r.short()?;
+    let mut raw = Vec::new();
+    for _ in 0..n {
+        let k = r.byte()?;
+        let target = match k {
+            0 => Err(r.long_string()?),
+            1 => Ok(r.short_bytes()?),
+            other => {
+                return Err(CqlError::protocol(format!(
+                    "invalid batch statement kind {other}"
+                )))
+            }
+        };
+        let nv = r.short()?;
+        let values = (0..nv).map(|_| r.value()).collect::<Result<Vec<_>, _>>()?;
+        raw.push((target, values));
+    }
+    let consistency = r.short()?;
+    let flags = r.byte()?;
+    if flags & 0x40 != 0 {
+        return Err(CqlError::invalid(
+            "named values in a batch are not supported by the test node",
+        ));
+    }
+    if flags & 0x10 != 0 {
+        r.short()?;
+    }
+    let timestamp = if flags & 0x20 != 0 {
+        Some(r.long()?)
+    } else {
+        None
+    };
+    let mut items = Vec::new();
+    let mut engine = shared.engine.lock().expect("lock");
+    for (target, values) in raw {
+        let (stmt, markers) = match target {
+            Ok(id) => {
+                let p = engine.prepared(&id)?;
+                (p.statement, p.bind_specs.len())
+            }
+            Err(query) => {
+                log(shared, &query);
+                engine::parse(&query)?
+            }
+        };
+        if values.len() != markers {
+            return Err(CqlError::invalid(format!(
+                "There were {markers} markers(?) in a batch statement but {} bound variables",
+                values.len()
+            )));
+        }
+        items.push((stmt, values));
+    }
+    let system = items
+        .iter()
+        .all(|(s, _)| Engine::is_system_statement(s, keyspace.as_deref()));
+    if !system {
+        if let Some(e) = fault_error(shared, consistency) {
+            return Err(e);
+        }
+    }
+    let ts = timestamp.unwrap_or_else(|| engine.next_timestamp());
+    engine.batch(&items, keyspace.as_deref(), ts)?;
+    Ok((
+        opcode::RESULT,
+        encode_outcome(Outcome::Void, keyspace, false),
+    ))
+}
+
+/// Encodes a RESULT body; a Set_keyspace outcome also switches the connection's keyspace.
+fn encode_outcome(outcome: Outcome, keyspace: &mut Option<String>, skip_metadata: bool) -> Vec<u8> {
+    let mut w = Writer::default();
+    match outcome {
+        Outcome::Void => w.int(0x0001),
+        Outcome::Rows {
+            specs,
+            rows,
+            paging_state,
+        } => {
+            w.int(0x0002);
+            frame::write_rows_metadata(&mut w, &specs, paging_state.as_deref(), skip_metadata);
+            w.int(rows.len() as i32);
+            for row in &rows {
+                for cell in row {
+                    w.bytes(cell.as_deref());
+                }
+            }
+        }
+        Outcome::SetKeyspace(ks) => {
+            w.int(0x0003);
+            w.string(&ks);
+            *keyspace = Some(ks);
+        }
+        Outcome::SchemaChange {
+            change,
+            target,
+            keyspace: ks,
+            table,
+        } => {
+            w.int(0x0005);
+            w.string(change);
+            w.string(target);
+            w.string(&ks);
+            if let Some(t) = table {
+                w.string(&t);
+            }
+        }
+    }
+    w.0
+}
