@@ -67,18 +67,17 @@ def export(
     bad feature names or non-finite parameters.
     """
     scaler, model = _split_pipeline(estimator)
-    check_is_fitted(model)
-    if scaler is not None:
-        check_is_fitted(scaler)
-    n_features = _n_features(model)
-    names = _feature_names(estimator, feature_names, n_features)
-
     exporter = _EXPORTERS.get(type(model))
     if exporter is None:
         raise UnsupportedEstimatorError(
             f"{type(model).__name__} is not supported; keyscore exports {', '.join(SUPPORTED)}"
             " (optionally in a Pipeline after one StandardScaler)"
         )
+    check_is_fitted(model)
+    if scaler is not None:
+        check_is_fitted(scaler)
+    n_features = _n_features(model)
+    names = _feature_names(estimator, feature_names, n_features)
     params, output = exporter(model, n_features)
 
     spec: dict = {"format_version": FORMAT_VERSION, "features": names}
