@@ -9,13 +9,23 @@ mod forest;
 mod linear;
 mod mlp;
 pub mod spec;
+#[cfg(test)]
+mod testing;
 
 use ndarray::ArrayView2;
 
 pub use error::Error;
 pub use spec::{ModelSpec, FORMAT_VERSION};
 
-use self::{forest::Forest, linear::{Linear, Logistic}, mlp::Mlp};
+use self::{
+    forest::Forest,
+    linear::{Linear, Logistic},
+    mlp::Mlp,
+};
+
+/// The most numbers a spec may hold (features, scaler, weights, thresholds, leaf values, tree
+/// node links and class labels together); [`ModelSpec::build`] refuses anything larger.
+pub const MAX_PARAMETERS: usize = 50_000_000;
 
 /// A checked, immutable model ready to score.
 #[derive(Debug, Clone)]
@@ -24,6 +34,10 @@ pub struct Model {
     scaler: Option<Scaler>,
     kind: Kind,
     output: Output,
+    /// Round each (scaled) feature to `f32` before scoring (forests with `f32` thresholds).
+    round_to_f32: bool,
+    /// Scratch a call needs: the prepared input (when scaled or rounded) then the MLP buffers.
+    scratch_len: usize,
 }
 
 /// Standardisation applied to features before the model.
