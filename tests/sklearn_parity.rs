@@ -349,3 +349,52 @@ fn exported_models_predict_what_scikit_learn_predicts() {
         );
     }
 }
+
+/// The exporter writes each double as the shortest decimal that reads back as the same double
+/// (Python's `repr`); keyscore must read every such decimal back to that double, or leaf values
+/// and thresholds drift by an ulp and trees stop matching scikit-learn.
+#[test]
+fn spec_numbers_decode_to_the_doubles_that_were_written() {
+    let written: Vec<f64> = (1..=4000)
+        .map(|i| f64::from(i) / 3.0 * 1.37e-3 * f64::from(i % 17 + 1))
+        .chain([
+            181.333_333_333_333_34,
+            101.333_333_333_333_33,
+            94.333_333_333_333_33,
+        ])
+        .collect();
+    let decimals: Vec<String> = written.iter().map(|v| format!("{v:?}")).collect();
+    let json = format!(
+        r#"{{"format_version": 1, "features": [{}], "model": {{"kind": "linear", "coefficients": [{}], "intercept": 0.0}}, "output": {{"type": "regression"}}}}"#,
+        (0..written.len())
+            .map(|i| format!("\"f{i}\""))
+            .collect::<Vec<_>>()
+            .join(","),
+        decimals.join(",")
+    );
+    let spec = ModelSpec::from_json(json.as_bytes()).expect("spec decodes");
+    let keyscore::model::spec::ParamsSpec::Linear { coefficients, .. } = &spec.model else {
+        panic!("a linear spec decodes as linear");
+    };
+    let drifted: Vec<String> = written
+        .iter()
+        .zip(coefficients)
+        .zip(&decimals)
+        .filter(|((w, r), _)| w.to_bits() != r.to_bits())
+        .map(|((w, r), d)| {
+            format!(
+                "{d} read as {r:?} ({:016x}, written {:016x})",
+                r.to_bits(),
+                w.to_bits()
+            )
+        })
+        .collect();
+    assert!(
+        drifted.is_empty(),
+        "{} of {} spec numbers decode to a neighbouring double (serde_json needs its \
+         `float_roundtrip` feature for exact decimal parsing), e.g.:\n{}",
+        drifted.len(),
+        written.len(),
+        drifted[..drifted.len().min(5)].join("\n")
+    );
+}
