@@ -121,8 +121,9 @@ fn floats(hex: &[String]) -> Vec<f64> {
     hex.iter().map(|h| float(h)).collect()
 }
 
-/// Compares keyscore's `got` with scikit-learn's `want`; `Err` describes a mismatch.
-fn compare(got: f64, want: f64, exact: bool) -> Result<Errors, String> {
+/// Compares keyscore's `got` with scikit-learn's `want`: the errors, and a description of the
+/// mismatch if it is one.
+fn compare(got: f64, want: f64, exact: bool) -> (Errors, Option<String>) {
     let abs = (got - want).abs();
     let rel = if want != 0.0 {
         abs / want.abs()
@@ -131,24 +132,23 @@ fn compare(got: f64, want: f64, exact: bool) -> Result<Errors, String> {
     } else {
         f64::INFINITY
     };
-    let ok = if exact {
-        got.to_bits() == want.to_bits()
-    } else {
-        abs <= TOLERANCE * want.abs().max(1.0)
+    let errors = Errors {
+        values: 1,
+        max_abs: abs,
+        max_rel: rel,
     };
-    if ok {
-        Ok(Errors {
-            values: 1,
-            max_abs: abs,
-            max_rel: rel,
-        })
-    } else if exact {
-        Err(format!(
-            "got {got:e}, scikit-learn {want:e} (must be bitwise equal)"
-        ))
+    let mismatch = if exact {
+        (got.to_bits() != want.to_bits())
+            .then(|| format!("got {got:e}, scikit-learn {want:e} (must be bitwise equal)"))
     } else {
-        Err(format!("got {got:e}, scikit-learn {want:e}, error {abs:e} exceeds {TOLERANCE:e} * max(1, |sklearn|)"))
-    }
+        (abs.is_nan() || abs > TOLERANCE * want.abs().max(1.0)).then(|| {
+            format!(
+                "got {got:e}, scikit-learn {want:e}, error {abs:e} exceeds \
+                 {TOLERANCE:e} * max(1, |sklearn|)"
+            )
+        })
+    };
+    (errors, mismatch)
 }
 
 /// Checks every row of one fixture; returns the kind, the errors and the mismatches.
@@ -181,9 +181,10 @@ fn check(dir: &Path, fixture: &Fixture) -> (String, Errors, Vec<String>) {
         };
         match (&prediction, model.output(), &fixture.proba) {
             (Prediction::Value(got), Output::Regression, None) => {
-                match compare(*got, float(&fixture.predict[row]), fixture.exact) {
-                    Ok(e) => errors.add(e),
-                    Err(msg) => fail(row, msg),
+                let (e, mismatch) = compare(*got, float(&fixture.predict[row]), fixture.exact);
+                errors.add(e);
+                if let Some(msg) = mismatch {
+                    fail(row, msg);
                 }
             }
             (
@@ -207,12 +208,13 @@ fn check(dir: &Path, fixture: &Fixture) -> (String, Errors, Vec<String>) {
                     continue;
                 }
                 for (class, (got, want)) in probabilities.iter().zip(&want).enumerate() {
-                    match compare(*got, *want, fixture.exact) {
-                        Ok(e) => errors.add(e),
-                        Err(msg) => fail(
+                    let (e, mismatch) = compare(*got, *want, fixture.exact);
+                    errors.add(e);
+                    if let Some(msg) = mismatch {
+                        fail(
                             row,
                             format!("probability of class {}: {msg}", labels[class]),
-                        ),
+                        );
                     }
                 }
                 if labels[*index] != fixture.predict[row] {
