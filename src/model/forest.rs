@@ -3,7 +3,10 @@
 //! At build time every tree is checked (children in range, no cycle, no node with two parents;
 //! all iteratively, so depth is unbounded) and re-laid out breadth-first into one packed array
 //! shared by all trees, with the two children of a split in adjacent slots. A node is 16 bytes,
-//! four to a cache line; leaf values live in a separate flat array.
+//! four to a cache line. A leaf points at itself with an infinite threshold, so stepping from a
+//! leaf stays there: that lets scoring walk [`LANES`] trees in lockstep for each tree's depth,
+//! overlapping their memory latencies, without a leaf test in the loop. Leaf values live in a
+//! separate flat array.
 //!
 //! Scoring follows scikit-learn exactly: a record goes left when `x[feature] <= threshold`
 //! (with the feature first rounded to `f32` for `f32` forests, done once per record before
@@ -19,26 +22,29 @@ use super::{
     Error, Output, Prediction,
 };
 
-/// `Node::feature` of a leaf.
-const LEAF: u32 = u32::MAX;
+/// Trees walked together.
+const LANES: usize = 4;
 
 /// One packed node.
 #[derive(Debug, Clone, Copy)]
 struct Node {
-    /// Go left when `x[feature] <= threshold`.
+    /// Go left when `x[feature] <= threshold`; `+inf` at a leaf.
     threshold: f64,
-    /// Feature index of a split, or [`LEAF`].
+    /// Feature index of a split; 0 at a leaf.
     feature: u32,
-    /// A split's left child (its right child is `next + 1`), or a leaf's offset into
-    /// [`Forest::values`].
+    /// A split's left child (its right child is `next + 1`); a leaf's own index.
     next: u32,
 }
 
 #[derive(Debug, Clone)]
 pub(super) struct Forest {
     nodes: Vec<Node>,
+    /// Per node: a leaf's offset into `values` (unused for splits).
+    leaf_values: Vec<u32>,
     /// Index in `nodes` of each tree's root, in tree order.
     roots: Vec<u32>,
+    /// Per tree: the most splits on a path from its root to a leaf.
+    depths: Vec<u32>,
     /// Leaf values, `width` per leaf.
     values: Vec<f64>,
     /// 1 for regression, the class count for classification.
@@ -63,7 +69,9 @@ impl Forest {
         };
         let mut forest = Forest {
             nodes: Vec::new(),
+            leaf_values: Vec::new(),
             roots: Vec::with_capacity(trees.len()),
+            depths: Vec::with_capacity(trees.len()),
             values: Vec::new(),
             width,
             classification: matches!(output, Output::Classification(_)),
@@ -82,40 +90,39 @@ impl Forest {
 
     /// Appends a checked tree breadth-first; unreachable nodes are dropped.
     fn push_tree(&mut self, tree: &TreeSpec) -> Result<(), Error> {
-        let too_big = || invalid("random_forest has more than 4294967294 nodes or leaf values");
-        let slot = |n: usize| {
-            u32::try_from(n)
-                .ok()
-                .filter(|&n| n != LEAF)
-                .ok_or_else(too_big)
-        };
+        let too_big = || invalid("random_forest has more than 4294967295 nodes or leaf values");
+        let slot = |n: usize| u32::try_from(n).map_err(|_| too_big());
         let root = slot(self.nodes.len())?;
         self.roots.push(root);
         let placeholder = Node {
-            threshold: 0.0,
-            feature: LEAF,
+            threshold: f64::INFINITY,
+            feature: 0,
             next: 0,
         };
         self.nodes.push(placeholder);
-        // (node id in the spec, slot in `nodes`)
-        let mut queue = VecDeque::from([(0usize, root as usize)]);
-        while let Some((id, at)) = queue.pop_front() {
+        self.leaf_values.push(0);
+        let mut depth = 0;
+        // (node id in the spec, slot in `nodes`, splits above it)
+        let mut queue = VecDeque::from([(0usize, root as usize, 0u32)]);
+        while let Some((id, at, above)) = queue.pop_front() {
             let (left, right) = (tree.left[id], tree.right[id]);
             self.nodes[at] = if left == -1 {
-                let offset = slot(self.values.len())?;
+                depth = depth.max(above);
+                self.leaf_values[at] = slot(self.values.len())?;
                 self.values.extend_from_slice(&tree.value[id]);
                 Node {
-                    threshold: tree.threshold[id],
-                    feature: LEAF,
-                    next: offset,
+                    threshold: f64::INFINITY,
+                    feature: 0,
+                    next: at as u32,
                 }
             } else {
                 let next = self.nodes.len();
                 slot(next + 1)?;
                 self.nodes.extend([placeholder, placeholder]);
+                self.leaf_values.extend([0, 0]);
                 // Checked: in range and non-negative.
-                queue.push_back((left as usize, next));
-                queue.push_back((right as usize, next + 1));
+                queue.push_back((left as usize, next, above + 1));
+                queue.push_back((right as usize, next + 1, above + 1));
                 Node {
                     threshold: tree.threshold[id],
                     feature: tree.feature[id] as u32,
@@ -123,18 +130,40 @@ impl Forest {
                 }
             };
         }
+        self.depths.push(depth);
         Ok(())
     }
 
-    /// Offset in `values` of the leaf `x` reaches from `root`.
+    /// Walks `L` trees together from their roots for `steps` steps (their greatest depth) and
+    /// returns the offsets in `values` of the leaves `x` reaches.
     #[inline]
-    fn leaf(&self, root: u32, x: &[f64]) -> usize {
-        let mut node = self.nodes[root as usize];
-        while node.feature != LEAF {
-            let left = x[node.feature as usize] <= node.threshold;
-            node = self.nodes[(node.next + u32::from(!left)) as usize];
+    fn leaves<const L: usize>(&self, roots: [u32; L], steps: u32, x: &[f64]) -> [usize; L] {
+        let mut at = roots;
+        for _ in 0..steps {
+            for a in &mut at {
+                let node = self.nodes[*a as usize];
+                let left = x[node.feature as usize] <= node.threshold;
+                *a = node.next + u32::from(!left);
+            }
         }
-        node.next as usize
+        at.map(|a| self.leaf_values[a as usize] as usize)
+    }
+
+    /// Calls `f` with the offset in `values` of each tree's leaf, in tree order.
+    #[inline]
+    fn for_each_leaf(&self, x: &[f64], mut f: impl FnMut(usize)) {
+        let roots = self.roots.chunks_exact(LANES);
+        let depths = self.depths.chunks_exact(LANES);
+        let (rest_roots, rest_depths) = (roots.remainder(), depths.remainder());
+        for (r, d) in roots.zip(depths) {
+            let steps = d.iter().copied().max().unwrap_or(0);
+            let roots: [u32; LANES] = r.try_into().expect("chunks of LANES");
+            self.leaves(roots, steps, x).into_iter().for_each(&mut f);
+        }
+        for (&r, &d) in rest_roots.iter().zip(rest_depths) {
+            let [leaf] = self.leaves([r], d, x);
+            f(leaf);
+        }
     }
 
     /// Scores features already scaled and, for `f32` forests, rounded.
@@ -142,9 +171,7 @@ impl Forest {
         let n_trees = self.roots.len() as f64;
         if !self.classification {
             let mut sum = 0.0;
-            for &root in &self.roots {
-                sum += self.values[self.leaf(root, x)];
-            }
+            self.for_each_leaf(x, |at| sum += self.values[at]);
             let y = sum / n_trees;
             return if y.is_finite() {
                 Ok(Prediction::Value(y))
@@ -153,12 +180,11 @@ impl Forest {
             };
         }
         let mut p = vec![0.0; self.width];
-        for &root in &self.roots {
-            let at = self.leaf(root, x);
+        self.for_each_leaf(x, |at| {
             for (p, v) in p.iter_mut().zip(&self.values[at..at + self.width]) {
                 *p += v;
             }
-        }
+        });
         for p in &mut p {
             *p /= n_trees;
         }
@@ -317,6 +343,34 @@ mod tests {
         assert_ne!(expected, (0.3 + 0.2 + 0.1) / 3.0);
         assert_ne!(expected, 0.1 / 3.0 + 0.2 / 3.0 + 0.3 / 3.0);
         assert_eq!(m.predict(&[0.0]).unwrap(), Prediction::Value(expected));
+    }
+
+    #[test]
+    fn trees_of_mixed_depths_walked_together() {
+        // Trees k = 0..5 split f0 at k: left leaf k, right leaf 10k.
+        let mut trees: Vec<_> = (0..5)
+            .map(|k| {
+                let k = k as f64;
+                tree(&[split(0, k, 1, 2), leaf(&[k]), leaf(&[10.0 * k])])
+            })
+            .collect();
+        trees.push(tree(&[leaf(&[5.0])]));
+        trees.push(tree(&[
+            split(0, 1.0, 1, 2),
+            leaf(&[100.0]),
+            split(0, 3.0, 3, 4),
+            leaf(&[7.0]),
+            leaf(&[8.0]),
+        ]));
+        trees.push(tree(&[leaf(&[1.0])]));
+        trees.push(tree(&[leaf(&[4.0])]));
+        let m = spec(1, forest(trees), OutputSpec::Regression)
+            .build()
+            .unwrap();
+        // x = 2.5: 0 + 10 + 20 + 3 + 4, then 5, 7 (right then left), 1, 4: 54 over 9 trees.
+        assert_eq!(m.predict(&[2.5]).unwrap(), Prediction::Value(6.0));
+        // x = 9: 0 + 10 + 20 + 30 + 40 + 5 + 8 + 1 + 4 = 118.
+        assert_eq!(m.predict(&[9.0]).unwrap(), Prediction::Value(118.0 / 9.0));
     }
 
     #[test]

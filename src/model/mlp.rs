@@ -1,10 +1,11 @@
 //! Multi-layer perceptrons of dense layers.
 //!
-//! Each layer computes `a = act(a · W + b)` with `W` stored as in the spec (and scikit-learn's
-//! `coefs_`): `inputs x outputs`, row-major, in one contiguous array. The product is
-//! accumulated row by row (`out += a[i] * W[i, ..]`), so the inner loop runs over contiguous
-//! weights and independent outputs, which the compiler vectorises; the bias is added after
-//! the product, as scikit-learn does. Activations live in caller-provided scratch.
+//! Each layer computes `a = act(a · W + b)` with `W` given as in scikit-learn's `coefs_`
+//! (`inputs x outputs`). At build time `W` is packed into one contiguous array of panels of
+//! [`BLOCK`] outputs, so scoring accumulates a block of outputs in registers while reading
+//! weights strictly in order, which the compiler vectorises. Each output is summed over the
+//! inputs in order and the bias added after the product, as scikit-learn does. Activations live
+//! in caller-provided scratch.
 
 use super::{
     build::{check_all_finite, invalid},
@@ -17,9 +18,66 @@ use super::{
 struct Layer {
     inputs: usize,
     outputs: usize,
-    /// `inputs x outputs`, row-major.
+    /// Packed by [`Layer::pack`].
     weights: Vec<f64>,
     biases: Vec<f64>,
+}
+
+/// Outputs accumulated together in registers.
+const BLOCK: usize = 16;
+
+impl Layer {
+    /// Packs `inputs x outputs` rows for [`Layer::forward`]: for each block of [`BLOCK`]
+    /// outputs, an `inputs x BLOCK` panel, row-major; then each remaining output's column.
+    fn pack(rows: &[Vec<f64>], outputs: usize) -> Vec<f64> {
+        let blocks = outputs / BLOCK;
+        let mut w = Vec::with_capacity(rows.len() * outputs);
+        for b in 0..blocks {
+            for row in rows {
+                w.extend_from_slice(&row[b * BLOCK..(b + 1) * BLOCK]);
+            }
+        }
+        for j in blocks * BLOCK..outputs {
+            w.extend(rows.iter().map(|row| row[j]));
+        }
+        w
+    }
+
+    /// `out = input · weights + biases`, each output summed over the inputs in order, then the
+    /// bias added. Outputs are accumulated [`BLOCK`] at a time in registers.
+    #[inline]
+    fn forward(&self, input: &[f64], out: &mut [f64]) {
+        let blocks = self.outputs / BLOCK;
+        let (panels, columns) = self.weights.split_at(blocks * BLOCK * self.inputs);
+        let (out_blocks, out_rest) = out.split_at_mut(blocks * BLOCK);
+        let (bias_blocks, bias_rest) = self.biases.split_at(blocks * BLOCK);
+        for ((panel, out), bias) in panels
+            .chunks_exact(BLOCK * self.inputs)
+            .zip(out_blocks.chunks_exact_mut(BLOCK))
+            .zip(bias_blocks.chunks_exact(BLOCK))
+        {
+            let mut acc = [0.0; BLOCK];
+            for (a, w) in input.iter().zip(panel.chunks_exact(BLOCK)) {
+                for (acc, w) in acc.iter_mut().zip(w) {
+                    *acc += a * w;
+                }
+            }
+            for ((out, acc), bias) in out.iter_mut().zip(acc).zip(bias) {
+                *out = acc + bias;
+            }
+        }
+        for ((out, column), bias) in out_rest
+            .iter_mut()
+            .zip(columns.chunks_exact(self.inputs))
+            .zip(bias_rest)
+        {
+            let acc = input
+                .iter()
+                .zip(column)
+                .fold(0.0, |acc, (a, w)| acc + a * w);
+            *out = acc + bias;
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -89,7 +147,6 @@ impl Mlp {
             if outputs == 0 {
                 return Err(invalid(format!("layer {l} weights have rows of 0 columns")));
             }
-            let mut weights = Vec::with_capacity(rows * outputs);
             for (r, row) in layer.weights.iter().enumerate() {
                 if row.len() != outputs {
                     return Err(invalid(format!(
@@ -99,7 +156,6 @@ impl Mlp {
                     )));
                 }
                 check_all_finite(row, &format!("layer {l} weights[{r}]"))?;
-                weights.extend_from_slice(row);
             }
             if layer.biases.len() != outputs {
                 return Err(invalid(format!(
@@ -111,7 +167,7 @@ impl Mlp {
             built.push(Layer {
                 inputs,
                 outputs,
-                weights,
+                weights: Layer::pack(&layer.weights, outputs),
                 biases: layer.biases.clone(),
             });
             inputs = outputs;
@@ -170,15 +226,7 @@ impl Mlp {
         for (l, layer) in self.layers.iter().enumerate() {
             let input = if l == 0 { x } else { &cur[..layer.inputs] };
             let out = &mut next[..layer.outputs];
-            out.fill(0.0);
-            for (a, row) in input.iter().zip(layer.weights.chunks_exact(layer.outputs)) {
-                for (o, w) in out.iter_mut().zip(row) {
-                    *o += a * w;
-                }
-            }
-            for (o, b) in out.iter_mut().zip(&layer.biases) {
-                *o += b;
-            }
+            layer.forward(input, out);
             activate(out, if l == last { self.output } else { self.hidden });
             std::mem::swap(&mut cur, &mut next);
         }
