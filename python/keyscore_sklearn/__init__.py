@@ -1,0 +1,42 @@
+"""Export fitted scikit-learn estimators to keyscore model specs, and upload them.
+
+>>> from sklearn.datasets import load_diabetes
+>>> from sklearn.linear_model import Ridge
+>>> import keyscore_sklearn
+>>> data = load_diabetes()
+>>> model = Ridge().fit(data.data, data.target)
+>>> spec = keyscore_sklearn.export(model, data.feature_names, author="ana")
+>>> spec["model"]["kind"]
+'linear'
+>>> keyscore_sklearn.write_json(spec, "model.json")  # doctest: +SKIP
+
+Then ``keyscore upload --key paris model.json``, or :func:`upload` with a cassandra-driver
+session, and ``keyscore activate --key paris --version N`` (or :func:`activate`).
+"""
+
+from .export import (
+    FORMAT_VERSION,
+    SUPPORTED,
+    UnsupportedEstimatorError,
+    dumps,
+    export,
+    to_json,
+    write_json,
+)
+from .store import UnknownVersionError, VersionExistsError, activate, upload
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FORMAT_VERSION",
+    "SUPPORTED",
+    "UnknownVersionError",
+    "UnsupportedEstimatorError",
+    "VersionExistsError",
+    "activate",
+    "dumps",
+    "export",
+    "to_json",
+    "upload",
+    "write_json",
+]

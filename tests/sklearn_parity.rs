@@ -1,0 +1,402 @@
+//! scikit-learn parity: a model exported with `keyscore_sklearn` predicts in keyscore what it
+//! predicts in scikit-learn.
+//!
+//! The test runs `tests/data/make_parity_fixtures.py` with the Python interpreter named by
+//! `KEYSCORE_PYTHON` (default `python3`; it needs scikit-learn, and the repository's
+//! `python/` directory is put first on `PYTHONPATH` so the exporter under test is this
+//! checkout's). The script fits every supported estimator on datasets shipped with
+//! scikit-learn and writes, per estimator, the exported spec and scikit-learn's predictions
+//! for held-out rows. Each spec is built with [`ModelSpec::build`] and every row is scored:
+//!
+//! * trees and forests must match bit for bit (values and probabilities);
+//! * linear, logistic and MLP models must satisfy `|keyscore - sklearn| <= 1e-9 * max(1,
+//!   |sklearn|)`: relative error for values above 1 in magnitude, absolute error below;
+//! * a classifier's predicted class must be scikit-learn's `predict`.
+//!
+//! `cargo test --test sklearn_parity -- --nocapture` prints the largest absolute and relative
+//! error per estimator and per model kind.
+
+use std::{
+    collections::BTreeMap,
+    ffi::OsString,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use keyscore::model::{ModelSpec, Output, Prediction};
+use serde::Deserialize;
+
+/// Bound on `|keyscore - sklearn| / max(1, |sklearn|)` for the non-exact kinds.
+const TOLERANCE: f64 = 1e-9;
+/// Mismatches reported per estimator before the rest are only counted.
+const MAX_REPORTED: usize = 5;
+
+/// One estimator's expected behaviour, written by the fixture script.
+#[derive(Debug, Deserialize)]
+struct Fixture {
+    case: String,
+    estimator: String,
+    exact: bool,
+    /// Rows of feature values as IEEE-754 bits in hex.
+    x: Vec<Vec<String>>,
+    /// Class labels (classifiers) or regression values as bits in hex.
+    predict: Vec<String>,
+    /// Class probabilities as bits in hex; classifiers only.
+    proba: Option<Vec<Vec<String>>>,
+}
+
+/// An estimator the exporter must refuse.
+#[derive(Debug, Deserialize)]
+struct Refusal {
+    estimator: String,
+    expect: String,
+    message: Option<String>,
+}
+
+/// Largest errors seen, and how many values were compared.
+#[derive(Debug, Default, Clone, Copy)]
+struct Errors {
+    values: usize,
+    max_abs: f64,
+    max_rel: f64,
+}
+
+impl Errors {
+    fn add(&mut self, other: Errors) {
+        self.values += other.values;
+        self.max_abs = self.max_abs.max(other.max_abs);
+        self.max_rel = self.max_rel.max(other.max_rel);
+    }
+}
+
+fn python() -> OsString {
+    std::env::var_os("KEYSCORE_PYTHON").unwrap_or_else(|| "python3".into())
+}
+
+fn python_command(repo: &Path) -> Command {
+    let mut path = vec![repo.join("python")];
+    if let Some(existing) = std::env::var_os("PYTHONPATH") {
+        path.extend(std::env::split_paths(&existing));
+    }
+    let mut command = Command::new(python());
+    command.env(
+        "PYTHONPATH",
+        std::env::join_paths(path).expect("PYTHONPATH is joinable"),
+    );
+    command
+}
+
+/// Runs the fixture script into `out`, failing loudly when Python or scikit-learn is missing.
+fn make_fixtures(repo: &Path, out: &Path) {
+    let how = "set KEYSCORE_PYTHON to a Python interpreter with scikit-learn installed, for \
+               example: python3 -m venv .venv && .venv/bin/pip install -e ./python && \
+               KEYSCORE_PYTHON=.venv/bin/python cargo test --test sklearn_parity";
+    let probe = python_command(repo)
+        .args(["-c", "import sklearn, keyscore_sklearn"])
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run {:?} ({err}); {how}", python()));
+    assert!(
+        probe.status.success(),
+        "{:?} cannot import scikit-learn and keyscore_sklearn:\n{}\n{how}",
+        python(),
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    let run = python_command(repo)
+        .arg(repo.join("tests/data/make_parity_fixtures.py"))
+        .arg(out)
+        .output()
+        .expect("the fixture script starts");
+    assert!(
+        run.status.success(),
+        "make_parity_fixtures.py failed:\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
+
+fn float(hex: &str) -> f64 {
+    f64::from_bits(u64::from_str_radix(hex, 16).expect("fixture floats are 16 hex digits"))
+}
+
+fn floats(hex: &[String]) -> Vec<f64> {
+    hex.iter().map(|h| float(h)).collect()
+}
+
+/// Compares keyscore's `got` with scikit-learn's `want`: the errors, and a description of the
+/// mismatch if it is one.
+fn compare(got: f64, want: f64, exact: bool) -> (Errors, Option<String>) {
+    let abs = (got - want).abs();
+    let rel = if want != 0.0 {
+        abs / want.abs()
+    } else if got == 0.0 {
+        0.0
+    } else {
+        f64::INFINITY
+    };
+    let errors = Errors {
+        values: 1,
+        max_abs: abs,
+        max_rel: rel,
+    };
+    let mismatch = if exact {
+        (got.to_bits() != want.to_bits())
+            .then(|| format!("got {got:e}, scikit-learn {want:e} (must be bitwise equal)"))
+    } else {
+        (abs.is_nan() || abs > TOLERANCE * want.abs().max(1.0)).then(|| {
+            format!(
+                "got {got:e}, scikit-learn {want:e}, error {abs:e} exceeds \
+                 {TOLERANCE:e} * max(1, |sklearn|)"
+            )
+        })
+    };
+    (errors, mismatch)
+}
+
+/// Checks every row of one fixture; returns the kind, the errors and the mismatches.
+fn check(dir: &Path, fixture: &Fixture) -> (String, Errors, Vec<String>) {
+    let case = &fixture.case;
+    let text = std::fs::read(dir.join(format!("{case}.spec.json"))).expect("spec file exists");
+    let spec = ModelSpec::from_json(&text)
+        .unwrap_or_else(|err| panic!("{case}: spec does not decode: {err}"));
+    let model = spec
+        .build()
+        .unwrap_or_else(|err| panic!("{case}: spec does not build: {err}"));
+    assert_eq!(
+        model.features(),
+        spec.features.as_slice(),
+        "{case}: feature order"
+    );
+
+    let mut errors = Errors::default();
+    let mut failures = Vec::new();
+    let mut fail = |row: usize, what: String| {
+        failures.push(format!("{case} ({}) row {row}: {what}", fixture.estimator))
+    };
+    for (row, x) in fixture.x.iter().enumerate() {
+        let prediction = match model.predict(&floats(x)) {
+            Ok(p) => p,
+            Err(err) => {
+                fail(row, format!("scoring failed: {err}"));
+                continue;
+            }
+        };
+        match (&prediction, model.output(), &fixture.proba) {
+            (Prediction::Value(got), Output::Regression, None) => {
+                let (e, mismatch) = compare(*got, float(&fixture.predict[row]), fixture.exact);
+                errors.add(e);
+                if let Some(msg) = mismatch {
+                    fail(row, msg);
+                }
+            }
+            (
+                Prediction::Class {
+                    index,
+                    probabilities,
+                },
+                Output::Classification(labels),
+                Some(proba),
+            ) => {
+                let want = floats(&proba[row]);
+                if probabilities.len() != want.len() {
+                    fail(
+                        row,
+                        format!(
+                            "{} probabilities, scikit-learn has {}",
+                            probabilities.len(),
+                            want.len()
+                        ),
+                    );
+                    continue;
+                }
+                for (class, (got, want)) in probabilities.iter().zip(&want).enumerate() {
+                    let (e, mismatch) = compare(*got, *want, fixture.exact);
+                    errors.add(e);
+                    if let Some(msg) = mismatch {
+                        fail(
+                            row,
+                            format!("probability of class {}: {msg}", labels[class]),
+                        );
+                    }
+                }
+                if labels[*index] != fixture.predict[row] {
+                    fail(
+                        row,
+                        format!(
+                            "predicted class {:?}, scikit-learn predicts {:?}",
+                            labels[*index], fixture.predict[row]
+                        ),
+                    );
+                }
+            }
+            (prediction, output, _) => fail(
+                row,
+                format!("unexpected {prediction:?} for output {output:?}"),
+            ),
+        }
+    }
+    (model.kind_name().to_string(), errors, failures)
+}
+
+#[test]
+fn exported_models_predict_what_scikit_learn_predicts() {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().expect("temp dir");
+    make_fixtures(&repo, dir.path());
+
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir.path())
+        .expect("fixture dir")
+        .map(|entry| entry.expect("dir entry").path())
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            name.ends_with(".json") && !name.ends_with(".spec.json") && name != "refusals.json"
+        })
+        .collect();
+    paths.sort();
+
+    let mut by_kind: BTreeMap<String, Errors> = BTreeMap::new();
+    let mut covered = std::collections::BTreeSet::new();
+    let mut failures = Vec::new();
+    println!(
+        "\n{:<40} {:<48} {:<14} {:>5} {:>8} {:>12} {:>12}",
+        "case", "estimator", "kind", "rows", "check", "max abs err", "max rel err"
+    );
+    for path in &paths {
+        let fixture: Fixture =
+            serde_json::from_slice(&std::fs::read(path).expect("fixture readable"))
+                .unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+        let (kind, errors, mut case_failures) = check(dir.path(), &fixture);
+        println!(
+            "{:<40} {:<48} {:<14} {:>5} {:>8} {:>12.3e} {:>12.3e}{}",
+            fixture.case,
+            fixture.estimator,
+            kind,
+            fixture.x.len(),
+            if fixture.exact { "exact" } else { "1e-9" },
+            errors.max_abs,
+            errors.max_rel,
+            if case_failures.is_empty() {
+                String::new()
+            } else {
+                format!("  {} MISMATCHES", case_failures.len())
+            },
+        );
+        covered.insert((kind.clone(), fixture.proba.is_some()));
+        by_kind.entry(kind).or_default().add(errors);
+        let total = case_failures.len();
+        case_failures.truncate(MAX_REPORTED);
+        if total > MAX_REPORTED {
+            case_failures.push(format!(
+                "{}: ... and {} more mismatches",
+                fixture.case,
+                total - MAX_REPORTED
+            ));
+        }
+        failures.extend(case_failures);
+    }
+    println!(
+        "\n{:<14} {:>8} {:>12} {:>12}",
+        "kind", "values", "max abs err", "max rel err"
+    );
+    for (kind, errors) in &by_kind {
+        println!(
+            "{kind:<14} {:>8} {:>12.3e} {:>12.3e}",
+            errors.values, errors.max_abs, errors.max_rel
+        );
+    }
+
+    assert!(
+        failures.is_empty(),
+        "keyscore disagrees with scikit-learn:\n{}",
+        failures.join("\n")
+    );
+    for kind in ["linear", "logistic", "random_forest", "mlp"] {
+        assert!(
+            by_kind.contains_key(kind),
+            "no fixture exercised {kind} models"
+        );
+    }
+    for (kind, classifier) in [
+        ("random_forest", false),
+        ("random_forest", true),
+        ("mlp", false),
+        ("mlp", true),
+    ] {
+        assert!(
+            covered.contains(&(kind.to_string(), classifier)),
+            "no {kind} fixture with classifier={classifier}"
+        );
+    }
+
+    let refusals: Vec<Refusal> = serde_json::from_slice(
+        &std::fs::read(dir.path().join("refusals.json")).expect("refusals.json"),
+    )
+    .expect("refusals decode");
+    assert!(!refusals.is_empty(), "no refusal cases");
+    for refusal in &refusals {
+        let message = refusal.message.as_deref().unwrap_or_else(|| {
+            panic!(
+                "the exporter accepted {}, which keyscore cannot score",
+                refusal.estimator
+            )
+        });
+        let class = refusal
+            .estimator
+            .split(['(', ' '])
+            .next()
+            .unwrap_or_default();
+        assert!(
+            message.contains(&refusal.expect) && message.contains(class),
+            "refusing {} must name {:?} and {class:?}; the message was: {message}",
+            refusal.estimator,
+            refusal.expect
+        );
+    }
+}
+
+/// The exporter writes each double as the shortest decimal that reads back as the same double
+/// (Python's `repr`); keyscore must read every such decimal back to that double, or leaf values
+/// and thresholds drift by an ulp and trees stop matching scikit-learn.
+#[test]
+fn spec_numbers_decode_to_the_doubles_that_were_written() {
+    let written: Vec<f64> = (1..=4000)
+        .map(|i| f64::from(i) / 3.0 * 1.37e-3 * f64::from(i % 17 + 1))
+        .chain([
+            181.333_333_333_333_34,
+            101.333_333_333_333_33,
+            94.333_333_333_333_33,
+        ])
+        .collect();
+    let decimals: Vec<String> = written.iter().map(|v| format!("{v:?}")).collect();
+    let json = format!(
+        r#"{{"format_version": 1, "features": [{}], "model": {{"kind": "linear", "coefficients": [{}], "intercept": 0.0}}, "output": {{"type": "regression"}}}}"#,
+        (0..written.len())
+            .map(|i| format!("\"f{i}\""))
+            .collect::<Vec<_>>()
+            .join(","),
+        decimals.join(",")
+    );
+    let spec = ModelSpec::from_json(json.as_bytes()).expect("spec decodes");
+    let keyscore::model::spec::ParamsSpec::Linear { coefficients, .. } = &spec.model else {
+        panic!("a linear spec decodes as linear");
+    };
+    let drifted: Vec<String> = written
+        .iter()
+        .zip(coefficients)
+        .zip(&decimals)
+        .filter(|((w, r), _)| w.to_bits() != r.to_bits())
+        .map(|((w, r), d)| {
+            format!(
+                "{d} read as {r:?} ({:016x}, written {:016x})",
+                r.to_bits(),
+                w.to_bits()
+            )
+        })
+        .collect();
+    assert!(
+        drifted.is_empty(),
+        "{} of {} spec numbers decode to a neighbouring double (serde_json needs its \
+         `float_roundtrip` feature for exact decimal parsing), e.g.:\n{}",
+        drifted.len(),
+        written.len(),
+        drifted[..drifted.len().min(5)].join("\n")
+    );
+}
