@@ -42,6 +42,7 @@ use tokio::task::JoinHandle;
 use engine::{Engine, Exec, Identity, Outcome};
 use frame::{opcode, CqlError, ErrorCode, Header, QueryParams, Reader, Value, Writer};
 
+#[allow(unused_imports)]
 pub(crate) use parser::split_script;
 
 /// A fault the node injects until it is cleared.
