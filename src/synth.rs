@@ -169,8 +169,8 @@ const PROFILES: [CityProfile; 8] = [
 
 /// Relative order volume by hour of day: quiet nights, lunch and dinner peaks.
 const HOUR_WEIGHTS: [f64; 24] = [
-    1.0, 0.6, 0.4, 0.2, 0.1, 0.1, 0.3, 0.6, 1.0, 1.2, 1.5, 3.0, 5.0, 5.0, 3.0, 1.8, 1.8, 2.5,
-    4.5, 6.0, 5.5, 3.5, 2.5, 1.6,
+    1.0, 0.6, 0.4, 0.2, 0.1, 0.1, 0.3, 0.6, 1.0, 1.2, 1.5, 3.0, 5.0, 5.0, 3.0, 1.8, 1.8, 2.5, 4.5,
+    6.0, 5.5, 3.5, 2.5, 1.6,
 ];
 
 /// A deterministic, seedable source of [`Delivery`] records.
@@ -229,14 +229,15 @@ impl Generator {
         };
         let courier_rating = round_to((4.5 + 0.3 * rng.normal()).clamp(3.0, 5.0), 10.0);
         let traffic_index = round_to(
-            (profile.traffic_base + 0.25 * rush(hour) - 0.25 * night(hour)
-                + 0.12 * rng.normal()
+            (profile.traffic_base + 0.25 * rush(hour) - 0.25 * night(hour) + 0.12 * rng.normal()
                 - 0.1 * is_weekend)
                 .clamp(0.0, 1.0),
             100.0,
         );
-        let prep_time_min =
-            round_to((7.0 + 1.6 * items + 3.0 * rng.normal()).clamp(5.0, 40.0), 10.0);
+        let prep_time_min = round_to(
+            (7.0 + 1.6 * items + 3.0 * rng.normal()).clamp(5.0, 40.0),
+            10.0,
+        );
         let noise = rng.normal();
 
         let riding = distance_km
@@ -405,7 +406,10 @@ mod tests {
         for r in &records {
             let [distance, items, hour, weekend, rain, rating, traffic, prep] = r.features;
             assert!((0.3..=15.0).contains(&distance), "{r:?}");
-            assert!((1.0..=12.0).contains(&items) && items.fract() == 0.0, "{r:?}");
+            assert!(
+                (1.0..=12.0).contains(&items) && items.fract() == 0.0,
+                "{r:?}"
+            );
             assert!((0.0..=23.0).contains(&hour) && hour.fract() == 0.0, "{r:?}");
             assert!(weekend == 0.0 || weekend == 1.0, "{r:?}");
             assert!((0.0..=20.0).contains(&rain), "{r:?}");
