@@ -842,22 +842,16 @@ fn mlp(train: &Rows, test: &Rows, check_x: &[[f64; 8]], seed: u64) -> Trained {
                 *param -= LEARNING_RATE * (*m / correction1) / ((*v / correction2).sqrt() + 1e-8);
             };
             for l in 0..net.weights.len() {
-                let cols = net.weights[l][0].len();
-                for i in 0..net.weights[l].len() {
-                    for o in 0..cols {
-                        let k = i * cols + o;
-                        let Adam { m, v } = &mut adam_w[l];
-                        update(
-                            &mut net.weights[l][i][o],
-                            grad_w[l][i][o],
-                            &mut m[k],
-                            &mut v[k],
-                        );
-                    }
+                // Adam state is flat, row-major over `weights[input][output]`.
+                let Adam { m, v } = &mut adam_w[l];
+                let flat_params = net.weights[l].iter_mut().flatten();
+                let flat_grads = grad_w[l].iter().flatten();
+                for (k, (param, grad)) in flat_params.zip(flat_grads).enumerate() {
+                    update(param, *grad, &mut m[k], &mut v[k]);
                 }
-                for o in 0..net.biases[l].len() {
-                    let Adam { m, v } = &mut adam_b[l];
-                    update(&mut net.biases[l][o], grad_b[l][o], &mut m[o], &mut v[o]);
+                let Adam { m, v } = &mut adam_b[l];
+                for (k, (param, grad)) in net.biases[l].iter_mut().zip(&grad_b[l]).enumerate() {
+                    update(param, *grad, &mut m[k], &mut v[k]);
                 }
             }
         }
