@@ -3,8 +3,9 @@
 //! A [`Generator`] turns a `u64` seed into an endless, reproducible stream of food-delivery
 //! records ([`Delivery`]): eight features a scoring service would see when an order is placed,
 //! plus the delivery time it really took (the training target). The same seed gives the same
-//! records on every platform: the generator uses its own PRNG (xoshiro256\*\* seeded through
-//! splitmix64) and rounds every feature to a short decimal.
+//! records: the generator uses its own PRNG (xoshiro256\*\* seeded through splitmix64), and
+//! every value is rounded to a short decimal, which absorbs any last-bit difference between
+//! platforms' `ln`, `exp` and `cos`.
 //!
 //! The target has city-specific effects so that one model per city is worth having: traffic
 //! weighs most in London, rain in Amsterdam, and everywhere lunch and dinner rush hours and long
