@@ -9,6 +9,8 @@ mod forest;
 mod linear;
 mod mlp;
 pub mod spec;
+#[cfg(test)]
+mod testing;
 
 use ndarray::ArrayView2;
 
@@ -21,6 +23,10 @@ use self::{
     mlp::Mlp,
 };
 
+/// The most numbers a spec may hold (features, scaler, weights, thresholds, leaf values, tree
+/// node links and class labels together); [`ModelSpec::build`] refuses anything larger.
+pub const MAX_PARAMETERS: usize = 50_000_000;
+
 /// A checked, immutable model ready to score.
 #[derive(Debug, Clone)]
 pub struct Model {
@@ -28,6 +34,10 @@ pub struct Model {
     scaler: Option<Scaler>,
     kind: Kind,
     output: Output,
+    /// Round each (scaled) feature to `f32` before scoring (forests with `f32` thresholds).
+    round_to_f32: bool,
+    /// Scratch a call needs: the prepared input (when scaled or rounded) then the MLP buffers.
+    scratch_len: usize,
 }
 
 /// Standardisation applied to features before the model.
@@ -134,4 +144,174 @@ pub fn spec_checksum(spec_text: &str) -> String {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(spec_text.as_bytes());
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::{spec::*, testing::*, Error, Model, ModelSpec, Prediction};
+
+    /// The example of the spec format's documentation.
+    const DOC_EXAMPLE: &str = r#"{
+      "format_version": 1,
+      "features": ["distance_km", "items"],
+      "scaler": {"mean": [5.0, 3.0], "scale": [2.0, 1.5]},
+      "model": {"kind": "linear", "coefficients": [1.5, -0.25], "intercept": 12.0},
+      "output": {"type": "regression"},
+      "metadata": {"trained_at": "2026-11-01T10:00:00Z", "author": "ana", "metrics": {"r2": 0.91}}
+    }"#;
+
+    #[test]
+    fn models_are_send_and_sync() {
+        fn send_sync<T: Send + Sync + 'static>() {}
+        send_sync::<Model>();
+        send_sync::<std::sync::Arc<Model>>();
+    }
+
+    #[test]
+    fn the_documented_example_builds_and_scores() {
+        let m = ModelSpec::from_json(DOC_EXAMPLE.as_bytes())
+            .unwrap()
+            .build()
+            .unwrap();
+        assert_eq!(m.features(), ["distance_km", "items"]);
+        assert_eq!(m.output(), &super::Output::Regression);
+        // x' = [(7 - 5) / 2, (4.5 - 3) / 1.5] = [1, 1]; 1.5 - 0.25 + 12
+        assert_eq!(m.predict(&[7.0, 4.5]).unwrap(), Prediction::Value(13.25));
+    }
+
+    #[test]
+    fn every_kind_round_trips_through_json() {
+        for mut s in one_of_each_kind() {
+            s.metadata = Some(Metadata {
+                trained_at: Some("2026-11-01T10:00:00Z".into()),
+                author: Some("ana".into()),
+                metrics: [("auc".to_string(), 0.875)].into(),
+                extra: [("run".to_string(), serde_json::json!({"id": 7}))].into(),
+            });
+            let back = ModelSpec::from_json(s.to_json().as_bytes()).unwrap();
+            assert_eq!(back, s);
+        }
+    }
+
+    #[test]
+    fn unsupported_format_versions_are_refused() {
+        for v in [0, FORMAT_VERSION + 1] {
+            let text =
+                DOC_EXAMPLE.replace("\"format_version\": 1", &format!("\"format_version\": {v}"));
+            assert!(matches!(
+                ModelSpec::from_json(text.as_bytes()),
+                Err(Error::UnsupportedFormat { found, supported: FORMAT_VERSION }) if found == v
+            ));
+        }
+    }
+
+    #[test]
+    fn numbers_beyond_f64_and_unknown_fields_are_json_errors() {
+        let text = DOC_EXAMPLE.replace("12.0", "1e400");
+        assert!(matches!(
+            ModelSpec::from_json(text.as_bytes()),
+            Err(Error::Json(_))
+        ));
+        let text = DOC_EXAMPLE.replace("\"intercept\"", "\"bias\": 1, \"intercept\"");
+        assert!(matches!(
+            ModelSpec::from_json(text.as_bytes()),
+            Err(Error::Json(_))
+        ));
+    }
+
+    /// Builds and, when it builds, scores a spec: none of it may panic.
+    fn exercise(bytes: &[u8]) {
+        if let Ok(spec) = ModelSpec::from_json(bytes) {
+            if let Ok(model) = spec.build() {
+                let n = model.features().len();
+                let _ = model.predict(&vec![0.5; n]);
+                let _ = model.predict(&vec![-1e300; n]);
+            }
+        }
+    }
+
+    /// One edit of a text: overwrite, insert or delete a byte at a position.
+    #[derive(Debug, Clone)]
+    enum Edit {
+        Set(prop::sample::Index, u8),
+        Insert(prop::sample::Index, u8),
+        Delete(prop::sample::Index),
+    }
+
+    fn edit() -> impl Strategy<Value = Edit> {
+        // Bytes that keep JSON nearly valid are the interesting ones.
+        let byte = prop_oneof![
+            prop::sample::select(b"0123456789-+.eE,:[]{}\" ntrufals".to_vec()),
+            any::<u8>(),
+        ];
+        prop_oneof![
+            (any::<prop::sample::Index>(), byte.clone()).prop_map(|(i, b)| Edit::Set(i, b)),
+            (any::<prop::sample::Index>(), byte).prop_map(|(i, b)| Edit::Insert(i, b)),
+            any::<prop::sample::Index>().prop_map(Edit::Delete),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn from_json_never_panics_on_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            exercise(&bytes);
+        }
+
+        #[test]
+        fn from_json_and_build_never_panic_on_mutated_specs(
+            which in 0usize..8,
+            edits in prop::collection::vec(edit(), 1..6),
+        ) {
+            let mut text = one_of_each_kind()[which].to_json().into_bytes();
+            for e in edits {
+                match e {
+                    Edit::Set(i, b) => {
+                        let i = i.index(text.len());
+                        text[i] = b;
+                    }
+                    Edit::Insert(i, b) => {
+                        let i = i.index(text.len() + 1);
+                        text.insert(i, b);
+                    }
+                    Edit::Delete(i) => {
+                        let i = i.index(text.len());
+                        text.remove(i);
+                    }
+                }
+            }
+            exercise(&text);
+        }
+
+        #[test]
+        fn build_never_panics_on_arbitrary_trees(
+            nodes in prop::collection::vec(
+                (-1i64..4, -2.0f64..2.0, -2i64..10, -2i64..10, prop::collection::vec(0.0f64..1.0, 0..3)),
+                0..10,
+            ),
+            x in prop::collection::vec(-3.0f64..3.0, 3),
+        ) {
+            let s = spec(3, forest(vec![tree(&nodes)]), classes(&["a", "b"]));
+            if let Ok(m) = s.build() {
+                // A checked tree always reaches a leaf.
+                let (_, p) = class(m.predict(&x).unwrap());
+                prop_assert_eq!(p.len(), 2);
+            }
+        }
+
+        #[test]
+        fn specs_round_trip_through_json(
+            coefficients in prop::collection::vec(any::<f64>().prop_filter("finite", |v| v.is_finite()), 1..8),
+            intercept in any::<f64>().prop_filter("finite", |v| v.is_finite()),
+        ) {
+            let s = spec(
+                coefficients.len(),
+                ParamsSpec::Linear { coefficients, intercept },
+                OutputSpec::Regression,
+            );
+            let back = ModelSpec::from_json(s.to_json().as_bytes()).unwrap();
+            prop_assert_eq!(back, s);
+        }
+    }
 }

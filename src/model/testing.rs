@@ -1,0 +1,203 @@
+//! Spec builders shared by the model tests.
+
+use super::{spec::*, Error, ModelSpec, Prediction};
+
+pub(super) fn names(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("f{i}")).collect()
+}
+
+pub(super) fn classes(labels: &[&str]) -> OutputSpec {
+    OutputSpec::Classification {
+        classes: labels.iter().map(|c| c.to_string()).collect(),
+    }
+}
+
+pub(super) fn spec(n_features: usize, model: ParamsSpec, output: OutputSpec) -> ModelSpec {
+    ModelSpec {
+        format_version: FORMAT_VERSION,
+        features: names(n_features),
+        scaler: None,
+        model,
+        output,
+        metadata: None,
+    }
+}
+
+/// A leaf.
+pub(super) fn leaf(value: &[f64]) -> (i64, f64, i64, i64, Vec<f64>) {
+    (-2, -2.0, -1, -1, value.to_vec())
+}
+
+/// A split on `feature` at `threshold`.
+pub(super) fn split(
+    feature: i64,
+    threshold: f64,
+    left: i64,
+    right: i64,
+) -> (i64, f64, i64, i64, Vec<f64>) {
+    (feature, threshold, left, right, vec![])
+}
+
+/// A tree from `(feature, threshold, left, right, value)` nodes.
+pub(super) fn tree(nodes: &[(i64, f64, i64, i64, Vec<f64>)]) -> TreeSpec {
+    TreeSpec {
+        feature: nodes.iter().map(|n| n.0).collect(),
+        threshold: nodes.iter().map(|n| n.1).collect(),
+        left: nodes.iter().map(|n| n.2).collect(),
+        right: nodes.iter().map(|n| n.3).collect(),
+        value: nodes.iter().map(|n| n.4.clone()).collect(),
+    }
+}
+
+pub(super) fn forest(trees: Vec<TreeSpec>) -> ParamsSpec {
+    ParamsSpec::RandomForest {
+        trees,
+        threshold_precision: ThresholdPrecision::F64,
+    }
+}
+
+pub(super) fn layer(weights: &[&[f64]], biases: &[f64]) -> LayerSpec {
+    LayerSpec {
+        weights: weights.iter().map(|r| r.to_vec()).collect(),
+        biases: biases.to_vec(),
+    }
+}
+
+pub(super) fn mlp(layers: Vec<LayerSpec>, hidden: Activation, output: Activation) -> ParamsSpec {
+    ParamsSpec::Mlp {
+        layers,
+        hidden_activation: hidden,
+        output_activation: output,
+    }
+}
+
+/// The message of the [`Error::Invalid`] that building `spec` must give.
+pub(super) fn invalid_msg(spec: &ModelSpec) -> String {
+    match spec.build() {
+        Err(Error::Invalid(m)) => m,
+        other => panic!("expected an invalid-model error, got {other:?}"),
+    }
+}
+
+/// The index and probabilities of a class prediction.
+pub(super) fn class(p: Prediction) -> (usize, Vec<f64>) {
+    match p {
+        Prediction::Class {
+            index,
+            probabilities,
+        } => (index, probabilities),
+        other => panic!("expected a class, got {other:?}"),
+    }
+}
+
+/// One valid model of every kind and output, all on 3 features, with a scaler on some.
+pub(super) fn one_of_each_kind() -> Vec<ModelSpec> {
+    let scaler = Some(ScalerSpec {
+        mean: vec![0.5, -1.0, 2.0],
+        scale: vec![2.0, 0.5, 3.0],
+    });
+    let mut linear = spec(
+        3,
+        ParamsSpec::Linear {
+            coefficients: vec![0.3, -1.7, 2.25],
+            intercept: 0.1,
+        },
+        OutputSpec::Regression,
+    );
+    linear.scaler = scaler.clone();
+    let binary = spec(
+        3,
+        ParamsSpec::Logistic {
+            coefficients: vec![vec![0.4, -0.2, 0.9]],
+            intercepts: vec![-0.3],
+        },
+        classes(&["no", "yes"]),
+    );
+    let mut multinomial = spec(
+        3,
+        ParamsSpec::Logistic {
+            coefficients: vec![
+                vec![0.4, -0.2, 0.9],
+                vec![-1.1, 0.5, 0.05],
+                vec![0.0, 0.3, -0.6],
+            ],
+            intercepts: vec![0.1, -0.2, 0.3],
+        },
+        classes(&["a", "b", "c"]),
+    );
+    multinomial.scaler = scaler.clone();
+    let t0 = tree(&[
+        split(0, 0.25, 1, 2),
+        split(2, -1.5, 3, 4),
+        leaf(&[7.5]),
+        leaf(&[-1.25]),
+        leaf(&[3.0]),
+    ]);
+    let t1 = tree(&[split(1, 0.1, 1, 2), leaf(&[0.5]), leaf(&[2.0])]);
+    let regression_forest = spec(3, forest(vec![t0, t1]), OutputSpec::Regression);
+    let c0 = tree(&[
+        split(1, 0.3, 1, 2),
+        leaf(&[0.2, 0.8]),
+        split(0, -0.7, 3, 4),
+        leaf(&[1.0, 0.0]),
+        leaf(&[0.5, 0.5]),
+    ]);
+    let c1 = tree(&[split(2, 1.1, 1, 2), leaf(&[0.6, 0.4]), leaf(&[0.1, 0.9])]);
+    let mut classifier_forest = spec(
+        3,
+        ParamsSpec::RandomForest {
+            trees: vec![c0, c1],
+            threshold_precision: ThresholdPrecision::F32,
+        },
+        classes(&["lo", "hi"]),
+    );
+    classifier_forest.scaler = scaler.clone();
+    let hidden = layer(
+        &[&[0.5, -0.3, 0.8], &[-0.2, 0.9, 0.1], &[0.7, 0.4, -0.6]],
+        &[0.1, -0.1, 0.05],
+    );
+    let mut mlp_regression = spec(
+        3,
+        mlp(
+            vec![hidden.clone(), layer(&[&[1.2], &[-0.7], &[0.4]], &[0.3])],
+            Activation::Relu,
+            Activation::Identity,
+        ),
+        OutputSpec::Regression,
+    );
+    mlp_regression.scaler = scaler;
+    let mlp_binary = spec(
+        3,
+        mlp(
+            vec![hidden.clone(), layer(&[&[1.2], &[-0.7], &[0.4]], &[0.3])],
+            Activation::Tanh,
+            Activation::Logistic,
+        ),
+        classes(&["no", "yes"]),
+    );
+    let mlp_softmax = spec(
+        3,
+        mlp(
+            vec![
+                hidden,
+                layer(
+                    &[&[1.2, 0.1, -0.5], &[-0.7, 0.8, 0.2], &[0.4, -0.3, 0.9]],
+                    &[0.3, 0.0, -0.2],
+                ),
+            ],
+            Activation::Logistic,
+            Activation::Softmax,
+        ),
+        classes(&["a", "b", "c"]),
+    );
+    vec![
+        linear,
+        binary,
+        multinomial,
+        regression_forest,
+        classifier_forest,
+        mlp_regression,
+        mlp_binary,
+        mlp_softmax,
+    ]
+}
