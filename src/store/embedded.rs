@@ -1,56 +1,516 @@
-//! The embedded default backend: a SQLite file.
-use super::{ActiveModel, ChangeCursor, Changes, Error, KeySummary, ModelStore, StoredModel};
+//! The embedded default backend: one SQLite file.
+//!
+//! The file holds three tables, readable with the `sqlite3` shell:
+//!
+//! * `model_versions (key, version, spec, author, created_at)`: every uploaded version,
+//!   immutable; `created_at` is Unix milliseconds, `author` comes from the spec's
+//!   `metadata.author` when it has one.
+//! * `active_models (key, version, previous_version, revision)`: the active pointer per key.
+//! * `model_changes (seq, key, version, at)`: the change feed, one row per activation or
+//!   rollback. `seq` only grows; an activation's `revision` is its feed row's `seq`, and a
+//!   [`ChangeCursor`] is a `seq`.
+//!
+//! The file runs in WAL mode, so readers (the service) never block on a writer (the CLI in
+//! another process); a writer waits up to [`BUSY_TIMEOUT`] for another writer before giving up
+//! with [`Error::Unavailable`]. An activation writes the pointer and its feed row in one
+//! transaction.
+//!
+//! SQLite calls block, so every call runs on tokio's blocking thread pool with the connection
+//! behind a mutex; the async reactor never waits on the disk.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
+
+use super::{
+    check_key, check_spec, ActiveModel, ChangeCursor, Changes, Error, KeySummary, ModelStore,
+    StoredModel,
+};
+use crate::model::ModelSpec;
+
+/// How long a write waits for another process's write to finish before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The schema version this build writes, kept in SQLite's `user_version`.
+const SCHEMA_VERSION: i64 = 1;
+
+/// Creates the tables if they do not exist. Idempotent.
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS model_versions (
+    key        TEXT    NOT NULL,
+    version    INTEGER NOT NULL,
+    spec       TEXT    NOT NULL,
+    author     TEXT,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (key, version)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS active_models (
+    key              TEXT    NOT NULL PRIMARY KEY,
+    version          INTEGER NOT NULL,
+    previous_version INTEGER,
+    revision         INTEGER NOT NULL,
+    FOREIGN KEY (key, version) REFERENCES model_versions (key, version)
+);
+CREATE TABLE IF NOT EXISTS model_changes (
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+    key     TEXT    NOT NULL,
+    version INTEGER NOT NULL,
+    at      INTEGER NOT NULL
+);
+";
 
 /// A model store in a local SQLite file.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct EmbeddedModelStore {
-    path: String,
+    path: PathBuf,
+    conn: Arc<Mutex<Connection>>,
 }
 
 impl EmbeddedModelStore {
-    /// Opens (creating if needed) the SQLite file at `path`.
-    pub fn open(path: &str) -> Result<Self, Error> {
+    /// Opens the SQLite file at `path`, creating the file and its schema if needed.
+    ///
+    /// The directory must exist: a missing directory is a mistake in the path more often than
+    /// a wish for a new one, so it is refused with [`Error::Url`] rather than created. This call
+    /// blocks on file I/O; from async code prefer [`super::open`].
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
+        let path = path.as_ref().to_path_buf();
+        if path.as_os_str().is_empty() {
+            return Err(Error::Url(
+                "empty SQLite path; use sqlite://PATH, for example sqlite://keyscore.db".into(),
+            ));
+        }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.is_dir() {
+                return Err(Error::Url(format!(
+                    "directory '{}' for the SQLite store does not exist; create it or fix the path",
+                    dir.display()
+                )));
+            }
+        }
+        let conn = Connection::open(&path)
+            .map_err(sqlite_error(&format!("opening '{}'", path.display())))?;
+        configure(&conn).map_err(sqlite_error(&format!("configuring '{}'", path.display())))?;
+        create_schema(&conn)?;
         Ok(Self {
-            path: path.to_string(),
+            path,
+            conn: Arc::new(Mutex::new(conn)),
         })
     }
+
+    /// The SQLite file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` with the connection on the blocking thread pool.
+    async fn call<T, F>(&self, f: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, Error> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            // A panic while holding the lock cannot leave a half-written transaction behind
+            // (an unfinished transaction rolls back when dropped), so a poisoned lock is safe
+            // to keep using.
+            let mut conn = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            f(&mut conn)
+        })
+        .await
+        .map_err(|err| Error::Unavailable(format!("SQLite worker task failed: {err}")))?
+    }
+}
+
+/// Connection settings: WAL, a busy timeout, full sync, foreign keys.
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // journal_mode returns the resulting mode as a row.
+    let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
+    Ok(())
+}
+
+/// Creates the schema if needed and refuses files written by a newer schema.
+fn create_schema(conn: &Connection) -> Result<(), Error> {
+    let context = "creating the schema";
+    let found: i64 = conn
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(sqlite_error(context))?;
+    if found > SCHEMA_VERSION {
+        return Err(Error::Corrupt(format!(
+            "the SQLite file has schema version {found}, newer than this build's \
+             {SCHEMA_VERSION}; upgrade keyscore"
+        )));
+    }
+    conn.execute_batch(SCHEMA).map_err(sqlite_error(context))?;
+    if found < SCHEMA_VERSION {
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(sqlite_error(context))?;
+    }
+    Ok(())
+}
+
+/// Milliseconds since the Unix epoch.
+fn now_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The author named in a spec's metadata, if any.
+fn spec_author(spec_json: &str) -> Option<String> {
+    ModelSpec::from_json(spec_json.as_bytes())
+        .ok()
+        .and_then(|spec| spec.metadata)
+        .and_then(|meta| meta.author)
+}
+
+/// Maps a SQLite error to a store error, naming what was being done.
+fn sqlite_error(context: &str) -> impl Fn(rusqlite::Error) -> Error + '_ {
+    move |err| match &err {
+        rusqlite::Error::SqliteFailure(failure, _) => match failure.code {
+            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => Error::Unavailable(format!(
+                "{context}: the SQLite file is locked by another writer for longer than {}s; \
+                 retry later ({err})",
+                BUSY_TIMEOUT.as_secs()
+            )),
+            ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt => Error::Corrupt(format!(
+                "{context}: the file is not a readable SQLite database ({err}); check the path \
+                 or restore a backup"
+            )),
+            ErrorCode::CannotOpen | ErrorCode::PermissionDenied | ErrorCode::ReadOnly => {
+                Error::Unavailable(format!(
+                    "{context}: cannot open or write the SQLite file ({err}); check that the \
+                     path exists and is writable"
+                ))
+            }
+            ErrorCode::DiskFull => Error::Unavailable(format!(
+                "{context}: the disk is full ({err}); free space and retry"
+            )),
+            _ => Error::Unavailable(format!("{context}: SQLite failed: {err}")),
+        },
+        rusqlite::Error::FromSqlConversionFailure(..)
+        | rusqlite::Error::InvalidColumnType(..)
+        | rusqlite::Error::IntegralValueOutOfRange(..)
+        | rusqlite::Error::Utf8Error(..) => Error::Corrupt(format!(
+            "{context}: unexpected value in the SQLite file ({err})"
+        )),
+        _ => Error::Unavailable(format!("{context}: SQLite failed: {err}")),
+    }
+}
+
+/// The active pointer of `key`: `(version, previous_version, revision)`.
+fn read_pointer(conn: &Connection, key: &str) -> rusqlite::Result<Option<(i64, Option<i64>, i64)>> {
+    conn.query_row(
+        "SELECT version, previous_version, revision FROM active_models WHERE key = ?1",
+        [key],
+        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+    )
+    .optional()
+}
+
+fn version_exists(conn: &Connection, key: &str, version: i64) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT 1 FROM model_versions WHERE key = ?1 AND version = ?2",
+        params![key, version],
+        |_| Ok(()),
+    )
+    .optional()
+    .map(|found| found.is_some())
+}
+
+/// Points `key` at `version`, remembering `previous`, and appends the feed row; the caller
+/// holds a write transaction.
+fn move_pointer(
+    conn: &Connection,
+    key: &str,
+    version: i64,
+    previous: Option<i64>,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO model_changes (key, version, at) VALUES (?1, ?2, ?3)",
+        params![key, version, now_millis()],
+    )?;
+    let revision = conn.last_insert_rowid();
+    conn.execute(
+        "INSERT INTO active_models (key, version, previous_version, revision)
+         VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (key) DO UPDATE SET
+             version = excluded.version,
+             previous_version = excluded.previous_version,
+             revision = excluded.revision",
+        params![key, version, previous, revision],
+    )?;
+    Ok(())
 }
 
 #[async_trait::async_trait]
 impl ModelStore for EmbeddedModelStore {
     fn describe(&self) -> String {
-        format!("sqlite://{}", self.path)
+        format!("sqlite://{}", self.path.display())
     }
+
     async fn init(&self) -> Result<(), Error> {
-        Err(Error::Unavailable("not implemented".into()))
+        self.call(|conn| create_schema(conn)).await
     }
+
     async fn put_version(
         &self,
-        _key: &str,
-        _version: Option<i64>,
-        _spec_json: &str,
+        key: &str,
+        version: Option<i64>,
+        spec_json: &str,
     ) -> Result<i64, Error> {
-        Err(Error::Unavailable("not implemented".into()))
+        check_key(key)?;
+        check_spec(spec_json)?;
+        if let Some(v) = version {
+            if v < 1 {
+                return Err(Error::InvalidVersion(v));
+            }
+        }
+        let key = key.to_string();
+        let spec = spec_json.to_string();
+        let author = spec_author(spec_json);
+        self.call(move |conn| {
+            let context = "storing a model version";
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sqlite_error(context))?;
+            let version = match version {
+                Some(v) => {
+                    if version_exists(&tx, &key, v).map_err(sqlite_error(context))? {
+                        return Err(Error::VersionExists { key, version: v });
+                    }
+                    v
+                }
+                None => {
+                    let newest: Option<i64> = tx
+                        .query_row(
+                            "SELECT MAX(version) FROM model_versions WHERE key = ?1",
+                            [&key],
+                            |row| row.get(0),
+                        )
+                        .map_err(sqlite_error(context))?;
+                    newest.unwrap_or(0) + 1
+                }
+            };
+            tx.execute(
+                "INSERT INTO model_versions (key, version, spec, author, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![key, version, spec, author, now_millis()],
+            )
+            .map_err(sqlite_error(context))?;
+            tx.commit().map_err(sqlite_error(context))?;
+            Ok(version)
+        })
+        .await
     }
-    async fn activate(&self, _key: &str, _version: i64) -> Result<(), Error> {
-        Err(Error::Unavailable("not implemented".into()))
+
+    async fn activate(&self, key: &str, version: i64) -> Result<(), Error> {
+        check_key(key)?;
+        let key = key.to_string();
+        self.call(move |conn| {
+            let context = "activating a model version";
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sqlite_error(context))?;
+            if !version_exists(&tx, &key, version).map_err(sqlite_error(context))? {
+                return Err(Error::NoSuchVersion { key, version });
+            }
+            let previous = match read_pointer(&tx, &key).map_err(sqlite_error(context))? {
+                // Re-activating the active version keeps the rollback target.
+                Some((current, previous, _)) if current == version => previous,
+                Some((current, _, _)) => Some(current),
+                None => None,
+            };
+            move_pointer(&tx, &key, version, previous).map_err(sqlite_error(context))?;
+            tx.commit().map_err(sqlite_error(context))
+        })
+        .await
     }
-    async fn rollback(&self, _key: &str) -> Result<i64, Error> {
-        Err(Error::Unavailable("not implemented".into()))
+
+    async fn rollback(&self, key: &str) -> Result<i64, Error> {
+        check_key(key)?;
+        let key = key.to_string();
+        self.call(move |conn| {
+            let context = "rolling back";
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sqlite_error(context))?;
+            let Some((current, Some(previous), _)) =
+                read_pointer(&tx, &key).map_err(sqlite_error(context))?
+            else {
+                return Err(Error::NothingToRollBack { key });
+            };
+            move_pointer(&tx, &key, previous, Some(current)).map_err(sqlite_error(context))?;
+            tx.commit().map_err(sqlite_error(context))?;
+            Ok(previous)
+        })
+        .await
     }
-    async fn active(&self, _key: &str) -> Result<Option<ActiveModel>, Error> {
-        Err(Error::Unavailable("not implemented".into()))
+
+    async fn active(&self, key: &str) -> Result<Option<ActiveModel>, Error> {
+        let key = key.to_string();
+        self.call(move |conn| {
+            let context = "reading the active version";
+            let row = conn
+                .query_row(
+                    "SELECT a.version, a.revision, v.spec
+                     FROM active_models a
+                     JOIN model_versions v ON v.key = a.key AND v.version = a.version
+                     WHERE a.key = ?1",
+                    [&key],
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                )
+                .optional()
+                .map_err(sqlite_error(context))?;
+            Ok(row.map(|(version, revision, spec_json)| ActiveModel {
+                model: StoredModel {
+                    key,
+                    version,
+                    spec_json,
+                },
+                revision,
+            }))
+        })
+        .await
     }
-    async fn version(&self, _key: &str, _version: i64) -> Result<Option<StoredModel>, Error> {
-        Err(Error::Unavailable("not implemented".into()))
+
+    async fn version(&self, key: &str, version: i64) -> Result<Option<StoredModel>, Error> {
+        let key = key.to_string();
+        self.call(move |conn| {
+            let spec: Option<String> = conn
+                .query_row(
+                    "SELECT spec FROM model_versions WHERE key = ?1 AND version = ?2",
+                    params![key, version],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(sqlite_error("reading a model version"))?;
+            Ok(spec.map(|spec_json| StoredModel {
+                key,
+                version,
+                spec_json,
+            }))
+        })
+        .await
     }
+
     async fn list(&self) -> Result<Vec<KeySummary>, Error> {
-        Err(Error::Unavailable("not implemented".into()))
+        self.call(|conn| {
+            let context = "listing models";
+            let tx = conn.transaction().map_err(sqlite_error(context))?;
+            let mut keys: BTreeMap<String, KeySummary> = BTreeMap::new();
+            {
+                let mut stmt = tx
+                    .prepare("SELECT key, version FROM model_versions ORDER BY key, version")
+                    .map_err(sqlite_error(context))?;
+                let rows = stmt
+                    .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get(1)?)))
+                    .map_err(sqlite_error(context))?;
+                for row in rows {
+                    let (key, version) = row.map_err(sqlite_error(context))?;
+                    keys.entry(key.clone())
+                        .or_insert_with(|| KeySummary {
+                            key,
+                            active: None,
+                            versions: Vec::new(),
+                        })
+                        .versions
+                        .push(version);
+                }
+                let mut stmt = tx
+                    .prepare("SELECT key, version FROM active_models")
+                    .map_err(sqlite_error(context))?;
+                let rows = stmt
+                    .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get(1)?)))
+                    .map_err(sqlite_error(context))?;
+                for row in rows {
+                    let (key, version) = row.map_err(sqlite_error(context))?;
+                    if let Some(summary) = keys.get_mut(&key) {
+                        summary.active = Some(version);
+                    }
+                }
+            }
+            Ok(keys.into_values().collect())
+        })
+        .await
     }
+
     async fn cursor(&self) -> Result<ChangeCursor, Error> {
-        Err(Error::Unavailable("not implemented".into()))
+        self.call(|conn| {
+            conn.query_row(
+                "SELECT COALESCE(MAX(seq), 0) FROM model_changes",
+                [],
+                |row| row.get(0),
+            )
+            .map(ChangeCursor)
+            .map_err(sqlite_error("reading the change feed"))
+        })
+        .await
     }
-    async fn changes_since(&self, _cursor: ChangeCursor) -> Result<Changes, Error> {
-        Err(Error::Unavailable("not implemented".into()))
+
+    async fn changes_since(&self, cursor: ChangeCursor) -> Result<Changes, Error> {
+        self.call(move |conn| {
+            let context = "reading the change feed";
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT key, MAX(seq) FROM model_changes WHERE seq > ?1 GROUP BY key",
+                )
+                .map_err(sqlite_error(context))?;
+            let rows = stmt
+                .query_map([cursor.0], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+                })
+                .map_err(sqlite_error(context))?;
+            let mut changes = Changes {
+                keys: Vec::new(),
+                next: cursor,
+            };
+            for row in rows {
+                let (key, seq) = row.map_err(sqlite_error(context))?;
+                changes.keys.push(key);
+                changes.next = changes.next.max(ChangeCursor(seq));
+            }
+            Ok(changes)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_refuses_a_missing_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing").join("models.db");
+        let err = EmbeddedModelStore::open(&path).unwrap_err();
+        assert!(matches!(err, Error::Url(_)), "{err:?}");
+        assert!(err.to_string().contains("does not exist"), "{err}");
+        assert!(!dir.path().join("missing").exists());
+    }
+
+    #[test]
+    fn open_refuses_a_file_that_is_not_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("models.db");
+        std::fs::write(&path, vec![b'x'; 4096]).unwrap();
+        let err = EmbeddedModelStore::open(&path).unwrap_err();
+        assert!(matches!(err, Error::Corrupt(_)), "{err:?}");
+    }
+
+    #[test]
+    fn open_uses_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedModelStore::open(dir.path().join("models.db")).unwrap();
+        let conn = store.conn.lock().unwrap();
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
     }
 }

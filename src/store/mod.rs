@@ -71,7 +71,7 @@ pub struct Changes {
 }
 
 /// What a model store does. Every backend passes the same conformance suite
-/// (`tests/store_conformance.rs`).
+/// (`tests/support/conformance.rs`).
 #[async_trait]
 pub trait ModelStore: Send + Sync + std::fmt::Debug {
     /// Where this store is, for logs and status: a URL without credentials.
@@ -82,8 +82,10 @@ pub trait ModelStore: Send + Sync + std::fmt::Debug {
 
     /// Stores a model version for `key`. The spec is checked first with the same
     /// [`ModelSpec::build`] the service uses, so an invalid model never reaches the store.
-    /// `version` picks the number (refused if it exists); `None` takes the next free one.
-    /// Returns the version written. Does not activate it.
+    /// `version` picks the number (from 1; refused if it exists); `None` takes the newest
+    /// version plus one (1 for a new key). Returns the version written. Does not activate it.
+    /// Fails with [`Error::InvalidModel`], [`Error::InvalidKey`], [`Error::InvalidVersion`] or
+    /// [`Error::VersionExists`], and then writes nothing.
     async fn put_version(
         &self,
         key: &str,
@@ -91,12 +93,15 @@ pub trait ModelStore: Send + Sync + std::fmt::Debug {
         spec_json: &str,
     ) -> Result<i64, Error>;
 
-    /// Makes `version` the active version of `key` (it must exist), remembering the version it
-    /// replaces for [`ModelStore::rollback`], and records the change in the feed.
+    /// Makes `version` the active version of `key` (it must exist, else
+    /// [`Error::NoSuchVersion`]), remembering the version it replaces for
+    /// [`ModelStore::rollback`], and records the change in the feed. Re-activating the active
+    /// version records a new revision and keeps the rollback target.
     async fn activate(&self, key: &str, version: i64) -> Result<(), Error>;
 
     /// Re-activates the version that was active before the current one and returns it.
-    /// Rolling back twice returns to where you started.
+    /// Rolling back twice returns to where you started. [`Error::NothingToRollBack`] when the
+    /// key has had only one active version (or none).
     async fn rollback(&self, key: &str) -> Result<i64, Error>;
 
     /// The active version of `key`, or `None` when the key has none.
@@ -122,15 +127,23 @@ pub async fn open(url: &str) -> Result<Arc<dyn ModelStore>, Error> {
     if let Some(rest) = url.strip_prefix("cql://") {
         Ok(Arc::new(CqlModelStore::connect(rest).await?))
     } else if let Some(path) = url.strip_prefix("sqlite://") {
-        Ok(Arc::new(EmbeddedModelStore::open(path)?))
+        Ok(Arc::new(open_embedded(path).await?))
     } else if url.contains("://") {
         Err(Error::Url(format!(
             "unknown store URL scheme in '{}'; use sqlite://PATH or cql://HOST:PORT/KEYSPACE",
             redact_url(url)
         )))
     } else {
-        Ok(Arc::new(EmbeddedModelStore::open(url)?))
+        Ok(Arc::new(open_embedded(url).await?))
     }
+}
+
+/// Opens a SQLite store off the async reactor (opening may wait for another writer's lock).
+async fn open_embedded(path: &str) -> Result<EmbeddedModelStore, Error> {
+    let path = path.to_string();
+    tokio::task::spawn_blocking(move || EmbeddedModelStore::open(path))
+        .await
+        .map_err(|err| Error::Unavailable(format!("opening the SQLite store failed: {err}")))?
 }
 
 /// Checks a spec before it is stored: it must decode and build.
@@ -178,6 +191,9 @@ pub enum Error {
         /// The existing version.
         version: i64,
     },
+    /// A version number below 1 was given; versions start at 1.
+    #[error("invalid version {0}: versions are numbered from 1; omit the version to take the next free one")]
+    InvalidVersion(i64),
     /// The named version does not exist.
     #[error("{key} has no version {version}; `keyscore list` shows the versions")]
     NoSuchVersion {
@@ -198,6 +214,10 @@ pub enum Error {
     /// The database could not be reached or failed; retry later.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The database refused the request (missing schema, permissions, invalid statement);
+    /// retrying will not help until an operator acts on the message.
+    #[error("store refused the request: {0}")]
+    Rejected(String),
     /// The database answered with data keyscore cannot read.
     #[error("store holds unreadable data: {0}")]
     Corrupt(String),

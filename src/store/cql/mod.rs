@@ -1,0 +1,659 @@
+//! The ScyllaDB / Cassandra backend, on the `scylla` driver.
+//!
+//! Tables (see `cql/*.cql`): `model_versions` holds every version, clustered newest first;
+//! `active_models` holds the pointer per key; `model_changes` is the change feed, partitioned
+//! by UTC day. An activation is one logged batch that moves the pointer and appends the feed
+//! row, so either both land or neither does.
+//!
+//! * **Revision.** An activation's revision is the write time (microseconds) of the pointer.
+//!   The batch carries an explicit timestamp, the later of this machine's clock and the
+//!   current pointer's write time plus one, so revisions of a key strictly increase (and the
+//!   newer pointer wins) even when writers' clocks disagree.
+//! * **Feed.** A cursor is a writer's clock in milliseconds; see [`feed`] for the day
+//!   partitions and the look-back that tolerates clock skew. A hand-made
+//!   `UPDATE active_models` without a feed row is not seen by the feed; the registry's
+//!   periodic resync picks it up.
+//! * **Races.** `put_version` reads, then inserts: two uploaders writing the same explicit
+//!   version of one key at the same moment may both succeed, and the later write wins. Upload
+//!   with `None` from a single place (CI) or pick distinct versions. Two concurrent
+//!   activations of one key both land in the feed; the later timestamp wins the pointer.
+//!
+//! Statements are prepared on first use (the tables must exist, so after `init`) and cached.
+
+mod config;
+mod feed;
+mod schema;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use scylla::client::execution_profile::ExecutionProfile;
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::errors::{DbError, ExecutionError, NewSessionError, RequestAttemptError};
+use scylla::statement::batch::{Batch, BatchType};
+use scylla::statement::prepared::PreparedStatement;
+use scylla::statement::Statement;
+use scylla::value::CqlTimestamp;
+use tokio::sync::OnceCell;
+
+use self::config::CqlConfig;
+use super::{
+    check_key, check_spec, ActiveModel, ChangeCursor, Changes, Error, KeySummary, ModelStore,
+    StoredModel,
+};
+use crate::model::ModelSpec;
+
+/// How long one request may take before it fails as [`Error::Unavailable`].
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long opening a connection to a node may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long one schema statement of `init` may take (schema changes are slower).
+const SCHEMA_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A model store in a ScyllaDB or Cassandra keyspace.
+pub struct CqlModelStore {
+    config: CqlConfig,
+    session: Session,
+    statements: OnceCell<Statements>,
+}
+
+impl fmt::Debug for CqlModelStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CqlModelStore")
+            .field("url", &self.config.describe())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The prepared statements, one per query shape.
+struct Statements {
+    /// `SELECT spec FROM model_versions WHERE key = ? AND version = ?`
+    version_spec: PreparedStatement,
+    /// `SELECT version FROM model_versions WHERE key = ? LIMIT 1`
+    newest_version: PreparedStatement,
+    /// `INSERT INTO model_versions (key, version, spec, author, created_at) VALUES (...)`
+    insert_version: PreparedStatement,
+    /// `SELECT version, previous_version, WRITETIME(version) FROM active_models WHERE key = ?`
+    pointer: PreparedStatement,
+    /// The pointer update and the feed insert, as one logged batch.
+    activate: Batch,
+    /// `SELECT key, changed_at FROM model_changes WHERE day = ? AND changed_at > ?`
+    feed_day: PreparedStatement,
+    /// `SELECT key, version FROM model_versions`
+    all_versions: PreparedStatement,
+    /// `SELECT key, version FROM active_models`
+    all_active: PreparedStatement,
+}
+
+/// The active pointer as stored.
+struct Pointer {
+    version: i64,
+    previous: Option<i64>,
+    /// `WRITETIME(version)`, microseconds.
+    written_at: i64,
+}
+
+impl CqlModelStore {
+    /// Connects to `HOST[:PORT][,HOST[:PORT]...][/KEYSPACE]` (the store URL after `cql://`;
+    /// port 9042 and keyspace `keyscore` by default). A login, if the cluster needs one, comes
+    /// from `KEYSCORE_CQL_USERNAME` and `KEYSCORE_CQL_PASSWORD`. The keyspace need not exist
+    /// yet: [`ModelStore::init`] creates it.
+    pub async fn connect(rest: &str) -> Result<Self, Error> {
+        let config = CqlConfig::parse(rest, |name| std::env::var(name).ok())?;
+        let profile = ExecutionProfile::builder()
+            .request_timeout(Some(REQUEST_TIMEOUT))
+            .build();
+        let mut builder = SessionBuilder::new()
+            .known_nodes(&config.nodes)
+            .connection_timeout(CONNECT_TIMEOUT)
+            .default_execution_profile_handle(profile.into_handle());
+        if let Some(login) = &config.credentials {
+            builder = builder.user(login.username.clone(), login.password.clone());
+        }
+        let session = builder
+            .build()
+            .await
+            .map_err(|err| session_error(&config, err))?;
+        tracing::debug!(store = %config.describe(), "Connected to the CQL store.");
+        Ok(Self {
+            config,
+            session,
+            statements: OnceCell::new(),
+        })
+    }
+
+    /// The keyspace this store uses.
+    pub fn keyspace(&self) -> &str {
+        &self.config.keyspace
+    }
+
+    /// The prepared statements, preparing them on first use.
+    async fn statements(&self) -> Result<&Statements, Error> {
+        self.statements
+            .get_or_try_init(|| Statements::prepare(&self.session, &self.config.keyspace))
+            .await
+    }
+
+    async fn read_pointer(&self, st: &Statements, key: &str) -> Result<Option<Pointer>, Error> {
+        let context = "reading the active pointer";
+        let row = self
+            .session
+            .execute_unpaged(&st.pointer, (key,))
+            .await
+            .map_err(|err| execution_error(context, err))?
+            .into_rows_result()
+            .map_err(|err| corrupt(context, err))?
+            .maybe_first_row::<(Option<i64>, Option<i64>, Option<i64>)>()
+            .map_err(|err| corrupt(context, err))?;
+        Ok(match row {
+            Some((Some(version), previous, written_at)) => Some(Pointer {
+                version,
+                previous,
+                written_at: written_at.unwrap_or(0),
+            }),
+            // A row with no version (a hand-made partial write) is no active version.
+            _ => None,
+        })
+    }
+
+    async fn read_spec(
+        &self,
+        st: &Statements,
+        key: &str,
+        version: i64,
+    ) -> Result<Option<String>, Error> {
+        let context = "reading a model version";
+        let row = self
+            .session
+            .execute_unpaged(&st.version_spec, (key, version))
+            .await
+            .map_err(|err| execution_error(context, err))?
+            .into_rows_result()
+            .map_err(|err| corrupt(context, err))?
+            .maybe_first_row::<(Option<String>,)>()
+            .map_err(|err| corrupt(context, err))?;
+        match row {
+            None => Ok(None),
+            Some((Some(spec),)) => Ok(Some(spec)),
+            Some((None,)) => Err(Error::Corrupt(format!(
+                "{key} version {version} has no spec in model_versions; upload a new version"
+            ))),
+        }
+    }
+
+    /// Points `key` at `version`, remembering `previous`, and appends the feed row, in one
+    /// logged batch.
+    async fn move_pointer(
+        &self,
+        st: &Statements,
+        key: &str,
+        version: i64,
+        previous: Option<i64>,
+        current_written_at: Option<i64>,
+    ) -> Result<(), Error> {
+        let now_ms = feed::now_millis();
+        let mut batch = st.activate.clone();
+        batch.set_timestamp(Some(write_timestamp(now_ms, current_written_at)));
+        self.session
+            .batch(
+                &batch,
+                (
+                    (version, previous, key),
+                    (feed::day_of(now_ms), CqlTimestamp(now_ms), key, version),
+                ),
+            )
+            .await
+            .map_err(|err| execution_error("activating a model version", err))?;
+        Ok(())
+    }
+}
+
+/// The write timestamp (microseconds) of an activation: this machine's clock, but always
+/// after the pointer it replaces so the new pointer wins and the revision increases.
+fn write_timestamp(now_ms: i64, current_written_at: Option<i64>) -> i64 {
+    let now_us = now_ms.saturating_mul(1000);
+    match current_written_at {
+        Some(current) => now_us.max(current.saturating_add(1)),
+        None => now_us,
+    }
+}
+
+impl Statements {
+    async fn prepare(session: &Session, ks: &str) -> Result<Self, Error> {
+        let prepare = |cql: String, idempotent: bool| async move {
+            let mut statement = session.prepare(cql.as_str()).await.map_err(|err| {
+                let err = ExecutionError::PrepareError(err);
+                execution_error(&format!("preparing '{cql}'"), err)
+            })?;
+            statement.set_is_idempotent(idempotent);
+            Ok::<_, Error>(statement)
+        };
+        let update_pointer = prepare(
+            format!(
+                "UPDATE {ks}.active_models SET version = ?, previous_version = ? WHERE key = ?"
+            ),
+            true,
+        )
+        .await?;
+        let insert_change = prepare(
+            format!(
+                "INSERT INTO {ks}.model_changes (day, changed_at, key, version) VALUES (?, ?, ?, ?)"
+            ),
+            true,
+        )
+        .await?;
+        let mut activate = Batch::new(BatchType::Logged);
+        activate.append_statement(update_pointer);
+        activate.append_statement(insert_change);
+        // Explicit timestamps make a retried batch write the same cells again.
+        activate.set_is_idempotent(true);
+        Ok(Self {
+            version_spec: prepare(
+                format!("SELECT spec FROM {ks}.model_versions WHERE key = ? AND version = ?"),
+                true,
+            )
+            .await?,
+            newest_version: prepare(
+                format!("SELECT version FROM {ks}.model_versions WHERE key = ? LIMIT 1"),
+                true,
+            )
+            .await?,
+            insert_version: prepare(
+                format!(
+                    "INSERT INTO {ks}.model_versions (key, version, spec, author, created_at) \
+                     VALUES (?, ?, ?, ?, ?)"
+                ),
+                false,
+            )
+            .await?,
+            pointer: prepare(
+                format!(
+                    "SELECT version, previous_version, WRITETIME(version) \
+                     FROM {ks}.active_models WHERE key = ?"
+                ),
+                true,
+            )
+            .await?,
+            activate,
+            feed_day: prepare(
+                format!(
+                    "SELECT key, changed_at FROM {ks}.model_changes \
+                     WHERE day = ? AND changed_at > ?"
+                ),
+                true,
+            )
+            .await?,
+            all_versions: prepare(
+                format!("SELECT key, version FROM {ks}.model_versions"),
+                true,
+            )
+            .await?,
+            all_active: prepare(format!("SELECT key, version FROM {ks}.active_models"), true)
+                .await?,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl ModelStore for CqlModelStore {
+    fn describe(&self) -> String {
+        self.config.describe()
+    }
+
+    async fn init(&self) -> Result<(), Error> {
+        for cql in schema::schema_statements(&self.config.keyspace) {
+            let mut statement = Statement::new(cql.as_str());
+            statement.set_request_timeout(Some(SCHEMA_TIMEOUT));
+            self.session
+                .query_unpaged(statement, ())
+                .await
+                .map_err(|err| execution_error("creating the schema", err))?;
+        }
+        self.session.await_schema_agreement().await.map_err(|err| {
+            Error::Unavailable(format!(
+                "the cluster's nodes did not agree on the new schema ({err}); run init again \
+                 once every node is up"
+            ))
+        })?;
+        Ok(())
+    }
+
+    async fn put_version(
+        &self,
+        key: &str,
+        version: Option<i64>,
+        spec_json: &str,
+    ) -> Result<i64, Error> {
+        check_key(key)?;
+        check_spec(spec_json)?;
+        let st = self.statements().await?;
+        let version = match version {
+            Some(v) if v < 1 => return Err(Error::InvalidVersion(v)),
+            Some(v) => {
+                if self.read_spec(st, key, v).await?.is_some() {
+                    return Err(Error::VersionExists {
+                        key: key.to_string(),
+                        version: v,
+                    });
+                }
+                v
+            }
+            None => {
+                let context = "finding the newest version";
+                let newest = self
+                    .session
+                    .execute_unpaged(&st.newest_version, (key,))
+                    .await
+                    .map_err(|err| execution_error(context, err))?
+                    .into_rows_result()
+                    .map_err(|err| corrupt(context, err))?
+                    .maybe_first_row::<(i64,)>()
+                    .map_err(|err| corrupt(context, err))?;
+                newest.map_or(1, |(v,)| v + 1)
+            }
+        };
+        let author = ModelSpec::from_json(spec_json.as_bytes())
+            .ok()
+            .and_then(|spec| spec.metadata)
+            .and_then(|meta| meta.author);
+        self.session
+            .execute_unpaged(
+                &st.insert_version,
+                (
+                    key,
+                    version,
+                    spec_json,
+                    author,
+                    CqlTimestamp(feed::now_millis()),
+                ),
+            )
+            .await
+            .map_err(|err| execution_error("storing a model version", err))?;
+        Ok(version)
+    }
+
+    async fn activate(&self, key: &str, version: i64) -> Result<(), Error> {
+        check_key(key)?;
+        let st = self.statements().await?;
+        if self.read_spec(st, key, version).await?.is_none() {
+            return Err(Error::NoSuchVersion {
+                key: key.to_string(),
+                version,
+            });
+        }
+        let pointer = self.read_pointer(st, key).await?;
+        let previous = match &pointer {
+            // Re-activating the active version keeps the rollback target.
+            Some(p) if p.version == version => p.previous,
+            Some(p) => Some(p.version),
+            None => None,
+        };
+        let written_at = pointer.map(|p| p.written_at);
+        self.move_pointer(st, key, version, previous, written_at)
+            .await
+    }
+
+    async fn rollback(&self, key: &str) -> Result<i64, Error> {
+        check_key(key)?;
+        let st = self.statements().await?;
+        let Some(Pointer {
+            version: current,
+            previous: Some(previous),
+            written_at,
+        }) = self.read_pointer(st, key).await?
+        else {
+            return Err(Error::NothingToRollBack {
+                key: key.to_string(),
+            });
+        };
+        if self.read_spec(st, key, previous).await?.is_none() {
+            return Err(Error::NoSuchVersion {
+                key: key.to_string(),
+                version: previous,
+            });
+        }
+        self.move_pointer(st, key, previous, Some(current), Some(written_at))
+            .await?;
+        Ok(previous)
+    }
+
+    async fn active(&self, key: &str) -> Result<Option<ActiveModel>, Error> {
+        let st = self.statements().await?;
+        let Some(pointer) = self.read_pointer(st, key).await? else {
+            return Ok(None);
+        };
+        let spec_json = self
+            .read_spec(st, key, pointer.version)
+            .await?
+            .ok_or_else(|| {
+                Error::Corrupt(format!(
+                    "active_models points {key} at version {}, which model_versions does not \
+                     hold; activate an existing version",
+                    pointer.version
+                ))
+            })?;
+        Ok(Some(ActiveModel {
+            model: StoredModel {
+                key: key.to_string(),
+                version: pointer.version,
+                spec_json,
+            },
+            revision: pointer.written_at,
+        }))
+    }
+
+    async fn version(&self, key: &str, version: i64) -> Result<Option<StoredModel>, Error> {
+        let st = self.statements().await?;
+        Ok(self
+            .read_spec(st, key, version)
+            .await?
+            .map(|spec_json| StoredModel {
+                key: key.to_string(),
+                version,
+                spec_json,
+            }))
+    }
+
+    async fn list(&self) -> Result<Vec<KeySummary>, Error> {
+        let context = "listing models";
+        let st = self.statements().await?;
+        let mut keys: BTreeMap<String, KeySummary> = BTreeMap::new();
+        let mut rows = self
+            .session
+            .execute_iter(st.all_versions.clone(), ())
+            .await
+            .map_err(|err| pager_error(context, err))?
+            .rows_stream::<(String, i64)>()
+            .map_err(|err| corrupt(context, err))?;
+        while let Some((key, version)) = rows
+            .try_next()
+            .await
+            .map_err(|err| row_error(context, err))?
+        {
+            keys.entry(key.clone())
+                .or_insert_with(|| KeySummary {
+                    key,
+                    active: None,
+                    versions: Vec::new(),
+                })
+                .versions
+                .push(version);
+        }
+        let mut rows = self
+            .session
+            .execute_iter(st.all_active.clone(), ())
+            .await
+            .map_err(|err| pager_error(context, err))?
+            .rows_stream::<(String, Option<i64>)>()
+            .map_err(|err| corrupt(context, err))?;
+        while let Some((key, version)) = rows
+            .try_next()
+            .await
+            .map_err(|err| row_error(context, err))?
+        {
+            if let Some(summary) = keys.get_mut(&key) {
+                summary.active = version;
+            }
+        }
+        let mut summaries: Vec<KeySummary> = keys.into_values().collect();
+        for summary in &mut summaries {
+            summary.versions.sort_unstable();
+        }
+        Ok(summaries)
+    }
+
+    async fn cursor(&self) -> Result<ChangeCursor, Error> {
+        Ok(ChangeCursor(feed::now_millis()))
+    }
+
+    async fn changes_since(&self, cursor: ChangeCursor) -> Result<Changes, Error> {
+        let context = "reading the change feed";
+        let st = self.statements().await?;
+        let bound = CqlTimestamp(feed::lookback_bound(cursor.0));
+        let mut keys = BTreeSet::new();
+        let mut next = cursor;
+        for day in feed::feed_days(cursor.0, feed::now_millis()) {
+            let mut rows = self
+                .session
+                .execute_iter(st.feed_day.clone(), (day, bound))
+                .await
+                .map_err(|err| pager_error(context, err))?
+                .rows_stream::<(String, CqlTimestamp)>()
+                .map_err(|err| corrupt(context, err))?;
+            while let Some((key, CqlTimestamp(at))) = rows
+                .try_next()
+                .await
+                .map_err(|err| row_error(context, err))?
+            {
+                next = next.max(ChangeCursor(at));
+                keys.insert(key);
+            }
+        }
+        Ok(Changes {
+            keys: keys.into_iter().collect(),
+            next,
+        })
+    }
+}
+
+/// Maps a failure to open the session.
+fn session_error(config: &CqlConfig, err: NewSessionError) -> Error {
+    match err {
+        NewSessionError::EmptyKnownNodesList | NewSessionError::IllegalConfig(_) => {
+            Error::Url(format!("cannot connect to {}: {err}", config.describe()))
+        }
+        _ => Error::Unavailable(format!(
+            "cannot connect to {} ({err}); check that the hosts are up and reachable and, if the \
+             cluster requires a login, KEYSCORE_CQL_USERNAME and KEYSCORE_CQL_PASSWORD",
+            config.describe()
+        )),
+    }
+}
+
+/// Maps a request failure: the database refusing the request is [`Error::Rejected`], an
+/// unreachable, overloaded or slow cluster is [`Error::Unavailable`].
+fn execution_error(context: &str, err: ExecutionError) -> Error {
+    let db_error = match &err {
+        ExecutionError::LastAttemptError(RequestAttemptError::DbError(db, message)) => {
+            Some((db, message))
+        }
+        ExecutionError::PrepareError(scylla::errors::PrepareError::AllAttemptsFailed {
+            first_attempt: RequestAttemptError::DbError(db, message),
+        }) => Some((db, message)),
+        _ => None,
+    };
+    let Some((db, message)) = db_error else {
+        return match err {
+            ExecutionError::LastAttemptError(RequestAttemptError::CqlResultParseError(_)) => {
+                Error::Corrupt(format!("{context}: {err}"))
+            }
+            ExecutionError::BadQuery(_) => Error::Rejected(format!("{context}: {err}")),
+            _ => Error::Unavailable(format!("{context}: {err}")),
+        };
+    };
+    match db {
+        DbError::Unavailable { .. }
+        | DbError::Overloaded
+        | DbError::IsBootstrapping
+        | DbError::ReadTimeout { .. }
+        | DbError::WriteTimeout { .. }
+        | DbError::ReadFailure { .. }
+        | DbError::WriteFailure { .. }
+        | DbError::ServerError
+        | DbError::TruncateError
+        | DbError::RateLimitReached { .. } => {
+            Error::Unavailable(format!("{context}: the database failed: {message}"))
+        }
+        DbError::Unauthorized | DbError::AuthenticationError => Error::Rejected(format!(
+            "{context}: the database refused the login or the permission ({message}); check \
+             KEYSCORE_CQL_USERNAME and the role's grants"
+        )),
+        DbError::Invalid
+            if message.contains("unconfigured table")
+                || message.contains("does not exist")
+                || message.contains("Keyspace") =>
+        {
+            Error::Rejected(format!(
+                "{context}: the keyscore schema is missing ({message}); run `keyscore init` \
+                 against this store first"
+            ))
+        }
+        _ => Error::Rejected(format!(
+            "{context}: the database refused the request: {message}"
+        )),
+    }
+}
+
+fn pager_error(context: &str, err: scylla::errors::PagerExecutionError) -> Error {
+    use scylla::errors::{NextPageError, PagerExecutionError, RequestError};
+    match err {
+        PagerExecutionError::PrepareError(err) => {
+            execution_error(context, ExecutionError::PrepareError(err))
+        }
+        PagerExecutionError::NextPageError(NextPageError::RequestFailure(err)) => {
+            execution_error(context, RequestError::into_execution_error(err))
+        }
+        PagerExecutionError::NextPageError(
+            err @ (NextPageError::ResultMetadataParseError(_) | NextPageError::TypeCheckError(_)),
+        ) => corrupt(context, err),
+        err => Error::Unavailable(format!("{context}: {err}")),
+    }
+}
+
+fn row_error(context: &str, err: scylla::errors::NextRowError) -> Error {
+    use scylla::errors::{NextRowError, PagerExecutionError};
+    match err {
+        NextRowError::NextPageError(err) => {
+            pager_error(context, PagerExecutionError::NextPageError(err))
+        }
+        err => corrupt(context, err),
+    }
+}
+
+/// Data the database returned that keyscore cannot read.
+fn corrupt(context: &str, err: impl fmt::Display) -> Error {
+    Error::Corrupt(format!(
+        "{context}: unexpected data from the database ({err}); check that the tables match \
+         cql/*.cql"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_activation_is_written_after_the_pointer_it_replaces() {
+        assert_eq!(write_timestamp(1_000, None), 1_000_000);
+        assert_eq!(write_timestamp(1_000, Some(10)), 1_000_000);
+        // The replaced pointer came from a clock ahead of ours.
+        assert_eq!(write_timestamp(1_000, Some(5_000_000)), 5_000_001);
+        // Two activations within the same millisecond.
+        assert_eq!(write_timestamp(1_000, Some(1_000_000)), 1_000_001);
+    }
+}

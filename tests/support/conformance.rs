@@ -1,0 +1,460 @@
+//! The model-store conformance suite: what every [`ModelStore`] backend must do.
+//!
+//! Each `pub async fn` checks one behaviour users rely on and panics with a message naming it
+//! when the store falls short. Every check writes only under fresh keys from [`unique_key`],
+//! so the suite can run against a shared, long-lived cluster and alongside other runs.
+//!
+//! ```ignore
+//! let store = EmbeddedModelStore::open(dir.path().join("models.db"))?;
+//! conformance::run_all(&store).await;
+//! ```
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use keyscore::store::{ChangeCursor, Error, KeySummary, ModelStore};
+
+/// A valid spec: a linear regression over two features.
+pub const VALID_SPEC: &str = r#"{"format_version":1,"features":["a","b"],"model":{"kind":"linear","coefficients":[1.0,2.0],"intercept":0.5},"output":{"type":"regression"}}"#;
+
+/// Another valid spec, so versions of one key differ.
+pub const VALID_SPEC_2: &str = r#"{"format_version":1,"features":["a","b"],"model":{"kind":"linear","coefficients":[-3.0,0.25],"intercept":7.0},"output":{"type":"regression"}}"#;
+
+/// A spec that does not decode: the model kind does not exist.
+pub const UNKNOWN_KIND_SPEC: &str = r#"{"format_version":1,"features":["a","b"],"model":{"kind":"quantum","coefficients":[1.0,2.0],"intercept":0.5},"output":{"type":"regression"}}"#;
+
+/// A spec that decodes but cannot build: two features, one coefficient.
+pub const SHAPE_MISMATCH_SPEC: &str = r#"{"format_version":1,"features":["a","b"],"model":{"kind":"linear","coefficients":[1.0],"intercept":0.5},"output":{"type":"regression"}}"#;
+
+/// A key no other run uses: `prefix`, the time in nanoseconds, the process id and a counter.
+pub fn unique_key(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "{prefix}-{nanos:x}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Puts `spec` under `key`, panicking with the store's error if it is refused.
+async fn put(store: &dyn ModelStore, key: &str, version: Option<i64>, spec: &str) -> i64 {
+    store
+        .put_version(key, version, spec)
+        .await
+        .unwrap_or_else(|err| panic!("put_version({key}, {version:?}) failed: {err}"))
+}
+
+async fn active_version(store: &dyn ModelStore, key: &str) -> Option<i64> {
+    store
+        .active(key)
+        .await
+        .expect("active() failed")
+        .map(|a| a.model.version)
+}
+
+async fn revision(store: &dyn ModelStore, key: &str) -> i64 {
+    store
+        .active(key)
+        .await
+        .expect("active() failed")
+        .unwrap_or_else(|| panic!("{key} has no active version"))
+        .revision
+}
+
+/// Runs every check against `store`, which must be empty or shared (checks use fresh keys).
+pub async fn run_all(store: &dyn ModelStore) {
+    init_is_idempotent(store).await;
+    put_refuses_an_invalid_spec_and_writes_nothing(store).await;
+    put_refuses_an_invalid_key(store).await;
+    put_refuses_an_existing_version(store).await;
+    put_without_version_takes_newest_plus_one(store).await;
+    activate_refuses_an_unknown_version(store).await;
+    active_reflects_activation(store).await;
+    revision_increases_with_every_activation_and_rollback(store).await;
+    rollback_returns_to_previous_and_twice_returns_back(store).await;
+    rollback_with_nothing_to_return_to_is_refused(store).await;
+    reactivating_the_active_version_keeps_the_rollback_target(store).await;
+    version_reads_the_exact_spec(store).await;
+    list_shows_sorted_keys_versions_and_active(store).await;
+    changes_since_reports_every_changed_key(store).await;
+    changes_since_next_cursor_misses_nothing(store).await;
+}
+
+/// `init` may run any number of times and keeps what is stored.
+pub async fn init_is_idempotent(store: &dyn ModelStore) {
+    store.init().await.expect("first init failed");
+    let key = unique_key("init");
+    put(store, &key, Some(1), VALID_SPEC).await;
+    store.init().await.expect("second init failed");
+    store.init().await.expect("third init failed");
+    assert!(
+        store.version(&key, 1).await.unwrap().is_some(),
+        "init dropped a stored version"
+    );
+}
+
+/// An invalid spec is refused with a message naming the problem, and nothing is written.
+pub async fn put_refuses_an_invalid_spec_and_writes_nothing(store: &dyn ModelStore) {
+    let key = unique_key("invalid");
+    let err = store
+        .put_version(&key, Some(1), UNKNOWN_KIND_SPEC)
+        .await
+        .expect_err("a spec with an unknown model kind was stored");
+    assert!(matches!(err, Error::InvalidModel(_)), "{err:?}");
+    assert!(
+        err.to_string().contains("quantum"),
+        "the message does not name the unknown kind: {err}"
+    );
+    let err = store
+        .put_version(&key, None, SHAPE_MISMATCH_SPEC)
+        .await
+        .expect_err("a spec with one coefficient for two features was stored");
+    assert!(matches!(err, Error::InvalidModel(_)), "{err:?}");
+    let err = store
+        .put_version(&key, None, "{not json")
+        .await
+        .expect_err("text that is not JSON was stored");
+    assert!(matches!(err, Error::InvalidModel(_)), "{err:?}");
+    assert_eq!(store.version(&key, 1).await.unwrap(), None);
+    assert!(
+        store.list().await.unwrap().iter().all(|s| s.key != key),
+        "a refused spec left its key in the listing"
+    );
+    // The key is still free for a valid first version.
+    assert_eq!(put(store, &key, None, VALID_SPEC).await, 1);
+}
+
+/// Empty keys and keys with control characters are refused.
+pub async fn put_refuses_an_invalid_key(store: &dyn ModelStore) {
+    for key in ["", "line\nbreak"] {
+        let err = store
+            .put_version(key, None, VALID_SPEC)
+            .await
+            .expect_err("an invalid key was accepted");
+        assert!(matches!(err, Error::InvalidKey(_)), "{key:?}: {err:?}");
+    }
+}
+
+/// Versions are immutable: storing an existing version again is refused and changes nothing.
+pub async fn put_refuses_an_existing_version(store: &dyn ModelStore) {
+    let key = unique_key("exists");
+    assert_eq!(put(store, &key, Some(3), VALID_SPEC).await, 3);
+    let err = store
+        .put_version(&key, Some(3), VALID_SPEC_2)
+        .await
+        .expect_err("an existing version was overwritten");
+    assert!(
+        matches!(&err, Error::VersionExists { key: k, version: 3 } if *k == key),
+        "{err:?}"
+    );
+    let stored = store.version(&key, 3).await.unwrap().unwrap();
+    assert_eq!(
+        stored.spec_json, VALID_SPEC,
+        "the refused put changed the version"
+    );
+    let err = store
+        .put_version(&key, Some(0), VALID_SPEC)
+        .await
+        .expect_err("version 0 was accepted");
+    assert!(matches!(err, Error::InvalidVersion(0)), "{err:?}");
+}
+
+/// Without a version number, a put takes the newest version plus one, starting at 1.
+pub async fn put_without_version_takes_newest_plus_one(store: &dyn ModelStore) {
+    let key = unique_key("next");
+    assert_eq!(put(store, &key, None, VALID_SPEC).await, 1);
+    assert_eq!(put(store, &key, None, VALID_SPEC).await, 2);
+    assert_eq!(put(store, &key, Some(10), VALID_SPEC).await, 10);
+    assert_eq!(put(store, &key, Some(5), VALID_SPEC).await, 5);
+    assert_eq!(put(store, &key, None, VALID_SPEC).await, 11);
+    // Keys are independent.
+    assert_eq!(put(store, &unique_key("next"), None, VALID_SPEC).await, 1);
+}
+
+/// Activating a version that does not exist is refused and leaves the pointer alone.
+pub async fn activate_refuses_an_unknown_version(store: &dyn ModelStore) {
+    let key = unique_key("unknown");
+    let err = store
+        .activate(&key, 1)
+        .await
+        .expect_err("a key without versions was activated");
+    assert!(
+        matches!(&err, Error::NoSuchVersion { key: k, version: 1 } if *k == key),
+        "{err:?}"
+    );
+    put(store, &key, None, VALID_SPEC).await;
+    store.activate(&key, 1).await.unwrap();
+    let err = store
+        .activate(&key, 2)
+        .await
+        .expect_err("a missing version was activated");
+    assert!(
+        matches!(err, Error::NoSuchVersion { version: 2, .. }),
+        "{err:?}"
+    );
+    assert_eq!(active_version(store, &key).await, Some(1));
+}
+
+/// `active` is `None` before any activation and then returns the activated version's row.
+pub async fn active_reflects_activation(store: &dyn ModelStore) {
+    let key = unique_key("active");
+    assert_eq!(store.active(&key).await.unwrap(), None);
+    put(store, &key, None, VALID_SPEC).await;
+    put(store, &key, None, VALID_SPEC_2).await;
+    assert_eq!(
+        store.active(&key).await.unwrap(),
+        None,
+        "put_version activated a version"
+    );
+    store.activate(&key, 2).await.unwrap();
+    let active = store
+        .active(&key)
+        .await
+        .unwrap()
+        .expect("no active version");
+    assert_eq!(active.model.key, key);
+    assert_eq!(active.model.version, 2);
+    assert_eq!(active.model.spec_json, VALID_SPEC_2);
+    store.activate(&key, 1).await.unwrap();
+    let active = store
+        .active(&key)
+        .await
+        .unwrap()
+        .expect("no active version");
+    assert_eq!(active.model.version, 1);
+    assert_eq!(active.model.spec_json, VALID_SPEC);
+}
+
+/// Every activation and rollback gives the key a strictly greater revision, even when it
+/// returns to an older version.
+pub async fn revision_increases_with_every_activation_and_rollback(store: &dyn ModelStore) {
+    let key = unique_key("revision");
+    put(store, &key, None, VALID_SPEC).await;
+    put(store, &key, None, VALID_SPEC_2).await;
+    store.activate(&key, 1).await.unwrap();
+    let first = revision(store, &key).await;
+    store.activate(&key, 2).await.unwrap();
+    let second = revision(store, &key).await;
+    store.rollback(&key).await.unwrap();
+    let third = revision(store, &key).await;
+    store.activate(&key, 2).await.unwrap();
+    let fourth = revision(store, &key).await;
+    store.activate(&key, 2).await.unwrap();
+    let fifth = revision(store, &key).await;
+    assert!(
+        first < second && second < third && third < fourth && fourth < fifth,
+        "revisions must strictly increase: {first}, {second}, {third}, {fourth}, {fifth}"
+    );
+}
+
+/// Rollback returns to the version active before; a second rollback returns back.
+pub async fn rollback_returns_to_previous_and_twice_returns_back(store: &dyn ModelStore) {
+    let key = unique_key("rollback");
+    for _ in 0..3 {
+        put(store, &key, None, VALID_SPEC).await;
+    }
+    store.activate(&key, 1).await.unwrap();
+    store.activate(&key, 3).await.unwrap();
+    assert_eq!(store.rollback(&key).await.unwrap(), 1);
+    assert_eq!(active_version(store, &key).await, Some(1));
+    assert_eq!(store.rollback(&key).await.unwrap(), 3);
+    assert_eq!(active_version(store, &key).await, Some(3));
+    assert_eq!(store.rollback(&key).await.unwrap(), 1);
+    assert_eq!(active_version(store, &key).await, Some(1));
+}
+
+/// Rollback of a key never activated, or activated only once, is refused and changes nothing.
+pub async fn rollback_with_nothing_to_return_to_is_refused(store: &dyn ModelStore) {
+    let key = unique_key("norollback");
+    let err = store
+        .rollback(&key)
+        .await
+        .expect_err("rollback of an unknown key succeeded");
+    assert!(
+        matches!(&err, Error::NothingToRollBack { key: k } if *k == key),
+        "{err:?}"
+    );
+    put(store, &key, None, VALID_SPEC).await;
+    let err = store
+        .rollback(&key)
+        .await
+        .expect_err("rollback of a never-activated key succeeded");
+    assert!(matches!(err, Error::NothingToRollBack { .. }), "{err:?}");
+    store.activate(&key, 1).await.unwrap();
+    let before = revision(store, &key).await;
+    let err = store
+        .rollback(&key)
+        .await
+        .expect_err("rollback of a key activated once succeeded");
+    assert!(matches!(err, Error::NothingToRollBack { .. }), "{err:?}");
+    assert_eq!(active_version(store, &key).await, Some(1));
+    assert_eq!(
+        revision(store, &key).await,
+        before,
+        "a refused rollback moved the pointer"
+    );
+}
+
+/// Activating the version that is already active does not lose the rollback target.
+pub async fn reactivating_the_active_version_keeps_the_rollback_target(store: &dyn ModelStore) {
+    let key = unique_key("reactivate");
+    put(store, &key, None, VALID_SPEC).await;
+    put(store, &key, None, VALID_SPEC_2).await;
+    store.activate(&key, 1).await.unwrap();
+    store.activate(&key, 2).await.unwrap();
+    store.activate(&key, 2).await.unwrap();
+    assert_eq!(store.rollback(&key).await.unwrap(), 1);
+}
+
+/// `version` returns the stored spec byte for byte, and `None` for a missing version.
+pub async fn version_reads_the_exact_spec(store: &dyn ModelStore) {
+    let key = unique_key("exact");
+    // Whitespace, key order, number spelling and non-ASCII text must survive untouched.
+    let spec = "{\n  \"output\": {\"type\": \"regression\"},\n  \"format_version\": 1,\n  \
+                \"features\": [\"a\", \"b\"],\n  \"model\": {\"kind\": \"linear\", \
+                \"coefficients\": [1.000, 2e0], \"intercept\": 0.50},\n  \
+                \"metadata\": {\"author\": \"Zoë Ødegård\", \"note\": \"café ☕\"}\n}\n";
+    put(store, &key, Some(7), spec).await;
+    let stored = store
+        .version(&key, 7)
+        .await
+        .unwrap()
+        .expect("version 7 missing");
+    assert_eq!(stored.key, key);
+    assert_eq!(stored.version, 7);
+    assert_eq!(stored.spec_json.as_bytes(), spec.as_bytes());
+    assert_eq!(store.version(&key, 8).await.unwrap(), None);
+    assert_eq!(store.version(&unique_key("exact"), 7).await.unwrap(), None);
+}
+
+/// `list` returns keys sorted, each with its versions ascending and its active version.
+pub async fn list_shows_sorted_keys_versions_and_active(store: &dyn ModelStore) {
+    let base = unique_key("list");
+    let (a, b, c) = (
+        format!("{base}-a"),
+        format!("{base}-b"),
+        format!("{base}-c"),
+    );
+    // Written out of order on purpose.
+    put(store, &c, Some(1), VALID_SPEC).await;
+    put(store, &a, Some(3), VALID_SPEC).await;
+    put(store, &a, Some(1), VALID_SPEC).await;
+    put(store, &a, Some(2), VALID_SPEC).await;
+    put(store, &b, Some(10), VALID_SPEC).await;
+    put(store, &b, Some(9), VALID_SPEC).await;
+    store.activate(&a, 2).await.unwrap();
+    store.activate(&b, 9).await.unwrap();
+    store.activate(&b, 10).await.unwrap();
+
+    let listing = store.list().await.unwrap();
+    let keys: Vec<&str> = listing.iter().map(|s| s.key.as_str()).collect();
+    let mut sorted = keys.clone();
+    sorted.sort_unstable();
+    assert_eq!(keys, sorted, "list() is not sorted by key");
+    let ours: Vec<KeySummary> = listing
+        .into_iter()
+        .filter(|s| s.key.starts_with(&base))
+        .collect();
+    let summary = |key: &str, active: Option<i64>, versions: &[i64]| KeySummary {
+        key: key.to_string(),
+        active,
+        versions: versions.to_vec(),
+    };
+    assert_eq!(
+        ours,
+        [
+            summary(&a, Some(2), &[1, 2, 3]),
+            summary(&b, Some(10), &[9, 10]),
+            summary(&c, None, &[1]),
+        ]
+    );
+}
+
+/// After activations and rollbacks, `changes_since(cursor taken before)` names every changed
+/// key, once each.
+pub async fn changes_since_reports_every_changed_key(store: &dyn ModelStore) {
+    let keys: Vec<String> = (0..3).map(|_| unique_key("feed")).collect();
+    for key in &keys {
+        put(store, key, None, VALID_SPEC).await;
+        put(store, key, None, VALID_SPEC_2).await;
+    }
+    let untouched = unique_key("feed-untouched");
+    put(store, &untouched, None, VALID_SPEC).await;
+
+    let before = store.cursor().await.unwrap();
+    store.activate(&keys[0], 1).await.unwrap();
+    store.activate(&keys[1], 1).await.unwrap();
+    store.activate(&keys[1], 2).await.unwrap();
+    store.activate(&keys[2], 2).await.unwrap();
+    store.activate(&keys[2], 1).await.unwrap();
+    store.rollback(&keys[2]).await.unwrap();
+
+    let changes = store.changes_since(before).await.unwrap();
+    let seen: BTreeSet<&str> = changes.keys.iter().map(String::as_str).collect();
+    assert_eq!(
+        seen.len(),
+        changes.keys.len(),
+        "a key was reported twice: {:?}",
+        changes.keys
+    );
+    for key in &keys {
+        assert!(
+            seen.contains(key.as_str()),
+            "{key} missing from {:?}",
+            changes.keys
+        );
+    }
+    assert!(
+        !seen.contains(untouched.as_str()),
+        "put_version without activation appeared in the feed"
+    );
+    assert!(changes.next >= before, "the next cursor went backwards");
+}
+
+/// Polling with each returned `next` cursor never misses a later change.
+pub async fn changes_since_next_cursor_misses_nothing(store: &dyn ModelStore) {
+    let first = unique_key("poll");
+    let second = unique_key("poll");
+    for key in [&first, &second] {
+        put(store, key, None, VALID_SPEC).await;
+        put(store, key, None, VALID_SPEC_2).await;
+    }
+    let mut cursor: ChangeCursor = store.cursor().await.unwrap();
+    store.activate(&first, 1).await.unwrap();
+    let changes = store.changes_since(cursor).await.unwrap();
+    assert!(
+        changes.keys.contains(&first),
+        "{first} missing from {:?}",
+        changes.keys
+    );
+    cursor = changes.next;
+
+    // Later changes, including a second change of a key already reported.
+    store.activate(&second, 1).await.unwrap();
+    store.activate(&first, 2).await.unwrap();
+    let changes = store.changes_since(cursor).await.unwrap();
+    assert!(
+        changes.keys.contains(&second),
+        "{second} missing from {:?}",
+        changes.keys
+    );
+    assert!(
+        changes.keys.contains(&first),
+        "{first}'s second change missed: {:?}",
+        changes.keys
+    );
+    assert!(changes.next >= cursor, "the next cursor went backwards");
+    cursor = changes.next;
+
+    store.activate(&second, 2).await.unwrap();
+    let changes = store.changes_since(cursor).await.unwrap();
+    assert!(
+        changes.keys.contains(&second),
+        "{second}'s change missed: {:?}",
+        changes.keys
+    );
+}
