@@ -272,3 +272,125 @@ async fn mock_a_restart_resumes_after_the_committed_offsets_without_duplicates()
     let ids: HashSet<String> = out.iter().map(id_of).collect();
     assert_eq!((ids.len(), out.len()), (800, 800));
 }
+
+const PARIS_V1: &str = r#"{"format_version":1,"features":["distance_km","items"],"model":{"kind":"linear","coefficients":[2.0,0.5],"intercept":10.0},"output":{"type":"regression"}}"#;
+const OVERFLOW: &str = r#"{"format_version":1,"features":["distance_km","items"],"model":{"kind":"linear","coefficients":[1e308,1e308],"intercept":0.0},"output":{"type":"regression"}}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_dead_letters_keep_bytes_and_key_and_say_why() {
+    let broker = broker::Broker::start();
+    let bootstrap = broker.bootstrap();
+    let input = broker::unique_topic("dl");
+    let config = kafka_config(&bootstrap, &input, &broker::unique_topic("g"));
+    broker::create_topics(
+        &bootstrap,
+        &[
+            (&input, 2),
+            (&config.output_topic, 2),
+            (&config.dead_letter_topic, 2),
+        ],
+    )
+    .await;
+    let cases: [(&str, Option<&str>, &[u8]); 8] = [
+        (
+            "scored",
+            Some("paris"),
+            br#"{"id":"ok","city":"paris","distance_km":3.0,"items":2}"#,
+        ),
+        (
+            "not_json",
+            Some("paris"),
+            b"{\"id\":\"bad\",\"city\":\"paris\",\xff",
+        ),
+        (
+            "missing_key",
+            Some("k1"),
+            br#"{"id":"nokey","distance_km":3.0,"items":2}"#,
+        ),
+        (
+            "missing_feature",
+            Some("paris"),
+            br#"{"id":"mf","city":"paris","items":2}"#,
+        ),
+        (
+            "non_numeric_feature",
+            None,
+            br#"{"id":"nn","city":"paris","distance_km":"far","items":2}"#,
+        ),
+        (
+            "no_model",
+            Some("atlantis"),
+            br#"{"id":"nm","city":"atlantis","distance_km":1,"items":1}"#,
+        ),
+        (
+            "model_error",
+            Some("overflow"),
+            br#"{"id":"me","city":"overflow","distance_km":1e308,"items":1e308}"#,
+        ),
+        (
+            "store_unavailable",
+            Some("down"),
+            br#"{"id":"su","city":"down","distance_km":1,"items":1}"#,
+        ),
+    ];
+    let recs: Vec<(Option<String>, Vec<u8>)> = cases
+        .iter()
+        .map(|(_, k, p)| (k.map(str::to_string), p.to_vec()))
+        .collect();
+    broker::produce(&bootstrap, &input, &recs);
+
+    let store = FixedStore {
+        models: Mutex::new(HashMap::from([
+            ("paris".to_string(), (3, PARIS_V1.to_string())),
+            ("overflow".to_string(), (1, OVERFLOW.to_string())),
+        ])),
+        down: HashSet::from(["down".to_string()]),
+    };
+    let (report, out) = run_until(config.clone(), scorer(store), cases.len()).await;
+    assert_eq!(out.len(), cases.len(), "{out:#?}");
+    assert_eq!(report.scored, 1);
+
+    let scored: Vec<&Read> = out
+        .iter()
+        .filter(|r| r.topic == config.output_topic)
+        .collect();
+    assert_eq!(scored.len(), 1);
+    let s = scored[0];
+    assert_eq!(s.key.as_deref(), Some(&b"paris"[..]));
+    assert_eq!(s.header(headers::MODEL_KEY), "paris");
+    assert_eq!(s.header(headers::MODEL_VERSION), "3");
+    assert_eq!(
+        s.header(headers::MODEL_CHECKSUM),
+        keyscore::model::spec_checksum(PARIS_V1)
+    );
+    let body: serde_json::Value = serde_json::from_slice(&s.payload).unwrap();
+    assert_eq!(body["id"], "ok");
+    assert_eq!(body["model_version"], 3);
+    assert!((body["prediction"]["value"].as_f64().unwrap() - 17.0).abs() < 1e-9);
+
+    for (reason, key, payload) in &cases[1..] {
+        let d = out
+            .iter()
+            .find(|r| r.topic == config.dead_letter_topic && r.payload == *payload)
+            .unwrap_or_else(|| panic!("no dead letter with the unchanged bytes for {reason}"));
+        assert_eq!(d.header(headers::DEAD_REASON), *reason);
+        assert!(!d.header(headers::DEAD_MESSAGE).is_empty());
+        assert_eq!(d.key.as_deref(), key.map(str::as_bytes), "{reason}");
+        assert_eq!(d.header(headers::SOURCE_TOPIC), input);
+        // The source coordinates point back at the input record.
+        let src = broker::read_topic(
+            &bootstrap,
+            &input,
+            Duration::from_secs(20),
+            Duration::from_millis(100),
+            |r| r.len() >= cases.len(),
+        );
+        let partition: i32 = d.header(headers::SOURCE_PARTITION).parse().unwrap();
+        let offset: i64 = d.header(headers::SOURCE_OFFSET).parse().unwrap();
+        let original = src
+            .iter()
+            .find(|r| r.partition == partition && r.offset == offset)
+            .expect("source record");
+        assert_eq!(&original.payload, payload, "{reason}");
+    }
+}

@@ -191,14 +191,42 @@ pub fn produce(bootstrap: &str, topic: &str, records: &[(Option<String>, Vec<u8>
 /// A record read back by [`read_topic`].
 #[derive(Debug, Clone)]
 pub struct Read {
+    pub topic: String,
     pub partition: i32,
     pub offset: i64,
     pub key: Option<Vec<u8>>,
     pub payload: Vec<u8>,
     pub headers: HashMap<String, String>,
+    /// The record's timestamp, in ms since the Unix epoch.
+    pub timestamp_ms: Option<i64>,
 }
 
 impl Read {
+    fn from_message(m: &rdkafka::message::BorrowedMessage<'_>) -> Read {
+        let headers = m
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| {
+                        (
+                            h.key.to_string(),
+                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Read {
+            topic: m.topic().to_string(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().unwrap_or_default().to_vec(),
+            headers,
+            timestamp_ms: m.timestamp().to_millis(),
+        }
+    }
+
     pub fn header(&self, name: &str) -> &str {
         self.headers
             .get(name)
@@ -222,46 +250,32 @@ pub fn read_topic(
         .set("fetch.wait.max.ms", "10")
         .create()
         .expect("consumer");
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .expect("topic metadata");
-    let mut tpl = TopicPartitionList::new();
-    for t in md.topics() {
-        for p in t.partitions() {
-            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
-                .expect("partition");
-        }
-    }
-    assert!(tpl.count() > 0, "topic {topic} has no partitions");
-    consumer.assign(&tpl).expect("assign");
     let deadline = Instant::now() + timeout;
+    // The topic may be created by the process under test: wait for it.
+    let tpl = loop {
+        let mut tpl = TopicPartitionList::new();
+        if let Ok(md) = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {
+            for t in md.topics().iter().filter(|t| t.error().is_none()) {
+                for p in t.partitions() {
+                    tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+                        .expect("partition");
+                }
+            }
+        }
+        if tpl.count() > 0 {
+            break tpl;
+        }
+        assert!(Instant::now() < deadline, "topic {topic} does not exist");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    consumer.assign(&tpl).expect("assign");
     let mut out = Vec::new();
     let mut reached: Option<Instant> = None;
     let mut last_new = Instant::now();
     loop {
         match consumer.poll(Duration::from_millis(50)) {
             Some(Ok(m)) => {
-                let headers = m
-                    .headers()
-                    .map(|hs| {
-                        hs.iter()
-                            .map(|h| {
-                                (
-                                    h.key.to_string(),
-                                    String::from_utf8_lossy(h.value.unwrap_or_default())
-                                        .into_owned(),
-                                )
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                out.push(Read {
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    key: m.key().map(<[u8]>::to_vec),
-                    payload: m.payload().unwrap_or_default().to_vec(),
-                    headers,
-                });
+                out.push(Read::from_message(&m));
                 last_new = Instant::now();
             }
             Some(Err(e)) => panic!("reading {topic}: {e}"),
@@ -325,4 +339,99 @@ pub fn high_watermarks(bootstrap: &str, topic: &str) -> HashMap<i32, i64> {
             (p, high)
         })
         .collect()
+}
+
+/// Reads topics from the beginning on a background thread, collecting every record, until
+/// dropped.
+pub struct Collector {
+    records: std::sync::Arc<std::sync::Mutex<Vec<Read>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Collector {
+    /// Starts collecting `topics` (waiting for them to exist).
+    pub fn start(bootstrap: &str, topics: &[&str]) -> Collector {
+        let records = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", unique_topic("collector"))
+            .set("enable.auto.commit", "false")
+            .set("fetch.wait.max.ms", "10")
+            .create()
+            .expect("consumer");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut tpl = TopicPartitionList::new();
+        for topic in topics {
+            loop {
+                let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(5));
+                let parts: Vec<i32> = md
+                    .iter()
+                    .flat_map(|md| md.topics().iter().filter(|t| t.error().is_none()))
+                    .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                    .collect();
+                if !parts.is_empty() {
+                    for p in parts {
+                        tpl.add_partition_offset(topic, p, Offset::Beginning)
+                            .expect("partition");
+                    }
+                    break;
+                }
+                assert!(Instant::now() < deadline, "topic {topic} does not exist");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        consumer.assign(&tpl).expect("assign");
+        let (r, s) = (records.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match consumer.poll(Duration::from_millis(50)) {
+                    Some(Ok(m)) => r.lock().unwrap().push(Read::from_message(&m)),
+                    Some(Err(e)) => eprintln!("collector: {e}"),
+                    None => {}
+                }
+            }
+        });
+        Collector {
+            records,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// A copy of what was collected so far.
+    pub fn snapshot(&self) -> Vec<Read> {
+        self.records.lock().unwrap().clone()
+    }
+
+    /// How many records were collected so far.
+    pub fn len(&self) -> usize {
+        self.records.lock().unwrap().len()
+    }
+
+    /// Waits until `done` holds for the records collected; panics after `timeout`.
+    pub fn wait_for(&self, timeout: Duration, what: &str, done: impl Fn(&[Read]) -> bool) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if done(&self.records.lock().unwrap()) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {what} ({} records collected)",
+                self.len()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
