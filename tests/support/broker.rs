@@ -412,6 +412,17 @@ impl Collector {
 
     /// Waits until `done` holds for the records collected; panics after `timeout`.
     pub fn wait_for(&self, timeout: Duration, what: &str, done: impl Fn(&[Read]) -> bool) {
+        self.wait_or(timeout, what, done, String::new);
+    }
+
+    /// Like [`Collector::wait_for`], adding `context()` (logs, say) to the panic message.
+    pub fn wait_or(
+        &self,
+        timeout: Duration,
+        what: &str,
+        done: impl Fn(&[Read]) -> bool,
+        context: impl Fn() -> String,
+    ) {
         let deadline = Instant::now() + timeout;
         loop {
             if done(&self.records.lock().unwrap()) {
@@ -419,8 +430,9 @@ impl Collector {
             }
             assert!(
                 Instant::now() < deadline,
-                "timed out after {timeout:?} waiting for {what} ({} records collected)",
-                self.len()
+                "timed out after {timeout:?} waiting for {what} ({} records collected)\n{}",
+                self.len(),
+                context()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
