@@ -100,6 +100,9 @@ pub struct KafkaConfig {
     pub create_topics: bool,
     /// Partitions for topics keyscore creates (default 8).
     pub create_partitions: i32,
+    /// Replicas for topics keyscore creates (default -1: the broker's default replication
+    /// factor).
+    pub create_replication_factor: i32,
     /// Records consumed but not yet acknowledged by the broker, at most (default 20000). When
     /// reached, consumption pauses until deliveries catch up.
     pub max_in_flight: usize,
@@ -130,6 +133,7 @@ impl Default for KafkaConfig {
             dead_letter_topic: "records-dead".into(),
             create_topics: true,
             create_partitions: 8,
+            create_replication_factor: -1,
             max_in_flight: 20_000,
             batch_size: 1000,
             drain_timeout_ms: 10_000,

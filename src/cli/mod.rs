@@ -5,9 +5,12 @@ mod activate;
 mod demo;
 mod init;
 mod list;
+mod produce;
 mod rollback;
 mod score;
+mod serve;
 mod show;
+mod tail;
 mod upload;
 
 use std::{path::PathBuf, sync::Arc};
@@ -63,13 +66,19 @@ pub enum Command {
     Score(score::Args),
     /// The quickstart: seed an embedded store, stream records, swap a model mid-stream.
     Demo(demo::Args),
+    /// Score records from Kafka topics as a member of a consumer group, until SIGINT/SIGTERM.
+    Serve(serve::Args),
+    /// Send JSON lines to a Kafka topic, keyed by each record's key field.
+    Produce(produce::Args),
+    /// Print the records of a Kafka topic.
+    Tail(tail::Args),
 }
 
 impl Cli {
     /// The log level used when `KEYSCORE_LOG` is not set.
     pub fn default_log_level(&self) -> &'static str {
         match (&self.command, self.verbose) {
-            (_, true) => "info",
+            (_, true) | (Command::Serve(_), _) => "info",
             _ => "warn",
         }
     }
@@ -90,6 +99,9 @@ impl Cli {
             Command::Show(a) => show::run(&ctx, a).await,
             Command::Score(a) => score::run(&ctx, a).await,
             Command::Demo(a) => demo::run(&ctx, a).await,
+            Command::Serve(a) => serve::run(&ctx, a).await,
+            Command::Produce(a) => produce::run(&ctx, a).await,
+            Command::Tail(a) => tail::run(&ctx, a).await,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! in [`kafka`]).
 
 pub mod file;
+pub mod kafka;
 pub mod pipeline;
 pub mod record;
 

@@ -4,4 +4,5 @@
 //! unused items are expected; its items are `pub` as the harness's API for every test file.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod broker;
 pub mod conformance;

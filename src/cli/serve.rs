@@ -1,0 +1,77 @@
+//! `keyscore serve`: the Kafka scoring service. Joins the consumer group on the input topics,
+//! scores each record with its key's model and produces it to the output topic (or the
+//! dead-letter topic), until SIGINT or SIGTERM. See [`crate::stream::kafka`] for the delivery
+//! guarantees.
+//!
+//! The registry's watcher runs alongside, so `keyscore activate` on the store is picked up
+//! within `[store] refresh_interval_ms`, without a restart.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::{
+    registry::ModelRegistry,
+    stream::{
+        kafka::{ensure_topics, KafkaScorer},
+        Scorer,
+    },
+};
+
+/// Arguments of `keyscore serve`. The pipeline is described by the `[kafka]`, `[records]` and
+/// `[store]` sections of the configuration.
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+/// Cancels `cancel` on SIGINT or SIGTERM.
+pub(crate) fn cancel_on_signal(cancel: CancellationToken) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        let terminated = term.recv();
+        #[cfg(not(unix))]
+        let terminated = std::future::pending::<Option<()>>();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => info!(signal = "SIGINT", "Shutting down."),
+            _ = terminated => info!(signal = "SIGTERM", "Shutting down."),
+            _ = cancel.cancelled() => return,
+        }
+        cancel.cancel();
+    });
+    Ok(())
+}
+
+pub(crate) async fn run(ctx: &super::Context, _args: Args) -> anyhow::Result<()> {
+    let kafka = &ctx.config.kafka;
+    let store = ctx.open_store().await?;
+    let registry = Arc::new(ModelRegistry::new(store, ctx.config.registry()));
+    if kafka.create_topics {
+        ensure_topics(kafka, &[&kafka.output_topic, &kafka.dead_letter_topic])
+            .await
+            .context("creating the output and dead-letter topics")?;
+    }
+    let cancel = CancellationToken::new();
+    cancel_on_signal(cancel.clone())?;
+    let watcher = registry.spawn_watcher(cancel.clone());
+    let scorer = Scorer::new(Arc::clone(&registry), ctx.config.record_format());
+    let result = KafkaScorer::new(kafka.clone(), scorer)
+        .run(cancel.clone())
+        .await;
+    cancel.cancel();
+    let _ = watcher.await;
+    let report = result?;
+    info!(
+        consumed = report.consumed,
+        scored = report.scored,
+        dead_letters = report.dead_total(),
+        pauses = report.pauses,
+        max_in_flight = report.max_in_flight_seen,
+        p99_scoring_us = report.latency.quantile(0.99).as_micros() as u64,
+        "Served."
+    );
+    Ok(())
+}

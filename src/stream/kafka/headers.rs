@@ -1,0 +1,136 @@
+//! The headers keyscore writes on scored records and dead letters. Their names are stable:
+//! downstream jobs and operators match on them. Numbers are written as decimal UTF-8 text.
+
+use std::io::Write as _;
+
+use rdkafka::message::{Header, OwnedHeaders};
+
+use crate::stream::record::{Rejection, Scored};
+
+/// Scored record: the key of the model that scored it (the fallback key when the fallback
+/// model scored it).
+pub const MODEL_KEY: &str = "keyscore-model-key";
+/// Scored record: the model version.
+pub const MODEL_VERSION: &str = "keyscore-model-version";
+/// Scored record: the checksum of the model spec as stored.
+pub const MODEL_CHECKSUM: &str = "keyscore-model-checksum";
+/// Dead letter: the reason class (`not_json`, `missing_key`, `missing_feature`,
+/// `non_numeric_feature`, `no_model`, `model_error`, `store_unavailable`).
+pub const DEAD_REASON: &str = "keyscore-dead-reason";
+/// Dead letter: a human-readable explanation.
+pub const DEAD_MESSAGE: &str = "keyscore-dead-message";
+/// Dead letter: the topic the record was read from.
+pub const SOURCE_TOPIC: &str = "keyscore-source-topic";
+/// Dead letter: the partition the record was read from.
+pub const SOURCE_PARTITION: &str = "keyscore-source-partition";
+/// Dead letter: the record's offset in its source partition.
+pub const SOURCE_OFFSET: &str = "keyscore-source-offset";
+
+/// Decimal text of `n` in a stack buffer.
+struct IntText {
+    buf: [u8; 20],
+    len: usize,
+}
+
+impl IntText {
+    fn new(n: i64) -> Self {
+        let mut buf = [0u8; 20];
+        let mut cursor = &mut buf[..];
+        write!(cursor, "{n}").expect("20 bytes hold any i64");
+        let len = 20 - cursor.len();
+        Self { buf, len }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+/// Headers of a scored record.
+pub(crate) fn scored(s: &Scored) -> OwnedHeaders {
+    let version = IntText::new(s.model.version);
+    OwnedHeaders::new_with_capacity(3)
+        .insert(Header {
+            key: MODEL_KEY,
+            value: Some(s.model.key.as_bytes()),
+        })
+        .insert(Header {
+            key: MODEL_VERSION,
+            value: Some(version.as_bytes()),
+        })
+        .insert(Header {
+            key: MODEL_CHECKSUM,
+            value: Some(s.model.checksum.as_bytes()),
+        })
+}
+
+/// Headers of a dead letter.
+pub(crate) fn dead(r: &Rejection, topic: &str, partition: i32, offset: i64) -> OwnedHeaders {
+    let partition = IntText::new(i64::from(partition));
+    let offset = IntText::new(offset);
+    OwnedHeaders::new_with_capacity(5)
+        .insert(Header {
+            key: DEAD_REASON,
+            value: Some(r.reason.as_str().as_bytes()),
+        })
+        .insert(Header {
+            key: DEAD_MESSAGE,
+            value: Some(r.message.as_bytes()),
+        })
+        .insert(Header {
+            key: SOURCE_TOPIC,
+            value: Some(topic.as_bytes()),
+        })
+        .insert(Header {
+            key: SOURCE_PARTITION,
+            value: Some(partition.as_bytes()),
+        })
+        .insert(Header {
+            key: SOURCE_OFFSET,
+            value: Some(offset.as_bytes()),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stream::record::Reason;
+    use rdkafka::message::Headers;
+
+    #[test]
+    fn integers_are_decimal_text() {
+        for n in [0, 7, -3, i64::MAX, i64::MIN] {
+            assert_eq!(IntText::new(n).as_bytes(), n.to_string().as_bytes());
+        }
+    }
+
+    #[test]
+    fn dead_letter_headers_carry_reason_and_source() {
+        let h = dead(
+            &Rejection::new(Reason::MissingFeature, "feature 'items' is missing"),
+            "orders",
+            3,
+            1234,
+        );
+        let got: Vec<(String, String)> = h
+            .iter()
+            .map(|h| {
+                (
+                    h.key.to_string(),
+                    String::from_utf8_lossy(h.value.unwrap()).into_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (DEAD_REASON, "missing_feature"),
+                (DEAD_MESSAGE, "feature 'items' is missing"),
+                (SOURCE_TOPIC, "orders"),
+                (SOURCE_PARTITION, "3"),
+                (SOURCE_OFFSET, "1234"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+        );
+    }
+}

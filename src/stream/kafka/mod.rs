@@ -1,0 +1,184 @@
+//! The Kafka pipeline behind `keyscore serve`: consume records from input topics as a member of
+//! a consumer group, score each with its key's model, and produce one output per input: the
+//! scored record to the output topic, or the original bytes to the dead-letter topic.
+//!
+//! # Records written
+//!
+//! * Scored records carry the JSON body of [`Scored::encode_into`](crate::stream::Scored), the
+//!   input's Kafka key (so downstream partitioning follows the input's), and the headers
+//!   [`headers::MODEL_KEY`], [`headers::MODEL_VERSION`] and [`headers::MODEL_CHECKSUM`].
+//! * Dead letters carry the input's bytes unchanged and its key, with the headers
+//!   [`headers::DEAD_REASON`] (the [`Reason`](crate::stream::Reason) class),
+//!   [`headers::DEAD_MESSAGE`], and [`headers::SOURCE_TOPIC`], [`headers::SOURCE_PARTITION`]
+//!   and [`headers::SOURCE_OFFSET`].
+//!
+//! # Delivery guarantees
+//!
+//! **At least once.** The consumer runs with `enable.auto.offset.store=false`. An input's
+//! offset is stored only after the broker acknowledged its output, and per partition only
+//! contiguously: offset N+1 is stored once every record up to N is acknowledged, whatever order
+//! the acknowledgements arrive in (see the tracker). Stored offsets are committed every
+//! `auto.commit.interval.ms` (keyscore default 1 s), on every partition revocation, and on
+//! shutdown. A crash therefore loses nothing: whoever takes over a partition resumes at its
+//! last committed offset.
+//!
+//! **The duplicate window.** Records whose output was acknowledged but whose offset was not yet
+//! committed are scored and produced again by the member that resumes their partition. After a
+//! crash (`kill -9`, out of memory, a lost host) that is at most the records acknowledged in the
+//! last `auto.commit.interval.ms` before it, plus records acknowledged behind a still-pending
+//! earlier record of the same partition (bounded by `max_in_flight`). A member that loses its
+//! partitions without a revocation (it stalled past `session.timeout.ms` or
+//! `max.poll.interval.ms`) has the same window. Clean shutdowns (SIGINT, SIGTERM) and ordinary
+//! rebalances produce no duplicates: in-flight records are finished and offsets committed before
+//! partitions are given up, unless that takes longer than `drain_timeout_ms`. A replayed record
+//! is scored again with the model active at that time, which may be a newer version than the
+//! first time. Consumers that need exactly-once effects deduplicate on the input's `id` (or on
+//! the dead-letter source topic, partition and offset).
+//!
+//! **A failed delivery stops the process.** The idempotent producer retries on its own until
+//! `message.timeout.ms`; a record that still fails is not acknowledged, so its offset and every
+//! later one of its partition stay uncommitted. `serve` then stops consuming, commits what was
+//! acknowledged before it, and exits with an error so a supervisor restarts it; the record is
+//! scored again after the restart.
+//!
+//! **Order.** Records of one input partition are handed to the producer in input order, and the
+//! idempotent producer (`enable.idempotence=true`, at most five requests in flight) keeps the
+//! order of each output partition through retries. So two records of one input partition with
+//! the same Kafka key (hence the same output partition) appear in the output in input order;
+//! the same holds for dead letters. Records that go to different output partitions or topics
+//! have no relative order. Replays after a crash re-append records that were already written.
+//!
+//! # Flow control
+//!
+//! At most `max_in_flight` records are consumed and not yet acknowledged. At the bound every
+//! assigned partition is paused (the consumer keeps polling, so it stays in the group and
+//! serves rebalances) and resumed once half of them are acknowledged. When the producer's
+//! queue is full the pipeline waits for room and retries the same record. Scoring runs on the
+//! pipeline's own thread, never on the async reactor.
+//!
+//! # Rebalances and shutdown
+//!
+//! On revocation the pipeline waits (up to `drain_timeout_ms`) until the revoked partitions'
+//! in-flight records are acknowledged, stores their offsets and commits synchronously, then
+//! lets the partitions go. Records it had consumed but not yet produced for a revoked partition
+//! are dropped unproduced, to be consumed by the new owner. On cancellation it stops consuming,
+//! waits for in-flight records, commits, leaves the group and flushes the producer.
+//!
+//! librdkafka settings and keyscore's defaults are described in [`options`].
+
+pub mod headers;
+pub mod options;
+mod topics;
+mod tracker;
+mod worker;
+
+use std::{collections::BTreeMap, time::Duration};
+
+use tokio_util::sync::CancellationToken;
+
+pub use topics::ensure_topics;
+
+use crate::{config::KafkaConfig, stats::LatencyHistogram, stream::Reason, stream::Scorer};
+
+/// Kafka pipeline errors.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A Kafka client could not be created: usually an invalid librdkafka option.
+    #[error("cannot create the Kafka {client}: {source}; check the [kafka] options")]
+    Client {
+        /// Which client.
+        client: &'static str,
+        /// The librdkafka error.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    /// Subscribing to the input topics failed.
+    #[error("cannot subscribe to {topics:?}: {source}")]
+    Subscribe {
+        /// The topics.
+        topics: Vec<String>,
+        /// The librdkafka error.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    /// A topic could not be created or checked.
+    #[error("cannot create topic '{topic}': {message}")]
+    Topic {
+        /// The topic.
+        topic: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The broker did not accept an output record after the producer's retries; nothing after
+    /// it was committed, and a restart scores it again.
+    #[error("delivery to Kafka failed: {0}; records from the failed one on were not committed and are scored again on restart")]
+    Delivery(String),
+    /// The consumer reported a fatal error.
+    #[error("the Kafka consumer failed: {0}")]
+    Consumer(String),
+    /// The pipeline thread ended unexpectedly.
+    #[error("the scoring pipeline thread failed: {0}")]
+    Thread(String),
+}
+
+/// What a [`KafkaScorer`] run did.
+#[derive(Debug, Clone, Default)]
+pub struct ServeReport {
+    /// Input records consumed and handed to the producer.
+    pub consumed: u64,
+    /// Records produced to the output topic.
+    pub scored: u64,
+    /// Records produced to the dead-letter topic, by reason.
+    pub dead: BTreeMap<Reason, u64>,
+    /// Outputs acknowledged by the broker.
+    pub acknowledged: u64,
+    /// Per-record scoring time.
+    pub latency: LatencyHistogram,
+    /// The most records in flight at once.
+    pub max_in_flight_seen: usize,
+    /// How often consumption paused because `max_in_flight` was reached.
+    pub pauses: u64,
+    /// How often the producer's queue was full.
+    pub queue_full: u64,
+    /// Wall time of the run.
+    pub elapsed: Duration,
+}
+
+impl ServeReport {
+    /// Dead letters over all reasons.
+    pub fn dead_total(&self) -> u64 {
+        self.dead.values().sum()
+    }
+}
+
+/// Consumes, scores and produces, as one member of the configured consumer group.
+#[derive(Debug, Clone)]
+pub struct KafkaScorer {
+    config: KafkaConfig,
+    scorer: Scorer,
+}
+
+impl KafkaScorer {
+    /// A pipeline with the `[kafka]` settings `config`, scoring with `scorer`.
+    pub fn new(config: KafkaConfig, scorer: Scorer) -> Self {
+        Self { config, scorer }
+    }
+
+    /// Runs until `cancel` fires (then drains, commits and returns the report) or a fatal
+    /// error. The consumer, scoring and producing run on a dedicated thread; this future only
+    /// waits for it. Must be called within a Tokio runtime.
+    pub async fn run(self, cancel: CancellationToken) -> Result<ServeReport, Error> {
+        let handle = tokio::runtime::Handle::current();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("keyscore-kafka".into())
+            .spawn(move || {
+                let result = worker::run(&self.config, &self.scorer, &handle, &cancel);
+                let _ = tx.send(result);
+            })
+            .map_err(|err| Error::Thread(err.to_string()))?;
+        rx.await
+            .map_err(|_| Error::Thread("it panicked; see the log".into()))?
+    }
+}

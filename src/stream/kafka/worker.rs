@@ -1,0 +1,512 @@
+//! The pipeline thread: poll a batch, score it, hand the outputs to the producer, store the
+//! offsets the broker has acknowledged; and the librdkafka callbacks it relies on.
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Condvar, Mutex, MutexGuard,
+    },
+    time::{Duration, Instant},
+};
+
+use rdkafka::{
+    consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance},
+    error::{KafkaError, KafkaResult},
+    message::{BorrowedMessage, Message},
+    producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer},
+    types::RDKafkaErrorCode,
+    ClientContext, Offset, TopicPartitionList,
+};
+use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::{
+    headers, options,
+    tracker::{Token, TopicPartition, Tracker},
+    Error, ServeReport,
+};
+use crate::{
+    config::KafkaConfig,
+    stats::RunStats,
+    stream::{Input, Outcome, Scorer},
+};
+
+/// State shared by the pipeline thread and the librdkafka callbacks.
+#[derive(Debug)]
+struct Shared {
+    tracker: Mutex<Tracker>,
+    /// Signalled on every acknowledgement and on a delivery failure.
+    changed: Condvar,
+    fatal: Mutex<Option<String>>,
+    acknowledged: AtomicU64,
+    /// Bumped on every rebalance.
+    epoch: AtomicU64,
+    /// Partitions revoked since the pipeline thread last looked.
+    revoked: Mutex<Vec<TopicPartition>>,
+    drain_timeout: Duration,
+    /// Set once the pipeline is leaving the group: revocations then do not wait again.
+    closing: AtomicBool,
+}
+
+impl Shared {
+    fn tracker(&self) -> MutexGuard<'_, Tracker> {
+        self.tracker.lock().expect("tracker lock")
+    }
+
+    fn in_flight(&self) -> usize {
+        self.tracker().in_flight()
+    }
+
+    fn fatal(&self) -> Option<String> {
+        self.fatal.lock().expect("fatal lock").clone()
+    }
+
+    fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    fn acknowledge(&self, token: Token) {
+        if self.tracker().ack(token) {
+            self.acknowledged.fetch_add(1, Ordering::Relaxed);
+        }
+        self.changed.notify_all();
+    }
+
+    fn fail(&self, message: String) {
+        self.fatal
+            .lock()
+            .expect("fatal lock")
+            .get_or_insert(message);
+        self.changed.notify_all();
+    }
+
+    /// Waits until the given partitions (all when `None`) have nothing in flight. False when
+    /// the deadline passed first or a delivery failed.
+    fn wait_drained(&self, partitions: Option<&[TopicPartition]>, deadline: Instant) -> bool {
+        let mut tracker = self.tracker();
+        loop {
+            let n = match partitions {
+                Some(p) => tracker.in_flight_of(p),
+                None => tracker.in_flight(),
+            };
+            if n == 0 {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline || self.fatal().is_some() {
+                return false;
+            }
+            tracker = self
+                .changed
+                .wait_timeout(tracker, deadline - now)
+                .expect("tracker lock")
+                .0;
+        }
+    }
+}
+
+/// Receives delivery reports on the producer's polling thread.
+struct DeliveryContext {
+    shared: Arc<Shared>,
+}
+
+impl ClientContext for DeliveryContext {}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = Token;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, token: Token) {
+        match result {
+            Ok(_) => self.shared.acknowledge(token),
+            Err((err, msg)) => self.shared.fail(format!(
+                "a record for topic '{}' was not accepted: {err}",
+                msg.topic()
+            )),
+        }
+    }
+}
+
+/// Runs on the pipeline thread inside `poll`: finishes revoked partitions before they go.
+struct RebalanceContext {
+    shared: Arc<Shared>,
+}
+
+impl ClientContext for RebalanceContext {}
+
+impl ConsumerContext for RebalanceContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                let parts: Vec<TopicPartition> = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_string(), e.partition()))
+                    .collect();
+                self.shared
+                    .revoked
+                    .lock()
+                    .expect("revoked lock")
+                    .extend(parts.iter().cloned());
+                self.shared.epoch.fetch_add(1, Ordering::SeqCst);
+                let wait = if self.shared.closing.load(Ordering::SeqCst) {
+                    Duration::ZERO
+                } else {
+                    self.shared.drain_timeout
+                };
+                let drained = self
+                    .shared
+                    .wait_drained(Some(&parts), Instant::now() + wait);
+                store_offsets(consumer, &self.shared);
+                if !consumer.assignment_lost() {
+                    commit(consumer);
+                }
+                let abandoned = self.shared.tracker().in_flight_of(&parts);
+                self.shared.tracker().remove(&parts);
+                if drained {
+                    info!(
+                        partitions = parts.len(),
+                        "Partitions revoked; their in-flight records were finished and committed."
+                    );
+                } else if abandoned > 0 {
+                    warn!(
+                        partitions = parts.len(),
+                        in_flight = abandoned,
+                        "Partitions revoked before their in-flight records were acknowledged; the new owner scores those again."
+                    );
+                }
+            }
+            Rebalance::Assign(tpl) => {
+                self.shared.epoch.fetch_add(1, Ordering::SeqCst);
+                info!(partitions = tpl.count(), "Partitions assigned.");
+            }
+            Rebalance::Error(err) => warn!(error = %err, "Rebalance failed."),
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => debug!(partitions = offsets.count(), "Committed offsets."),
+            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(err) => {
+                warn!(error = %err, "Committing offsets failed; they are committed again with the next ones.")
+            }
+        }
+    }
+}
+
+/// Hands acknowledged offsets to the consumer's offset store.
+fn store_offsets<C: ConsumerContext>(consumer: &BaseConsumer<C>, shared: &Shared) {
+    let stores = shared.tracker().take_stores();
+    if stores.is_empty() {
+        return;
+    }
+    let mut tpl = TopicPartitionList::with_capacity(stores.len());
+    for (topic, partition, offset) in &stores {
+        if let Err(err) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset)) {
+            warn!(topic, partition, error = %err, "Cannot store offset.");
+        }
+    }
+    if let Err(err) = consumer.store_offsets(&tpl) {
+        // Partitions revoked since: their new owner resumes from the last commit.
+        debug!(error = %err, "Some offsets were not stored.");
+    }
+}
+
+fn commit<C: ConsumerContext>(consumer: &BaseConsumer<C>) {
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+        Err(err) => {
+            warn!(error = %err, "Committing offsets failed; records since the last commit may be scored again.")
+        }
+    }
+}
+
+type Record<'a> = BaseRecord<'a, [u8], [u8], Token>;
+
+fn send(
+    producer: &ThreadedProducer<DeliveryContext>,
+    mut record: Record<'_>,
+    queue_full: &mut u64,
+) -> Result<(), Error> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                // The producer thread frees room as acknowledgements arrive.
+                *queue_full += 1;
+                record = back;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err((err, _)) => return Err(Error::Delivery(err.to_string())),
+        }
+    }
+}
+
+fn pause_all<C: ConsumerContext>(consumer: &BaseConsumer<C>, pause: bool) {
+    let result = consumer.assignment().and_then(|tpl| {
+        if pause {
+            consumer.pause(&tpl)
+        } else {
+            consumer.resume(&tpl)
+        }
+    });
+    if let Err(err) = result {
+        warn!(error = %err, pause, "Cannot pause or resume partitions.");
+    }
+}
+
+/// The pipeline thread's body.
+pub(super) fn run(
+    config: &KafkaConfig,
+    scorer: &Scorer,
+    rt: &Handle,
+    cancel: &CancellationToken,
+) -> Result<ServeReport, Error> {
+    let started = Instant::now();
+    let drain_timeout = Duration::from_millis(config.drain_timeout_ms);
+    let shared = Arc::new(Shared {
+        tracker: Mutex::new(Tracker::default()),
+        changed: Condvar::new(),
+        fatal: Mutex::new(None),
+        acknowledged: AtomicU64::new(0),
+        epoch: AtomicU64::new(0),
+        revoked: Mutex::new(Vec::new()),
+        drain_timeout,
+        closing: AtomicBool::new(false),
+    });
+    let producer: ThreadedProducer<DeliveryContext> = options::producer_config(config)
+        .create_with_context(DeliveryContext {
+            shared: Arc::clone(&shared),
+        })
+        .map_err(|source| Error::Client {
+            client: "producer",
+            source,
+        })?;
+    let consumer: BaseConsumer<RebalanceContext> = options::consumer_config(config)
+        .create_with_context(RebalanceContext {
+            shared: Arc::clone(&shared),
+        })
+        .map_err(|source| Error::Client {
+            client: "consumer",
+            source,
+        })?;
+    let topics: Vec<&str> = config.input_topics.iter().map(String::as_str).collect();
+    consumer
+        .subscribe(&topics)
+        .map_err(|source| Error::Subscribe {
+            topics: config.input_topics.clone(),
+            source,
+        })?;
+    info!(
+        group = %config.group_id,
+        topics = ?config.input_topics,
+        output = %config.output_topic,
+        dead_letters = %config.dead_letter_topic,
+        "Joining the consumer group."
+    );
+
+    let mut pipeline = Pipeline {
+        config,
+        scorer,
+        rt,
+        shared: &shared,
+        producer: &producer,
+        report: ServeReport::default(),
+        stats: RunStats::default(),
+        out: Vec::with_capacity(1024),
+    };
+    let result = pipeline.consume(&consumer, cancel);
+
+    // Finish what is in flight, commit it, leave the group, flush.
+    let drained = shared.wait_drained(None, Instant::now() + drain_timeout);
+    store_offsets(&consumer, &shared);
+    commit(&consumer);
+    if !drained {
+        warn!(
+            in_flight = shared.in_flight(),
+            "Stopped before every in-flight record was acknowledged; those are scored again after a restart."
+        );
+    }
+    shared.closing.store(true, Ordering::SeqCst);
+    drop(consumer);
+    if let Err(err) = producer.flush(Duration::from_secs(5)) {
+        warn!(error = %err, "Flushing the producer failed.");
+    }
+    let mut report = pipeline.report;
+    report.latency = pipeline.stats.latency;
+    report.acknowledged = shared.acknowledged.load(Ordering::Relaxed);
+    report.elapsed = started.elapsed();
+    info!(
+        consumed = report.consumed,
+        scored = report.scored,
+        dead_letters = report.dead_total(),
+        acknowledged = report.acknowledged,
+        seconds = report.elapsed.as_secs_f64(),
+        "Stopped."
+    );
+    result.map(|()| report)
+}
+
+struct Pipeline<'a> {
+    config: &'a KafkaConfig,
+    scorer: &'a Scorer,
+    rt: &'a Handle,
+    shared: &'a Shared,
+    producer: &'a ThreadedProducer<DeliveryContext>,
+    report: ServeReport,
+    stats: RunStats,
+    out: Vec<u8>,
+}
+
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+impl Pipeline<'_> {
+    fn consume(
+        &mut self,
+        consumer: &BaseConsumer<RebalanceContext>,
+        cancel: &CancellationToken,
+    ) -> Result<(), Error> {
+        let max_in_flight = self.config.max_in_flight.max(1);
+        let batch_size = self.config.batch_size.max(1);
+        let mut batch: Vec<BorrowedMessage<'_>> = Vec::with_capacity(batch_size);
+        // The rebalance epoch at which the assignment was last paused.
+        let mut paused: Option<u64> = None;
+        let mut seen_epoch = self.shared.epoch();
+        let mut last_progress = Instant::now();
+        loop {
+            if cancel.is_cancelled() {
+                info!("Stopping: finishing in-flight records.");
+                return Ok(());
+            }
+            if let Some(message) = self.shared.fatal() {
+                return Err(Error::Delivery(message));
+            }
+            let in_flight = self.shared.in_flight();
+            self.report.max_in_flight_seen = self.report.max_in_flight_seen.max(in_flight);
+
+            // Flow control: pause at the bound, resume at half of it.
+            let epoch = self.shared.epoch();
+            let want_pause =
+                in_flight >= max_in_flight || (paused.is_some() && in_flight > max_in_flight / 2);
+            match (want_pause, paused) {
+                (true, Some(e)) if e == epoch => {}
+                (true, before) => {
+                    pause_all(consumer, true);
+                    if before.is_none() {
+                        self.report.pauses += 1;
+                        debug!(in_flight, "Paused consumption.");
+                    }
+                    paused = Some(epoch);
+                }
+                (false, Some(_)) => {
+                    pause_all(consumer, false);
+                    paused = None;
+                    debug!(in_flight, "Resumed consumption.");
+                }
+                (false, None) => {}
+            }
+
+            // Collect a batch. The first poll waits; the rest take what is already fetched.
+            let room = if paused.is_some() {
+                0
+            } else {
+                (max_in_flight - in_flight).min(batch_size)
+            };
+            let mut polled = consumer.poll(Duration::from_millis(if room == 0 { 20 } else { 100 }));
+            loop {
+                let now_epoch = self.shared.epoch();
+                if now_epoch != seen_epoch {
+                    // A rebalance ran inside that poll: drop what was collected for partitions
+                    // given up; their new owner consumes them from the committed offset.
+                    seen_epoch = now_epoch;
+                    let revoked =
+                        std::mem::take(&mut *self.shared.revoked.lock().expect("revoked lock"));
+                    if !revoked.is_empty() {
+                        batch.retain(|m| {
+                            !revoked
+                                .iter()
+                                .any(|(t, p)| *p == m.partition() && t == m.topic())
+                        });
+                    }
+                }
+                match polled {
+                    None => break,
+                    Some(Ok(m)) => batch.push(m),
+                    Some(Err(KafkaError::MessageConsumptionFatal(code))) => {
+                        return Err(Error::Consumer(code.to_string()))
+                    }
+                    Some(Err(err)) => warn!(error = %err, "Consumer error."),
+                }
+                if batch.len() >= room.max(1) {
+                    break;
+                }
+                polled = consumer.poll(Duration::ZERO);
+            }
+
+            if !batch.is_empty() {
+                self.process(&batch)?;
+                batch.clear();
+            }
+            store_offsets(consumer, self.shared);
+
+            if last_progress.elapsed() >= PROGRESS_EVERY {
+                last_progress = Instant::now();
+                info!(
+                    consumed = self.report.consumed,
+                    scored = self.report.scored,
+                    dead_letters = self.report.dead_total(),
+                    acknowledged = self.shared.acknowledged.load(Ordering::Relaxed),
+                    in_flight = self.shared.in_flight(),
+                    "Scoring."
+                );
+            }
+        }
+    }
+
+    /// Scores a batch and hands one output per record to the producer, in input order.
+    fn process(&mut self, batch: &[BorrowedMessage<'_>]) -> Result<(), Error> {
+        let inputs: Vec<Input<'_>> = batch
+            .iter()
+            .map(|m| Input {
+                payload: m.payload().unwrap_or_default(),
+                key: m.key(),
+            })
+            .collect();
+        let outcomes = self
+            .rt
+            .block_on(self.scorer.score_batch(&inputs, Some(&mut self.stats)));
+        for (m, outcome) in batch.iter().zip(&outcomes) {
+            let token = self
+                .shared
+                .tracker()
+                .register(m.topic(), m.partition(), m.offset());
+            self.report.consumed += 1;
+            let record: Record<'_> = match outcome {
+                Outcome::Scored(s) => {
+                    self.report.scored += 1;
+                    self.out.clear();
+                    s.encode_into(&mut self.out);
+                    BaseRecord::with_opaque_to(&self.config.output_topic, token)
+                        .payload(&self.out[..])
+                        .headers(headers::scored(s))
+                }
+                Outcome::Rejected(r) => {
+                    *self.report.dead.entry(r.reason).or_default() += 1;
+                    let record = BaseRecord::with_opaque_to(&self.config.dead_letter_topic, token)
+                        .headers(headers::dead(r, m.topic(), m.partition(), m.offset()));
+                    match m.payload() {
+                        Some(p) => record.payload(p),
+                        None => record,
+                    }
+                }
+            };
+            let record = match m.key() {
+                Some(k) => record.key(k),
+                None => record,
+            };
+            send(self.producer, record, &mut self.report.queue_full)?;
+        }
+        Ok(())
+    }
+}
