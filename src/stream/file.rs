@@ -2,7 +2,7 @@
 //! stdout, dead letters (with reasons) to a separate file or stderr.
 
 use serde::Serialize;
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 
 use super::{Error, Input, Outcome, Scorer};
 use crate::stats::RunStats;
@@ -25,38 +25,45 @@ struct DeadLine<'a> {
 /// Blank lines are skipped (they are not records). Returns the run's statistics.
 pub async fn score_lines<R, W, D>(
     scorer: &Scorer,
-    input: R,
+    input: BufReader<R>,
     output: &mut W,
     dead: &mut D,
     batch: usize,
 ) -> Result<RunStats, Error>
 where
-    R: AsyncBufRead + Unpin,
+    R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
     D: AsyncWrite + Unpin,
 {
     let mut stats = RunStats::default();
-    let mut lines = input.split(b'\n');
+    let mut input = input;
     let mut pending: Vec<(u64, Vec<u8>)> = Vec::with_capacity(batch);
     let mut line_no = 0u64;
     let mut out = Vec::with_capacity(64 * 1024);
     let mut dead_out = Vec::new();
     loop {
-        let next = lines.next_segment().await.map_err(|source| Error::Io {
-            what: "reading input".into(),
-            source,
-        })?;
-        let done = next.is_none();
-        if let Some(mut line) = next {
+        let mut line = Vec::new();
+        let n = input
+            .read_until(b'\n', &mut line)
+            .await
+            .map_err(|source| Error::Io {
+                what: "reading input".into(),
+                source,
+            })?;
+        let done = n == 0;
+        if !done {
             line_no += 1;
-            if line.last() == Some(&b'\r') {
+            while matches!(line.last(), Some(b'\n' | b'\r')) {
                 line.pop();
             }
             if !line.iter().all(u8::is_ascii_whitespace) {
                 pending.push((line_no, line));
             }
         }
-        if pending.len() >= batch.max(1) || (done && !pending.is_empty()) {
+        // Score when the batch is full, at the end, or when no more input is buffered (a slow
+        // stream on stdin is answered line by line instead of waiting for a full batch).
+        let idle = input.buffer().is_empty();
+        if !pending.is_empty() && (pending.len() >= batch.max(1) || done || idle) {
             let inputs: Vec<Input<'_>> = pending
                 .iter()
                 .map(|(_, l)| Input {
@@ -90,28 +97,26 @@ where
             }
             write_all(output, &mut out, "writing scored records").await?;
             write_all(dead, &mut dead_out, "writing dead letters").await?;
+            if idle {
+                flush(output, "flushing scored records").await?;
+                flush(dead, "flushing dead letters").await?;
+            }
             pending.clear();
         }
         if done {
             break;
         }
     }
-    for (w, what) in [
-        (
-            output as &mut (dyn AsyncWrite + Unpin),
-            "flushing scored records",
-        ),
-        (
-            dead as &mut (dyn AsyncWrite + Unpin),
-            "flushing dead letters",
-        ),
-    ] {
-        w.flush().await.map_err(|source| Error::Io {
-            what: what.into(),
-            source,
-        })?;
-    }
+    flush(output, "flushing scored records").await?;
+    flush(dead, "flushing dead letters").await?;
     Ok(stats)
+}
+
+async fn flush<W: AsyncWrite + Unpin>(w: &mut W, what: &str) -> Result<(), Error> {
+    w.flush().await.map_err(|source| Error::Io {
+        what: what.into(),
+        source,
+    })
 }
 
 async fn write_all<W: AsyncWrite + Unpin>(
