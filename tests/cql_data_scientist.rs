@@ -446,3 +446,117 @@ async fn cqlsh_activation_reaches_a_running_scorer() {
     assert!(show.contains("kind:      linear"), "{show}");
     assert!(show.contains(&spec_checksum(&spec_text)), "{show}");
 }
+
+/// The file run as is, without today's day filled in, fails loudly on the batch and activates
+/// nothing: `:today` is a bind marker cqlsh has no value for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activation_file_without_the_day_is_refused() {
+    let cqlsh = clients::python_tool("cqlsh");
+    let (node, store) = node_with_store().await;
+    seed(&store, "paris", &[1, 2], 2).await;
+    let port = node.addr().port().to_string();
+    let file = repo_path("seed/activate.cql");
+    let out = clients::run_client(
+        &cqlsh,
+        &["127.0.0.1", &port, "-f", &file.to_string_lossy()],
+        &[],
+    )
+    .await;
+    assert!(
+        !out.success,
+        "cqlsh reports the failed batch with its exit status\nstdout:\n{}\nstderr:\n{}",
+        out.stdout, out.stderr
+    );
+    assert!(
+        out.stderr.contains("activate.cql:3") && out.stderr.contains("marker"),
+        "the error names the marker: {}",
+        out.stderr
+    );
+    eprintln!("cqlsh on the file as is: {}", out.stderr.trim());
+    let list = keyscore(&store, &["list"]).await;
+    let paris = list.lines().find(|l| l.starts_with("paris ")).unwrap();
+    assert!(paris.contains(" v2 "), "paris is still on v2: {paris}");
+}
+
+/// `seed/upload_model.py` (Python cassandra-driver and `keyscore_sklearn`) trains, uploads and
+/// activates a new paris version while `keyscore score` runs: `keyscore list` and `show` see it
+/// and the running scorer switches to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_script_version_reaches_cli_and_running_scorer() {
+    let python = clients::python();
+    let (node, store) = node_with_store().await;
+    seed(&store, "paris", &[1], 1).await;
+    let mut scorer = ScorerProcess::start(&store, REFRESH_MS);
+    let mut feeder = Feeder::new("paris", "py");
+    let mut scored: Vec<ScoredLine> = Vec::new();
+    for _ in 0..10 {
+        feeder.send(&mut scorer).await;
+        scored.push(parse_scored(&scorer.next_line(LINE_TIMEOUT).await));
+    }
+    assert!(scored.iter().all(|s| s.version == 1));
+
+    let port = node.addr().port().to_string();
+    let script = repo_path("seed/upload_model.py");
+    let out = clients::run_ok(
+        &python,
+        &[
+            &script.to_string_lossy(),
+            "--hosts",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--keyspace",
+            "keyscore",
+            "--key",
+            "paris",
+            "--author",
+            "ana",
+            "--activate",
+        ],
+        &[],
+    )
+    .await;
+    assert!(
+        out.contains("Activated paris version 2 (previously 1)"),
+        "{out}"
+    );
+
+    let list = keyscore(&store, &["list"]).await;
+    let paris = list.lines().find(|l| l.starts_with("paris ")).unwrap();
+    assert!(
+        paris.contains(" v2 ") && paris.ends_with("v1 v2"),
+        "keyscore list: {paris}"
+    );
+    let show = keyscore(&store, &["show", "--key", "paris"]).await;
+    assert!(show.contains("version:   2"), "{show}");
+    assert!(show.contains("kind:      random_forest"), "{show}");
+    assert!(show.contains("features:  distance_km, items"), "{show}");
+    assert!(show.contains("\"author\":\"ana\""), "{show}");
+    let spec = keyscore(&store, &["show", "--key", "paris", "--json"]).await;
+    let checksum = spec_checksum(spec.trim_end_matches('\n'));
+
+    let deadline = Instant::now() + SWAP_DEADLINE;
+    let first_v2 = loop {
+        if let Some(i) = scored.iter().position(|s| s.version == 2) {
+            break i;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the running scorer did not switch to v2 in {SWAP_DEADLINE:?}; its log:\n{}",
+            scorer.log()
+        );
+        feeder.send(&mut scorer).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        scored.extend(scorer.ready_lines().iter().map(|l| parse_scored(l)));
+    };
+    for _ in 0..50 {
+        feeder.send(&mut scorer).await;
+    }
+    scored.extend(scorer.finish().await.iter().map(|l| parse_scored(l)));
+    let dead = scorer.dead_letters();
+    assert_nothing_lost(&feeder, &scored, &dead);
+    assert!(dead.is_empty(), "{dead:?}");
+    assert!(scored[first_v2..].iter().all(|s| s.version == 2));
+    assert!(scored[first_v2..].iter().all(|s| s.checksum == checksum));
+    assert!(scored.len() - first_v2 >= 50);
+}
