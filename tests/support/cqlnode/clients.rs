@@ -243,3 +243,36 @@ impl ScorerProcess {
         std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
     }
 }
+
+/// Today's change-feed day partition (`YYYY-MM-DD`, UTC), as `date -u +%F` prints it.
+pub(crate) fn utc_today() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970");
+    utc_day(now.as_millis() as i64)
+}
+
+/// `YYYY-MM-DD` of a Unix time in milliseconds, as `date -u +%F` prints it.
+pub(crate) fn utc_day(ms: i64) -> String {
+    // Days to civil date (proleptic Gregorian), H. Hinnant's algorithm.
+    let z = ms.div_euclid(86_400_000) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+#[test]
+fn utc_day_matches_the_calendar() {
+    // Reference values from `date -u -d @SECONDS +%F`.
+    assert_eq!(utc_day(0), "1970-01-01");
+    assert_eq!(utc_day(951_782_400_000), "2000-02-29");
+    assert_eq!(utc_day(1_709_251_199_999), "2024-02-29");
+    assert_eq!(utc_day(1_709_251_200_000), "2024-03-01");
+    assert_eq!(utc_day(1_767_225_599_000), "2025-12-31");
+}
