@@ -21,7 +21,13 @@
 //! Not modelled: consistency levels (every level succeeds on the one replica), replication,
 //! TTL and expiry, lightweight transactions beyond a check-and-write under one lock, counters,
 //! static columns, secondary indexes, materialized views, user types, tuples, authentication,
-//! compression, tracing, server-side DESCRIBE and pushed events.
+//! compression, tracing and pushed events. Server-side DESCRIBE (what cqlsh 6 sends to a
+//! Cassandra 4.0+ server) covers KEYSPACES, TABLES, KEYSPACE, TABLE, [FULL] SCHEMA and a bare
+//! name, with CREATE statements of what the node models (no table options but the
+//! clustering order and comment).
+//!
+//! [`CqlTestNode::execute_local`] writes straight to the node's data while clients are cut off;
+//! [`clients`] runs `cqlsh`, Python and the `keyscore` binary against a node.
 
 #![allow(dead_code)]
 
