@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::frame::{ColSpec, CqlError, ErrorCode, Value};
-use super::parser::{self, InValues, Op, Relation, Selector, Statement, TableRef, Term};
+use super::parser::{self, Describe, InValues, Op, Relation, Selector, Statement, TableRef, Term};
 use super::types::{decode_collection, encode_collection, CqlType, Literal};
 
 /// Keyspaces that exist on every node and cannot be changed by clients.
@@ -1147,7 +1147,108 @@ impl Engine {
                 self.table_mut(table, exec.keyspace)?.partitions.clear();
                 Ok(Outcome::Void)
             }
+            Statement::Describe(what) => self.describe(what, exec.keyspace),
         }
+    }
+
+    /// Server-side DESCRIBE (Cassandra 4.0+): rows of `keyspace_name`, `type`, `name` and, for
+    /// elements, `create_statement`.
+    fn describe(&self, what: &Describe, current: Option<&str>) -> Result<Outcome, CqlError> {
+        let keyspace = |name: &str| {
+            self.keyspaces
+                .get(name)
+                .ok_or_else(|| CqlError::invalid(format!("Keyspace '{name}' not found")))
+        };
+        let ks_rows = |name: &str, ks: &Keyspace| {
+            let mut rows = vec![element_row(
+                name,
+                "keyspace",
+                name,
+                &create_keyspace(name, ks),
+            )];
+            for (t_name, t) in &ks.tables {
+                rows.push(element_row(name, "table", t_name, &create_table(&t.def)));
+            }
+            rows
+        };
+        let (names_only, rows) = match what {
+            Describe::Keyspaces => (
+                true,
+                self.keyspaces
+                    .keys()
+                    .map(|k| element_row(k, "keyspace", k, ""))
+                    .collect(),
+            ),
+            Describe::Tables => (
+                true,
+                self.keyspaces
+                    .iter()
+                    .filter(|(k, _)| current.is_none_or(|c| c == k.as_str()))
+                    .flat_map(|(k, ks)| {
+                        ks.tables
+                            .keys()
+                            .map(move |t| element_row(k, "table", t, ""))
+                    })
+                    .collect(),
+            ),
+            Describe::Keyspace(name) => {
+                let name = name.as_deref().or(current).ok_or_else(|| {
+                    CqlError::invalid("No keyspace specified and no current keyspace")
+                })?;
+                (false, ks_rows(name, keyspace(name)?))
+            }
+            Describe::Schema { full } => (
+                false,
+                self.keyspaces
+                    .iter()
+                    .filter(|(k, _)| *full || !is_system(k))
+                    .flat_map(|(k, ks)| ks_rows(k, ks))
+                    .collect(),
+            ),
+            Describe::Name(t) if t.keyspace.is_none() && self.keyspaces.contains_key(&t.table) => {
+                (false, ks_rows(&t.table, keyspace(&t.table)?))
+            }
+            Describe::Table(t) | Describe::Name(t) => {
+                let ks = self.keyspace_of(t, current)?;
+                let table = self.table(t, current).map_err(|_| {
+                    CqlError::invalid(format!("'{}' not found in keyspace '{ks}'", t.table))
+                })?;
+                (
+                    false,
+                    vec![element_row(
+                        ks,
+                        "table",
+                        &t.table,
+                        &create_table(&table.def),
+                    )],
+                )
+            }
+        };
+        let mut names = vec!["keyspace_name", "type", "name"];
+        if !names_only {
+            names.push("create_statement");
+        }
+        let specs = names
+            .iter()
+            .map(|n| ColSpec {
+                keyspace: current.unwrap_or("system").to_string(),
+                table: "describe".to_string(),
+                name: n.to_string(),
+                ty: CqlType::Text,
+            })
+            .collect();
+        let rows = rows
+            .into_iter()
+            .map(|mut r: Vec<Option<Vec<u8>>>| {
+                r.truncate(names.len());
+                r
+            })
+            .collect();
+        Ok(Outcome::Rows {
+            specs,
+            rows,
+            paging_state: None,
+        })
     }
 
     fn timestamp_value(&mut self, t: &Term, values: &[Value]) -> Result<i64, CqlError> {
@@ -2165,6 +2266,96 @@ fn set_cell(row: &mut Row, idx: usize, v: Value, ts: i64) {
     if wins {
         row.cells.insert(idx, Cell { value, ts });
     }
+}
+
+/// One row of a DESCRIBE answer.
+fn element_row(keyspace: &str, kind: &str, name: &str, create: &str) -> Vec<Option<Vec<u8>>> {
+    vec![text(keyspace), text(kind), text(name), text(create)]
+}
+
+/// A name as CQL must spell it: as is when it is a lower-case identifier, else quoted.
+fn cql_name(name: &str) -> String {
+    let plain = name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if plain {
+        name.to_string()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+}
+
+fn cql_string(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// The CREATE KEYSPACE statement that recreates `ks`.
+fn create_keyspace(name: &str, ks: &Keyspace) -> String {
+    let replication: Vec<String> = ks
+        .replication
+        .iter()
+        .map(|(k, v)| format!("{}: {}", cql_string(k), cql_string(v)))
+        .collect();
+    format!(
+        "CREATE KEYSPACE {} WITH replication = {{{}}} AND durable_writes = {};",
+        cql_name(name),
+        replication.join(", "),
+        ks.durable_writes
+    )
+}
+
+/// The CREATE TABLE statement that recreates a table (the options the node models only).
+fn create_table(def: &TableDef) -> String {
+    let mut out = format!(
+        "CREATE TABLE {}.{} (\n",
+        cql_name(&def.keyspace),
+        cql_name(&def.name)
+    );
+    for c in &def.columns {
+        out.push_str(&format!("    {} {},\n", cql_name(&c.name), c.ty));
+    }
+    let pk: Vec<String> = def.columns[..def.pk_len]
+        .iter()
+        .map(|c| cql_name(&c.name))
+        .collect();
+    let ck: Vec<&Column> = def.columns[def.pk_len..def.pk_len + def.ck_len]
+        .iter()
+        .collect();
+    let mut key = if pk.len() == 1 {
+        pk[0].clone()
+    } else {
+        format!("({})", pk.join(", "))
+    };
+    for c in &ck {
+        key.push_str(", ");
+        key.push_str(&cql_name(&c.name));
+    }
+    out.push_str(&format!("    PRIMARY KEY ({key})\n)"));
+    let mut options = Vec::new();
+    if !ck.is_empty() {
+        let order: Vec<String> = ck
+            .iter()
+            .map(|c| {
+                let desc = matches!(c.kind, Kind::Clustering(_, true));
+                format!(
+                    "{} {}",
+                    cql_name(&c.name),
+                    if desc { "DESC" } else { "ASC" }
+                )
+            })
+            .collect();
+        options.push(format!("CLUSTERING ORDER BY ({})", order.join(", ")));
+    }
+    if !def.comment.is_empty() {
+        options.push(format!("comment = {}", cql_string(&def.comment)));
+    }
+    if !options.is_empty() {
+        out.push_str(" WITH ");
+        out.push_str(&options.join("\n    AND "));
+    }
+    out.push(';');
+    out
 }
 
 fn put_system_row(t: &mut Table, cells: Cells<'_>) {

@@ -21,10 +21,17 @@
 //! Not modelled: consistency levels (every level succeeds on the one replica), replication,
 //! TTL and expiry, lightweight transactions beyond a check-and-write under one lock, counters,
 //! static columns, secondary indexes, materialized views, user types, tuples, authentication,
-//! compression, tracing, server-side DESCRIBE and pushed events.
+//! compression, tracing and pushed events. Server-side DESCRIBE (what cqlsh 6 sends to a
+//! Cassandra 4.0+ server) covers KEYSPACES, TABLES, KEYSPACE, TABLE, [FULL] SCHEMA and a bare
+//! name, with CREATE statements of what the node models (no table options but the
+//! clustering order and comment).
+//!
+//! [`CqlTestNode::execute_local`] writes straight to the node's data while clients are cut off;
+//! [`clients`] runs `cqlsh`, Python and the `keyscore` binary against a node.
 
 #![allow(dead_code)]
 
+pub(crate) mod clients;
 mod engine;
 mod frame;
 mod parser;
@@ -198,6 +205,34 @@ impl CqlTestNode {
     /// Unprepared (0x2500) and the client must prepare again.
     pub(crate) fn forget_prepared(&self) {
         self.shared.engine.lock().expect("lock").forget_prepared();
+    }
+
+    /// Runs a CQL script (statements separated by `;`, as in a `cqlsh -f` file) straight on
+    /// the node's data, bypassing the network and any fault: a writer that still reaches the
+    /// cluster while the clients under test are cut off from it. Writes get the node's clock as
+    /// their timestamp and `now()` is the node's clock. Fails with the first statement's error.
+    pub(crate) fn execute_local(&self, script: &str) -> Result<(), String> {
+        let mut engine = self.shared.engine.lock().expect("lock");
+        let mut keyspace: Option<String> = None;
+        for text in parser::split_script(script) {
+            let (stmt, markers) = engine::parse(&text).map_err(|e| format!("{text}: {e:?}"))?;
+            if markers != 0 {
+                return Err(format!("{text}: bind markers need values"));
+            }
+            let exec = Exec {
+                keyspace: keyspace.as_deref(),
+                timestamp: None,
+                page_size: None,
+                paging_state: None,
+            };
+            if let Outcome::SetKeyspace(ks) = engine
+                .execute(&stmt, &[], exec)
+                .map_err(|e| format!("{text}: {}", e.message))?
+            {
+                keyspace = Some(ks);
+            }
+        }
+        Ok(())
     }
 
     /// Every query text received so far (QUERY and PREPARE bodies, BATCH query strings), in

@@ -424,6 +424,8 @@ pub(crate) enum Statement {
         /// LIMIT.
         limit: Option<Term>,
     },
+    /// `DESCRIBE ...`, answered by the server as Cassandra 4.0+ does for cqlsh.
+    Describe(Describe),
     /// `BEGIN ... BATCH ... APPLY BATCH`.
     Batch {
         /// Logged or unlogged.
@@ -433,6 +435,26 @@ pub(crate) enum Statement {
         /// `USING TIMESTAMP` of the whole batch.
         timestamp: Option<Term>,
     },
+}
+
+/// What a `DESCRIBE` statement asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Describe {
+    /// `DESCRIBE KEYSPACES`: keyspace names.
+    Keyspaces,
+    /// `DESCRIBE TABLES`: table names of the current keyspace, or of every keyspace.
+    Tables,
+    /// `DESCRIBE KEYSPACE [ks]`: the keyspace's and its tables' CREATE statements.
+    Keyspace(Option<String>),
+    /// `DESCRIBE TABLE [ks.]t`: the table's CREATE statement.
+    Table(TableRef),
+    /// `DESCRIBE [FULL] SCHEMA`: every (non-system, unless FULL) keyspace.
+    Schema {
+        /// Include the system keyspaces.
+        full: bool,
+    },
+    /// `DESCRIBE name`: a keyspace, else a table.
+    Name(TableRef),
 }
 
 impl Statement {
@@ -630,11 +652,57 @@ impl Parser {
                     table: self.table_ref()?,
                 })
             }
-            "alter" | "grant" | "revoke" | "list" | "describe" | "desc" => {
+            "describe" | "desc" => {
+                self.pos += 1;
+                self.describe().map(Statement::Describe)
+            }
+            "alter" | "grant" | "revoke" | "list" => {
                 unsupported(format!("{} statements", w.to_ascii_uppercase()))
             }
             _ => self.fail("expected a statement"),
         }
+    }
+
+    fn describe(&mut self) -> PResult<Describe> {
+        if self.eat_kw("keyspaces") {
+            return Ok(Describe::Keyspaces);
+        }
+        if self.eat_kw("tables") || self.eat_kw("columnfamilies") {
+            return Ok(Describe::Tables);
+        }
+        if self.eat_kw("keyspace") {
+            let name = match self.peek() {
+                Some(Tok::Word(_) | Tok::Quoted(_)) => Some(self.ident()?),
+                _ => None,
+            };
+            return Ok(Describe::Keyspace(name));
+        }
+        if self.eat_kw("table") || self.eat_kw("columnfamily") {
+            return Ok(Describe::Table(self.table_ref()?));
+        }
+        if self.eat_kw("full") {
+            self.expect_kw("schema")?;
+            return Ok(Describe::Schema { full: true });
+        }
+        if self.eat_kw("schema") {
+            return Ok(Describe::Schema { full: false });
+        }
+        for what in [
+            "cluster",
+            "types",
+            "type",
+            "functions",
+            "function",
+            "aggregates",
+            "aggregate",
+            "index",
+            "materialized",
+        ] {
+            if self.is_kw(what) {
+                return unsupported(format!("DESCRIBE {}", what.to_ascii_uppercase()));
+            }
+        }
+        Ok(Describe::Name(self.table_ref()?))
     }
 
     fn marker(&mut self) -> usize {

@@ -1,0 +1,240 @@
+//! Store outages on the CQL backend, on the project's CQL test node: while the node is
+//! unreachable (refusing connections, or stopped and restarted on the same port) a scorer goes
+//! on scoring cached keys with the models it has, the registry reports the store unhealthy and
+//! a watcher poll fails fast instead of hanging; an activation written while the scorer was cut
+//! off is served within a few polls once the node is back, and the store is healthy again.
+
+#[path = "support/cqlnode/mod.rs"]
+mod cqlnode;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cqlnode::clients::{repo_path, utc_today};
+use cqlnode::{CqlTestNode, Fault};
+use keyscore::registry::{ModelRegistry, RegistryConfig};
+use keyscore::store::{CqlModelStore, ModelStore};
+use keyscore::stream::{Input, Outcome, Reason, RecordFormat, Scorer};
+use tokio_util::sync::CancellationToken;
+
+/// The watcher's poll interval.
+const REFRESH: Duration = Duration::from_millis(100);
+
+/// How long anything the tests wait for may take before they fail: far beyond what it needs.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A call to the store during an outage must fail within this long, so the watcher is not
+/// held up.
+const FAIL_FAST: Duration = Duration::from_secs(3);
+
+const PARIS: &str = r#"{"id":"p","city":"paris","distance_km":3.5,"items":2,"hour":19,"is_weekend":0,"rain_mm":1.2,"courier_rating":4.8,"traffic_index":0.4,"prep_time_min":12}"#;
+const BERLIN: &str = r#"{"id":"b","city":"berlin","distance_km":3.5,"items":2,"hour":19,"is_weekend":0,"rain_mm":1.2,"courier_rating":4.8,"traffic_index":0.4,"prep_time_min":12}"#;
+
+/// How the node becomes unreachable.
+#[derive(Debug, Clone, Copy)]
+enum Outage {
+    /// `Fault::Unavailable`: connections are closed as soon as they are accepted.
+    Refusing,
+    /// `stop()`, later `restart()` on the same port.
+    Stopped,
+}
+
+struct Rig {
+    node: CqlTestNode,
+    registry: Arc<ModelRegistry>,
+    scorer: Scorer,
+    cancel: CancellationToken,
+}
+
+async fn rig() -> Rig {
+    let node = CqlTestNode::start().await;
+    let store = CqlModelStore::connect(&format!("{}/keyscore", node.addr()))
+        .await
+        .expect("the CQL store connects to the test node");
+    store.init().await.expect("init");
+    for (key, v) in [("paris", 1), ("paris", 2), ("_default", 1)] {
+        let spec = std::fs::read_to_string(repo_path(&format!("seed/models/{key}/v{v}.json")))
+            .expect("seed model");
+        store
+            .put_version(key, Some(v), &spec)
+            .await
+            .expect("upload");
+    }
+    store.activate("paris", 1).await.expect("activate");
+    store.activate("_default", 1).await.expect("activate");
+    let registry = Arc::new(ModelRegistry::new(
+        Arc::new(store) as Arc<dyn ModelStore>,
+        RegistryConfig {
+            refresh_interval: REFRESH,
+            // Catching up must come from the change feed, not from a periodic re-read.
+            resync_every: 0,
+            ..RegistryConfig::default()
+        },
+    ));
+    let cancel = CancellationToken::new();
+    registry.spawn_watcher(cancel.clone());
+    let scorer = Scorer::new(Arc::clone(&registry), RecordFormat::default());
+    Rig {
+        node,
+        registry,
+        scorer,
+        cancel,
+    }
+}
+
+/// Scores one record; returns the version that scored it, or the dead-letter reason.
+async fn score(scorer: &Scorer, record: &str) -> Result<i64, Reason> {
+    let outcomes = scorer
+        .score_batch(
+            &[Input {
+                payload: record.as_bytes(),
+                key: None,
+            }],
+            None,
+        )
+        .await;
+    match &outcomes[0] {
+        Outcome::Scored(s) => Ok(s.model.version),
+        Outcome::Rejected(r) => Err(r.reason),
+    }
+}
+
+/// Waits until `check` holds, scoring a paris record every few milliseconds meanwhile (every
+/// one must be scored); returns how long it took.
+async fn scoring_until(rig: &Rig, what: &str, mut check: impl FnMut(i64) -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        let version = score(&rig.scorer, PARIS)
+            .await
+            .unwrap_or_else(|r| panic!("a cached paris record was dead-lettered: {r:?}"));
+        if check(version) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "{what} did not happen within {DEADLINE:?} (healthy: {}, last version {version})",
+            rig.registry.store_healthy()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn outage_is_ridden_out(outage: Outage) {
+    let rig = rig().await;
+    assert_eq!(score(&rig.scorer, PARIS).await, Ok(1));
+    assert!(rig.registry.store_healthy());
+    // Let the watcher take its first cursor before the outage.
+    let polls = rig
+        .registry
+        .stats()
+        .polls
+        .load(std::sync::atomic::Ordering::Relaxed);
+    scoring_until(&rig, "a first watcher poll", |_| {
+        rig.registry
+            .stats()
+            .polls
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > polls
+    })
+    .await;
+
+    match outage {
+        Outage::Refusing => rig.node.set_fault(Fault::Unavailable),
+        Outage::Stopped => rig.node.stop(),
+    }
+    let to_unhealthy = scoring_until(&rig, "the store reported unhealthy", |v| {
+        assert_eq!(v, 1, "paris keeps its model during the outage");
+        !rig.registry.store_healthy()
+    })
+    .await;
+
+    // A poll during the outage fails, and fails fast.
+    let started = Instant::now();
+    let poll = tokio::time::timeout(DEADLINE, rig.registry.poll())
+        .await
+        .expect("a poll during the outage returns");
+    let poll_took = started.elapsed();
+    assert!(poll.is_err(), "a poll during the outage fails");
+    assert!(
+        poll_took < FAIL_FAST,
+        "a poll during the outage took {poll_took:?}"
+    );
+    assert!(!rig.registry.store_healthy());
+
+    // A key that is not cached cannot be loaded: its record is dead-lettered, not dropped.
+    assert_eq!(
+        score(&rig.scorer, BERLIN).await,
+        Err(Reason::StoreUnavailable)
+    );
+
+    // A data scientist who still reaches the cluster activates paris v2 meanwhile.
+    rig.node
+        .execute_local(&format!(
+            "BEGIN BATCH \
+               UPDATE keyscore.active_models SET version = 2, previous_version = 1 \
+               WHERE key = 'paris'; \
+               INSERT INTO keyscore.model_changes (day, changed_at, key, version) \
+               VALUES ('{}', toTimestamp(now()), 'paris', 2); \
+             APPLY BATCH;",
+            utc_today()
+        ))
+        .expect("the activation is written on the node");
+    // Several polls go by; the scorer is cut off, so paris stays on v1 and nothing is lost.
+    let cut_off = Instant::now();
+    scoring_until(&rig, "ten refresh intervals", |v| {
+        assert_eq!(v, 1, "the scorer cannot see v2 while cut off");
+        cut_off.elapsed() > REFRESH * 10
+    })
+    .await;
+    assert!(!rig.registry.store_healthy());
+
+    let back = Instant::now();
+    match outage {
+        Outage::Refusing => rig.node.clear_fault(),
+        Outage::Stopped => rig.node.restart().await.expect("restart on the same port"),
+    }
+    let mut healthy_after = None;
+    let to_v2 = scoring_until(&rig, "serving paris v2 after the node came back", |v| {
+        if healthy_after.is_none() && rig.registry.store_healthy() {
+            healthy_after = Some(back.elapsed());
+        }
+        v == 2
+    })
+    .await;
+    let to_healthy = match healthy_after {
+        Some(d) => d,
+        None => {
+            scoring_until(&rig, "the store reported healthy", |_| {
+                rig.registry.store_healthy()
+            })
+            .await;
+            back.elapsed()
+        }
+    };
+    eprintln!(
+        "{outage:?}: unhealthy {to_unhealthy:?} after the outage began; a poll during it failed \
+         in {poll_took:?}; after the node came back: healthy in {to_healthy:?}, paris v2 served \
+         in {to_v2:?} (refresh interval {REFRESH:?})"
+    );
+    // Once v2 is served it stays; uncached keys load again.
+    for _ in 0..50 {
+        assert_eq!(score(&rig.scorer, PARIS).await, Ok(2));
+    }
+    assert_eq!(
+        score(&rig.scorer, BERLIN).await,
+        Ok(1),
+        "berlin on _default v1"
+    );
+    assert!(rig.registry.store_healthy());
+    rig.cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scorer_rides_out_a_node_refusing_connections() {
+    outage_is_ridden_out(Outage::Refusing).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scorer_rides_out_a_node_stop_and_restart() {
+    outage_is_ridden_out(Outage::Stopped).await;
+}
