@@ -20,16 +20,7 @@ use scylla::value::CqlTimestamp;
 use serde_json::Value;
 
 /// The features of every seed model.
-const FEATURES: [&str; 8] = [
-    "distance_km",
-    "items",
-    "hour",
-    "is_weekend",
-    "rain_mm",
-    "courier_rating",
-    "traffic_index",
-    "prep_time_min",
-];
+use keyscore::synth::FEATURES;
 
 /// The watcher's poll interval in the scorer processes.
 const REFRESH_MS: u64 = 200;
