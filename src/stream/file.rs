@@ -22,7 +22,8 @@ struct DeadLine<'a> {
 }
 
 /// Scores every line of `input`, writing scored lines to `output` and dead letters to `dead`.
-/// Blank lines are skipped (they are not records). Returns the run's statistics.
+/// Blank lines are skipped (they are not records). Shadow outputs are dropped (see
+/// [`score_lines_with_shadow`]). Returns the run's statistics.
 pub async fn score_lines<R, W, D>(
     scorer: &Scorer,
     input: R,
@@ -35,6 +36,25 @@ where
     W: AsyncWrite + Unpin,
     D: AsyncWrite + Unpin,
 {
+    score_lines_with_shadow(scorer, input, output, dead, None, batch).await
+}
+
+/// [`score_lines`], writing shadow versions' outputs (JSON lines with `"shadow":true`) to
+/// `shadow` when given.
+pub async fn score_lines_with_shadow<R, W, D>(
+    scorer: &Scorer,
+    input: R,
+    output: &mut W,
+    dead: &mut D,
+    mut shadow: Option<&mut (dyn AsyncWrite + Unpin + Send)>,
+    batch: usize,
+) -> Result<RunStats, Error>
+where
+    R: AsyncBufRead + Unpin,
+    W: AsyncWrite + Unpin,
+    D: AsyncWrite + Unpin,
+{
+    let mut shadow_out = Vec::new();
     let mut stats = RunStats::default();
     let mut lines = input.split(b'\n');
     let mut pending: Vec<(u64, Vec<u8>)> = Vec::with_capacity(batch);
@@ -64,7 +84,14 @@ where
                     key: None,
                 })
                 .collect();
-            let outcomes = scorer.score_batch(&inputs, Some(&mut stats)).await;
+            let scoring = scorer.score(&inputs, Some(&mut stats)).await;
+            let outcomes = scoring.outcomes;
+            if shadow.is_some() {
+                for (_, s) in &scoring.shadows {
+                    s.encode_into(&mut shadow_out);
+                    shadow_out.push(b'\n');
+                }
+            }
             for ((n, line), outcome) in pending.iter().zip(&outcomes) {
                 stats.observe(outcome);
                 match outcome {
@@ -90,6 +117,13 @@ where
             }
             write_all(output, &mut out, "writing scored records").await?;
             write_all(dead, &mut dead_out, "writing dead letters").await?;
+            scorer.metrics().add_out(outcomes.len() as u64);
+            if let Some(w) = shadow.as_deref_mut() {
+                write_all(w, &mut shadow_out, "writing shadow outputs").await?;
+                scorer
+                    .metrics()
+                    .add_shadow_out(scoring.shadows.len() as u64);
+            }
             pending.clear();
         }
         if done {
@@ -111,10 +145,16 @@ where
             source,
         })?;
     }
+    if let Some(w) = shadow {
+        w.flush().await.map_err(|source| Error::Io {
+            what: "flushing shadow outputs".into(),
+            source,
+        })?;
+    }
     Ok(stats)
 }
 
-async fn write_all<W: AsyncWrite + Unpin>(
+async fn write_all<W: AsyncWrite + Unpin + ?Sized>(
     w: &mut W,
     buf: &mut Vec<u8>,
     what: &str,
