@@ -291,7 +291,8 @@ impl Ops {
         let _ = writeln!(
             out,
             "# HELP keyscore_cache_keys Keys held in the model cache.\n# TYPE keyscore_cache_keys gauge\nkeyscore_cache_keys {}",
-            self.registry.cached_keys()
+            // Counted by iterating: the cache's own count lags behind its pending maintenance.
+            self.registry.key_status().len()
         );
         let _ = writeln!(
             out,
@@ -448,7 +449,7 @@ impl Ops {
                 "error": scan_error,
             },
             "totals": self.metrics.totals(),
-            "cache_keys": self.registry.cached_keys(),
+            "cache_keys": self.registry.key_status().len(),
             "keys_total": rows.len(),
             "keys": keys,
             "swaps": swaps,
