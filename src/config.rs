@@ -18,7 +18,7 @@ use crate::{
     stream::record::{KeySource, RecordFormat},
 };
 
-/// The whole configuration.
+/// The whole configuration. Its `Debug` output hides secrets (see [`is_secret_option`]).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -28,6 +28,33 @@ pub struct Config {
     pub records: RecordsConfig,
     /// The Kafka pipeline (`keyscore serve`).
     pub kafka: KafkaConfig,
+    /// The operations endpoint: metrics, health, the status page.
+    pub ops: OpsConfig,
+}
+
+/// `[ops]`: the HTTP endpoint for operators (`/metrics`, `/healthz`, `/readyz`, `/status.json`
+/// and the status page at `/`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OpsConfig {
+    /// Address `keyscore serve` listens on (default `127.0.0.1:9464`; empty turns it off).
+    /// `keyscore score` listens only when given `--ops-listen`.
+    pub listen: String,
+    /// Per-key metric series are exported for at most this many keys by traffic, plus at most
+    /// this many more keys whose served version lags the store (default 20).
+    pub top_keys: usize,
+    /// How often the status view re-reads the store's key listing, in ms (default 5000).
+    pub store_scan_interval_ms: u64,
+}
+
+impl Default for OpsConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9464".into(),
+            top_keys: 20,
+            store_scan_interval_ms: 5000,
+        }
+    }
 }
 
 /// `[store]`: the model store and the registry.
@@ -82,8 +109,9 @@ impl Default for RecordsConfig {
     }
 }
 
-/// `[kafka]`: the consumer group, topics, and librdkafka options.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `[kafka]`: the consumer group, topics, and librdkafka options. `Debug` shows secret option
+/// values (see [`is_secret_option`]) as `***`.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaConfig {
     /// `bootstrap.servers` (default `127.0.0.1:9092`).
@@ -96,6 +124,9 @@ pub struct KafkaConfig {
     pub output_topic: String,
     /// Topic for dead letters (default `records-dead`).
     pub dead_letter_topic: String,
+    /// Topic for the outputs of shadow versions (default empty: the output topic followed by
+    /// `-shadow`).
+    pub shadow_topic: String,
     /// Create the output and dead-letter topics at start if missing (default true).
     pub create_topics: bool,
     /// Partitions for topics keyscore creates (default 8).
@@ -131,6 +162,7 @@ impl Default for KafkaConfig {
             input_topics: vec!["records".into()],
             output_topic: "records-scored".into(),
             dead_letter_topic: "records-dead".into(),
+            shadow_topic: String::new(),
             create_topics: true,
             create_partitions: 8,
             create_replication_factor: -1,
@@ -141,6 +173,65 @@ impl Default for KafkaConfig {
             consumer_options: BTreeMap::new(),
             producer_options: BTreeMap::new(),
         }
+    }
+}
+
+impl KafkaConfig {
+    /// The topic shadow outputs go to: `shadow_topic`, or the output topic plus `-shadow`.
+    pub fn shadow_topic(&self) -> String {
+        if self.shadow_topic.is_empty() {
+            format!("{}-shadow", self.output_topic)
+        } else {
+            self.shadow_topic.clone()
+        }
+    }
+}
+
+/// Whether a librdkafka option holds a secret whose value must never be logged: names
+/// containing `password` or `secret`, every `sasl.*` option but the mechanism, and
+/// `ssl.key*`.
+pub fn is_secret_option(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    name.contains("password")
+        || name.contains("secret")
+        || (name.starts_with("sasl.")
+            && !matches!(name.as_str(), "sasl.mechanism" | "sasl.mechanisms"))
+        || name.starts_with("ssl.key")
+}
+
+/// An option map whose secret values print as `***`.
+struct Redacted<'a>(&'a BTreeMap<String, String>);
+
+impl std::fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(k, v)| {
+                let shown: &str = if is_secret_option(k) { "***" } else { v };
+                (k, shown)
+            }))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaConfig")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("group_id", &self.group_id)
+            .field("input_topics", &self.input_topics)
+            .field("output_topic", &self.output_topic)
+            .field("dead_letter_topic", &self.dead_letter_topic)
+            .field("shadow_topic", &self.shadow_topic)
+            .field("create_topics", &self.create_topics)
+            .field("create_partitions", &self.create_partitions)
+            .field("create_replication_factor", &self.create_replication_factor)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("batch_size", &self.batch_size)
+            .field("drain_timeout_ms", &self.drain_timeout_ms)
+            .field("options", &Redacted(&self.options))
+            .field("consumer_options", &Redacted(&self.consumer_options))
+            .field("producer_options", &Redacted(&self.producer_options))
+            .finish()
     }
 }
 
@@ -344,6 +435,45 @@ mod tests {
         let text = include_str!("../seed/keyscore.toml");
         let c = Config::from_toml_with_env(text, " in seed/keyscore.toml", env(&[])).unwrap();
         assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn debug_output_hides_secret_options() {
+        let c = Config::from_toml_with_env(
+            "[kafka.options]\n\"sasl.username\" = 'svc'\n\"sasl.mechanisms\" = 'PLAIN'\n",
+            "",
+            env(&[
+                ("KEYSCORE__KAFKA__OPTIONS__SASL.PASSWORD", "hunter2-sasl"),
+                (
+                    "KEYSCORE__KAFKA__CONSUMER_OPTIONS__SSL.KEY.PASSWORD",
+                    "hunter2-key",
+                ),
+                (
+                    "KEYSCORE__KAFKA__PRODUCER_OPTIONS__SSL.KEY.PEM",
+                    "hunter2-pem",
+                ),
+                (
+                    "KEYSCORE__KAFKA__OPTIONS__SASL.OAUTHBEARER.CLIENT.SECRET",
+                    "hunter2-oauth",
+                ),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.kafka.options["sasl.password"], "hunter2-sasl");
+        for text in [format!("{c:?}"), format!("{c:#?}")] {
+            assert!(!text.contains("hunter2"), "{text}");
+            assert!(text.contains("sasl.password"), "{text}");
+            // The mechanism is not a secret; the rest of sasl.* is redacted.
+            assert!(text.contains("PLAIN") && !text.contains("svc"), "{text}");
+        }
+    }
+
+    #[test]
+    fn the_shadow_topic_defaults_to_the_output_topic_plus_shadow() {
+        let mut k = KafkaConfig::default();
+        assert_eq!(k.shadow_topic(), "records-scored-shadow");
+        k.shadow_topic = "side".into();
+        assert_eq!(k.shadow_topic(), "side");
     }
 
     #[test]

@@ -8,11 +8,15 @@
 //! * [`registry`]: a `moka` cache of built models with a watcher that swaps in new versions.
 //! * [`stream`]: record decoding and encoding, the pure scoring step, and the file and Kafka
 //!   pipelines.
+//! * [`rollout`]: canary and shadow versions.
+//! * [`ops`]: metrics, health and the status page on an HTTP port.
 
 pub mod cli;
 pub mod config;
 pub mod model;
+pub mod ops;
 pub mod registry;
+pub mod rollout;
 pub mod stats;
 pub mod store;
 pub mod stream;

@@ -15,6 +15,10 @@
 //!   updates written by hand without a change-feed row.
 //! * While the store is unreachable the registry keeps serving what it has and reports the
 //!   store as unhealthy; it catches up when the store answers again.
+//! * Beside each cached key the registry keeps its rollout (a canary and a shadow version,
+//!   built; see [`crate::rollout`]), read when the key is loaded and re-read like the active
+//!   version when the feed names the key. A failure to read a rollout is logged and leaves the
+//!   key's current rollout in place; it never stops the key's active version from scoring.
 
 use std::{
     collections::HashMap,
@@ -31,6 +35,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::{
     model::{spec_checksum, Model, ModelSpec},
+    rollout::{CanaryModel, KeyRollout, RolloutTable},
     store::{self, ChangeCursor, ModelStore},
 };
 
@@ -108,6 +113,11 @@ pub struct RegistryStats {
     pub store_errors: AtomicU64,
     /// Completed watcher polls.
     pub polls: AtomicU64,
+    /// Lookups answered from the cache.
+    pub hits: AtomicU64,
+    /// Lookups that found no cache entry and waited for a load (concurrent misses of one key
+    /// share one load).
+    pub misses: AtomicU64,
 }
 
 /// One key as this process sees it, for status and version-lag reporting.
@@ -119,6 +129,8 @@ pub struct KeyStatus {
     pub served_version: Option<i64>,
     /// The newest active version the store reported that this process refused, if any.
     pub refused_version: Option<i64>,
+    /// When this process built the version it serves.
+    pub served_since: Option<SystemTime>,
 }
 
 /// A swap the watcher made: `key` moved from `from` to `to`.
@@ -160,6 +172,9 @@ pub struct ModelRegistry {
     store_healthy: AtomicBool,
     swaps: Mutex<Vec<Swap>>,
     stats: RegistryStats,
+    rollouts: RolloutTable,
+    /// Whether the last rollout read succeeded (failures are logged on the change only).
+    rollout_reads_ok: AtomicBool,
 }
 
 const MAX_SWAP_HISTORY: usize = 256;
@@ -183,6 +198,8 @@ impl ModelRegistry {
             store_healthy: AtomicBool::new(true),
             swaps: Mutex::new(Vec::new()),
             stats: RegistryStats::default(),
+            rollouts: RolloutTable::default(),
+            rollout_reads_ok: AtomicBool::new(true),
         }
     }
 
@@ -244,8 +261,10 @@ impl ModelRegistry {
 
     async fn slot(&self, key: &str) -> Result<Slot, Error> {
         if let Some(slot) = self.cache.get(key).await {
+            self.stats.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(slot);
         }
+        self.stats.misses.fetch_add(1, Ordering::Relaxed);
         let started_at = self.poll_seq.load(Ordering::SeqCst);
         let slot = self
             .cache
@@ -271,6 +290,7 @@ impl ModelRegistry {
     async fn load(&self, key: &str) -> Result<Slot, Error> {
         self.stats.loads.fetch_add(1, Ordering::Relaxed);
         let active = self.store_call(self.store.active(key)).await?;
+        self.refresh_rollout(key).await;
         let Some(active) = active else {
             debug!(key, "Key has no active model.");
             return Ok(Slot {
@@ -392,6 +412,9 @@ impl ModelRegistry {
         }
         for key in &changes.keys {
             self.refresh_key(key).await?;
+            if self.cache.contains_key(key) {
+                self.refresh_rollout(key).await;
+            }
         }
         *cursor = Some(changes.next);
         drop(cursor);
@@ -407,7 +430,9 @@ impl ModelRegistry {
         let keys: Vec<String> = self.cache.iter().map(|(k, _)| (*k).clone()).collect();
         for key in keys {
             self.refresh_key(&key).await?;
+            self.refresh_rollout(&key).await;
         }
+        self.rollouts.retain(|k| self.cache.contains_key(k));
         Ok(())
     }
 
@@ -433,6 +458,132 @@ impl ModelRegistry {
         })
     }
 
+    /// The canary and shadow versions this process applies to `key`, if any.
+    pub fn rollout(&self, key: &str) -> Option<Arc<KeyRollout>> {
+        self.rollouts
+            .get(key)
+            .filter(|r| r.canary.is_some() || r.shadow.is_some())
+    }
+
+    /// Re-reads the rollout of `key` and builds its canary and shadow versions when it changed.
+    /// Failures leave the current rollout in place.
+    async fn refresh_rollout(&self, key: &str) {
+        let stored = match self.store.rollout(key).await {
+            Ok(r) => {
+                if !self.rollout_reads_ok.swap(true, Ordering::Relaxed) {
+                    info!("Reading rollouts works again.");
+                }
+                r.unwrap_or_default()
+            }
+            Err(err) => {
+                if self.rollout_reads_ok.swap(false, Ordering::Relaxed) {
+                    warn!(key, error = %err, "Reading a key's canary and shadow versions failed; keys keep the ones they have.");
+                }
+                return;
+            }
+        };
+        let current = self.rollouts.get(key);
+        match &current {
+            Some(c) if c.revision >= stored.revision => return,
+            None if stored.is_empty() => return,
+            _ => {}
+        }
+        let canary = match stored.canary {
+            Some(c) => {
+                let reuse = current
+                    .as_ref()
+                    .and_then(|r| r.canary.as_ref())
+                    .filter(|m| m.model.version == c.version)
+                    .map(|m| Arc::clone(&m.model));
+                match reuse {
+                    Some(model) => Some(model),
+                    None => self.build_candidate(key, c.version, stored.revision).await,
+                }
+                .map(|model| CanaryModel {
+                    model,
+                    share: c.share,
+                })
+            }
+            None => None,
+        };
+        let shadow = match stored.shadow {
+            Some(v) => match current
+                .as_ref()
+                .and_then(|r| r.shadow.as_ref())
+                .filter(|m| m.version == v)
+            {
+                Some(m) => Some(Arc::clone(m)),
+                None => self.build_candidate(key, v, stored.revision).await,
+            },
+            None => None,
+        };
+        let before = current.as_deref().cloned().unwrap_or_default();
+        let canary_now = canary.as_ref().map(|c| (c.model.version, c.share));
+        let canary_before = before.canary.as_ref().map(|c| (c.model.version, c.share));
+        if canary_now != canary_before {
+            match canary_now {
+                Some((version, share)) => info!(key, version, share, "Canary version scoring."),
+                None => info!(key, "Canary ended."),
+            }
+        }
+        let shadow_now = shadow.as_ref().map(|m| m.version);
+        if shadow_now != before.shadow.as_ref().map(|m| m.version) {
+            match shadow_now {
+                Some(version) => info!(key, version, "Shadow version scoring."),
+                None => info!(key, "Shadow ended."),
+            }
+        }
+        self.rollouts.put(
+            key,
+            KeyRollout {
+                revision: stored.revision,
+                canary,
+                shadow,
+            },
+        );
+    }
+
+    /// Reads and builds a canary or shadow version; `None` (logged and counted) when it is
+    /// missing or does not build.
+    async fn build_candidate(
+        &self,
+        key: &str,
+        version: i64,
+        revision: i64,
+    ) -> Option<Arc<ServedModel>> {
+        let stored = match self.store.version(key, version).await {
+            Ok(Some(stored)) => stored,
+            Ok(None) => {
+                warn!(
+                    key,
+                    version, "Canary or shadow version does not exist; ignoring it."
+                );
+                return None;
+            }
+            Err(err) => {
+                warn!(key, version, error = %err, "Reading a canary or shadow version failed.");
+                return None;
+            }
+        };
+        match build_served(store::ActiveModel {
+            model: stored,
+            revision,
+        })
+        .await
+        {
+            Ok(Ok(served)) => Some(Arc::new(served)),
+            Ok(Err(err)) => {
+                self.stats.build_failures.fetch_add(1, Ordering::Relaxed);
+                error!(key, version, error = %err, "Refused canary or shadow version: it does not build; the active version keeps scoring.");
+                None
+            }
+            Err(err) => {
+                warn!(key, version, error = %err, "Building a canary or shadow version failed.");
+                None
+            }
+        }
+    }
+
     /// What this process serves per cached key, sorted by key.
     pub fn key_status(&self) -> Vec<KeyStatus> {
         let refused = self.refused.lock().expect("refused lock").clone();
@@ -446,6 +597,7 @@ impl ModelRegistry {
                     .get(key.as_str())
                     .filter(|(_, rev)| *rev > slot.revision)
                     .map(|(v, _)| *v),
+                served_since: slot.model.as_ref().map(|m| m.loaded_at),
             })
             .collect();
         out.sort_by(|a, b| a.key.cmp(&b.key));

@@ -1,9 +1,15 @@
-//! Run statistics: records per (model key, version), dead letters by reason, and a latency
-//! histogram, for summaries and tests.
+//! Run statistics: records per (model key, version), dead letters by reason, a latency
+//! histogram, canary counts and shadow divergence, for summaries and tests.
 
 use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
 
-use crate::stream::{pipeline::Outcome, record::Reason};
+use serde::Serialize;
+
+use crate::{
+    model::{Output, Prediction},
+    registry::ServedModel,
+    stream::{pipeline::Outcome, record::Reason},
+};
 
 /// A log-linear histogram of durations: 16 buckets per power of two, so any quantile is within
 /// about 6% of the true value. Fixed size, no allocation per sample.
@@ -90,6 +96,77 @@ impl LatencyHistogram {
     }
 }
 
+/// How a shadow version's outputs compare with the primary's, over the records both scored.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Divergence {
+    /// Records scored by both the primary and the shadow version.
+    pub compared: u64,
+    /// Of those, records with regression outputs on both sides.
+    pub regression: u64,
+    /// Sum of |primary - shadow| over the regression records.
+    pub abs_diff_sum: f64,
+    /// Of those, records with classification outputs on both sides.
+    pub classified: u64,
+    /// Classification records where both picked the same class label.
+    pub agreed: u64,
+    /// Records the primary scored but the shadow could not (a missing feature, a model error).
+    pub failed: u64,
+}
+
+impl Divergence {
+    /// Compares one primary output with the shadow's output for the same record.
+    pub fn observe(
+        &mut self,
+        primary: &Prediction,
+        primary_model: &ServedModel,
+        shadow: &Prediction,
+        shadow_model: &ServedModel,
+    ) {
+        self.compared += 1;
+        match (primary, shadow) {
+            (Prediction::Value(a), Prediction::Value(b)) => {
+                self.regression += 1;
+                self.abs_diff_sum += (a - b).abs();
+            }
+            (Prediction::Class { index: a, .. }, Prediction::Class { index: b, .. }) => {
+                self.classified += 1;
+                if class_label(primary_model, *a) == class_label(shadow_model, *b) {
+                    self.agreed += 1;
+                }
+            }
+            // Different output kinds never agree.
+            _ => self.classified += 1,
+        }
+    }
+
+    /// Mean absolute difference of regression outputs, if any were compared.
+    pub fn mean_abs_diff(&self) -> Option<f64> {
+        (self.regression > 0).then(|| self.abs_diff_sum / self.regression as f64)
+    }
+
+    /// Share of classification records on which both versions agree, if any were compared.
+    pub fn agreement(&self) -> Option<f64> {
+        (self.classified > 0).then(|| self.agreed as f64 / self.classified as f64)
+    }
+
+    /// Adds another tally.
+    pub fn merge(&mut self, other: &Divergence) {
+        self.compared += other.compared;
+        self.regression += other.regression;
+        self.abs_diff_sum += other.abs_diff_sum;
+        self.classified += other.classified;
+        self.agreed += other.agreed;
+        self.failed += other.failed;
+    }
+}
+
+fn class_label(model: &ServedModel, index: usize) -> Option<&str> {
+    match model.model.output() {
+        Output::Classification(classes) => classes.get(index).map(String::as_str),
+        Output::Regression => None,
+    }
+}
+
 /// Counts of a scoring run.
 #[derive(Debug, Clone, Default)]
 pub struct RunStats {
@@ -101,6 +178,12 @@ pub struct RunStats {
     pub dead: BTreeMap<Reason, u64>,
     /// Per-record scoring time (feature extraction and model).
     pub latency: LatencyHistogram,
+    /// Records scored by a canary version.
+    pub canary: u64,
+    /// Shadow outputs written.
+    pub shadow_outputs: u64,
+    /// Shadow divergence per key.
+    pub shadow: BTreeMap<String, Divergence>,
 }
 
 impl RunStats {
@@ -114,6 +197,9 @@ impl RunStats {
                     .or_default() += 1;
                 if s.fallback {
                     self.fallback += 1;
+                }
+                if s.canary {
+                    self.canary += 1;
                 }
             }
             Outcome::Rejected(r) => *self.dead.entry(r.reason).or_default() += 1,
@@ -144,6 +230,9 @@ impl RunStats {
             self.fallback,
             self.dead_total()
         );
+        if self.canary > 0 {
+            let _ = writeln!(s, "scored by canary versions: {}", self.canary);
+        }
         let _ = writeln!(s, "scored per model key and version:");
         for ((key, version), n) in &self.scored {
             let _ = writeln!(s, "  {key:<12} v{version:<4} {n:>9}");
@@ -152,6 +241,26 @@ impl RunStats {
             let _ = writeln!(s, "dead letters by reason:");
             for (reason, n) in &self.dead {
                 let _ = writeln!(s, "  {:<20} {n:>9}", reason.as_str());
+            }
+        }
+        if !self.shadow.is_empty() {
+            let _ = writeln!(
+                s,
+                "shadow versions ({} outputs): divergence from the primary per key:",
+                self.shadow_outputs
+            );
+            for (key, d) in &self.shadow {
+                let _ = write!(s, "  {key:<12} {:>9} compared", d.compared);
+                if let Some(m) = d.mean_abs_diff() {
+                    let _ = write!(s, ", mean absolute difference {m:.6}");
+                }
+                if let Some(a) = d.agreement() {
+                    let _ = write!(s, ", class agreement {:.2}%", a * 100.0);
+                }
+                if d.failed > 0 {
+                    let _ = write!(s, ", {} not scored by the shadow", d.failed);
+                }
+                let _ = writeln!(s);
             }
         }
         let _ = writeln!(

@@ -138,6 +138,8 @@ impl Fixture {
             )
             .env("KEYSCORE__KAFKA__OUTPUT_TOPIC", &self.output)
             .env("KEYSCORE__KAFKA__DEAD_LETTER_TOPIC", &self.dead)
+            // Several members run on this machine: each takes a free port for operations.
+            .env("KEYSCORE__OPS__LISTEN", "127.0.0.1:0")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(file)

@@ -54,6 +54,9 @@ conformance_tests!(
     list_shows_sorted_keys_versions_and_active,
     changes_since_reports_every_changed_key,
     changes_since_next_cursor_misses_nothing,
+    canary_and_shadow_are_stored_and_announced_on_the_feed,
+    canary_and_shadow_refuse_bad_input,
+    promote_activates_the_canary_and_ends_it,
 );
 
 #[tokio::test]

@@ -2,13 +2,16 @@
 //! `KEYSCORE_STORE`, else the config file's `[store] url`, else `sqlite://keyscore.db`.
 
 mod activate;
+mod canary;
 mod demo;
 mod init;
 mod list;
 mod produce;
+mod promote;
 mod rollback;
 mod score;
 mod serve;
+mod shadow;
 mod show;
 mod tail;
 mod upload;
@@ -56,8 +59,14 @@ pub enum Command {
     Upload(upload::Args),
     /// Make a stored version the active one for a key.
     Activate(activate::Args),
-    /// Re-activate the version that was active before the current one.
+    /// End a running canary; without one, re-activate the version active before the current one.
     Rollback(rollback::Args),
+    /// Let a candidate version score a share of a key's records (chosen by record id).
+    Canary(canary::Args),
+    /// Activate a key's canary version and end the canary.
+    Promote(promote::Args),
+    /// Let a version score a key's records on the side; its outputs go to a side output only.
+    Shadow(shadow::Args),
     /// List keys with their active version and stored versions.
     List(list::Args),
     /// Show a key's active (or a given) version.
@@ -95,6 +104,9 @@ impl Cli {
             Command::Upload(a) => upload::run(&ctx, a).await,
             Command::Activate(a) => activate::run(&ctx, a).await,
             Command::Rollback(a) => rollback::run(&ctx, a).await,
+            Command::Canary(a) => canary::run(&ctx, a).await,
+            Command::Promote(a) => promote::run(&ctx, a).await,
+            Command::Shadow(a) => shadow::run(&ctx, a).await,
             Command::List(a) => list::run(&ctx, a).await,
             Command::Show(a) => show::run(&ctx, a).await,
             Command::Score(a) => score::run(&ctx, a).await,
@@ -113,6 +125,31 @@ pub(crate) struct Context {
 }
 
 impl Context {
+    /// Starts the operations endpoint on `listen` (nothing when empty) for `registry` and
+    /// `metrics`, until `cancel` fires.
+    pub(crate) async fn start_ops(
+        &self,
+        listen: &str,
+        registry: &Arc<crate::registry::ModelRegistry>,
+        metrics: &Arc<crate::ops::Metrics>,
+        cancel: &tokio_util::sync::CancellationToken,
+    ) -> anyhow::Result<()> {
+        if listen.is_empty() {
+            return Ok(());
+        }
+        let ops = Arc::new(crate::ops::Ops::new(
+            Arc::clone(registry),
+            Arc::clone(metrics),
+            self.config.ops.clone(),
+        ));
+        ops.start(listen, cancel.clone()).await.with_context(|| {
+            format!(
+                "listening for operations on {listen}; set [ops] listen (or --ops-listen) to a free address, or \"\" to turn it off"
+            )
+        })?;
+        Ok(())
+    }
+
     /// Opens the configured store.
     pub(crate) async fn open_store(&self) -> anyhow::Result<Arc<dyn ModelStore>> {
         crate::store::open(&self.config.store.url)

@@ -10,6 +10,7 @@ use tokio::io::{AsyncWrite, BufReader};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    ops::Metrics,
     registry::ModelRegistry,
     stream::{file, Scorer},
 };
@@ -32,6 +33,13 @@ pub struct Args {
     /// Print a summary to stderr at the end.
     #[arg(long)]
     pub summary: bool,
+    /// Shadow versions' outputs (JSON lines with `"shadow":true`); absent: not written.
+    #[arg(long)]
+    pub shadow_output: Option<PathBuf>,
+    /// Serve metrics, health and the status page on this address while scoring (off by
+    /// default for `score`).
+    #[arg(long)]
+    pub ops_listen: Option<String>,
 }
 
 fn is_std(p: &Option<PathBuf>) -> bool {
@@ -49,7 +57,16 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
     let registry = Arc::new(ModelRegistry::new(store, ctx.config.registry()));
     let cancel = CancellationToken::new();
     let watcher = registry.spawn_watcher(cancel.clone());
-    let scorer = Scorer::new(Arc::clone(&registry), ctx.config.record_format());
+    let metrics = Arc::new(Metrics::default());
+    if let Some(listen) = &args.ops_listen {
+        ctx.start_ops(listen, &registry, &metrics, &cancel).await?;
+    }
+    let scorer =
+        Scorer::new(Arc::clone(&registry), ctx.config.record_format()).with_metrics(metrics);
+    let mut shadow: Option<Box<dyn AsyncWrite + Unpin + Send>> = match &args.shadow_output {
+        Some(p) => Some(Box::new(create(p).await?)),
+        None => None,
+    };
 
     let input: Box<dyn tokio::io::AsyncRead + Unpin + Send> = if is_std(&args.input) {
         Box::new(tokio::io::stdin())
@@ -71,11 +88,14 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
         Some(p) => Box::new(create(p).await?),
     };
     let started = Instant::now();
-    let stats = file::score_lines(
+    let stats = file::score_lines_with_shadow(
         &scorer,
         BufReader::with_capacity(256 * 1024, input),
         &mut output,
         &mut dead,
+        shadow
+            .as_deref_mut()
+            .map(|w| w as &mut (dyn AsyncWrite + Unpin + Send)),
         args.batch,
     )
     .await;

@@ -10,9 +10,10 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{debug, info};
 
 use crate::{
+    ops::Metrics,
     registry::ModelRegistry,
     stream::{
         kafka::{ensure_topics, KafkaScorer},
@@ -20,10 +21,15 @@ use crate::{
     },
 };
 
-/// Arguments of `keyscore serve`. The pipeline is described by the `[kafka]`, `[records]` and
-/// `[store]` sections of the configuration.
+/// Arguments of `keyscore serve`. The pipeline is described by the `[kafka]`, `[records]`,
+/// `[store]` and `[ops]` sections of the configuration.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Address of the operations endpoint (metrics, health, status page); overrides
+    /// `[ops] listen`. An empty value turns it off.
+    #[arg(long)]
+    pub ops_listen: Option<String>,
+}
 
 /// Cancels `cancel` on SIGINT or SIGTERM.
 pub(crate) fn cancel_on_signal(cancel: CancellationToken) -> anyhow::Result<()> {
@@ -45,19 +51,32 @@ pub(crate) fn cancel_on_signal(cancel: CancellationToken) -> anyhow::Result<()> 
     Ok(())
 }
 
-pub(crate) async fn run(ctx: &super::Context, _args: Args) -> anyhow::Result<()> {
+pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> {
+    // The configuration's Debug output hides secret option values.
+    debug!(config = ?ctx.config, "Configuration.");
     let kafka = &ctx.config.kafka;
     let store = ctx.open_store().await?;
     let registry = Arc::new(ModelRegistry::new(store, ctx.config.registry()));
-    if kafka.create_topics {
-        ensure_topics(kafka, &[&kafka.output_topic, &kafka.dead_letter_topic])
-            .await
-            .context("creating the output and dead-letter topics")?;
-    }
+    let metrics = Arc::new(Metrics::default());
+    metrics.kafka_started();
     let cancel = CancellationToken::new();
+    let listen = args
+        .ops_listen
+        .unwrap_or_else(|| ctx.config.ops.listen.clone());
+    ctx.start_ops(&listen, &registry, &metrics, &cancel).await?;
+    if kafka.create_topics {
+        let shadow_topic = kafka.shadow_topic();
+        ensure_topics(
+            kafka,
+            &[&kafka.output_topic, &kafka.dead_letter_topic, &shadow_topic],
+        )
+        .await
+        .context("creating the output, dead-letter and shadow topics")?;
+    }
     cancel_on_signal(cancel.clone())?;
     let watcher = registry.spawn_watcher(cancel.clone());
-    let scorer = Scorer::new(Arc::clone(&registry), ctx.config.record_format());
+    let scorer =
+        Scorer::new(Arc::clone(&registry), ctx.config.record_format()).with_metrics(metrics);
     let result = KafkaScorer::new(kafka.clone(), scorer)
         .run(cancel.clone())
         .await;

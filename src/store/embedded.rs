@@ -1,14 +1,18 @@
 //! The embedded default backend: one SQLite file.
 //!
-//! The file holds three tables, readable with the `sqlite3` shell:
+//! The file holds four tables, readable with the `sqlite3` shell:
 //!
 //! * `model_versions (key, version, spec, author, created_at)`: every uploaded version,
 //!   immutable; `created_at` is Unix milliseconds, `author` comes from the spec's
 //!   `metadata.author` when it has one.
 //! * `active_models (key, version, previous_version, revision)`: the active pointer per key.
-//! * `model_changes (seq, key, version, at)`: the change feed, one row per activation or
-//!   rollback. `seq` only grows; an activation's `revision` is its feed row's `seq`, and a
-//!   [`ChangeCursor`] is a `seq`.
+//! * `model_changes (seq, key, version, at)`: the change feed, one row per activation,
+//!   rollback, promotion or rollout change (`version` is the version concerned, 0 when a canary
+//!   or shadow ends). `seq` only grows; an activation's `revision` is its feed row's `seq`, and
+//!   a [`ChangeCursor`] is a `seq`.
+//! * `model_rollouts (key, canary_version, canary_share, shadow_version, revision)`: the
+//!   canary and shadow version per key (NULL when none runs); `revision` is the `seq` of the
+//!   feed row of its last change.
 //!
 //! The file runs in WAL mode, so readers (the service) never block on a writer (the CLI in
 //! another process); a writer waits up to [`BUSY_TIMEOUT`] for another writer before giving up
@@ -26,8 +30,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
 use super::{
-    check_key, check_spec, ActiveModel, ChangeCursor, Changes, Error, KeySummary, ModelStore,
-    StoredModel,
+    check_key, check_share, check_spec, ActiveModel, Canary, ChangeCursor, Changes, Error,
+    KeySummary, ModelStore, Rollout, StoredModel,
 };
 use crate::model::ModelSpec;
 
@@ -35,7 +39,7 @@ use crate::model::ModelSpec;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The schema version this build writes, kept in SQLite's `user_version`.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// Creates the tables if they do not exist. Idempotent.
 const SCHEMA: &str = "
@@ -59,6 +63,13 @@ CREATE TABLE IF NOT EXISTS model_changes (
     key     TEXT    NOT NULL,
     version INTEGER NOT NULL,
     at      INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS model_rollouts (
+    key            TEXT    NOT NULL PRIMARY KEY,
+    canary_version INTEGER,
+    canary_share   REAL,
+    shadow_version INTEGER,
+    revision       INTEGER NOT NULL
 );
 ";
 
@@ -243,6 +254,50 @@ fn move_pointer(
              previous_version = excluded.previous_version,
              revision = excluded.revision",
         params![key, version, previous, revision],
+    )?;
+    Ok(())
+}
+
+/// Appends a feed row for `key` and returns its `seq`.
+fn feed_row(conn: &Connection, key: &str, version: i64) -> rusqlite::Result<i64> {
+    conn.execute(
+        "INSERT INTO model_changes (key, version, at) VALUES (?1, ?2, ?3)",
+        params![key, version, now_millis()],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+fn read_rollout(conn: &Connection, key: &str) -> rusqlite::Result<Option<Rollout>> {
+    conn.query_row(
+        "SELECT canary_version, canary_share, shadow_version, revision
+         FROM model_rollouts WHERE key = ?1",
+        [key],
+        |row| {
+            let canary_version: Option<i64> = row.get(0)?;
+            let canary_share: Option<f64> = row.get(1)?;
+            Ok(Rollout {
+                canary: canary_version
+                    .zip(canary_share)
+                    .map(|(version, share)| Canary { version, share }),
+                shadow: row.get(2)?,
+                revision: row.get(3)?,
+            })
+        },
+    )
+    .optional()
+}
+
+/// Sets `key`'s canary columns and appends the feed row; the caller holds a write transaction.
+fn write_canary(conn: &Connection, key: &str, canary: Option<Canary>) -> rusqlite::Result<()> {
+    let seq = feed_row(conn, key, canary.map_or(0, |c| c.version))?;
+    conn.execute(
+        "INSERT INTO model_rollouts (key, canary_version, canary_share, revision)
+         VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (key) DO UPDATE SET
+             canary_version = excluded.canary_version,
+             canary_share = excluded.canary_share,
+             revision = excluded.revision",
+        params![key, canary.map(|c| c.version), canary.map(|c| c.share), seq],
     )?;
     Ok(())
 }
@@ -475,6 +530,93 @@ impl ModelStore for EmbeddedModelStore {
                 changes.next = changes.next.max(ChangeCursor(seq));
             }
             Ok(changes)
+        })
+        .await
+    }
+
+    async fn rollout(&self, key: &str) -> Result<Option<Rollout>, Error> {
+        let key = key.to_string();
+        self.call(move |conn| {
+            read_rollout(conn, &key).map_err(sqlite_error("reading the canary and shadow"))
+        })
+        .await
+    }
+
+    async fn set_canary(&self, key: &str, canary: Option<Canary>) -> Result<(), Error> {
+        check_key(key)?;
+        if let Some(c) = canary {
+            check_share(c.share)?;
+        }
+        let key = key.to_string();
+        self.call(move |conn| {
+            let context = "setting a canary";
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sqlite_error(context))?;
+            if let Some(c) = canary {
+                if !version_exists(&tx, &key, c.version).map_err(sqlite_error(context))? {
+                    return Err(Error::NoSuchVersion {
+                        key,
+                        version: c.version,
+                    });
+                }
+            }
+            write_canary(&tx, &key, canary).map_err(sqlite_error(context))?;
+            tx.commit().map_err(sqlite_error(context))
+        })
+        .await
+    }
+
+    async fn set_shadow(&self, key: &str, version: Option<i64>) -> Result<(), Error> {
+        check_key(key)?;
+        let key = key.to_string();
+        self.call(move |conn| {
+            let context = "setting a shadow";
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sqlite_error(context))?;
+            if let Some(v) = version {
+                if !version_exists(&tx, &key, v).map_err(sqlite_error(context))? {
+                    return Err(Error::NoSuchVersion { key, version: v });
+                }
+            }
+            let seq = feed_row(&tx, &key, version.unwrap_or(0)).map_err(sqlite_error(context))?;
+            tx.execute(
+                "INSERT INTO model_rollouts (key, shadow_version, revision) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (key) DO UPDATE SET
+                     shadow_version = excluded.shadow_version,
+                     revision = excluded.revision",
+                params![key, version, seq],
+            )
+            .map_err(sqlite_error(context))?;
+            tx.commit().map_err(sqlite_error(context))
+        })
+        .await
+    }
+
+    async fn promote(&self, key: &str) -> Result<i64, Error> {
+        check_key(key)?;
+        let key = key.to_string();
+        self.call(move |conn| {
+            let context = "promoting a canary";
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sqlite_error(context))?;
+            let Some(canary) = read_rollout(&tx, &key)
+                .map_err(sqlite_error(context))?
+                .and_then(|r| r.canary)
+            else {
+                return Err(Error::NoCanary { key });
+            };
+            let previous = match read_pointer(&tx, &key).map_err(sqlite_error(context))? {
+                Some((current, previous, _)) if current == canary.version => previous,
+                Some((current, _, _)) => Some(current),
+                None => None,
+            };
+            move_pointer(&tx, &key, canary.version, previous).map_err(sqlite_error(context))?;
+            write_canary(&tx, &key, None).map_err(sqlite_error(context))?;
+            tx.commit().map_err(sqlite_error(context))?;
+            Ok(canary.version)
         })
         .await
     }

@@ -11,7 +11,8 @@
 //!
 //! Versions are immutable once written. Activation moves a per-key pointer and appends to a
 //! change feed, so a watcher learns which keys changed since a [`ChangeCursor`] without
-//! rescanning every key.
+//! rescanning every key. A key's [`Rollout`] (a canary version with its share of records, a
+//! shadow version) is stored beside the pointer and announced on the same feed.
 
 mod cql;
 mod embedded;
@@ -55,6 +56,44 @@ pub struct KeySummary {
     pub active: Option<i64>,
     /// Every stored version, ascending.
     pub versions: Vec<i64>,
+}
+
+/// A candidate version that scores a share of a key's records.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Canary {
+    /// The candidate version.
+    pub version: i64,
+    /// The share of the key's records it scores, in (0, 1].
+    pub share: f64,
+}
+
+/// A key's rollout state: what scores besides (or instead of, for some records) the active
+/// version.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Rollout {
+    /// The canary, if one runs.
+    pub canary: Option<Canary>,
+    /// The shadow version, if one runs: it scores the same records, and its outputs go to a
+    /// side output only.
+    pub shadow: Option<i64>,
+    /// Increases with every change of this key's rollout, so readers can order observations.
+    pub revision: i64,
+}
+
+impl Rollout {
+    /// Whether neither a canary nor a shadow runs.
+    pub fn is_empty(&self) -> bool {
+        self.canary.is_none() && self.shadow.is_none()
+    }
+}
+
+/// Checks a canary share: a finite number in (0, 1].
+pub fn check_share(share: f64) -> Result<(), Error> {
+    if share.is_finite() && share > 0.0 && share <= 1.0 {
+        Ok(())
+    } else {
+        Err(Error::InvalidShare(share))
+    }
 }
 
 /// An opaque position in a store's change feed.
@@ -117,9 +156,55 @@ pub trait ModelStore: Send + Sync + std::fmt::Debug {
     /// [`ModelStore::changes_since`].
     async fn cursor(&self) -> Result<ChangeCursor, Error>;
 
-    /// Keys whose active version changed after `cursor`. May repeat a key seen before (callers
-    /// compare revisions), never misses one.
+    /// Keys whose active version or rollout changed after `cursor`. May repeat a key seen
+    /// before (callers compare revisions), never misses one.
     async fn changes_since(&self, cursor: ChangeCursor) -> Result<Changes, Error>;
+
+    /// The rollout of `key`, or `None` when it never had one. The default, for stores without
+    /// rollouts, is `None`.
+    async fn rollout(&self, key: &str) -> Result<Option<Rollout>, Error> {
+        let _ = key;
+        Ok(None)
+    }
+
+    /// Starts (or changes) a canary of `key`, or ends it with `None`, and records the change in
+    /// the feed. The version must exist ([`Error::NoSuchVersion`]) and the share be in (0, 1]
+    /// ([`Error::InvalidShare`]). The default refuses with [`Error::Rejected`].
+    async fn set_canary(&self, key: &str, canary: Option<Canary>) -> Result<(), Error> {
+        let _ = (key, canary);
+        Err(Error::Rejected(format!(
+            "{} does not support canary versions",
+            self.describe()
+        )))
+    }
+
+    /// Starts (or changes) a shadow version of `key`, or ends it with `None`, and records the
+    /// change in the feed. The version must exist ([`Error::NoSuchVersion`]). The default
+    /// refuses with [`Error::Rejected`].
+    async fn set_shadow(&self, key: &str, version: Option<i64>) -> Result<(), Error> {
+        let _ = (key, version);
+        Err(Error::Rejected(format!(
+            "{} does not support shadow versions",
+            self.describe()
+        )))
+    }
+
+    /// Activates the running canary's version and ends the canary; returns the version.
+    /// [`Error::NoCanary`] when none runs. The default activates, then ends the canary (two
+    /// writes: a reader in between sees the candidate both active and canary, which scores the
+    /// same); backends override it with one atomic write where they can.
+    async fn promote(&self, key: &str) -> Result<i64, Error> {
+        let canary = self
+            .rollout(key)
+            .await?
+            .and_then(|r| r.canary)
+            .ok_or_else(|| Error::NoCanary {
+                key: key.to_string(),
+            })?;
+        self.activate(key, canary.version).await?;
+        self.set_canary(key, None).await?;
+        Ok(canary.version)
+    }
 }
 
 /// Opens the store a URL names: `sqlite://PATH`, a bare path, or `cql://HOSTS/KEYSPACE`.
@@ -205,6 +290,15 @@ pub enum Error {
     /// Rollback had nothing to return to.
     #[error("{key} has no previous version to roll back to; activate a version explicitly")]
     NothingToRollBack {
+        /// The key.
+        key: String,
+    },
+    /// A canary share outside (0, 1].
+    #[error("invalid canary share {0}: use a number greater than 0 and at most 1, e.g. 0.1 for 10% of records")]
+    InvalidShare(f64),
+    /// Promote was asked for a key without a running canary.
+    #[error("{key} has no running canary; start one with `keyscore canary`")]
+    NoCanary {
         /// The key.
         key: String,
     },

@@ -22,7 +22,8 @@ struct DeadLine<'a> {
 }
 
 /// Scores every line of `input`, writing scored lines to `output` and dead letters to `dead`.
-/// Blank lines are skipped (they are not records). Returns the run's statistics.
+/// Blank lines are skipped (they are not records). Shadow outputs are dropped (see
+/// [`score_lines_with_shadow`]). Returns the run's statistics.
 pub async fn score_lines<R, W, D>(
     scorer: &Scorer,
     input: BufReader<R>,
@@ -35,6 +36,25 @@ where
     W: AsyncWrite + Unpin,
     D: AsyncWrite + Unpin,
 {
+    score_lines_with_shadow(scorer, input, output, dead, None, batch).await
+}
+
+/// [`score_lines`], writing shadow versions' outputs (JSON lines with `"shadow":true`) to
+/// `shadow` when given.
+pub async fn score_lines_with_shadow<R, W, D>(
+    scorer: &Scorer,
+    input: BufReader<R>,
+    output: &mut W,
+    dead: &mut D,
+    mut shadow: Option<&mut (dyn AsyncWrite + Unpin + Send)>,
+    batch: usize,
+) -> Result<RunStats, Error>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+    D: AsyncWrite + Unpin,
+{
+    let mut shadow_out = Vec::new();
     let mut stats = RunStats::default();
     let mut input = input;
     let mut pending: Vec<(u64, Vec<u8>)> = Vec::with_capacity(batch);
@@ -71,7 +91,14 @@ where
                     key: None,
                 })
                 .collect();
-            let outcomes = scorer.score_batch(&inputs, Some(&mut stats)).await;
+            let scoring = scorer.score(&inputs, Some(&mut stats)).await;
+            let outcomes = scoring.outcomes;
+            if shadow.is_some() {
+                for (_, s) in &scoring.shadows {
+                    s.encode_into(&mut shadow_out);
+                    shadow_out.push(b'\n');
+                }
+            }
             for ((n, line), outcome) in pending.iter().zip(&outcomes) {
                 stats.observe(outcome);
                 match outcome {
@@ -97,9 +124,19 @@ where
             }
             write_all(output, &mut out, "writing scored records").await?;
             write_all(dead, &mut dead_out, "writing dead letters").await?;
+            scorer.metrics().add_out(outcomes.len() as u64);
+            if let Some(w) = shadow.as_deref_mut() {
+                write_all(w, &mut shadow_out, "writing shadow outputs").await?;
+                scorer
+                    .metrics()
+                    .add_shadow_out(scoring.shadows.len() as u64);
+            }
             if idle {
                 flush(output, "flushing scored records").await?;
                 flush(dead, "flushing dead letters").await?;
+                if let Some(w) = shadow.as_deref_mut() {
+                    flush(w, "flushing shadow outputs").await?;
+                }
             }
             pending.clear();
         }
@@ -109,17 +146,20 @@ where
     }
     flush(output, "flushing scored records").await?;
     flush(dead, "flushing dead letters").await?;
+    if let Some(w) = shadow {
+        flush(w, "flushing shadow outputs").await?;
+    }
     Ok(stats)
 }
 
-async fn flush<W: AsyncWrite + Unpin>(w: &mut W, what: &str) -> Result<(), Error> {
+async fn flush<W: AsyncWrite + Unpin + ?Sized>(w: &mut W, what: &str) -> Result<(), Error> {
     w.flush().await.map_err(|source| Error::Io {
         what: what.into(),
         source,
     })
 }
 
-async fn write_all<W: AsyncWrite + Unpin>(
+async fn write_all<W: AsyncWrite + Unpin + ?Sized>(
     w: &mut W,
     buf: &mut Vec<u8>,
     what: &str,

@@ -7,7 +7,7 @@ pub mod kafka;
 pub mod pipeline;
 pub mod record;
 
-pub use pipeline::{score_decoded, Input, Outcome, Scorer};
+pub use pipeline::{score_decoded, Input, Outcome, Scorer, Scoring};
 pub use record::{decode, Decoded, KeySource, Reason, RecordFormat, Rejection, Scored};
 
 /// Stream errors.

@@ -3,12 +3,16 @@
 //! [`score_decoded`] is a pure function of a decoded record and the model resolved for its key,
 //! so tests can feed it plain values. [`Scorer`] wraps it for batches: decode every record,
 //! resolve each distinct key once through the [`ModelRegistry`], then score. Every input yields
-//! exactly one [`Outcome`], so scored + dead letters = input.
+//! exactly one [`Outcome`], so scored + dead letters = input. A key's canary version scores
+//! its share of the key's records; a shadow version scores them again for the side output
+//! (see [`crate::rollout`]). Every batch is counted in the scorer's [`Metrics`].
 
 use std::{collections::HashMap, sync::Arc, time::Instant};
 
 use crate::{
+    ops::metrics::{score_value, BatchTally, Metrics},
     registry::{self, ModelRegistry, Resolved},
+    rollout::KeyRollout,
     stats::RunStats,
     stream::record::{decode, Decoded, Reason, RecordFormat, Rejection, Scored},
 };
@@ -51,6 +55,8 @@ pub fn score_decoded(decoded: &Decoded, resolved: &Resolved, scratch: &mut Vec<f
             prediction,
             model: Arc::clone(model),
             fallback,
+            canary: false,
+            shadow: false,
         }),
         Err(err) => Outcome::Rejected(Rejection::new(
             Reason::ModelError,
@@ -59,17 +65,42 @@ pub fn score_decoded(decoded: &Decoded, resolved: &Resolved, scratch: &mut Vec<f
     }
 }
 
+/// A scored batch: one outcome per input, and the shadow outputs.
+#[derive(Debug, Clone, Default)]
+pub struct Scoring {
+    /// One outcome per input, in input order.
+    pub outcomes: Vec<Outcome>,
+    /// Shadow versions' outputs, each with the index of its input. They never go to the main
+    /// output.
+    pub shadows: Vec<(usize, Scored)>,
+}
+
 /// Scores batches of raw records against a registry.
 #[derive(Debug, Clone)]
 pub struct Scorer {
     registry: Arc<ModelRegistry>,
     format: RecordFormat,
+    metrics: Arc<Metrics>,
 }
 
+/// What a key's records are scored with in one batch.
+type KeyModels = Result<(Resolved, Option<Arc<KeyRollout>>), Rejection>;
+
 impl Scorer {
-    /// A scorer reading records in `format`, with models from `registry`.
+    /// A scorer reading records in `format`, with models from `registry`, counting into
+    /// metrics of its own.
     pub fn new(registry: Arc<ModelRegistry>, format: RecordFormat) -> Self {
-        Self { registry, format }
+        Self {
+            registry,
+            format,
+            metrics: Arc::new(Metrics::default()),
+        }
+    }
+
+    /// The same scorer, counting into `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The registry models come from.
@@ -77,45 +108,142 @@ impl Scorer {
         &self.registry
     }
 
+    /// The metrics this scorer counts into.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// Scores a batch: one outcome per input, in input order. Scoring time per record is
-    /// recorded in `stats` when given.
+    /// recorded in `stats` when given. Shadow outputs are dropped; see [`Scorer::score`].
     pub async fn score_batch(
         &self,
         inputs: &[Input<'_>],
-        mut stats: Option<&mut RunStats>,
+        stats: Option<&mut RunStats>,
     ) -> Vec<Outcome> {
+        self.score(inputs, stats).await.outcomes
+    }
+
+    /// Scores a batch: one outcome per input, in input order, and the shadow outputs.
+    pub async fn score(&self, inputs: &[Input<'_>], mut stats: Option<&mut RunStats>) -> Scoring {
         let decoded: Vec<Result<Decoded, Rejection>> = inputs
             .iter()
             .map(|i| decode(i.payload, &self.format, i.key))
             .collect();
-        let mut models: HashMap<&str, Result<Resolved, Rejection>> = HashMap::new();
+        let mut models: HashMap<&str, KeyModels> = HashMap::new();
         for d in decoded.iter().flatten() {
             if !models.contains_key(d.key.as_str()) {
-                let resolved = self.registry.resolve(&d.key).await.map_err(store_rejection);
+                let resolved = match self.registry.resolve(&d.key).await {
+                    Ok(resolved) => {
+                        let rollout = match &resolved {
+                            Resolved::Own(_) => self.registry.rollout(&d.key),
+                            _ => None,
+                        };
+                        Ok((resolved, rollout))
+                    }
+                    Err(err) => Err(store_rejection(err)),
+                };
                 models.insert(d.key.as_str(), resolved);
             }
         }
         let mut scratch = Vec::with_capacity(32);
-        let mut out = Vec::with_capacity(inputs.len());
-        for d in &decoded {
-            let outcome = match d {
-                Err(rejection) => Outcome::Rejected(rejection.clone()),
+        let mut scoring = Scoring {
+            outcomes: Vec::with_capacity(inputs.len()),
+            shadows: Vec::new(),
+        };
+        let mut tally = BatchTally {
+            records: inputs.len() as u64,
+            ..BatchTally::default()
+        };
+        for (i, d) in decoded.iter().enumerate() {
+            let (outcome, own_key) = match d {
+                Err(rejection) => (Outcome::Rejected(rejection.clone()), false),
                 Ok(d) => match &models[d.key.as_str()] {
-                    Err(rejection) => Outcome::Rejected(rejection.clone()),
-                    Ok(resolved) => match stats.as_deref_mut() {
-                        Some(stats) => {
-                            let start = Instant::now();
-                            let o = score_decoded(d, resolved, &mut scratch);
-                            stats.latency.record(start.elapsed());
-                            o
+                    Err(rejection) => (Outcome::Rejected(rejection.clone()), false),
+                    Ok((resolved, rollout)) => {
+                        let canary = rollout
+                            .as_ref()
+                            .and_then(|r| r.canary.as_ref())
+                            .filter(|c| c.takes(&id_text(d, inputs[i].payload)));
+                        let canary_resolved = canary.map(|c| Resolved::Own(Arc::clone(&c.model)));
+                        let start = Instant::now();
+                        let mut outcome = score_decoded(
+                            d,
+                            canary_resolved.as_ref().unwrap_or(resolved),
+                            &mut scratch,
+                        );
+                        let took = start.elapsed();
+                        self.metrics.scoring.observe(took);
+                        if let Some(stats) = stats.as_deref_mut() {
+                            stats.latency.record(took);
                         }
-                        None => score_decoded(d, resolved, &mut scratch),
-                    },
+                        if let (Outcome::Scored(s), Some(_)) = (&mut outcome, canary) {
+                            s.canary = true;
+                        }
+                        let shadow = rollout.as_ref().and_then(|r| r.shadow.as_ref());
+                        if let (Outcome::Scored(primary), Some(shadow)) = (&outcome, shadow) {
+                            let tally_key = tally.keys.entry(d.key.clone()).or_default();
+                            match score_decoded(d, &Resolved::Own(Arc::clone(shadow)), &mut scratch)
+                            {
+                                Outcome::Scored(mut s) => {
+                                    s.shadow = true;
+                                    tally_key.shadow.observe(
+                                        &primary.prediction,
+                                        &primary.model,
+                                        &s.prediction,
+                                        &s.model,
+                                    );
+                                    scoring.shadows.push((i, s));
+                                }
+                                Outcome::Rejected(_) => tally_key.shadow.failed += 1,
+                            }
+                        }
+                        (outcome, matches!(resolved, Resolved::Own(_)))
+                    }
                 },
             };
-            out.push(outcome);
+            match &outcome {
+                Outcome::Scored(s) => {
+                    tally.scored += 1;
+                    let t = tally.keys.entry(s.model.key.clone()).or_default();
+                    t.scored += 1;
+                    if s.canary {
+                        tally.canary += 1;
+                        t.canary += 1;
+                    }
+                    t.scores.push(score_value(&s.prediction));
+                }
+                Outcome::Rejected(r) => {
+                    // Only keys with a model of their own are named: record keys are
+                    // untrusted, and naming every one would grow the metrics without bound.
+                    let key = d.as_ref().ok().filter(|_| own_key).map(|d| d.key.as_str());
+                    tally.dead_letter(r.reason, key, &r.message);
+                }
+            }
+            scoring.outcomes.push(outcome);
         }
-        out
+        tally.shadow = scoring.shadows.len() as u64;
+        if let Some(stats) = stats {
+            stats.shadow_outputs += scoring.shadows.len() as u64;
+            for (key, t) in &tally.keys {
+                if t.shadow.compared > 0 || t.shadow.failed > 0 {
+                    stats
+                        .shadow
+                        .entry(key.clone())
+                        .or_default()
+                        .merge(&t.shadow);
+                }
+            }
+        }
+        self.metrics.record_batch(tally);
+        scoring
+    }
+}
+
+/// The bytes a record's canary split is hashed from: its id's JSON text, else its payload.
+fn id_text(d: &Decoded, payload: &[u8]) -> Vec<u8> {
+    match &d.id {
+        Some(id) => serde_json::to_vec(id).expect("a JSON value serializes"),
+        None => payload.to_vec(),
     }
 }
 

@@ -240,13 +240,18 @@ pub struct Scored {
     pub model: Arc<ServedModel>,
     /// Whether the fallback key's model scored it because its own key has none.
     pub fallback: bool,
+    /// Whether a canary version of the key scored it (see [`crate::rollout`]).
+    pub canary: bool,
+    /// Whether this is a shadow version's output, which never goes to the main output.
+    pub shadow: bool,
 }
 
 impl Scored {
     /// Appends the scored record as one JSON object (no newline) to `out`.
     ///
     /// `{"id":..,"key":..,"prediction":{"value":..} | {"class":..,"probabilities":{..}},
-    /// "model_key":..,"model_version":..,"model_checksum":..,"fallback":..}`
+    /// "model_key":..,"model_version":..,"model_checksum":..,"fallback":..}`, followed by
+    /// `"canary":true` for a canary version's output and `"shadow":true` for a shadow's.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         serde_json::to_writer(&mut *out, self).expect("writing JSON to memory cannot fail");
     }
@@ -270,6 +275,12 @@ impl Serialize for Scored {
         map.serialize_entry("model_version", &self.model.version)?;
         map.serialize_entry("model_checksum", &self.model.checksum)?;
         map.serialize_entry("fallback", &self.fallback)?;
+        if self.canary {
+            map.serialize_entry("canary", &true)?;
+        }
+        if self.shadow {
+            map.serialize_entry("shadow", &true)?;
+        }
         map.end()
     }
 }

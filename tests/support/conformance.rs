@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use keyscore::store::{ChangeCursor, Error, KeySummary, ModelStore};
+use keyscore::store::{Canary, ChangeCursor, Error, KeySummary, ModelStore};
 
 /// A valid spec: a linear regression over two features.
 pub const VALID_SPEC: &str = r#"{"format_version":1,"features":["a","b"],"model":{"kind":"linear","coefficients":[1.0,2.0],"intercept":0.5},"output":{"type":"regression"}}"#;
@@ -82,6 +82,9 @@ pub async fn run_all(store: &dyn ModelStore) {
     list_shows_sorted_keys_versions_and_active(store).await;
     changes_since_reports_every_changed_key(store).await;
     changes_since_next_cursor_misses_nothing(store).await;
+    canary_and_shadow_are_stored_and_announced_on_the_feed(store).await;
+    canary_and_shadow_refuse_bad_input(store).await;
+    promote_activates_the_canary_and_ends_it(store).await;
 }
 
 /// `init` may run any number of times and keeps what is stored.
@@ -457,4 +460,139 @@ pub async fn changes_since_next_cursor_misses_nothing(store: &dyn ModelStore) {
         "{second}'s change missed: {:?}",
         changes.keys
     );
+}
+
+/// A canary and a shadow are stored per key, independently; every change has a newer revision
+/// and is announced on the change feed, like an activation.
+pub async fn canary_and_shadow_are_stored_and_announced_on_the_feed(store: &dyn ModelStore) {
+    let key = unique_key("rollout");
+    put(store, &key, Some(1), VALID_SPEC).await;
+    put(store, &key, Some(2), VALID_SPEC_2).await;
+    put(store, &key, Some(3), VALID_SPEC).await;
+    store.activate(&key, 1).await.unwrap();
+    assert_eq!(store.rollout(&key).await.unwrap().map(|r| r.canary), None);
+
+    let before = store.cursor().await.unwrap();
+    let canary = Canary {
+        version: 2,
+        share: 0.25,
+    };
+    store.set_canary(&key, Some(canary)).await.unwrap();
+    let r1 = store.rollout(&key).await.unwrap().expect("rollout stored");
+    assert_eq!(r1.canary, Some(canary));
+    assert_eq!(r1.shadow, None);
+    let changes = store.changes_since(before).await.unwrap();
+    assert!(
+        changes.keys.contains(&key),
+        "a canary change is not on the feed"
+    );
+
+    store.set_shadow(&key, Some(3)).await.unwrap();
+    let r2 = store.rollout(&key).await.unwrap().unwrap();
+    assert_eq!(
+        r2.canary,
+        Some(canary),
+        "setting a shadow dropped the canary"
+    );
+    assert_eq!(r2.shadow, Some(3));
+    assert!(r2.revision > r1.revision, "revision did not increase");
+    let changes = store.changes_since(changes.next).await.unwrap();
+    assert!(
+        changes.keys.contains(&key),
+        "a shadow change is not on the feed"
+    );
+
+    store.set_canary(&key, None).await.unwrap();
+    let r3 = store.rollout(&key).await.unwrap().unwrap();
+    assert_eq!(r3.canary, None);
+    assert_eq!(r3.shadow, Some(3), "ending the canary dropped the shadow");
+    assert!(r3.revision > r2.revision);
+    store.set_shadow(&key, None).await.unwrap();
+    let r4 = store.rollout(&key).await.unwrap().unwrap();
+    assert!(r4.is_empty(), "{r4:?}");
+    assert!(r4.revision > r3.revision);
+    let changes = store.changes_since(changes.next).await.unwrap();
+    assert!(
+        changes.keys.contains(&key),
+        "ending a rollout is not on the feed"
+    );
+    // The active version is untouched by all of it.
+    assert_eq!(active_version(store, &key).await, Some(1));
+}
+
+/// A canary or shadow of a version that does not exist, or a share outside (0, 1], is refused
+/// and writes nothing.
+pub async fn canary_and_shadow_refuse_bad_input(store: &dyn ModelStore) {
+    let key = unique_key("rollout-bad");
+    put(store, &key, Some(1), VALID_SPEC).await;
+    store.activate(&key, 1).await.unwrap();
+    let err = store
+        .set_canary(
+            &key,
+            Some(Canary {
+                version: 9,
+                share: 0.1,
+            }),
+        )
+        .await
+        .expect_err("a canary of a missing version was stored");
+    assert!(
+        matches!(err, Error::NoSuchVersion { version: 9, .. }),
+        "{err:?}"
+    );
+    let err = store.set_shadow(&key, Some(9)).await.unwrap_err();
+    assert!(
+        matches!(err, Error::NoSuchVersion { version: 9, .. }),
+        "{err:?}"
+    );
+    for share in [0.0, -0.5, 1.5, f64::NAN] {
+        let err = store
+            .set_canary(&key, Some(Canary { version: 1, share }))
+            .await
+            .expect_err("a bad share was stored");
+        assert!(matches!(err, Error::InvalidShare(_)), "{share}: {err:?}");
+    }
+    assert!(store
+        .rollout(&key)
+        .await
+        .unwrap()
+        .is_none_or(|r| r.is_empty()));
+}
+
+/// Promote makes the canary's version active (rollback then returns to the version before),
+/// ends the canary, and is refused without a canary.
+pub async fn promote_activates_the_canary_and_ends_it(store: &dyn ModelStore) {
+    let key = unique_key("promote");
+    put(store, &key, Some(1), VALID_SPEC).await;
+    put(store, &key, Some(2), VALID_SPEC_2).await;
+    store.activate(&key, 1).await.unwrap();
+    let err = store
+        .promote(&key)
+        .await
+        .expect_err("promoted without a canary");
+    assert!(matches!(err, Error::NoCanary { .. }), "{err:?}");
+    store
+        .set_canary(
+            &key,
+            Some(Canary {
+                version: 2,
+                share: 0.5,
+            }),
+        )
+        .await
+        .unwrap();
+    store.set_shadow(&key, Some(1)).await.unwrap();
+    let before = store.cursor().await.unwrap();
+    assert_eq!(store.promote(&key).await.unwrap(), 2);
+    assert_eq!(active_version(store, &key).await, Some(2));
+    let rollout = store.rollout(&key).await.unwrap().unwrap();
+    assert_eq!(rollout.canary, None, "promote left the canary running");
+    assert_eq!(rollout.shadow, Some(1), "promote dropped the shadow");
+    assert!(store
+        .changes_since(before)
+        .await
+        .unwrap()
+        .keys
+        .contains(&key));
+    assert_eq!(store.rollback(&key).await.unwrap(), 1);
 }

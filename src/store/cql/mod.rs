@@ -18,7 +18,15 @@
 //!   with `None` from a single place (CI) or pick distinct versions. Two concurrent
 //!   activations of one key both land in the feed; the later timestamp wins the pointer.
 //!
-//! Statements are prepared on first use (the tables must exist, so after `init`) and cached.
+//! * **Rollouts.** `model_rollouts` holds a key's canary and shadow version; each change is
+//!   one logged batch with a feed row, timestamped like an activation, and its revision is
+//!   `WRITETIME(changed_at)`. Promotion activates the canary's version, then ends the canary
+//!   (two batches; in between the candidate is both active and canary, which scores the
+//!   same).
+//!
+//! Statements are prepared on first use (the tables must exist, so after `init`) and cached;
+//! the rollout statements separately, so a keyspace created before `model_rollouts` existed
+//! keeps serving until `init` adds it.
 
 mod config;
 mod feed;
@@ -41,8 +49,8 @@ use tokio::sync::OnceCell;
 
 use self::config::CqlConfig;
 use super::{
-    check_key, check_spec, ActiveModel, ChangeCursor, Changes, Error, KeySummary, ModelStore,
-    StoredModel,
+    check_key, check_share, check_spec, ActiveModel, Canary, ChangeCursor, Changes, Error,
+    KeySummary, ModelStore, Rollout, StoredModel,
 };
 use crate::model::ModelSpec;
 
@@ -60,6 +68,62 @@ pub struct CqlModelStore {
     config: CqlConfig,
     session: Session,
     statements: OnceCell<Statements>,
+    rollout_statements: OnceCell<RolloutStatements>,
+}
+
+/// The prepared statements of `model_rollouts`.
+struct RolloutStatements {
+    /// `SELECT canary_version, canary_share, shadow_version, WRITETIME(changed_at) ...`
+    read: PreparedStatement,
+    /// The canary update and the feed insert, as one logged batch.
+    set_canary: Batch,
+    /// The shadow update and the feed insert, as one logged batch.
+    set_shadow: Batch,
+}
+
+impl RolloutStatements {
+    async fn prepare(session: &Session, ks: &str) -> Result<Self, Error> {
+        let prepare = |cql: String| async move {
+            let mut statement = session.prepare(cql.as_str()).await.map_err(|err| {
+                let err = ExecutionError::PrepareError(err);
+                execution_error(&format!("preparing '{cql}'"), err)
+            })?;
+            statement.set_is_idempotent(true);
+            Ok::<_, Error>(statement)
+        };
+        let insert_change = prepare(format!(
+            "INSERT INTO {ks}.model_changes (day, changed_at, key, version) VALUES (?, ?, ?, ?)"
+        ))
+        .await?;
+        let batch = |update: PreparedStatement| {
+            let mut batch = Batch::new(BatchType::Logged);
+            batch.append_statement(update);
+            batch.append_statement(insert_change.clone());
+            batch.set_is_idempotent(true);
+            batch
+        };
+        Ok(Self {
+            read: prepare(format!(
+                "SELECT canary_version, canary_share, shadow_version, WRITETIME(changed_at) \
+                 FROM {ks}.model_rollouts WHERE key = ?"
+            ))
+            .await?,
+            set_canary: batch(
+                prepare(format!(
+                    "UPDATE {ks}.model_rollouts SET canary_version = ?, canary_share = ?, \
+                     changed_at = ? WHERE key = ?"
+                ))
+                .await?,
+            ),
+            set_shadow: batch(
+                prepare(format!(
+                    "UPDATE {ks}.model_rollouts SET shadow_version = ?, changed_at = ? \
+                     WHERE key = ?"
+                ))
+                .await?,
+            ),
+        })
+    }
 }
 
 impl fmt::Debug for CqlModelStore {
@@ -124,6 +188,7 @@ impl CqlModelStore {
             config,
             session,
             statements: OnceCell::new(),
+            rollout_statements: OnceCell::new(),
         })
     }
 
@@ -137,6 +202,85 @@ impl CqlModelStore {
         self.statements
             .get_or_try_init(|| Statements::prepare(&self.session, &self.config.keyspace))
             .await
+    }
+
+    /// The rollout statements, preparing them on first use.
+    async fn rollout_statements(&self) -> Result<&RolloutStatements, Error> {
+        self.rollout_statements
+            .get_or_try_init(|| RolloutStatements::prepare(&self.session, &self.config.keyspace))
+            .await
+    }
+
+    async fn read_rollout(&self, key: &str) -> Result<Option<Rollout>, Error> {
+        let context = "reading the canary and shadow";
+        let st = self.rollout_statements().await?;
+        let row = self
+            .session
+            .execute_unpaged(&st.read, (key,))
+            .await
+            .map_err(|err| execution_error(context, err))?
+            .into_rows_result()
+            .map_err(|err| corrupt(context, err))?
+            .maybe_first_row::<(Option<i64>, Option<f64>, Option<i64>, Option<i64>)>()
+            .map_err(|err| corrupt(context, err))?;
+        Ok(row.map(
+            |(canary_version, canary_share, shadow, written_at)| Rollout {
+                canary: canary_version
+                    .zip(canary_share)
+                    .map(|(version, share)| Canary { version, share }),
+                shadow,
+                revision: written_at.unwrap_or(0),
+            },
+        ))
+    }
+
+    /// Writes one rollout change with its feed row (naming `feed_version`) in one logged
+    /// batch, timestamped after the rollout it replaces.
+    async fn write_rollout(
+        &self,
+        key: &str,
+        change: RolloutChange,
+        feed_version: i64,
+    ) -> Result<(), Error> {
+        let st = self.rollout_statements().await?;
+        let current = self.read_rollout(key).await?.map(|r| r.revision);
+        let now_ms = feed::now_millis();
+        let feed_row = (
+            feed::day_of(now_ms),
+            CqlTimestamp(now_ms),
+            key,
+            feed_version,
+        );
+        let context = "changing a canary or shadow";
+        let result = match change {
+            RolloutChange::Canary(canary) => {
+                let mut batch = st.set_canary.clone();
+                batch.set_timestamp(Some(write_timestamp(now_ms, current)));
+                self.session
+                    .batch(
+                        &batch,
+                        (
+                            (
+                                canary.map(|c| c.version),
+                                canary.map(|c| c.share),
+                                CqlTimestamp(now_ms),
+                                key,
+                            ),
+                            feed_row,
+                        ),
+                    )
+                    .await
+            }
+            RolloutChange::Shadow(version) => {
+                let mut batch = st.set_shadow.clone();
+                batch.set_timestamp(Some(write_timestamp(now_ms, current)));
+                self.session
+                    .batch(&batch, ((version, CqlTimestamp(now_ms), key), feed_row))
+                    .await
+            }
+        };
+        result.map_err(|err| execution_error(context, err))?;
+        Ok(())
     }
 
     async fn read_pointer(&self, st: &Statements, key: &str) -> Result<Option<Pointer>, Error> {
@@ -211,6 +355,13 @@ impl CqlModelStore {
             .map_err(|err| execution_error("activating a model version", err))?;
         Ok(())
     }
+}
+
+/// One change of a key's rollout.
+#[derive(Debug, Clone, Copy)]
+enum RolloutChange {
+    Canary(Option<Canary>),
+    Shadow(Option<i64>),
 }
 
 /// The write timestamp (microseconds) of an activation: this machine's clock, but always
@@ -457,6 +608,45 @@ impl ModelStore for CqlModelStore {
                 version,
                 spec_json,
             }))
+    }
+
+    async fn rollout(&self, key: &str) -> Result<Option<Rollout>, Error> {
+        self.read_rollout(key).await
+    }
+
+    async fn set_canary(&self, key: &str, canary: Option<Canary>) -> Result<(), Error> {
+        check_key(key)?;
+        if let Some(c) = canary {
+            check_share(c.share)?;
+            let st = self.statements().await?;
+            if self.read_spec(st, key, c.version).await?.is_none() {
+                return Err(Error::NoSuchVersion {
+                    key: key.to_string(),
+                    version: c.version,
+                });
+            }
+        }
+        self.write_rollout(
+            key,
+            RolloutChange::Canary(canary),
+            canary.map_or(0, |c| c.version),
+        )
+        .await
+    }
+
+    async fn set_shadow(&self, key: &str, version: Option<i64>) -> Result<(), Error> {
+        check_key(key)?;
+        if let Some(v) = version {
+            let st = self.statements().await?;
+            if self.read_spec(st, key, v).await?.is_none() {
+                return Err(Error::NoSuchVersion {
+                    key: key.to_string(),
+                    version: v,
+                });
+            }
+        }
+        self.write_rollout(key, RolloutChange::Shadow(version), version.unwrap_or(0))
+            .await
     }
 
     async fn list(&self) -> Result<Vec<KeySummary>, Error> {

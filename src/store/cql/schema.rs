@@ -2,7 +2,7 @@
 //! with the store's keyspace in place of `keyscore`.
 
 /// The schema files, in the order `init` applies them.
-const SCHEMA_FILES: [(&str, &str); 4] = [
+const SCHEMA_FILES: [(&str, &str); 5] = [
     (
         "001_keyspace.cql",
         include_str!("../../../cql/001_keyspace.cql"),
@@ -18,6 +18,10 @@ const SCHEMA_FILES: [(&str, &str); 4] = [
     (
         "030_model_changes.cql",
         include_str!("../../../cql/030_model_changes.cql"),
+    ),
+    (
+        "040_model_rollouts.cql",
+        include_str!("../../../cql/040_model_rollouts.cql"),
     ),
 ];
 
@@ -147,11 +151,12 @@ mod tests {
     #[test]
     fn the_schema_has_one_statement_per_object_in_file_order() {
         let statements = schema_statements("keyscore");
-        assert_eq!(statements.len(), 4, "{statements:#?}");
+        assert_eq!(statements.len(), 5, "{statements:#?}");
         assert!(statements[0].starts_with("CREATE KEYSPACE IF NOT EXISTS keyscore"));
         assert!(statements[1].starts_with("CREATE TABLE IF NOT EXISTS keyscore.model_versions"));
         assert!(statements[2].starts_with("CREATE TABLE IF NOT EXISTS keyscore.active_models"));
         assert!(statements[3].starts_with("CREATE TABLE IF NOT EXISTS keyscore.model_changes"));
+        assert!(statements[4].starts_with("CREATE TABLE IF NOT EXISTS keyscore.model_rollouts"));
         for statement in &statements {
             assert!(!statement.contains("--"), "comment left in {statement}");
             assert!(!statement.ends_with(';'), "{statement}");
@@ -166,6 +171,7 @@ mod tests {
         assert!(statements[1].contains("ks_test_42.model_versions ("));
         assert!(statements[2].contains("ks_test_42.active_models ("));
         assert!(statements[3].contains("ks_test_42.model_changes ("));
+        assert!(statements[4].contains("ks_test_42.model_rollouts ("));
         for statement in &statements {
             assert!(!statement.contains("keyscore"), "{statement}");
         }

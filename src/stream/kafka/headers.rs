@@ -14,6 +14,10 @@ pub const MODEL_KEY: &str = "keyscore-model-key";
 pub const MODEL_VERSION: &str = "keyscore-model-version";
 /// Scored record: the checksum of the model spec as stored.
 pub const MODEL_CHECKSUM: &str = "keyscore-model-checksum";
+/// Scored record: `true` when a canary version scored it (absent otherwise).
+pub const CANARY: &str = "keyscore-canary";
+/// Shadow output: `true` (shadow outputs only go to the shadow topic).
+pub const SHADOW: &str = "keyscore-shadow";
 /// Dead letter: the reason class (`not_json`, `missing_key`, `missing_feature`,
 /// `non_numeric_feature`, `no_model`, `model_error`, `store_unavailable`).
 pub const DEAD_REASON: &str = "keyscore-dead-reason";
@@ -49,7 +53,7 @@ impl IntText {
 /// Headers of a scored record.
 pub(crate) fn scored(s: &Scored) -> OwnedHeaders {
     let version = IntText::new(s.model.version);
-    OwnedHeaders::new_with_capacity(3)
+    let headers = OwnedHeaders::new_with_capacity(4)
         .insert(Header {
             key: MODEL_KEY,
             value: Some(s.model.key.as_bytes()),
@@ -61,7 +65,23 @@ pub(crate) fn scored(s: &Scored) -> OwnedHeaders {
         .insert(Header {
             key: MODEL_CHECKSUM,
             value: Some(s.model.checksum.as_bytes()),
+        });
+    let headers = if s.canary {
+        headers.insert(Header {
+            key: CANARY,
+            value: Some(b"true"),
         })
+    } else {
+        headers
+    };
+    if s.shadow {
+        headers.insert(Header {
+            key: SHADOW,
+            value: Some(b"true"),
+        })
+    } else {
+        headers
+    }
 }
 
 /// Headers of a dead letter.

@@ -6,7 +6,13 @@
 //!
 //! * Scored records carry the JSON body of [`Scored::encode_into`](crate::stream::Scored), the
 //!   input's Kafka key (so downstream partitioning follows the input's), and the headers
-//!   [`headers::MODEL_KEY`], [`headers::MODEL_VERSION`] and [`headers::MODEL_CHECKSUM`].
+//!   [`headers::MODEL_KEY`], [`headers::MODEL_VERSION`] and [`headers::MODEL_CHECKSUM`];
+//!   records scored by a canary version also carry [`headers::CANARY`] (`true`).
+//! * A key's shadow version scores the same records; its outputs go to the shadow topic
+//!   (`[kafka] shadow_topic`, default the output topic plus `-shadow`) with the same key and
+//!   headers plus [`headers::SHADOW`], never to the output topic. They are best effort: not
+//!   tracked for offsets, and a refused one is counted
+//!   (`keyscore_shadow_delivery_failures_total`), not retried.
 //! * Dead letters carry the input's bytes unchanged and its key, with the headers
 //!   [`headers::DEAD_REASON`] (the [`Reason`](crate::stream::Reason) class),
 //!   [`headers::DEAD_MESSAGE`], and [`headers::SOURCE_TOPIC`], [`headers::SOURCE_PARTITION`]

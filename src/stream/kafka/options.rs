@@ -20,6 +20,7 @@
 //! | `heartbeat.interval.ms` | `1000` | `3000` | kept well under the session timeout |
 //! | `max.poll.interval.ms` | `60000` | `300000` | also the rebalance timeout sent when joining |
 //! | `enable.partition.eof` | `false` | `false` | |
+//! | `statistics.interval.ms` | `5000` | `0` | consumer lag per partition for `/metrics` |
 //!
 //! Producer:
 //!
@@ -45,6 +46,7 @@ pub const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     ("heartbeat.interval.ms", "1000"),
     ("max.poll.interval.ms", "60000"),
     ("enable.partition.eof", "false"),
+    ("statistics.interval.ms", "5000"),
 ];
 
 /// Producer defaults keyscore applies before the user's options.

@@ -28,9 +28,14 @@ use super::{
 };
 use crate::{
     config::KafkaConfig,
+    ops::Metrics,
     stats::RunStats,
     stream::{Input, Outcome, Scorer},
 };
+
+/// The delivery token of shadow outputs: they are not tracked for offsets (shadow outputs are
+/// best effort), only counted. Tracker tokens never reach it (it would need 2^24 partitions).
+const SHADOW_TOKEN: Token = usize::MAX;
 
 /// State shared by the pipeline thread and the librdkafka callbacks.
 #[derive(Debug)]
@@ -47,6 +52,7 @@ struct Shared {
     drain_timeout: Duration,
     /// Set once the pipeline is leaving the group: revocations then do not wait again.
     closing: AtomicBool,
+    metrics: Arc<Metrics>,
 }
 
 impl Shared {
@@ -117,8 +123,21 @@ impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = Token;
 
     fn delivery(&self, result: &DeliveryResult<'_>, token: Token) {
+        if token == SHADOW_TOKEN {
+            match result {
+                Ok(_) => self.shared.metrics.add_shadow_out(1),
+                Err((err, _)) => {
+                    self.shared.metrics.shadow_delivery_failed();
+                    debug!(error = %err, "A shadow output was not accepted.");
+                }
+            }
+            return;
+        }
         match result {
-            Ok(_) => self.shared.acknowledge(token),
+            Ok(_) => {
+                self.shared.metrics.add_out(1);
+                self.shared.acknowledge(token)
+            }
             Err((err, msg)) => self.shared.fail(format!(
                 "a record for topic '{}' was not accepted: {err}",
                 msg.topic()
@@ -132,7 +151,17 @@ struct RebalanceContext {
     shared: Arc<Shared>,
 }
 
-impl ClientContext for RebalanceContext {}
+impl ClientContext for RebalanceContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let lag = statistics.topics.into_iter().flat_map(|(topic, t)| {
+            t.partitions
+                .into_iter()
+                .filter(|(p, _)| *p >= 0)
+                .map(move |(p, s)| ((topic.clone(), p), s.consumer_lag))
+        });
+        self.shared.metrics.set_consumer_lag(lag);
+    }
+}
 
 impl ConsumerContext for RebalanceContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -148,6 +177,7 @@ impl ConsumerContext for RebalanceContext {
                     .lock()
                     .expect("revoked lock")
                     .extend(parts.iter().cloned());
+                self.shared.metrics.partitions_revoked(&parts);
                 self.shared.epoch.fetch_add(1, Ordering::SeqCst);
                 let wait = if self.shared.closing.load(Ordering::SeqCst) {
                     Duration::ZERO
@@ -178,6 +208,12 @@ impl ConsumerContext for RebalanceContext {
             }
             Rebalance::Assign(tpl) => {
                 self.shared.epoch.fetch_add(1, Ordering::SeqCst);
+                let parts: Vec<TopicPartition> = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_string(), e.partition()))
+                    .collect();
+                self.shared.metrics.partitions_assigned(&parts);
                 info!(partitions = tpl.count(), "Partitions assigned.");
             }
             Rebalance::Error(err) => warn!(error = %err, "Rebalance failed."),
@@ -274,7 +310,9 @@ pub(super) fn run(
         revoked: Mutex::new(Vec::new()),
         drain_timeout,
         closing: AtomicBool::new(false),
+        metrics: Arc::clone(scorer.metrics()),
     });
+    shared.metrics.kafka_started();
     let producer: ThreadedProducer<DeliveryContext> = options::producer_config(config)
         .create_with_context(DeliveryContext {
             shared: Arc::clone(&shared),
@@ -315,6 +353,7 @@ pub(super) fn run(
         report: ServeReport::default(),
         stats: RunStats::default(),
         out: Vec::with_capacity(1024),
+        shadow_topic: config.shadow_topic(),
     };
     let result = pipeline.consume(&consumer, cancel);
 
@@ -357,6 +396,7 @@ struct Pipeline<'a> {
     report: ServeReport,
     stats: RunStats,
     out: Vec<u8>,
+    shadow_topic: String,
 }
 
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
@@ -473,10 +513,19 @@ impl Pipeline<'_> {
                 key: m.key(),
             })
             .collect();
-        let outcomes = self
+        let scoring = self
             .rt
-            .block_on(self.scorer.score_batch(&inputs, Some(&mut self.stats)));
-        for (m, outcome) in batch.iter().zip(&outcomes) {
+            .block_on(self.scorer.score(&inputs, Some(&mut self.stats)));
+        let now_ms = crate::ops::metrics::unix_ms(std::time::SystemTime::now()) as i64;
+        let mut shadows = scoring.shadows.iter().peekable();
+        for (i, (m, outcome)) in batch.iter().zip(&scoring.outcomes).enumerate() {
+            if let Some(ts) = m.timestamp().to_millis() {
+                let lag_ms = u64::try_from(now_ms - ts).unwrap_or(0);
+                self.scorer
+                    .metrics()
+                    .lag
+                    .observe(Duration::from_millis(lag_ms));
+            }
             let token = self
                 .shared
                 .tracker()
@@ -506,6 +555,22 @@ impl Pipeline<'_> {
                 None => record,
             };
             send(self.producer, record, &mut self.report.queue_full)?;
+            while let Some((_, shadow)) = shadows.next_if(|(at, _)| *at == i) {
+                self.out.clear();
+                shadow.encode_into(&mut self.out);
+                let record = BaseRecord::with_opaque_to(&self.shadow_topic, SHADOW_TOKEN)
+                    .payload(&self.out[..])
+                    .headers(headers::scored(shadow));
+                let record = match m.key() {
+                    Some(k) => record.key(k),
+                    None => record,
+                };
+                // Shadow outputs are best effort: a refused one is counted, never fatal.
+                if let Err(err) = send(self.producer, record, &mut self.report.queue_full) {
+                    self.scorer.metrics().shadow_delivery_failed();
+                    debug!(error = %err, "A shadow output could not be queued.");
+                }
+            }
         }
         Ok(())
     }

@@ -1,0 +1,189 @@
+//! The status page in a real browser: headless Chromium loads `/` from a running
+//! `keyscore score --ops-listen`, and the page shows the seed keys and follows an activation.
+//!
+//! Needs Chromium (`chromium` on PATH, or `KEYSCORE_CHROMIUM`); `tests/run-all.sh` installs
+//! it. Without it the test fails.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::TcpStream,
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use keyscore::store::{EmbeddedModelStore, ModelStore};
+
+fn chromium() -> PathBuf {
+    if let Ok(path) = std::env::var("KEYSCORE_CHROMIUM") {
+        return PathBuf::from(path);
+    }
+    for name in ["chromium", "chromium-browser", "google-chrome"] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {name}")])
+            .output()
+            .unwrap();
+        if found.status.success() {
+            return PathBuf::from(String::from_utf8(found.stdout).unwrap().trim());
+        }
+    }
+    panic!(
+        "Chromium is needed for the status page test: install it (Debian: apt-get install -y \
+         chromium; tests/run-all.sh does) or set KEYSCORE_CHROMIUM"
+    );
+}
+
+/// The page's DOM after its scripts ran and polled the server at least once.
+fn dump_dom(url: &str, profile: &Path) -> String {
+    let out = Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            &format!("--user-data-dir={}", profile.display()),
+            "--virtual-time-budget=3000",
+            "--dump-dom",
+            url,
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("running Chromium");
+    assert!(
+        out.status.success(),
+        "Chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The text of the `served` cell of the row of `key`, if the page shows it.
+fn served_cell(dom: &str, key: &str) -> Option<String> {
+    let row_start = dom.find(&format!("<tr data-key=\"{key}\">"))?;
+    let row = &dom[row_start..row_start + dom[row_start..].find("</tr>")?];
+    let cell = row.find("served\">")? + "served\">".len();
+    Some(row[cell..cell + row[cell..].find('<')?].to_string())
+}
+
+fn get(addr: &str, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+struct Score {
+    child: Child,
+    stdin: Option<ChildStdin>,
+}
+
+impl Drop for Score {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_shows_the_seed_keys_and_follows_an_activation() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("models.db");
+    let store = EmbeddedModelStore::open(&db).unwrap();
+    let mut keys = Vec::new();
+    for entry in std::fs::read_dir("seed/models").unwrap() {
+        let entry = entry.unwrap();
+        let key = entry.file_name().to_string_lossy().into_owned();
+        let spec = std::fs::read_to_string(entry.path().join("v1.json")).unwrap();
+        store.put_version(&key, Some(1), &spec).await.unwrap();
+        store.activate(&key, 1).await.unwrap();
+        keys.push(key);
+    }
+    let v2 = std::fs::read_to_string("seed/models/paris/v2.json").unwrap();
+    store.put_version("paris", Some(2), &v2).await.unwrap();
+
+    let log = dir.path().join("score.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keyscore"))
+        .args([
+            "--log-format",
+            "json",
+            "score",
+            "--ops-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--batch", "1"])
+        .env("KEYSCORE_STORE", format!("sqlite://{}", db.display()))
+        .env("KEYSCORE__STORE__REFRESH_INTERVAL_MS", "200")
+        .env("KEYSCORE__OPS__STORE_SCAN_INTERVAL_MS", "200")
+        .env("KEYSCORE_LOG", "info")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take();
+    let mut score = Score { child, stdin };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let addr = loop {
+        let text = std::fs::read_to_string(&log).unwrap();
+        if let Some(at) = text.find("\"addr\":\"") {
+            let rest = &text[at + 8..];
+            break rest[..rest.find('"').unwrap()].to_string();
+        }
+        assert!(
+            score.child.try_wait().unwrap().is_none(),
+            "score exited:\n{text}"
+        );
+        assert!(Instant::now() < deadline, "no operations address:\n{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // The first records of the seed file, so paris is served.
+    let records = std::fs::read_to_string("seed/records.jsonl").unwrap();
+    let stdin = score.stdin.as_mut().unwrap();
+    for line in records.lines().filter(|l| l.contains("\"paris\"")).take(20) {
+        writeln!(stdin, "{line}").unwrap();
+    }
+    stdin.flush().unwrap();
+    let wait_for = |what: &str, ok: &dyn Fn(&str) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let body = get(&addr, "/status.json");
+            if ok(&body) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{what}:\n{body}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_for("paris scored by v1", &|b| {
+        b.contains(r#""key":"paris""#) && b.contains(r#""served_version":1"#)
+    });
+
+    let url = format!("http://{addr}/");
+    let dom = dump_dom(&url, &dir.path().join("profile-1"));
+    for key in &keys {
+        assert!(
+            dom.contains(&format!("<tr data-key=\"{key}\">")),
+            "the page does not show {key}:\n{dom}"
+        );
+    }
+    assert_eq!(served_cell(&dom, "paris").as_deref(), Some("1"), "{dom}");
+    assert!(dom.contains("ready"), "{dom}");
+
+    let activated = Command::new(env!("CARGO_BIN_EXE_keyscore"))
+        .args(["activate", "--key", "paris", "--version", "2"])
+        .env("KEYSCORE_STORE", format!("sqlite://{}", db.display()))
+        .status()
+        .unwrap();
+    assert!(activated.success());
+    wait_for("paris swapped to v2", &|b| b.contains(r#""to":2"#));
+    let dom = dump_dom(&url, &dir.path().join("profile-2"));
+    assert_eq!(served_cell(&dom, "paris").as_deref(), Some("2"), "{dom}");
+    assert!(dom.contains("v1 → v2"), "the page shows no swap:\n{dom}");
+}
