@@ -18,13 +18,16 @@
 // criterion_group! defines an undocumented public function.
 #![allow(missing_docs)]
 
+#[path = "support/rounds.rs"]
+mod rounds;
+
 #[path = "../tests/support/memory_store.rs"]
 #[allow(dead_code)]
 mod memory_store;
 
 use std::{borrow::Cow, fmt, hint::black_box, sync::Arc, time::Duration};
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use keyscore::{
     model::{
         spec::{OutputSpec, ParamsSpec, FORMAT_VERSION},
@@ -35,6 +38,7 @@ use keyscore::{
     stream::{decode, Input, Outcome, RecordFormat, Scored, Scorer},
 };
 use memory_store::MemoryStore;
+use rounds::Case;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
@@ -389,32 +393,32 @@ fn decoding(c: &mut Criterion) {
     group.finish();
 }
 
+/// A scored record as the pipeline would produce it, from a regression model (`None`) or a
+/// binary classifier with these class labels.
+fn scored(classes: Option<&[&str]>) -> Scored {
+    let prediction = match classes {
+        None => Prediction::Value(31.418_592_653_589_79),
+        Some(_) => Prediction::Class {
+            index: 1,
+            probabilities: vec![0.273_471_112_948_113_5, 0.726_528_887_051_886_5],
+        },
+    };
+    Scored {
+        id: Some(Value::String("r-00012345".into())),
+        key: "paris".into(),
+        prediction,
+        model: served("paris", &spec(classes)),
+        fallback: false,
+    }
+}
+
 fn encoding(c: &mut Criterion) {
     let mut group = c.benchmark_group("encode");
     group.throughput(Throughput::Elements(1));
-    let cases = [
-        (
-            "regression",
-            served("paris", &spec(None)),
-            Prediction::Value(31.418_592_653_589_79),
-        ),
-        (
-            "binary_class",
-            served("paris", &spec(Some(&["on_time", "late"]))),
-            Prediction::Class {
-                index: 1,
-                probabilities: vec![0.273_471_112_948_113_5, 0.726_528_887_051_886_5],
-            },
-        ),
-    ];
-    for (name, model, prediction) in cases {
-        let scored = Scored {
-            id: Some(Value::String("r-00012345".into())),
-            key: "paris".into(),
-            prediction,
-            model,
-            fallback: false,
-        };
+    for (name, scored) in [
+        ("regression", scored(None)),
+        ("binary_class", scored(Some(&["on_time", "late"]))),
+    ] {
         let mut out = Vec::with_capacity(512);
         scored.encode_into(&mut out);
         let len = out.len();
@@ -429,11 +433,15 @@ fn encoding(c: &mut Criterion) {
     group.finish();
 }
 
-fn scoring(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .expect("tokio runtime");
+        .expect("tokio runtime")
+}
+
+/// A scorer over an in-memory store holding one linear model per city.
+fn scorer(rt: &tokio::runtime::Runtime) -> Scorer {
     let store = Arc::new(MemoryStore::default());
     let json = spec(None).to_json();
     rt.block_on(async {
@@ -443,9 +451,11 @@ fn scoring(c: &mut Criterion) {
         }
     });
     let registry = Arc::new(ModelRegistry::new(store, RegistryConfig::default()));
-    let scorer = Scorer::new(registry, RecordFormat::default());
-    let records = pool();
-    let batches: Vec<Vec<Input<'_>>> = records
+    Scorer::new(registry, RecordFormat::default())
+}
+
+fn batches(records: &[String]) -> Vec<Vec<Input<'_>>> {
+    records
         .chunks(BATCH)
         .map(|chunk| {
             chunk
@@ -456,7 +466,14 @@ fn scoring(c: &mut Criterion) {
                 })
                 .collect()
         })
-        .collect();
+        .collect()
+}
+
+fn scoring(c: &mut Criterion) {
+    let rt = runtime();
+    let scorer = scorer(&rt);
+    let records = pool();
+    let batches = batches(&records);
     // Load every city's model, and check every record scores.
     for batch in &batches {
         let outcomes = rt.block_on(scorer.score_batch(batch, None));
@@ -486,4 +503,71 @@ criterion_group! {
     config = config();
     targets = decoding, encoding, scoring
 }
-criterion_main!(benches);
+
+/// Medians of interleaved rounds: decoding with the crate and with the prototype, encoding,
+/// and a whole batch, all per record, so the shares of a batch's time can be read off.
+fn summary() {
+    let records = pool();
+    let format = RecordFormat::default();
+    let features = model_features();
+    let rt = runtime();
+    let scorer = scorer(&rt);
+    let batches = batches(&records);
+    let regression = scored(None);
+    let binary = scored(Some(&["on_time", "late"]));
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    let (mut out1, mut out2) = (Vec::with_capacity(512), Vec::with_capacity(512));
+    let (mut i, mut j, mut k) = (0, 0, 0);
+    let mut cases = vec![
+        Case::calls("decode + features_into (crate)", 1, || {
+            i = (i + 1) % POOL;
+            let d = decode(records[i].as_bytes(), &format, None).expect("decodes");
+            d.features_into(&features, &mut a).expect("features");
+            black_box((&d, &a));
+        }),
+        Case::calls("decode_lite + features (prototype)", 1, || {
+            j = (j + 1) % POOL;
+            black_box(decode_lite(records[j].as_bytes(), &features, &mut b));
+        }),
+        Case::calls("encode_into, regression", 1, || {
+            out1.clear();
+            black_box(&regression).encode_into(&mut out1);
+            black_box(&out1);
+        }),
+        Case::calls("encode_into, binary class", 1, || {
+            out2.clear();
+            black_box(&binary).encode_into(&mut out2);
+            black_box(&out2);
+        }),
+        Case::calls("score_batch(64), per record", BATCH as u64, || {
+            k = (k + 1) % batches.len();
+            black_box(rt.block_on(scorer.score_batch(&batches[k], None)));
+        }),
+    ];
+    let figures = rounds::run(&mut cases, 21, Duration::from_millis(20));
+    println!("\ncodec: medians (best) of 21 interleaved rounds, ns per record");
+    println!("| step | median (best) | / score_batch per record |");
+    println!("|---|---|---|");
+    let whole = figures[4].median;
+    for (c, f) in cases.iter().zip(&figures) {
+        println!(
+            "| {} | {} ({}) | {:.2} |",
+            c.name,
+            rounds::ns(f.median),
+            rounds::ns(f.best),
+            f.median / whole
+        );
+    }
+    println!(
+        "prototype / crate decode: {:.2}",
+        figures[1].median / figures[0].median
+    );
+}
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    if rounds::benching() {
+        summary();
+    }
+}

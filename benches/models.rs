@@ -14,9 +14,12 @@
 // criterion_group! defines an undocumented public function.
 #![allow(missing_docs)]
 
+#[path = "support/rounds.rs"]
+mod rounds;
+
 use std::{hint::black_box, time::Duration};
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use keyscore::model::{
     spec::{
         Activation, LayerSpec, OutputSpec, ParamsSpec, ThresholdPrecision, TreeSpec, FORMAT_VERSION,
@@ -24,6 +27,7 @@ use keyscore::model::{
     Model, ModelSpec, Prediction,
 };
 use ndarray::{Array2, Axis, Slice};
+use rounds::Case;
 
 /// Records in each input pool: enough to defeat branch prediction, small enough for L2.
 const POOL: usize = 1024;
@@ -311,4 +315,94 @@ criterion_group! {
     config = config();
     targets = single, batch, build
 }
-criterion_main!(benches);
+
+/// The goal issue 5 sets for a model, in ns per record.
+fn goal(name: &str) -> Option<f64> {
+    match name {
+        n if n.starts_with("linear") => Some(50.0),
+        n if n.starts_with("mlp") => Some(1000.0),
+        n if n.starts_with("forest") => Some(3000.0),
+        _ => None,
+    }
+}
+
+/// Medians of interleaved rounds for every model, single and batched, against the goals.
+fn summary() {
+    let models = models();
+    let inputs: Vec<Array2<f64>> = models
+        .iter()
+        .map(|(_, m)| records(m.features().len(), 12))
+        .collect();
+    let mut cases = Vec::new();
+    for ((name, model), pool) in models.iter().zip(&inputs) {
+        let mut i = 0;
+        cases.push(Case::calls(format!("{name} predict"), 1, move || {
+            i = (i + 1) % POOL;
+            let row = pool.row(i).to_slice().expect("row-major");
+            black_box(model.predict(black_box(row)).ok());
+        }));
+        let mut k = 0;
+        cases.push(Case::calls(
+            format!("{name} batch"),
+            BATCH as u64,
+            move || {
+                k = (k + BATCH) % POOL;
+                let rows = pool.slice_axis(Axis(0), Slice::from(k..k + BATCH));
+                black_box(model.predict_batch(black_box(rows)).ok());
+            },
+        ));
+    }
+    let figures = rounds::run(&mut cases, 21, Duration::from_millis(20));
+    println!("\nmodels: medians (best) of 21 interleaved rounds, ns per record");
+    println!("| model | predict | predict_batch(64) per record | batch / single | goal | predict within goal |");
+    println!("|---|---|---|---|---|---|");
+    for ((name, _), f) in models.iter().zip(figures.chunks(2)) {
+        let (one, many) = (f[0], f[1]);
+        let g = goal(name);
+        println!(
+            "| {name} | {} ({}) | {} ({}) | {:.2} | {} | {} |",
+            rounds::ns(one.median),
+            rounds::ns(one.best),
+            rounds::ns(many.median),
+            rounds::ns(many.best),
+            many.median / one.median,
+            g.map_or("-".into(), rounds::ns),
+            g.map_or("-", |g| if one.median <= g { "yes" } else { "no" }),
+        );
+    }
+    let spec = forest(16, 100, 8);
+    let json = spec.to_json();
+    let mut cases = vec![
+        Case::calls("build", 1, || {
+            black_box(black_box(&spec).build().ok());
+        }),
+        Case::calls("from_json + build", 1, || {
+            black_box(
+                ModelSpec::from_json(black_box(json.as_bytes()))
+                    .map(|s| s.build().is_ok())
+                    .ok(),
+            );
+        }),
+    ];
+    let figures = rounds::run(&mut cases, 9, Duration::from_millis(60));
+    println!(
+        "\nforest 100x8 on 16 features ({} kB of JSON): medians (best) of 9 rounds",
+        json.len() / 1000
+    );
+    for (c, f) in cases.iter().zip(figures) {
+        println!(
+            "| {} | {} ({}) |",
+            c.name,
+            rounds::ns(f.median),
+            rounds::ns(f.best)
+        );
+    }
+}
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    if rounds::benching() {
+        summary();
+    }
+}

@@ -25,6 +25,9 @@
 // criterion_group! defines an undocumented public function.
 #![allow(missing_docs)]
 
+#[path = "support/rounds.rs"]
+mod rounds;
+
 #[path = "../tests/support/memory_store.rs"]
 #[allow(dead_code)]
 mod memory_store;
@@ -47,6 +50,7 @@ use keyscore::{
     store::ModelStore,
 };
 use memory_store::MemoryStore;
+use rounds::Case;
 use tokio::runtime::Runtime;
 
 /// Cached keys.
@@ -293,41 +297,42 @@ fn lookups(c: &mut Criterion) {
     }
 }
 
-/// Medians of interleaved rounds, and each variant's ratio to `snapshot`: the variants share
-/// the machine's noise, so the ratios hold better than absolute times on a busy machine.
-fn ratio_summary() {
-    const ROUNDS: usize = 15;
-    const HITS: u64 = 100_000;
+/// Medians of interleaved rounds, and each variant's ratio to `snapshot` at the same thread
+/// count: the variants share the machine's noise, so ratios hold better than absolute times.
+fn summary() {
+    const ROUNDS: usize = 21;
     let f = fixture();
-    println!("\nregistry hit path: medians of {ROUNDS} interleaved rounds of {HITS} hits");
-    println!(
-        "{:<18} {:>8} {:>18} {:>8} {:>18}",
-        "variant", "1 thread", "ratio to snapshot", "2 threads", "ratio to snapshot"
-    );
-    let mut medians = HashMap::new();
+    let mut cases = Vec::new();
     for threads in [1, 2] {
-        let mut samples: HashMap<&str, Vec<f64>> = HashMap::new();
-        for _ in 0..ROUNDS {
-            for v in Variant::ALL {
-                let ns = f.time(v, threads, HITS).as_nanos() as f64 / HITS as f64;
-                samples.entry(v.name()).or_default().push(ns);
-            }
-        }
-        for (name, mut s) in samples {
-            s.sort_by(f64::total_cmp);
-            medians.insert((name, threads), s[s.len() / 2]);
+        for v in Variant::ALL {
+            let f = &f;
+            cases.push(Case::new(format!("{} x{threads}", v.name()), 1, move |n| {
+                f.time(v, threads, n)
+            }));
         }
     }
-    for v in Variant::ALL {
-        let m1 = medians[&(v.name(), 1)];
-        let m2 = medians[&(v.name(), 2)];
+    let figures = rounds::run(&mut cases, ROUNDS, Duration::from_millis(20));
+    let (one, two) = figures.split_at(Variant::ALL.len());
+    let snapshot = Variant::ALL
+        .iter()
+        .position(|&v| v == Variant::Snapshot)
+        .expect("snapshot is a variant");
+    println!(
+        "\nregistry hit path over {KEYS} cached keys: medians (best) of {ROUNDS} interleaved \
+         rounds, ns per hit per thread"
+    );
+    println!("| lookup | 1 thread | / snapshot | 2 threads | / snapshot |");
+    println!("|---|---|---|---|---|");
+    for (i, v) in Variant::ALL.iter().enumerate() {
         println!(
-            "{:<18} {:>6.1}ns {:>18.2} {:>7.1}ns {:>18.2}",
+            "| {} | {} ({}) | {:.1} | {} ({}) | {:.1} |",
             v.name(),
-            m1,
-            m1 / medians[&("snapshot", 1)],
-            m2,
-            m2 / medians[&("snapshot", 2)],
+            rounds::ns(one[i].median),
+            rounds::ns(one[i].best),
+            one[i].median / one[snapshot].median,
+            rounds::ns(two[i].median),
+            rounds::ns(two[i].best),
+            two[i].median / two[snapshot].median,
         );
     }
 }
@@ -349,7 +354,7 @@ fn main() {
     benches();
     Criterion::default().configure_from_args().final_summary();
     // Only a real `cargo bench` run prints the ratios; `cargo test --benches` stays quick.
-    if std::env::args().any(|a| a == "--bench") {
-        ratio_summary();
+    if rounds::benching() {
+        summary();
     }
 }
