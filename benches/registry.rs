@@ -256,28 +256,36 @@ impl Fixture {
         }
     }
 
-    /// Wall time for each of `threads` threads to do `n` hits at once.
+    /// Wall time for each of `threads` threads to do `n` hits at once: from the first thread's
+    /// start to the last thread's end, each timed by the thread itself (the spawning thread may
+    /// not be scheduled when they start or finish).
     fn time(&self, v: Variant, threads: usize, n: u64) -> Duration {
         if threads == 1 {
             let start = Instant::now();
             self.hits(v, 0, n);
             return start.elapsed();
         }
-        let barrier = std::sync::Barrier::new(threads + 1);
-        std::thread::scope(|s| {
-            for t in 0..threads {
-                let barrier = &barrier;
-                s.spawn(move || {
-                    barrier.wait();
-                    self.hits(v, t, n);
-                });
-            }
-            barrier.wait();
-            let start = Instant::now();
-            // The scope joins every thread before returning.
-            start
-        })
-        .elapsed()
+        let barrier = std::sync::Barrier::new(threads);
+        let spans: Vec<(Instant, Instant)> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..threads)
+                .map(|t| {
+                    let barrier = &barrier;
+                    s.spawn(move || {
+                        barrier.wait();
+                        let start = Instant::now();
+                        self.hits(v, t, n);
+                        (start, Instant::now())
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().expect("lookup thread"))
+                .collect()
+        });
+        let start = spans.iter().map(|s| s.0).min().expect("threads");
+        let end = spans.iter().map(|s| s.1).max().expect("threads");
+        end - start
     }
 }
 
