@@ -93,8 +93,8 @@ pub(crate) fn run(cases: &mut [Case<'_>], rounds: usize, round: Duration) -> Vec
 
 /// Formats nanoseconds for a table.
 pub(crate) fn ns(v: f64) -> String {
-    if v >= 10_000_000.0 {
-        format!("{:.1} ms", v / 1e6)
+    if v >= 1_000_000.0 {
+        format!("{:.2} ms", v / 1e6)
     } else if v >= 10_000.0 {
         format!("{:.1} us", v / 1000.0)
     } else if v >= 100.0 {
