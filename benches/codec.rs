@@ -363,7 +363,9 @@ fn decoding(c: &mut Criterion) {
         d.features_into(&features, &mut a)
             .expect("has every feature");
         let (key, id) = decode_lite(r.as_bytes(), &features, &mut b).expect("lite decodes");
-        assert_eq!((key, id, &b), (d.key, d.id, &a));
+        let crate_id =
+            d.id.map(|r| serde_json::from_str::<Value>(r.get()).expect("raw id is JSON"));
+        assert_eq!((key, id, &b), (d.key, crate_id, &a));
     }
     let mut group = c.benchmark_group("decode");
     group.throughput(Throughput::Elements(1));
@@ -407,11 +409,15 @@ fn scored(classes: Option<&[&str]>) -> Scored {
         },
     };
     Scored {
-        id: Some(Value::String("r-00012345".into())),
+        id: Some(
+            serde_json::value::RawValue::from_string(r#""r-00012345""#.into()).expect("JSON text"),
+        ),
         key: "paris".into(),
         prediction,
         model: served("paris", &spec(classes)),
         fallback: false,
+        canary: false,
+        shadow: false,
     }
 }
 

@@ -22,17 +22,18 @@ pub(super) fn predict_batch(
     let mut scratch = vec![0.0; model.scratch_len];
     // Rows of a column-major or strided view are not contiguous: copy them first.
     let mut row_copy = Vec::new();
-    x.rows()
-        .into_iter()
-        .map(|row| match row.as_slice() {
-            Some(r) => predict_row(model, r, &mut scratch),
+    let mut out = Vec::with_capacity(x.nrows());
+    for row in x.rows() {
+        out.push(match row.as_slice() {
+            Some(r) => predict_row(model, r, &mut scratch)?,
             None => {
                 row_copy.clear();
                 row_copy.extend(row.iter().copied());
-                predict_row(model, &row_copy, &mut scratch)
+                predict_row(model, &row_copy, &mut scratch)?
             }
-        })
-        .collect()
+        });
+    }
+    Ok(out)
 }
 
 fn check_len(model: &Model, got: usize) -> Result<(), Error> {

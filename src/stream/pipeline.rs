@@ -50,7 +50,7 @@ pub fn score_decoded(decoded: &Decoded, resolved: &Resolved, scratch: &mut Vec<f
     }
     match model.model.predict(scratch) {
         Ok(prediction) => Outcome::Scored(Scored {
-            id: decoded.id.clone(),
+            id: decoded.id.map(ToOwned::to_owned),
             key: decoded.key.clone(),
             prediction,
             model: Arc::clone(model),
@@ -163,7 +163,7 @@ impl Scorer {
                         let canary = rollout
                             .as_ref()
                             .and_then(|r| r.canary.as_ref())
-                            .filter(|c| c.takes(&id_text(d, inputs[i].payload)));
+                            .filter(|c| c.takes(id_text(d, inputs[i].payload)));
                         let canary_resolved = canary.map(|c| Resolved::Own(Arc::clone(&c.model)));
                         let start = Instant::now();
                         let mut outcome = score_decoded(
@@ -240,10 +240,10 @@ impl Scorer {
 }
 
 /// The bytes a record's canary split is hashed from: its id's JSON text, else its payload.
-fn id_text(d: &Decoded, payload: &[u8]) -> Vec<u8> {
-    match &d.id {
-        Some(id) => serde_json::to_vec(id).expect("a JSON value serializes"),
-        None => payload.to_vec(),
+fn id_text<'a>(d: &Decoded<'a>, payload: &'a [u8]) -> &'a [u8] {
+    match d.id {
+        Some(id) => id.get().as_bytes(),
+        None => payload,
     }
 }
 

@@ -5,10 +5,14 @@
 //! record that cannot be scored becomes a [`Rejection`] with a typed [`Reason`]: never a panic,
 //! never a silent drop.
 
-use std::{fmt, sync::Arc};
+use std::{borrow::Cow, fmt, sync::Arc};
 
-use serde::{ser::SerializeMap, Serialize, Serializer};
-use serde_json::{Map, Value};
+use serde::{
+    de::{DeserializeSeed, MapAccess, Visitor},
+    ser::SerializeMap,
+    Deserialize, Serialize, Serializer,
+};
+use serde_json::{value::RawValue, Value};
 
 use crate::{model::Prediction, registry::ServedModel};
 
@@ -110,61 +114,152 @@ impl Rejection {
     }
 }
 
-/// A decoded input record: its key, its id and its fields.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Decoded {
+/// A decoded input record: its key, its id and its fields, borrowed from the payload.
+///
+/// Decoding validates the whole payload as JSON but parses only what scoring reads: the key,
+/// and each feature the model asks for, on demand. A field named twice takes its last value,
+/// as in a JSON object.
+#[derive(Debug, Clone)]
+pub struct Decoded<'a> {
     /// The model key.
     pub key: String,
-    /// The id field's value, if present.
-    pub id: Option<Value>,
-    fields: Map<String, Value>,
+    /// The id field's JSON text, if present.
+    pub id: Option<&'a RawValue>,
+    fields: Vec<(Cow<'a, str>, &'a RawValue)>,
+}
+
+/// The top-level fields of a JSON object, values left as raw JSON text.
+struct Fields<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor;
+        impl<'de> Visitor<'de> for ObjectVisitor {
+            type Value = Fields<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
+                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(24));
+                while let Some(name) = map.next_key_seed(FieldName)? {
+                    fields.push((name, map.next_value::<&'de RawValue>()?));
+                }
+                Ok(Fields(fields))
+            }
+        }
+        d.deserialize_map(ObjectVisitor)
+    }
+}
+
+/// A field name: borrowed from the payload unless it holds escapes.
+struct FieldName;
+
+impl<'de> DeserializeSeed<'de> for FieldName {
+    type Value = Cow<'de, str>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        struct NameVisitor;
+        impl<'de> Visitor<'de> for NameVisitor {
+            type Value = Cow<'de, str>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Cow::Borrowed(v))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Cow::Owned(v.to_owned()))
+            }
+        }
+        d.deserialize_str(NameVisitor)
+    }
+}
+
+/// The JSON kind of a raw value, from its first character (the text is valid JSON).
+fn raw_kind(raw: &RawValue) -> &'static str {
+    match raw.get().as_bytes().first() {
+        Some(b'n') => "null",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'"') => "a string",
+        Some(b'[') => "an array",
+        Some(b'{') => "an object",
+        _ => "a number",
+    }
 }
 
 /// Decodes one payload. `message_key` is used when the format takes keys from messages.
 /// Never panics, whatever the bytes.
-pub fn decode(
-    payload: &[u8],
+pub fn decode<'a>(
+    payload: &'a [u8],
     format: &RecordFormat,
     message_key: Option<&[u8]>,
-) -> Result<Decoded, Rejection> {
-    let fields: Map<String, Value> = match serde_json::from_slice(payload) {
-        Ok(Value::Object(map)) => map,
-        Ok(other) => {
-            return Err(Rejection::new(
-                Reason::NotJson,
-                format!(
-                    "record is JSON but not an object (found {})",
-                    json_kind(&other)
+) -> Result<Decoded<'a>, Rejection> {
+    let fields = match serde_json::from_slice::<Fields<'a>>(payload) {
+        Ok(Fields(fields)) => fields,
+        // The error path re-reads the payload to say exactly what is wrong with it.
+        Err(_) => {
+            return Err(match serde_json::from_slice::<Value>(payload) {
+                Ok(other) => Rejection::new(
+                    Reason::NotJson,
+                    format!(
+                        "record is JSON but not an object (found {})",
+                        json_kind(&other)
+                    ),
                 ),
-            ))
-        }
-        Err(err) => {
-            return Err(Rejection::new(
-                Reason::NotJson,
-                format!("record is not valid JSON: {err}"),
-            ))
+                Err(err) => {
+                    Rejection::new(Reason::NotJson, format!("record is not valid JSON: {err}"))
+                }
+            })
         }
     };
+    let get = |name: &str| {
+        fields
+            .iter()
+            .rev()
+            .find(|(n, _)| n.as_ref() == name)
+            .map(|(_, v)| *v)
+    };
     let key = match &format.key {
-        KeySource::Field(name) => match fields.get(name) {
-            Some(Value::String(s)) if !s.is_empty() => s.clone(),
-            Some(Value::Number(n)) if n.is_i64() || n.is_u64() => n.to_string(),
-            Some(Value::Null) | None => {
-                return Err(Rejection::new(
-                    Reason::MissingKey,
-                    format!("key field '{name}' is missing"),
-                ))
+        KeySource::Field(name) => {
+            let raw = get(name);
+            let text = raw.map(RawValue::get).unwrap_or("null");
+            let key = match text.as_bytes().first() {
+                Some(b'"') => serde_json::from_str::<String>(text).ok(),
+                Some(b'-' | b'0'..=b'9')
+                    if text.parse::<i64>().is_ok() || text.parse::<u64>().is_ok() =>
+                {
+                    Some(text.to_owned())
+                }
+                _ => None,
+            };
+            match (key, raw) {
+                (Some(k), _) if !k.is_empty() => k,
+                (_, None) => {
+                    return Err(Rejection::new(
+                        Reason::MissingKey,
+                        format!("key field '{name}' is missing"),
+                    ))
+                }
+                (_, Some(raw)) if raw.get() == "null" => {
+                    return Err(Rejection::new(
+                        Reason::MissingKey,
+                        format!("key field '{name}' is missing"),
+                    ))
+                }
+                (_, Some(raw)) => {
+                    return Err(Rejection::new(
+                        Reason::MissingKey,
+                        format!(
+                            "key field '{name}' must be a non-empty string or an integer, found {}",
+                            if raw.get().starts_with('"') {
+                                "an empty string"
+                            } else {
+                                raw_kind(raw)
+                            }
+                        ),
+                    ))
+                }
             }
-            Some(other) => {
-                return Err(Rejection::new(
-                    Reason::MissingKey,
-                    format!(
-                        "key field '{name}' must be a non-empty string or an integer, found {}",
-                        json_kind(other)
-                    ),
-                ))
-            }
-        },
+        }
         KeySource::MessageKey => match message_key.map(std::str::from_utf8) {
             Some(Ok(k)) if !k.is_empty() => k.to_string(),
             Some(Err(_)) => {
@@ -176,18 +271,36 @@ pub fn decode(
             _ => return Err(Rejection::new(Reason::MissingKey, "message has no key")),
         },
     };
-    let id = fields.get(&format.id_field).cloned();
+    let id = get(&format.id_field);
     Ok(Decoded { key, id, fields })
 }
 
-impl Decoded {
+impl Decoded<'_> {
+    /// The raw JSON text of a field, the last one when it is named twice.
+    fn field(&self, name: &str) -> Option<&RawValue> {
+        self.fields
+            .iter()
+            .rev()
+            .find(|(n, _)| n.as_ref() == name)
+            .map(|(_, v)| *v)
+    }
+
     /// Reads the named features in order into `out` (cleared first).
     pub fn features_into(&self, names: &[String], out: &mut Vec<f64>) -> Result<(), Rejection> {
         out.clear();
         for name in names {
-            match self.fields.get(name) {
-                Some(Value::Number(n)) => match n.as_f64() {
-                    Some(x) if x.is_finite() => out.push(x),
+            let Some(raw) = self.field(name) else {
+                return Err(Rejection::new(
+                    Reason::MissingFeature,
+                    format!("feature '{name}' is missing"),
+                ));
+            };
+            let text = raw.get();
+            match text.as_bytes().first() {
+                // Valid JSON number syntax is a subset of what `f64::from_str` reads, and both
+                // round correctly.
+                Some(b'-' | b'0'..=b'9') => match text.parse::<f64>() {
+                    Ok(x) if x.is_finite() => out.push(x),
                     _ => {
                         return Err(Rejection::new(
                             Reason::NonNumericFeature,
@@ -195,19 +308,16 @@ impl Decoded {
                         ))
                     }
                 },
-                Some(Value::Null) | None => {
+                Some(b'n') => {
                     return Err(Rejection::new(
                         Reason::MissingFeature,
                         format!("feature '{name}' is missing"),
                     ))
                 }
-                Some(other) => {
+                _ => {
                     return Err(Rejection::new(
                         Reason::NonNumericFeature,
-                        format!(
-                            "feature '{name}' must be a number, found {}",
-                            json_kind(other)
-                        ),
+                        format!("feature '{name}' must be a number, found {}", raw_kind(raw)),
                     ))
                 }
             }
@@ -231,7 +341,7 @@ fn json_kind(v: &Value) -> &'static str {
 #[derive(Debug, Clone)]
 pub struct Scored {
     /// The input's id, if it had one.
-    pub id: Option<Value>,
+    pub id: Option<Box<RawValue>>,
     /// The input's key.
     pub key: String,
     /// The prediction.
@@ -345,10 +455,45 @@ mod tests {
     fn decodes_key_id_and_features_by_name() {
         let d = decode(br#"{"id":"r1","city":"paris","b":2,"a":1.5}"#, &fmt(), None).unwrap();
         assert_eq!(d.key, "paris");
-        assert_eq!(d.id, Some(Value::String("r1".into())));
+        assert_eq!(d.id.map(RawValue::get), Some(r#""r1""#));
         let mut x = Vec::new();
         d.features_into(&["a".into(), "b".into()], &mut x).unwrap();
         assert_eq!(x, vec![1.5, 2.0]);
+    }
+
+    #[test]
+    fn a_field_named_twice_takes_its_last_value_and_escaped_names_match() {
+        let d = decode(
+            br#"{"city":"rome","a":1,"a":2,"\u0062":3,"city":"paris"}"#,
+            &fmt(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(d.key, "paris");
+        let mut x = Vec::new();
+        d.features_into(&["a".into(), "b".into()], &mut x).unwrap();
+        assert_eq!(x, vec![2.0, 3.0]);
+    }
+
+    #[test]
+    fn numbers_read_exactly_and_out_of_range_ones_are_refused() {
+        let d = decode(
+            br#"{"city":"x","a":0.1,"b":-2.5e-3,"c":1e400,"d":true,"e":[1]}"#,
+            &fmt(),
+            None,
+        )
+        .unwrap();
+        let mut x = Vec::new();
+        d.features_into(&["a".into(), "b".into()], &mut x).unwrap();
+        assert_eq!(x, vec![0.1, -2.5e-3]);
+        for (name, reason) in [
+            ("c", Reason::NonNumericFeature),
+            ("d", Reason::NonNumericFeature),
+            ("e", Reason::NonNumericFeature),
+        ] {
+            let err = d.features_into(&[name.into()], &mut x).unwrap_err();
+            assert_eq!(err.reason, reason, "{name}");
+        }
     }
 
     #[test]
