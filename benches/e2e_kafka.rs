@@ -64,7 +64,11 @@ struct Args {
     #[arg(long, default_value_t = 8)]
     partitions: i32,
     /// Throughput runs, in order: passthrough, linear, forest, mlp.
-    #[arg(long, value_delimiter = ',', default_value = "passthrough,linear,forest,mlp")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "passthrough,linear,forest,mlp"
+    )]
     runs: Vec<String>,
     /// How many times to repeat each throughput run.
     #[arg(long, default_value_t = 1)]
@@ -118,7 +122,11 @@ const EXTRA_FEATURES: [&str; 8] = [
 ];
 
 fn feature_names() -> Vec<&'static str> {
-    FEATURES.iter().chain(EXTRA_FEATURES.iter()).copied().collect()
+    FEATURES
+        .iter()
+        .chain(EXTRA_FEATURES.iter())
+        .copied()
+        .collect()
 }
 
 /// splitmix64: the bench's own deterministic randomness (models and extra features).
@@ -508,7 +516,12 @@ fn first_dead_letter(bootstrap: &str, topic: &str) -> anyhow::Result<(u64, Strin
                     let v = String::from_utf8_lossy(h.value.unwrap_or_default());
                     write!(why, "{}={v} ", h.key).ok();
                 }
-                write!(why, "{}", String::from_utf8_lossy(m.payload().unwrap_or_default())).ok();
+                write!(
+                    why,
+                    "{}",
+                    String::from_utf8_lossy(m.payload().unwrap_or_default())
+                )
+                .ok();
             }
             n += 1;
         }
@@ -659,7 +672,12 @@ fn cpu_seconds(pid: u32, ticks: f64) -> f64 {
     };
     let after = &stat[stat.rfind(')').map_or(0, |i| i + 1)..];
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let t = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    let t = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     (t(11) + t(12)) / ticks
 }
 
@@ -687,7 +705,10 @@ struct Throughput {
     cpu_us_per_record: f64,
     broker_cpu_us_per_record: f64,
     startup_s: f64,
+    /// Whether the output reached every input record.
     complete: bool,
+    /// Input records missing from the output at the end.
+    missing: u64,
 }
 
 /// Waits for the output topic to hold `target` records (or `max` to pass), then stops the
@@ -724,8 +745,8 @@ fn measure(
         if count != changed.1 {
             changed = (now, count, cpu, bcpu);
         }
-        let settled = count + 1000 * partitions as u64 >= target
-            && now - changed.0 >= Duration::from_secs(2);
+        let settled =
+            count + 1000 * partitions as u64 >= target && now - changed.0 >= Duration::from_secs(2);
         let timed_out = first.is_some_and(|f| now - f.0 >= max)
             || spawned.elapsed() >= max + Duration::from_secs(120);
         if count >= target || settled {
@@ -756,6 +777,7 @@ fn measure(
         broker_cpu_us_per_record: (b1 - b0) * 1e6 / records as f64,
         startup_s: (t0 - spawned).as_secs_f64(),
         complete: n1 >= target,
+        missing: target.saturating_sub(n1),
     };
     eprintln!(
         "{name}: {} records in {:.2} s: {:.0} records/s, {:.2} CPU-us/record (broker {:.2}), first output after {:.1} s{}",
@@ -765,7 +787,11 @@ fn measure(
         result.cpu_us_per_record,
         result.broker_cpu_us_per_record,
         result.startup_s,
-        if result.complete { "" } else { " (stopped at the time limit)" }
+        if result.complete {
+            String::new()
+        } else {
+            format!(" ({} input records missing from the output)", result.missing)
+        }
     );
     Ok(result)
 }
@@ -1017,9 +1043,9 @@ fn latency_run(env: &Env, kind: &str, rate: u64, seconds: u64) -> anyhow::Result
                 let swapped = m.headers().is_some_and(|hs| {
                     hs.iter().any(|h| {
                         h.key == headers::MODEL_KEY && h.value == Some(swap_key.as_bytes())
-                    }) && hs.iter().any(|h| {
-                        h.key == headers::MODEL_VERSION && h.value == Some("2".as_bytes())
-                    })
+                    }) && hs
+                        .iter()
+                        .any(|h| h.key == headers::MODEL_VERSION && h.value == Some("2".as_bytes()))
                 });
                 local.push(Seen {
                     seq,
@@ -1035,7 +1061,10 @@ fn latency_run(env: &Env, kind: &str, rate: u64, seconds: u64) -> anyhow::Result
 
     let deadline = Instant::now() + Duration::from_secs(60);
     while any.load(Ordering::Relaxed) < 200 {
-        ensure!(Instant::now() < deadline, "latency run: serve did not start");
+        ensure!(
+            Instant::now() < deadline,
+            "latency run: serve did not start"
+        );
         ensure!(child.try_wait()?.is_none(), "latency run: serve exited");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -1138,14 +1167,8 @@ fn latency_run(env: &Env, kind: &str, rate: u64, seconds: u64) -> anyhow::Result
         cpu_us_per_record: (cpu1 - cpu0) * 1e6 / total as f64,
         scored_steady: percentiles(seen.iter().filter(|s| in_steady(s)).map(scored).collect()),
         received_steady: percentiles(seen.iter().filter(|s| in_steady(s)).map(recv).collect()),
-        scored_swap: swap_seen_us.map(|at| {
-            percentiles(
-                seen.iter()
-                    .filter(|s| in_swap(s, at))
-                    .map(scored)
-                    .collect(),
-            )
-        }),
+        scored_swap: swap_seen_us
+            .map(|at| percentiles(seen.iter().filter(|s| in_swap(s, at)).map(scored).collect())),
         received_swap: swap_seen_us
             .map(|at| percentiles(seen.iter().filter(|s| in_swap(s, at)).map(recv).collect())),
         activate_at_s: activate_at.as_secs_f64(),
@@ -1193,7 +1216,11 @@ fn markdown(report: &Report) -> String {
             "| {} | {}{} | {:.0} | {:.2} | {:.2} | {:.2} |",
             t.name,
             t.records,
-            if t.complete { "" } else { " (time limit)" },
+            if t.complete {
+                String::new()
+            } else {
+                format!(" ({} short)", t.missing)
+            },
             t.records_per_s,
             t.records_per_s / ceiling,
             t.cpu_us_per_record,
@@ -1208,12 +1235,24 @@ fn markdown(report: &Report) -> String {
             l.model, l.rate, l.seconds
         )
         .ok();
-        writeln!(s, "| window | measured at | count | p50 | p99 | p99.9 | max |").ok();
+        writeln!(
+            s,
+            "| window | measured at | count | p50 | p99 | p99.9 | max |"
+        )
+        .ok();
         writeln!(s, "|---|---|---:|---:|---:|---:|---:|").ok();
         let rows = [
-            ("steady", "scored (output timestamp)", Some(&l.scored_steady)),
+            (
+                "steady",
+                "scored (output timestamp)",
+                Some(&l.scored_steady),
+            ),
             ("steady", "received", Some(&l.received_steady)),
-            ("swap ±0.5 s", "scored (output timestamp)", l.scored_swap.as_ref()),
+            (
+                "swap ±0.5 s",
+                "scored (output timestamp)",
+                l.scored_swap.as_ref(),
+            ),
             ("swap ±0.5 s", "received", l.received_swap.as_ref()),
         ];
         for (w, at, p) in rows {
@@ -1256,7 +1295,10 @@ fn main() -> anyhow::Result<()> {
     for kind in &kinds {
         let t = Instant::now();
         stores.insert(kind.clone(), prepare_store(&keyscore, &dir, kind, &sample)?);
-        eprintln!("e2e: {kind} models uploaded in {:.1} s", t.elapsed().as_secs_f64());
+        eprintln!(
+            "e2e: {kind} models uploaded in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
     }
 
     let input = format!("e2e-in-{}", unique());
