@@ -394,3 +394,42 @@ async fn broker_dead_letters_keep_bytes_and_key_and_say_why() {
         assert_eq!(&original.payload, payload, "{reason}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_a_backlog_far_above_the_in_flight_bound_is_scored_while_running() {
+    // A pre-filled topic many times the in-flight bound: flow control must keep consuming to
+    // the end of every partition while the pipeline runs (not only when it drains at shutdown).
+    let broker = broker::Broker::start();
+    let bootstrap = broker.bootstrap();
+    let input = broker::unique_topic("backlog");
+    let mut config = kafka_config(&bootstrap, &input, &broker::unique_topic("g"));
+    config.max_in_flight = 256;
+    config.batch_size = 200;
+    broker::create_topics(
+        &bootstrap,
+        &[
+            (&input, 8),
+            (&config.output_topic, 4),
+            (&config.dead_letter_topic, 1),
+        ],
+    )
+    .await;
+    let recs = records(0..30_000, &["paris", "lyon", "rome", "oslo"]);
+    broker::produce(&bootstrap, &input, &recs);
+    let (report, out) = run_until(config, scorer(FixedStore::default()), recs.len()).await;
+    let ids: HashSet<String> = out.iter().map(id_of).collect();
+    assert_eq!(
+        ids.len(),
+        recs.len(),
+        "every input scored while running: {} outputs, {} consumed, {} waits at the bound",
+        out.len(),
+        report.consumed,
+        report.pauses
+    );
+    assert!(report.pauses > 0, "the bound was never reached");
+    assert!(
+        report.max_in_flight_seen <= 256,
+        "in flight reached {}",
+        report.max_in_flight_seen
+    );
+}

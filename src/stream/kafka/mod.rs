@@ -56,11 +56,17 @@
 //!
 //! # Flow control
 //!
-//! At most `max_in_flight` records are consumed and not yet acknowledged. At the bound every
-//! assigned partition is paused (the consumer keeps polling, so it stays in the group and
-//! serves rebalances) and resumed once half of them are acknowledged. When the producer's
-//! queue is full the pipeline waits for room and retries the same record. Scoring runs on the
-//! pipeline's own thread, never on the async reactor.
+//! At most `max_in_flight` records are consumed and not yet acknowledged. At the bound the
+//! pipeline stops taking records from the consumer until half of them are acknowledged;
+//! librdkafka keeps prefetching meanwhile into its own queue, bounded by
+//! `queued.max.messages.kbytes` (keyscore default 32 MiB). If acknowledgements stall for a
+//! second, one record is taken anyway so group events (rebalances) are still served, so the
+//! bound is soft by one record a second while the producer is stuck, until
+//! `message.timeout.ms` fails the delivery. (Pausing partitions was tried first: with Tansu,
+//! resumed partitions stopped fetching before their end, so a backlog larger than the bound
+//! stalled; `tests/kafka_pipeline.rs` keeps a test for it.) When the producer's queue is full
+//! the pipeline waits for room and retries the same record. Scoring runs on the pipeline's own
+//! thread, never on the async reactor.
 //!
 //! # Rebalances and shutdown
 //!

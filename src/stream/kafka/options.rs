@@ -20,6 +20,7 @@
 //! | `heartbeat.interval.ms` | `1000` | `3000` | kept well under the session timeout |
 //! | `max.poll.interval.ms` | `60000` | `300000` | also the rebalance timeout sent when joining |
 //! | `enable.partition.eof` | `false` | `false` | |
+//! | `queued.max.messages.kbytes` | `32768` | `65536` | bounds what is prefetched while the pipeline waits at `max_in_flight` |
 //! | `statistics.interval.ms` | `5000` | `0` | consumer lag per partition for `/metrics` |
 //!
 //! Producer:

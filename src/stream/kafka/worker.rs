@@ -87,6 +87,26 @@ impl Shared {
         self.changed.notify_all();
     }
 
+    /// Waits until at most `limit` records are in flight. False when the deadline passed first
+    /// or a delivery failed.
+    fn wait_at_most(&self, limit: usize, deadline: Instant) -> bool {
+        let mut tracker = self.tracker();
+        loop {
+            if tracker.in_flight() <= limit {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline || self.fatal().is_some() {
+                return false;
+            }
+            tracker = self
+                .changed
+                .wait_timeout(tracker, deadline - now)
+                .expect("tracker lock")
+                .0;
+        }
+    }
+
     /// Waits until the given partitions (all when `None`) have nothing in flight. False when
     /// the deadline passed first or a delivery failed.
     fn wait_drained(&self, partitions: Option<&[TopicPartition]>, deadline: Instant) -> bool {
@@ -279,19 +299,6 @@ fn send(
     }
 }
 
-fn pause_all<C: ConsumerContext>(consumer: &BaseConsumer<C>, pause: bool) {
-    let result = consumer.assignment().and_then(|tpl| {
-        if pause {
-            consumer.pause(&tpl)
-        } else {
-            consumer.resume(&tpl)
-        }
-    });
-    if let Err(err) = result {
-        warn!(error = %err, pause, "Cannot pause or resume partitions.");
-    }
-}
-
 /// The pipeline thread's body.
 pub(super) fn run(
     config: &KafkaConfig,
@@ -410,8 +417,6 @@ impl Pipeline<'_> {
         let max_in_flight = self.config.max_in_flight.max(1);
         let batch_size = self.config.batch_size.max(1);
         let mut batch: Vec<BorrowedMessage<'_>> = Vec::with_capacity(batch_size);
-        // The rebalance epoch at which the assignment was last paused.
-        let mut paused: Option<u64> = None;
         let mut seen_epoch = self.shared.epoch();
         let mut last_progress = Instant::now();
         loop {
@@ -425,35 +430,24 @@ impl Pipeline<'_> {
             let in_flight = self.shared.in_flight();
             self.report.max_in_flight_seen = self.report.max_in_flight_seen.max(in_flight);
 
-            // Flow control: pause at the bound, resume at half of it.
-            let epoch = self.shared.epoch();
-            let want_pause =
-                in_flight >= max_in_flight || (paused.is_some() && in_flight > max_in_flight / 2);
-            match (want_pause, paused) {
-                (true, Some(e)) if e == epoch => {}
-                (true, before) => {
-                    pause_all(consumer, true);
-                    if before.is_none() {
-                        self.report.pauses += 1;
-                        debug!(in_flight, "Paused consumption.");
-                    }
-                    paused = Some(epoch);
-                }
-                (false, Some(_)) => {
-                    pause_all(consumer, false);
-                    paused = None;
-                    debug!(in_flight, "Resumed consumption.");
-                }
-                (false, None) => {}
+            // Flow control: at the bound, stop consuming until half of the in-flight records
+            // are acknowledged. librdkafka keeps prefetching meanwhile, into its own queue
+            // bounded by `queued.max.messages.kbytes`. If acknowledgements stall for a second,
+            // take one record anyway so group events (rebalances) are still served: the bound
+            // is exceeded by at most one record a second while the producer is stuck, until
+            // `message.timeout.ms` fails the delivery.
+            let mut room = max_in_flight.saturating_sub(in_flight).min(batch_size);
+            if room == 0 {
+                self.report.pauses += 1;
+                debug!(in_flight, "Consumption waits for acknowledgements.");
+                self.shared
+                    .wait_at_most(max_in_flight / 2, Instant::now() + Duration::from_secs(1));
+                let in_flight = self.shared.in_flight();
+                room = max_in_flight.saturating_sub(in_flight).min(batch_size);
             }
 
             // Collect a batch. The first poll waits; the rest take what is already fetched.
-            let room = if paused.is_some() {
-                0
-            } else {
-                (max_in_flight - in_flight).min(batch_size)
-            };
-            let mut polled = consumer.poll(Duration::from_millis(if room == 0 { 20 } else { 100 }));
+            let mut polled = consumer.poll(Duration::from_millis(if room == 0 { 0 } else { 100 }));
             loop {
                 let now_epoch = self.shared.epoch();
                 if now_epoch != seen_epoch {
