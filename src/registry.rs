@@ -29,6 +29,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use arc_swap::ArcSwap;
 use moka::ops::compute::Op;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -162,7 +163,10 @@ pub enum Error {
 #[derive(Debug)]
 pub struct ModelRegistry {
     store: Arc<dyn ModelStore>,
+    /// The loading, coalescing and eviction side of the cache.
     cache: moka::future::Cache<String, Slot>,
+    /// A lock-free copy of the cache that serves hits.
+    hot: Arc<HotSnapshot>,
     config: RegistryConfig,
     cursor: tokio::sync::Mutex<Option<ChangeCursor>>,
     /// Poll sequence at which each key was last seen changed (bounded, short-lived).
@@ -179,14 +183,81 @@ pub struct ModelRegistry {
 
 const MAX_SWAP_HISTORY: usize = 256;
 
+/// Every this many hot hits, one read also goes through moka to keep its eviction informed.
+const TOUCH_EVERY: u64 = 64;
+
+/// A lock-free copy of the cache for the hit path: `ArcSwap` maps, sharded by key hash so a
+/// publish copies one shard. Entries are only ever replaced by an equal or newer revision, so
+/// the hot path can never go back to a version the watcher already swapped out.
+#[derive(Debug)]
+struct HotSnapshot {
+    shards: Vec<ArcSwap<HashMap<String, Slot>>>,
+}
+
+const HOT_SHARDS: usize = 64;
+
+impl HotSnapshot {
+    fn new() -> Self {
+        Self {
+            shards: (0..HOT_SHARDS).map(|_| ArcSwap::default()).collect(),
+        }
+    }
+
+    fn shard(&self, key: &str) -> &ArcSwap<HashMap<String, Slot>> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut h);
+        &self.shards[(h.finish() as usize) % HOT_SHARDS]
+    }
+
+    fn get(&self, key: &str) -> Option<Slot> {
+        self.shard(key).load().get(key).cloned()
+    }
+
+    /// Serves `slot` for `key` from now on, unless a newer revision is already served.
+    fn publish(&self, key: &str, slot: &Slot) {
+        self.shard(key).rcu(|current| {
+            if current
+                .get(key)
+                .is_some_and(|held| held.revision > slot.revision)
+            {
+                return Arc::clone(current);
+            }
+            let mut next = HashMap::clone(current);
+            next.insert(key.to_string(), slot.clone());
+            Arc::new(next)
+        });
+    }
+
+    /// Drops `key` if its copy is at most `revision`.
+    fn remove(&self, key: &str, revision: i64) {
+        self.shard(key).rcu(|current| match current.get(key) {
+            Some(held) if held.revision <= revision => {
+                let mut next = HashMap::clone(current);
+                next.remove(key);
+                Arc::new(next)
+            }
+            _ => Arc::clone(current),
+        });
+    }
+}
+
 impl ModelRegistry {
     /// A registry over `store`.
     pub fn new(store: Arc<dyn ModelStore>, config: RegistryConfig) -> Self {
+        let hot = Arc::new(HotSnapshot::new());
+        let evicted = Arc::clone(&hot);
         Self {
             store,
             cache: moka::future::Cache::builder()
                 .max_capacity(config.capacity)
+                .eviction_listener(move |key: Arc<String>, slot: Slot, cause| {
+                    if cause != moka::notification::RemovalCause::Replaced {
+                        evicted.remove(&key, slot.revision);
+                    }
+                })
                 .build(),
+            hot,
             changed_at_poll: moka::sync::Cache::builder()
                 .max_capacity(config.capacity)
                 .time_to_live(Duration::from_secs(300))
@@ -260,8 +331,18 @@ impl ModelRegistry {
     }
 
     async fn slot(&self, key: &str) -> Result<Slot, Error> {
+        if let Some(slot) = self.hot.get(key) {
+            let hits = self.stats.hits.fetch_add(1, Ordering::Relaxed);
+            if hits % TOUCH_EVERY == 0 {
+                // Hot reads bypass moka; tell it now and then which keys are in use, so its
+                // eviction keeps the popular ones.
+                let _ = self.cache.get(key).await;
+            }
+            return Ok(slot);
+        }
         if let Some(slot) = self.cache.get(key).await {
             self.stats.hits.fetch_add(1, Ordering::Relaxed);
+            self.hot.publish(key, &slot);
             return Ok(slot);
         }
         self.stats.misses.fetch_add(1, Ordering::Relaxed);
@@ -274,6 +355,7 @@ impl ModelRegistry {
                 Ok(err) => err,
                 Err(shared) => Error::Loader(shared.to_string()),
             })?;
+        self.hot.publish(key, &slot);
         // A change seen while this load ran may have been read before the load's store read;
         // reload so the newer revision wins.
         if self
@@ -327,6 +409,8 @@ impl ModelRegistry {
     /// cached, or `None` when the key is not cached.
     async fn refresh_key(&self, key: &str) -> Result<Option<Slot>, Error> {
         if !self.cache.contains_key(key) {
+            // Evicted (or never loaded): make sure no hot copy outlives it.
+            self.hot.remove(key, i64::MAX);
             return Ok(None);
         }
         let Some(active) = self.store_call(self.store.active(key)).await? else {
@@ -371,6 +455,9 @@ impl ModelRegistry {
             })
             .await;
         let now = result.into_entry().map(|e| e.into_value());
+        if let Some(slot) = &now {
+            self.hot.publish(key, slot);
+        }
         if let (Some(from), Some(model)) =
             (swapped_from, now.as_ref().and_then(|s| s.model.as_ref()))
         {

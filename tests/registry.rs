@@ -309,3 +309,38 @@ async fn rollback_is_a_newer_revision_and_is_served() {
     registry.poll().await.unwrap();
     assert_eq!(registry.get("paris").await.unwrap().unwrap().version, 1);
 }
+
+#[tokio::test]
+async fn a_key_evicted_from_a_small_cache_is_never_served_stale() {
+    let store = Arc::new(MemoryStore::default());
+    let keys: Vec<String> = (0..200).map(|i| format!("k{i}")).collect();
+    for key in &keys {
+        store.put_version(key, Some(1), &linear(1.0)).await.unwrap();
+        store.put_version(key, Some(2), &linear(2.0)).await.unwrap();
+        store.activate(key, 1).await.unwrap();
+    }
+    let registry = ModelRegistry::new(
+        Arc::clone(&store) as Arc<dyn ModelStore>,
+        RegistryConfig {
+            capacity: 10,
+            ..config(None)
+        },
+    );
+    registry.poll().await.unwrap();
+    for _ in 0..3 {
+        for key in &keys {
+            assert_eq!(registry.get(key).await.unwrap().unwrap().version, 1);
+        }
+    }
+    for key in &keys {
+        store.activate(key, 2).await.unwrap();
+    }
+    registry.poll().await.unwrap();
+    for key in &keys {
+        assert_eq!(
+            registry.get(key).await.unwrap().unwrap().version,
+            2,
+            "{key} served a version the store replaced"
+        );
+    }
+}
