@@ -66,6 +66,33 @@ impl Histogram {
         self.count.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A local, unshared tally with this histogram's buckets: observe into it per record and
+    /// [`Histogram::add`] it once per batch, instead of three atomic adds per record.
+    pub fn local(&self) -> LocalHistogram {
+        LocalHistogram {
+            bounds: self.bounds,
+            counts: vec![0; self.counts.len()],
+            sum_ns: 0,
+            count: 0,
+        }
+    }
+
+    /// Adds a local tally's observations and empties it.
+    pub fn add(&self, local: &mut LocalHistogram) {
+        if local.count == 0 {
+            return;
+        }
+        for (shared, n) in self.counts.iter().zip(&mut local.counts) {
+            if *n > 0 {
+                shared.fetch_add(std::mem::take(n), Ordering::Relaxed);
+            }
+        }
+        self.sum_ns
+            .fetch_add(std::mem::take(&mut local.sum_ns), Ordering::Relaxed);
+        self.count
+            .fetch_add(std::mem::take(&mut local.count), Ordering::Relaxed);
+    }
+
     /// Observations recorded.
     pub fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
@@ -83,6 +110,28 @@ impl Histogram {
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
         let sum = self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
         let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {cumulative}");
+    }
+}
+
+/// Observations not yet added to a [`Histogram`]: see [`Histogram::local`].
+#[derive(Debug, Clone)]
+pub struct LocalHistogram {
+    bounds: &'static [f64],
+    counts: Vec<u64>,
+    sum_ns: u64,
+    count: u64,
+}
+
+impl LocalHistogram {
+    /// Records one observation.
+    pub fn observe(&mut self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = self.bounds.partition_point(|b| *b < secs);
+        self.counts[i] += 1;
+        self.sum_ns = self
+            .sum_ns
+            .saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        self.count += 1;
     }
 }
 
@@ -590,6 +639,23 @@ mod tests {
         assert!(out.contains("x_bucket{le=\"+Inf\"} 4\n"), "{out}");
         assert!(out.contains("x_count 4\n"), "{out}");
         assert!(out.contains("x_sum 1.0105\n"), "{out}");
+    }
+
+    #[test]
+    fn a_local_tally_adds_up_like_direct_observations() {
+        let direct = Histogram::new(&[0.001, 0.01]);
+        let batched = Histogram::new(&[0.001, 0.01]);
+        let mut local = batched.local();
+        for d in [500, 5_000, 5_000, 1_000_000].map(Duration::from_micros) {
+            direct.observe(d);
+            local.observe(d);
+        }
+        batched.add(&mut local);
+        batched.add(&mut local); // emptied by the first add
+        let (mut a, mut b) = (String::new(), String::new());
+        direct.render(&mut a, "x", "help");
+        batched.render(&mut b, "x", "help");
+        assert_eq!(a, b);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 use std::{collections::HashMap, sync::Arc, time::Instant};
 
 use crate::{
-    ops::metrics::{score_value, BatchTally, Metrics},
+    ops::metrics::{score_value, BatchTally, KeyTally, Metrics},
     registry::{self, ModelRegistry, Resolved},
     rollout::KeyRollout,
     stats::RunStats,
@@ -154,7 +154,12 @@ impl Scorer {
             records: inputs.len() as u64,
             ..BatchTally::default()
         };
+        let mut timings = self.metrics.scoring.local();
+        // One clock read per record: a record's scoring time runs from the end of the previous
+        // record's to the end of its own, so it covers its features, model and bookkeeping.
+        let mut mark = Instant::now();
         for (i, d) in decoded.iter().enumerate() {
+            let mut timed = false;
             let (outcome, own_key) = match d {
                 Err(rejection) => (Outcome::Rejected(rejection.clone()), false),
                 Ok(d) => match &models[d.key.as_str()] {
@@ -165,23 +170,18 @@ impl Scorer {
                             .and_then(|r| r.canary.as_ref())
                             .filter(|c| c.takes(id_text(d, inputs[i].payload)));
                         let canary_resolved = canary.map(|c| Resolved::Own(Arc::clone(&c.model)));
-                        let start = Instant::now();
                         let mut outcome = score_decoded(
                             d,
                             canary_resolved.as_ref().unwrap_or(resolved),
                             &mut scratch,
                         );
-                        let took = start.elapsed();
-                        self.metrics.scoring.observe(took);
-                        if let Some(stats) = stats.as_deref_mut() {
-                            stats.latency.record(took);
-                        }
+                        timed = true;
                         if let (Outcome::Scored(s), Some(_)) = (&mut outcome, canary) {
                             s.canary = true;
                         }
                         let shadow = rollout.as_ref().and_then(|r| r.shadow.as_ref());
                         if let (Outcome::Scored(primary), Some(shadow)) = (&outcome, shadow) {
-                            let tally_key = tally.keys.entry(d.key.clone()).or_default();
+                            let tally_key = key_tally(&mut tally.keys, &d.key);
                             match score_decoded(d, &Resolved::Own(Arc::clone(shadow)), &mut scratch)
                             {
                                 Outcome::Scored(mut s) => {
@@ -204,7 +204,7 @@ impl Scorer {
             match &outcome {
                 Outcome::Scored(s) => {
                     tally.scored += 1;
-                    let t = tally.keys.entry(s.model.key.clone()).or_default();
+                    let t = key_tally(&mut tally.keys, &s.model.key);
                     t.scored += 1;
                     if s.canary {
                         tally.canary += 1;
@@ -220,7 +220,17 @@ impl Scorer {
                 }
             }
             scoring.outcomes.push(outcome);
+            let now = Instant::now();
+            if timed {
+                let took = now - mark;
+                timings.observe(took);
+                if let Some(stats) = stats.as_deref_mut() {
+                    stats.latency.record(took);
+                }
+            }
+            mark = now;
         }
+        self.metrics.scoring.add(&mut timings);
         tally.shadow = scoring.shadows.len() as u64;
         if let Some(stats) = stats {
             stats.shadow_outputs += scoring.shadows.len() as u64;
@@ -237,6 +247,14 @@ impl Scorer {
         self.metrics.record_batch(tally);
         scoring
     }
+}
+
+/// A key's tally in the batch, allocating the key only the first time it is seen.
+fn key_tally<'t>(keys: &'t mut HashMap<String, KeyTally>, key: &str) -> &'t mut KeyTally {
+    if !keys.contains_key(key) {
+        keys.insert(key.to_string(), KeyTally::default());
+    }
+    keys.get_mut(key).expect("inserted above")
 }
 
 /// The bytes a record's canary split is hashed from: its id's JSON text, else its payload.

@@ -3,7 +3,7 @@
 
 use std::{
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         Arc, Condvar, Mutex, MutexGuard,
     },
     time::{Duration, Instant},
@@ -28,7 +28,7 @@ use super::{
 };
 use crate::{
     config::KafkaConfig,
-    ops::Metrics,
+    ops::{metrics::LocalHistogram, Metrics},
     stats::RunStats,
     stream::{Input, Outcome, Scorer},
 };
@@ -41,8 +41,12 @@ const SHADOW_TOKEN: Token = usize::MAX;
 #[derive(Debug)]
 struct Shared {
     tracker: Mutex<Tracker>,
-    /// Signalled on every acknowledgement and on a delivery failure.
+    /// Signalled on acknowledgements while a thread waits on it, and on a delivery failure.
     changed: Condvar,
+    /// Threads waiting on `changed`; only changed with the tracker lock held, so an
+    /// acknowledgement (made under that lock) never misses a waiter, and needs no wake-up
+    /// system call when there is none.
+    waiters: AtomicUsize,
     fatal: Mutex<Option<String>>,
     acknowledged: AtomicU64,
     /// Bumped on every rebalance.
@@ -73,10 +77,32 @@ impl Shared {
     }
 
     fn acknowledge(&self, token: Token) {
-        if self.tracker().ack(token) {
-            self.acknowledged.fetch_add(1, Ordering::Relaxed);
+        let waiting = {
+            let mut tracker = self.tracker();
+            if tracker.ack(token) {
+                self.acknowledged.fetch_add(1, Ordering::Relaxed);
+            }
+            self.waiters.load(Ordering::Relaxed) > 0
+        };
+        if waiting {
+            self.changed.notify_all();
         }
-        self.changed.notify_all();
+    }
+
+    /// Waits on `changed` for at most `timeout`, counted as a waiter meanwhile.
+    fn wait_changed<'a>(
+        &self,
+        tracker: MutexGuard<'a, Tracker>,
+        timeout: Duration,
+    ) -> MutexGuard<'a, Tracker> {
+        self.waiters.fetch_add(1, Ordering::Relaxed);
+        let tracker = self
+            .changed
+            .wait_timeout(tracker, timeout)
+            .expect("tracker lock")
+            .0;
+        self.waiters.fetch_sub(1, Ordering::Relaxed);
+        tracker
     }
 
     fn fail(&self, message: String) {
@@ -99,11 +125,7 @@ impl Shared {
             if now >= deadline || self.fatal().is_some() {
                 return false;
             }
-            tracker = self
-                .changed
-                .wait_timeout(tracker, deadline - now)
-                .expect("tracker lock")
-                .0;
+            tracker = self.wait_changed(tracker, deadline - now);
         }
     }
 
@@ -123,11 +145,7 @@ impl Shared {
             if now >= deadline || self.fatal().is_some() {
                 return false;
             }
-            tracker = self
-                .changed
-                .wait_timeout(tracker, deadline - now)
-                .expect("tracker lock")
-                .0;
+            tracker = self.wait_changed(tracker, deadline - now);
         }
     }
 }
@@ -311,6 +329,7 @@ pub(super) fn run(
     let shared = Arc::new(Shared {
         tracker: Mutex::new(Tracker::default()),
         changed: Condvar::new(),
+        waiters: AtomicUsize::new(0),
         fatal: Mutex::new(None),
         acknowledged: AtomicU64::new(0),
         epoch: AtomicU64::new(0),
@@ -360,6 +379,8 @@ pub(super) fn run(
         report: ServeReport::default(),
         stats: RunStats::default(),
         out: Vec::with_capacity(1024),
+        tokens: Vec::with_capacity(config.batch_size.max(1)),
+        lag: shared.metrics.lag.local(),
         shadow_topic: config.shadow_topic(),
     };
     let result = pipeline.consume(&consumer, cancel);
@@ -403,6 +424,10 @@ struct Pipeline<'a> {
     report: ServeReport,
     stats: RunStats,
     out: Vec<u8>,
+    /// The tracker tokens of the batch being produced.
+    tokens: Vec<Token>,
+    /// End-to-end lag observations of the batch, added to the metric once per batch.
+    lag: LocalHistogram,
     shadow_topic: String,
 }
 
@@ -511,19 +536,31 @@ impl Pipeline<'_> {
             .rt
             .block_on(self.scorer.score(&inputs, Some(&mut self.stats)));
         let now_ms = crate::ops::metrics::unix_ms(std::time::SystemTime::now()) as i64;
-        let mut shadows = scoring.shadows.iter().peekable();
-        for (i, (m, outcome)) in batch.iter().zip(&scoring.outcomes).enumerate() {
+        for m in batch {
             if let Some(ts) = m.timestamp().to_millis() {
                 let lag_ms = u64::try_from(now_ms - ts).unwrap_or(0);
-                self.scorer
-                    .metrics()
-                    .lag
-                    .observe(Duration::from_millis(lag_ms));
+                self.lag.observe(Duration::from_millis(lag_ms));
             }
-            let token = self
-                .shared
-                .tracker()
-                .register(m.topic(), m.partition(), m.offset());
+        }
+        self.scorer.metrics().lag.add(&mut self.lag);
+        // Every record is registered before any output is handed to the producer, under one
+        // lock for the batch.
+        self.tokens.clear();
+        {
+            let mut tracker = self.shared.tracker();
+            self.tokens.extend(
+                batch
+                    .iter()
+                    .map(|m| tracker.register(m.topic(), m.partition(), m.offset())),
+            );
+        }
+        let mut shadows = scoring.shadows.iter().peekable();
+        for (i, ((m, outcome), &token)) in batch
+            .iter()
+            .zip(&scoring.outcomes)
+            .zip(&self.tokens)
+            .enumerate()
+        {
             self.report.consumed += 1;
             let record: Record<'_> = match outcome {
                 Outcome::Scored(s) => {
