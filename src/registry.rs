@@ -519,7 +519,9 @@ impl ModelRegistry {
             self.refresh_key(&key).await?;
             self.refresh_rollout(&key).await;
         }
-        self.rollouts.retain(|k| self.cache.contains_key(k));
+        // Rollouts of evicted keys are kept: only keys that ever had a canary or shadow have
+        // one (few), a reload re-reads it, and dropping them here raced with keys being
+        // loaded (whose rollout is read before the model enters the cache).
         Ok(())
     }
 

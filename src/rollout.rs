@@ -95,14 +95,6 @@ impl RolloutTable {
         // An empty rollout is kept too: its revision stops an older read from reviving one.
         keys.insert(key.to_string(), Arc::new(rollout));
     }
-
-    /// Drops keys not in `keep` (evicted from the model cache).
-    pub(crate) fn retain(&self, keep: impl Fn(&str) -> bool) {
-        self.keys
-            .write()
-            .expect("rollout lock")
-            .retain(|k, _| keep(k));
-    }
 }
 
 #[cfg(test)]
