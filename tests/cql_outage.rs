@@ -3,6 +3,7 @@
 //! on scoring cached keys with the models it has, the registry reports the store unhealthy and
 //! a watcher poll fails fast instead of hanging; an activation written while the scorer was cut
 //! off is served within a few polls once the node is back, and the store is healthy again.
+//! The same is checked on a `keyscore score` process through its operations endpoint.
 
 #[path = "support/cqlnode/mod.rs"]
 mod cqlnode;
@@ -10,7 +11,7 @@ mod cqlnode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cqlnode::clients::{repo_path, utc_today};
+use cqlnode::clients::{keyscore, repo_path, utc_today, ScorerProcess};
 use cqlnode::{CqlTestNode, Fault};
 use keyscore::registry::{ModelRegistry, RegistryConfig};
 use keyscore::store::{CqlModelStore, ModelStore};
@@ -237,4 +238,149 @@ async fn scorer_rides_out_a_node_refusing_connections() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scorer_rides_out_a_node_stop_and_restart() {
     outage_is_ridden_out(Outage::Stopped).await;
+}
+
+/// `GET path` on the operations endpoint: (status code, body).
+async fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to the operations endpoint {addr}: {e}"));
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Polls `GET path` until `check(status, body)` holds, sending a paris record to the scorer on
+/// every round and checking it scores with `version`.
+async fn until_endpoint(
+    scorer: &mut ScorerProcess,
+    addr: &str,
+    path: &str,
+    version: i64,
+    what: &str,
+    check: impl Fn(u16, &str) -> bool,
+) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        scorer.send(PARIS).await;
+        let line = scorer.next_line(DEADLINE).await;
+        let scored: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(scored["model_version"], version, "{line}");
+        let (status, body) = http_get(addr, path).await;
+        if check(status, &body) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} not seen within {DEADLINE:?}: {status} {body}"
+        );
+        tokio::time::sleep(REFRESH).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_score_process_reports_the_outage_on_its_endpoint_and_catches_up() {
+    let node = CqlTestNode::start().await;
+    let store = format!("cql://{}/keyscore", node.addr());
+    keyscore(&store, &["init"]).await;
+    for (key, v) in [("paris", 1), ("paris", 2), ("_default", 1)] {
+        let file = repo_path(&format!("seed/models/{key}/v{v}.json"));
+        keyscore(
+            &store,
+            &[
+                "upload",
+                "--key",
+                key,
+                "--version",
+                &v.to_string(),
+                file.to_str().unwrap(),
+            ],
+        )
+        .await;
+    }
+    keyscore(&store, &["activate", "--key", "paris", "--version", "1"]).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let ops = format!("127.0.0.1:{port}");
+    let mut scorer =
+        ScorerProcess::start_with(&store, REFRESH.as_millis() as u64, &["--ops-listen", &ops]);
+    until_endpoint(&mut scorer, &ops, "/readyz", 1, "ready", |status, _| {
+        status == 200
+    })
+    .await;
+
+    node.set_fault(Fault::Unavailable);
+    until_endpoint(
+        &mut scorer,
+        &ops,
+        "/readyz",
+        1,
+        "not ready during the outage",
+        |status, _| status == 503,
+    )
+    .await;
+    let (_, metrics) = http_get(&ops, "/metrics").await;
+    assert!(metrics.contains("keyscore_store_up 0"), "{metrics}");
+
+    node.execute_local(&format!(
+        "BEGIN BATCH \
+           UPDATE keyscore.active_models SET version = 2, previous_version = 1 \
+           WHERE key = 'paris'; \
+           INSERT INTO keyscore.model_changes (day, changed_at, key, version) \
+           VALUES ('{}', toTimestamp(now()), 'paris', 2); \
+         APPLY BATCH;",
+        utc_today()
+    ))
+    .expect("the activation is written on the node");
+    node.clear_fault();
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        scorer.send(PARIS).await;
+        let line = scorer.next_line(DEADLINE).await;
+        let scored: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if scored["model_version"] == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "paris v2 never served after the outage"
+        );
+        tokio::time::sleep(REFRESH).await;
+    }
+    until_endpoint(
+        &mut scorer,
+        &ops,
+        "/readyz",
+        2,
+        "ready again",
+        |status, _| status == 200,
+    )
+    .await;
+    let (_, metrics) = http_get(&ops, "/metrics").await;
+    assert!(metrics.contains("keyscore_store_up 1"), "{metrics}");
+    assert!(
+        scorer.dead_letters().is_empty(),
+        "{:?}",
+        scorer.dead_letters()
+    );
+    scorer.finish().await;
 }

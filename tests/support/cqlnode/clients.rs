@@ -131,11 +131,17 @@ pub(crate) struct ScorerProcess {
 impl ScorerProcess {
     /// Starts the scorer with the watcher polling every `refresh_ms` milliseconds.
     pub(crate) fn start(store: &str, refresh_ms: u64) -> ScorerProcess {
+        Self::start_with(store, refresh_ms, &[])
+    }
+
+    /// [`ScorerProcess::start`] with more `score` arguments (e.g. `--ops-listen ADDR`).
+    pub(crate) fn start_with(store: &str, refresh_ms: u64, extra: &[&str]) -> ScorerProcess {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let dead = dir.path().join("dead.jsonl");
         let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr log");
         let mut child = tokio::process::Command::new(keyscore_bin())
             .args(["--store", store, "--verbose", "score", "--batch", "1"])
+            .args(extra)
             .arg("--dead-letters")
             .arg(&dead)
             .env(
