@@ -168,18 +168,7 @@ async fn outage_is_ridden_out(outage: Outage) {
         Err(Reason::StoreUnavailable)
     );
 
-    // A data scientist who still reaches the cluster activates paris v2 meanwhile.
-    rig.node
-        .execute_local(&format!(
-            "BEGIN BATCH \
-               UPDATE keyscore.active_models SET version = 2, previous_version = 1 \
-               WHERE key = 'paris'; \
-               INSERT INTO keyscore.model_changes (day, changed_at, key, version) \
-               VALUES ('{}', toTimestamp(now()), 'paris', 2); \
-             APPLY BATCH;",
-            utc_today()
-        ))
-        .expect("the activation is written on the node");
+    activate_paris_v2_behind_the_fault(&rig.node);
     // Several polls go by; the scorer is cut off, so paris stays on v1 and nothing is lost.
     let cut_off = Instant::now();
     scoring_until(&rig, "ten refresh intervals", |v| {
@@ -240,6 +229,31 @@ async fn scorer_rides_out_a_node_stop_and_restart() {
     outage_is_ridden_out(Outage::Stopped).await;
 }
 
+/// A data scientist who still reaches the cluster activates paris v2 while the scorer is cut
+/// off: written on the node directly, past its fault.
+fn activate_paris_v2_behind_the_fault(node: &CqlTestNode) {
+    node.execute_local(&format!(
+        "BEGIN BATCH \
+           UPDATE keyscore.active_models SET version = 2, previous_version = 1 \
+           WHERE key = 'paris'; \
+           INSERT INTO keyscore.model_changes (day, changed_at, key, version) \
+           VALUES ('{}', toTimestamp(now()), 'paris', 2); \
+         APPLY BATCH;",
+        utc_today()
+    ))
+    .expect("the activation is written on the node");
+}
+
+/// Sends a paris record to a `keyscore score` process; returns the version that scored it.
+async fn score_paris(scorer: &mut ScorerProcess) -> i64 {
+    scorer.send(PARIS).await;
+    let line = scorer.next_line(DEADLINE).await;
+    let scored: serde_json::Value = serde_json::from_str(&line).unwrap();
+    scored["model_version"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("not a scored record: {line}"))
+}
+
 /// `GET path` on the operations endpoint: (status code, body).
 async fn http_get(addr: &str, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -278,10 +292,7 @@ async fn until_endpoint(
 ) {
     let deadline = Instant::now() + DEADLINE;
     loop {
-        scorer.send(PARIS).await;
-        let line = scorer.next_line(DEADLINE).await;
-        let scored: serde_json::Value = serde_json::from_str(&line).unwrap();
-        assert_eq!(scored["model_version"], version, "{line}");
+        assert_eq!(score_paris(scorer).await, version);
         let (status, body) = http_get(addr, path).await;
         if check(status, &body) {
             return;
@@ -341,25 +352,10 @@ async fn a_score_process_reports_the_outage_on_its_endpoint_and_catches_up() {
     let (_, metrics) = http_get(&ops, "/metrics").await;
     assert!(metrics.contains("keyscore_store_up 0"), "{metrics}");
 
-    node.execute_local(&format!(
-        "BEGIN BATCH \
-           UPDATE keyscore.active_models SET version = 2, previous_version = 1 \
-           WHERE key = 'paris'; \
-           INSERT INTO keyscore.model_changes (day, changed_at, key, version) \
-           VALUES ('{}', toTimestamp(now()), 'paris', 2); \
-         APPLY BATCH;",
-        utc_today()
-    ))
-    .expect("the activation is written on the node");
+    activate_paris_v2_behind_the_fault(&node);
     node.clear_fault();
     let deadline = Instant::now() + DEADLINE;
-    loop {
-        scorer.send(PARIS).await;
-        let line = scorer.next_line(DEADLINE).await;
-        let scored: serde_json::Value = serde_json::from_str(&line).unwrap();
-        if scored["model_version"] == 2 {
-            break;
-        }
+    while score_paris(&mut scorer).await != 2 {
         assert!(
             Instant::now() < deadline,
             "paris v2 never served after the outage"
