@@ -39,18 +39,18 @@ impl ModelStore for FixedStore {
     async fn init(&self) -> Result<(), store::Error> {
         Ok(())
     }
-    async fn put_version(&self, _: &str, _: Option<i64>, _: &str) -> Result<i64, store::Error> {
-        Err(store::Error::Unavailable("read-only test store".into()))
+    async fn insert_version(&self, _: &str, _: Option<i64>, _: &str) -> Result<i64, store::Error> {
+        Err(store::Error::unavailable("read-only test store"))
     }
     async fn activate(&self, _: &str, _: i64) -> Result<(), store::Error> {
-        Err(store::Error::Unavailable("read-only test store".into()))
+        Err(store::Error::unavailable("read-only test store"))
     }
     async fn rollback(&self, _: &str) -> Result<i64, store::Error> {
-        Err(store::Error::Unavailable("read-only test store".into()))
+        Err(store::Error::unavailable("read-only test store"))
     }
     async fn active(&self, key: &str) -> Result<Option<ActiveModel>, store::Error> {
         if self.down.contains(key) {
-            return Err(store::Error::Unavailable("connection refused".into()));
+            return Err(store::Error::unavailable("connection refused"));
         }
         Ok(self
             .models

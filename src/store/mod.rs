@@ -8,6 +8,8 @@
 //! * `cql://HOST:PORT[,HOST:PORT...]/KEYSPACE`: ScyllaDB or Cassandra, [`CqlModelStore`]. A
 //!   user name and password come from `KEYSCORE_CQL_USERNAME` / `KEYSCORE_CQL_PASSWORD` and are
 //!   never logged.
+//! * `memory://`: [`MemoryModelStore`], held in the process and gone with it; for tests,
+//!   benchmarks and trying things out. Every `open("memory://")` is a new, empty store.
 //!
 //! Versions are immutable once written. Activation moves a per-key pointer and appends to a
 //! change feed, so a watcher learns which keys changed since a [`ChangeCursor`] without
@@ -15,14 +17,16 @@
 //! shadow version) is stored beside the pointer and announced on the same feed.
 
 mod cql;
-mod embedded;
+mod memory;
+mod sqlite;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
 pub use cql::CqlModelStore;
-pub use embedded::EmbeddedModelStore;
+pub use memory::MemoryModelStore;
+pub use sqlite::EmbeddedModelStore;
 
 use crate::model::{self, ModelSpec};
 
@@ -109,8 +113,8 @@ pub struct Changes {
     pub next: ChangeCursor,
 }
 
-/// What a model store does. Every backend passes the same conformance suite
-/// (`tests/support/conformance.rs`).
+/// What a model store does. Every backend passes the same conformance suite (the test kit's
+/// `conformance` module, one test per check per engine).
 #[async_trait]
 pub trait ModelStore: Send + Sync + std::fmt::Debug {
     /// Where this store is, for logs and status: a URL without credentials.
@@ -125,7 +129,27 @@ pub trait ModelStore: Send + Sync + std::fmt::Debug {
     /// version plus one (1 for a new key). Returns the version written. Does not activate it.
     /// Fails with [`Error::InvalidModel`], [`Error::InvalidKey`], [`Error::InvalidVersion`] or
     /// [`Error::VersionExists`], and then writes nothing.
+    ///
+    /// Provided: the checks every backend shares, then [`ModelStore::insert_version`].
     async fn put_version(
+        &self,
+        key: &str,
+        version: Option<i64>,
+        spec_json: &str,
+    ) -> Result<i64, Error> {
+        check_key(key)?;
+        if let Some(v) = version.filter(|v| *v < 1) {
+            return Err(Error::InvalidVersion(v));
+        }
+        check_spec(spec_json)?;
+        self.insert_version(key, version, spec_json).await
+    }
+
+    /// The backend's write behind [`ModelStore::put_version`]: stores `spec_json` as given,
+    /// without checking it (callers use `put_version`; tests use this to plant a version that
+    /// does not build, as a hand-written database insert could). Numbers the version like
+    /// `put_version` and refuses an existing one with [`Error::VersionExists`].
+    async fn insert_version(
         &self,
         key: &str,
         version: Option<i64>,
@@ -172,7 +196,7 @@ pub trait ModelStore: Send + Sync + std::fmt::Debug {
     /// ([`Error::InvalidShare`]). The default refuses with [`Error::Rejected`].
     async fn set_canary(&self, key: &str, canary: Option<Canary>) -> Result<(), Error> {
         let _ = (key, canary);
-        Err(Error::Rejected(format!(
+        Err(Error::rejected(format!(
             "{} does not support canary versions",
             self.describe()
         )))
@@ -183,7 +207,7 @@ pub trait ModelStore: Send + Sync + std::fmt::Debug {
     /// refuses with [`Error::Rejected`].
     async fn set_shadow(&self, key: &str, version: Option<i64>) -> Result<(), Error> {
         let _ = (key, version);
-        Err(Error::Rejected(format!(
+        Err(Error::rejected(format!(
             "{} does not support shadow versions",
             self.describe()
         )))
@@ -207,15 +231,18 @@ pub trait ModelStore: Send + Sync + std::fmt::Debug {
     }
 }
 
-/// Opens the store a URL names: `sqlite://PATH`, a bare path, or `cql://HOSTS/KEYSPACE`.
+/// Opens the store a URL names: `sqlite://PATH`, a bare path, `cql://HOSTS/KEYSPACE`, or
+/// `memory://`.
 pub async fn open(url: &str) -> Result<Arc<dyn ModelStore>, Error> {
-    if let Some(rest) = url.strip_prefix("cql://") {
+    if url == "memory://" {
+        Ok(Arc::new(MemoryModelStore::default()))
+    } else if let Some(rest) = url.strip_prefix("cql://") {
         Ok(Arc::new(CqlModelStore::connect(rest).await?))
     } else if let Some(path) = url.strip_prefix("sqlite://") {
         Ok(Arc::new(open_embedded(path).await?))
     } else if url.contains("://") {
         Err(Error::Url(format!(
-            "unknown store URL scheme in '{}'; use sqlite://PATH or cql://HOST:PORT/KEYSPACE",
+            "unknown store URL scheme in '{}'; use sqlite://PATH, cql://HOST:PORT/KEYSPACE or memory://",
             redact_url(url)
         )))
     } else {
@@ -228,7 +255,7 @@ async fn open_embedded(path: &str) -> Result<EmbeddedModelStore, Error> {
     let path = path.to_string();
     tokio::task::spawn_blocking(move || EmbeddedModelStore::open(path))
         .await
-        .map_err(|err| Error::Unavailable(format!("opening the SQLite store failed: {err}")))?
+        .map_err(|err| Error::unavailable_from("opening the SQLite store failed", err))?
 }
 
 /// Checks a spec before it is stored: it must decode and build.
@@ -261,7 +288,7 @@ pub fn redact_url(url: &str) -> String {
 #[non_exhaustive]
 pub enum Error {
     /// The model spec was refused; nothing was written.
-    #[error("model refused: {0}")]
+    #[error("model refused")]
     InvalidModel(#[source] model::Error),
     /// The key is not usable.
     #[error("invalid model key '{0}': use 1 to 200 characters without control characters")]
@@ -306,20 +333,89 @@ pub enum Error {
     #[error("bad store URL: {0}")]
     Url(String),
     /// The database could not be reached or failed; retry later.
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
+    #[error("store unavailable: {what}")]
+    Unavailable {
+        /// What failed, and what to do about it.
+        what: String,
+        /// The database's or driver's error, when there is one.
+        #[source]
+        source: Option<Cause>,
+    },
     /// The database refused the request (missing schema, permissions, invalid statement);
     /// retrying will not help until an operator acts on the message.
-    #[error("store refused the request: {0}")]
-    Rejected(String),
+    #[error("store refused the request: {what}")]
+    Rejected {
+        /// What was refused, and what to do about it.
+        what: String,
+        /// The database's or driver's error, when there is one.
+        #[source]
+        source: Option<Cause>,
+    },
     /// The database answered with data keyscore cannot read.
-    #[error("store holds unreadable data: {0}")]
-    Corrupt(String),
+    #[error("store holds unreadable data: {what}")]
+    Corrupt {
+        /// What could not be read, and what to do about it.
+        what: String,
+        /// The decoding error, when there is one.
+        #[source]
+        source: Option<Cause>,
+    },
 }
+
+/// The underlying error a store error keeps as its source.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 impl Error {
     /// Whether retrying later may succeed (the database was unreachable or timed out).
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Unavailable(_))
+        matches!(self, Error::Unavailable { .. })
+    }
+
+    /// [`Error::Unavailable`] without an underlying error.
+    pub fn unavailable(what: impl Into<String>) -> Self {
+        Error::Unavailable {
+            what: what.into(),
+            source: None,
+        }
+    }
+
+    /// [`Error::Unavailable`] caused by `source`.
+    pub fn unavailable_from(what: impl Into<String>, source: impl Into<Cause>) -> Self {
+        Error::Unavailable {
+            what: what.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// [`Error::Rejected`] without an underlying error.
+    pub fn rejected(what: impl Into<String>) -> Self {
+        Error::Rejected {
+            what: what.into(),
+            source: None,
+        }
+    }
+
+    /// [`Error::Rejected`] caused by `source`.
+    pub fn rejected_from(what: impl Into<String>, source: impl Into<Cause>) -> Self {
+        Error::Rejected {
+            what: what.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// [`Error::Corrupt`] without an underlying error.
+    pub fn corrupt(what: impl Into<String>) -> Self {
+        Error::Corrupt {
+            what: what.into(),
+            source: None,
+        }
+    }
+
+    /// [`Error::Corrupt`] caused by `source`.
+    pub fn corrupt_from(what: impl Into<String>, source: impl Into<Cause>) -> Self {
+        Error::Corrupt {
+            what: what.into(),
+            source: Some(source.into()),
+        }
     }
 }

@@ -29,6 +29,7 @@
 //! keeps serving until `init` adds it.
 
 mod config;
+mod errors;
 mod feed;
 mod schema;
 
@@ -40,7 +41,7 @@ use futures::TryStreamExt;
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
-use scylla::errors::{DbError, ExecutionError, NewSessionError, RequestAttemptError};
+use scylla::errors::ExecutionError;
 use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::Statement;
@@ -48,9 +49,10 @@ use scylla::value::CqlTimestamp;
 use tokio::sync::OnceCell;
 
 use self::config::CqlConfig;
+use self::errors::{corrupt, execution_error, pager_error, row_error, session_error};
 use super::{
-    check_key, check_share, check_spec, ActiveModel, Canary, ChangeCursor, Changes, Error,
-    KeySummary, ModelStore, Rollout, StoredModel,
+    check_key, check_share, ActiveModel, Canary, ChangeCursor, Changes, Error, KeySummary,
+    ModelStore, Rollout, StoredModel,
 };
 use crate::model::ModelSpec;
 
@@ -211,18 +213,31 @@ impl CqlModelStore {
             .await
     }
 
-    async fn read_rollout(&self, key: &str) -> Result<Option<Rollout>, Error> {
-        let context = "reading the canary and shadow";
-        let st = self.rollout_statements().await?;
-        let row = self
-            .session
-            .execute_unpaged(&st.read, (key,))
+    /// Runs a prepared statement that reads at most one row and decodes that row as `R`.
+    async fn read_row<R>(
+        &self,
+        context: &str,
+        statement: &PreparedStatement,
+        values: impl scylla::serialize::row::SerializeRow,
+    ) -> Result<Option<R>, Error>
+    where
+        R: for<'frame, 'metadata> scylla::deserialize::row::DeserializeRow<'frame, 'metadata>,
+    {
+        self.session
+            .execute_unpaged(statement, values)
             .await
             .map_err(|err| execution_error(context, err))?
             .into_rows_result()
             .map_err(|err| corrupt(context, err))?
-            .maybe_first_row::<(Option<i64>, Option<f64>, Option<i64>, Option<i64>)>()
-            .map_err(|err| corrupt(context, err))?;
+            .maybe_first_row::<R>()
+            .map_err(|err| corrupt(context, err))
+    }
+
+    async fn read_rollout(&self, key: &str) -> Result<Option<Rollout>, Error> {
+        let st = self.rollout_statements().await?;
+        let row: Option<(Option<i64>, Option<f64>, Option<i64>, Option<i64>)> = self
+            .read_row("reading the canary and shadow", &st.read, (key,))
+            .await?;
         Ok(row.map(
             |(canary_version, canary_share, shadow, written_at)| Rollout {
                 canary: canary_version
@@ -284,16 +299,9 @@ impl CqlModelStore {
     }
 
     async fn read_pointer(&self, st: &Statements, key: &str) -> Result<Option<Pointer>, Error> {
-        let context = "reading the active pointer";
-        let row = self
-            .session
-            .execute_unpaged(&st.pointer, (key,))
-            .await
-            .map_err(|err| execution_error(context, err))?
-            .into_rows_result()
-            .map_err(|err| corrupt(context, err))?
-            .maybe_first_row::<(Option<i64>, Option<i64>, Option<i64>)>()
-            .map_err(|err| corrupt(context, err))?;
+        let row: Option<(Option<i64>, Option<i64>, Option<i64>)> = self
+            .read_row("reading the active pointer", &st.pointer, (key,))
+            .await?;
         Ok(match row {
             Some((Some(version), previous, written_at)) => Some(Pointer {
                 version,
@@ -311,20 +319,13 @@ impl CqlModelStore {
         key: &str,
         version: i64,
     ) -> Result<Option<String>, Error> {
-        let context = "reading a model version";
-        let row = self
-            .session
-            .execute_unpaged(&st.version_spec, (key, version))
-            .await
-            .map_err(|err| execution_error(context, err))?
-            .into_rows_result()
-            .map_err(|err| corrupt(context, err))?
-            .maybe_first_row::<(Option<String>,)>()
-            .map_err(|err| corrupt(context, err))?;
+        let row: Option<(Option<String>,)> = self
+            .read_row("reading a model version", &st.version_spec, (key, version))
+            .await?;
         match row {
             None => Ok(None),
             Some((Some(spec),)) => Ok(Some(spec)),
-            Some((None,)) => Err(Error::Corrupt(format!(
+            Some((None,)) => Err(Error::corrupt(format!(
                 "{key} version {version} has no spec in model_versions; upload a new version"
             ))),
         }
@@ -466,25 +467,23 @@ impl ModelStore for CqlModelStore {
                 .map_err(|err| execution_error("creating the schema", err))?;
         }
         self.session.await_schema_agreement().await.map_err(|err| {
-            Error::Unavailable(format!(
-                "the cluster's nodes did not agree on the new schema ({err}); run init again \
-                 once every node is up"
-            ))
+            Error::unavailable_from(
+                "the cluster's nodes did not agree on the new schema; run init again once \
+                 every node is up",
+                err,
+            )
         })?;
         Ok(())
     }
 
-    async fn put_version(
+    async fn insert_version(
         &self,
         key: &str,
         version: Option<i64>,
         spec_json: &str,
     ) -> Result<i64, Error> {
-        check_key(key)?;
-        check_spec(spec_json)?;
         let st = self.statements().await?;
         let version = match version {
-            Some(v) if v < 1 => return Err(Error::InvalidVersion(v)),
             Some(v) => {
                 if self.read_spec(st, key, v).await?.is_some() {
                     return Err(Error::VersionExists {
@@ -495,16 +494,9 @@ impl ModelStore for CqlModelStore {
                 v
             }
             None => {
-                let context = "finding the newest version";
-                let newest = self
-                    .session
-                    .execute_unpaged(&st.newest_version, (key,))
-                    .await
-                    .map_err(|err| execution_error(context, err))?
-                    .into_rows_result()
-                    .map_err(|err| corrupt(context, err))?
-                    .maybe_first_row::<(i64,)>()
-                    .map_err(|err| corrupt(context, err))?;
+                let newest: Option<(i64,)> = self
+                    .read_row("finding the newest version", &st.newest_version, (key,))
+                    .await?;
                 newest.map_or(1, |(v,)| v + 1)
             }
         };
@@ -582,7 +574,7 @@ impl ModelStore for CqlModelStore {
             .read_spec(st, key, pointer.version)
             .await?
             .ok_or_else(|| {
-                Error::Corrupt(format!(
+                Error::corrupt(format!(
                     "active_models points {key} at version {}, which model_versions does not \
                      hold; activate an existing version",
                     pointer.version
@@ -729,108 +721,6 @@ impl ModelStore for CqlModelStore {
             next,
         })
     }
-}
-
-/// Maps a failure to open the session.
-fn session_error(config: &CqlConfig, err: NewSessionError) -> Error {
-    match err {
-        NewSessionError::EmptyKnownNodesList | NewSessionError::IllegalConfig(_) => {
-            Error::Url(format!("cannot connect to {}: {err}", config.describe()))
-        }
-        _ => Error::Unavailable(format!(
-            "cannot connect to {} ({err}); check that the hosts are up and reachable and, if the \
-             cluster requires a login, KEYSCORE_CQL_USERNAME and KEYSCORE_CQL_PASSWORD",
-            config.describe()
-        )),
-    }
-}
-
-/// Maps a request failure: the database refusing the request is [`Error::Rejected`], an
-/// unreachable, overloaded or slow cluster is [`Error::Unavailable`].
-fn execution_error(context: &str, err: ExecutionError) -> Error {
-    let db_error = match &err {
-        ExecutionError::LastAttemptError(RequestAttemptError::DbError(db, message)) => {
-            Some((db, message))
-        }
-        ExecutionError::PrepareError(scylla::errors::PrepareError::AllAttemptsFailed {
-            first_attempt: RequestAttemptError::DbError(db, message),
-        }) => Some((db, message)),
-        _ => None,
-    };
-    let Some((db, message)) = db_error else {
-        return match err {
-            ExecutionError::LastAttemptError(RequestAttemptError::CqlResultParseError(_)) => {
-                Error::Corrupt(format!("{context}: {err}"))
-            }
-            ExecutionError::BadQuery(_) => Error::Rejected(format!("{context}: {err}")),
-            _ => Error::Unavailable(format!("{context}: {err}")),
-        };
-    };
-    match db {
-        DbError::Unavailable { .. }
-        | DbError::Overloaded
-        | DbError::IsBootstrapping
-        | DbError::ReadTimeout { .. }
-        | DbError::WriteTimeout { .. }
-        | DbError::ReadFailure { .. }
-        | DbError::WriteFailure { .. }
-        | DbError::ServerError
-        | DbError::TruncateError
-        | DbError::RateLimitReached { .. } => {
-            Error::Unavailable(format!("{context}: the database failed: {message}"))
-        }
-        DbError::Unauthorized | DbError::AuthenticationError => Error::Rejected(format!(
-            "{context}: the database refused the login or the permission ({message}); check \
-             KEYSCORE_CQL_USERNAME and the role's grants"
-        )),
-        DbError::Invalid
-            if message.contains("unconfigured table")
-                || message.contains("does not exist")
-                || message.contains("Keyspace") =>
-        {
-            Error::Rejected(format!(
-                "{context}: the keyscore schema is missing ({message}); run `keyscore init` \
-                 against this store first"
-            ))
-        }
-        _ => Error::Rejected(format!(
-            "{context}: the database refused the request: {message}"
-        )),
-    }
-}
-
-fn pager_error(context: &str, err: scylla::errors::PagerExecutionError) -> Error {
-    use scylla::errors::{NextPageError, PagerExecutionError, RequestError};
-    match err {
-        PagerExecutionError::PrepareError(err) => {
-            execution_error(context, ExecutionError::PrepareError(err))
-        }
-        PagerExecutionError::NextPageError(NextPageError::RequestFailure(err)) => {
-            execution_error(context, RequestError::into_execution_error(err))
-        }
-        PagerExecutionError::NextPageError(
-            err @ (NextPageError::ResultMetadataParseError(_) | NextPageError::TypeCheckError(_)),
-        ) => corrupt(context, err),
-        err => Error::Unavailable(format!("{context}: {err}")),
-    }
-}
-
-fn row_error(context: &str, err: scylla::errors::NextRowError) -> Error {
-    use scylla::errors::{NextRowError, PagerExecutionError};
-    match err {
-        NextRowError::NextPageError(err) => {
-            pager_error(context, PagerExecutionError::NextPageError(err))
-        }
-        err => corrupt(context, err),
-    }
-}
-
-/// Data the database returned that keyscore cannot read.
-fn corrupt(context: &str, err: impl fmt::Display) -> Error {
-    Error::Corrupt(format!(
-        "{context}: unexpected data from the database ({err}); check that the tables match \
-         cql/*.cql"
-    ))
 }
 
 #[cfg(test)]

@@ -30,8 +30,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
 use super::{
-    check_key, check_share, check_spec, ActiveModel, Canary, ChangeCursor, Changes, Error,
-    KeySummary, ModelStore, Rollout, StoredModel,
+    check_key, check_share, ActiveModel, Canary, ChangeCursor, Changes, Error, KeySummary,
+    ModelStore, Rollout, StoredModel,
 };
 use crate::model::ModelSpec;
 
@@ -131,7 +131,26 @@ impl EmbeddedModelStore {
             f(&mut conn)
         })
         .await
-        .map_err(|err| Error::Unavailable(format!("SQLite worker task failed: {err}")))?
+        .map_err(|err| Error::unavailable_from("SQLite worker task failed", err))?
+    }
+
+    /// Runs `f` inside one write transaction (taken at once, so a concurrent writer waits
+    /// rather than failing half-way), committing when it returns `Ok`. `context` says what is
+    /// being done, for errors.
+    async fn write<T, F>(&self, context: &'static str, f: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, Error> + Send + 'static,
+    {
+        self.call(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sqlite_error(context))?;
+            let value = f(&tx)?;
+            tx.commit().map_err(sqlite_error(context))?;
+            Ok(value)
+        })
+        .await
     }
 }
 
@@ -151,7 +170,7 @@ fn create_schema(conn: &Connection) -> Result<(), Error> {
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .map_err(sqlite_error(context))?;
     if found > SCHEMA_VERSION {
-        return Err(Error::Corrupt(format!(
+        return Err(Error::corrupt(format!(
             "the SQLite file has schema version {found}, newer than this build's \
              {SCHEMA_VERSION}; upgrade keyscore"
         )));
@@ -179,37 +198,54 @@ fn spec_author(spec_json: &str) -> Option<String> {
         .and_then(|meta| meta.author)
 }
 
-/// Maps a SQLite error to a store error, naming what was being done.
+/// Maps a SQLite error to a store error, naming what was being done; the SQLite error is kept
+/// as the source.
 fn sqlite_error(context: &str) -> impl Fn(rusqlite::Error) -> Error + '_ {
-    move |err| match &err {
-        rusqlite::Error::SqliteFailure(failure, _) => match failure.code {
-            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => Error::Unavailable(format!(
-                "{context}: the SQLite file is locked by another writer for longer than {}s; \
-                 retry later ({err})",
-                BUSY_TIMEOUT.as_secs()
-            )),
-            ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt => Error::Corrupt(format!(
-                "{context}: the file is not a readable SQLite database ({err}); check the path \
-                 or restore a backup"
-            )),
-            ErrorCode::CannotOpen | ErrorCode::PermissionDenied | ErrorCode::ReadOnly => {
-                Error::Unavailable(format!(
-                    "{context}: cannot open or write the SQLite file ({err}); check that the \
-                     path exists and is writable"
-                ))
+    move |err| {
+        let what = match &err {
+            rusqlite::Error::SqliteFailure(failure, _) => match failure.code {
+                ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
+                    return Error::unavailable_from(
+                        format!(
+                            "{context}: the SQLite file is locked by another writer for longer \
+                             than {}s; retry later",
+                            BUSY_TIMEOUT.as_secs()
+                        ),
+                        err,
+                    )
+                }
+                ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt => {
+                    return Error::corrupt_from(
+                        format!(
+                            "{context}: the file is not a readable SQLite database; check the \
+                             path or restore a backup"
+                        ),
+                        err,
+                    )
+                }
+                ErrorCode::CannotOpen | ErrorCode::PermissionDenied | ErrorCode::ReadOnly => {
+                    format!(
+                        "{context}: cannot open or write the SQLite file; check that the path \
+                         exists and is writable"
+                    )
+                }
+                ErrorCode::DiskFull => {
+                    format!("{context}: the disk is full; free space and retry")
+                }
+                _ => format!("{context}: SQLite failed"),
+            },
+            rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::InvalidColumnType(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..)
+            | rusqlite::Error::Utf8Error(..) => {
+                return Error::corrupt_from(
+                    format!("{context}: unexpected value in the SQLite file"),
+                    err,
+                )
             }
-            ErrorCode::DiskFull => Error::Unavailable(format!(
-                "{context}: the disk is full ({err}); free space and retry"
-            )),
-            _ => Error::Unavailable(format!("{context}: SQLite failed: {err}")),
-        },
-        rusqlite::Error::FromSqlConversionFailure(..)
-        | rusqlite::Error::InvalidColumnType(..)
-        | rusqlite::Error::IntegralValueOutOfRange(..)
-        | rusqlite::Error::Utf8Error(..) => Error::Corrupt(format!(
-            "{context}: unexpected value in the SQLite file ({err})"
-        )),
-        _ => Error::Unavailable(format!("{context}: SQLite failed: {err}")),
+            _ => format!("{context}: SQLite failed"),
+        };
+        Error::unavailable_from(what, err)
     }
 }
 
@@ -312,30 +348,20 @@ impl ModelStore for EmbeddedModelStore {
         self.call(|conn| create_schema(conn)).await
     }
 
-    async fn put_version(
+    async fn insert_version(
         &self,
         key: &str,
         version: Option<i64>,
         spec_json: &str,
     ) -> Result<i64, Error> {
-        check_key(key)?;
-        check_spec(spec_json)?;
-        if let Some(v) = version {
-            if v < 1 {
-                return Err(Error::InvalidVersion(v));
-            }
-        }
         let key = key.to_string();
         let spec = spec_json.to_string();
         let author = spec_author(spec_json);
-        self.call(move |conn| {
+        self.write("storing a model version", move |tx| {
             let context = "storing a model version";
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(sqlite_error(context))?;
             let version = match version {
                 Some(v) => {
-                    if version_exists(&tx, &key, v).map_err(sqlite_error(context))? {
+                    if version_exists(tx, &key, v).map_err(sqlite_error(context))? {
                         return Err(Error::VersionExists { key, version: v });
                     }
                     v
@@ -357,7 +383,6 @@ impl ModelStore for EmbeddedModelStore {
                 params![key, version, spec, author, now_millis()],
             )
             .map_err(sqlite_error(context))?;
-            tx.commit().map_err(sqlite_error(context))?;
             Ok(version)
         })
         .await
@@ -366,22 +391,18 @@ impl ModelStore for EmbeddedModelStore {
     async fn activate(&self, key: &str, version: i64) -> Result<(), Error> {
         check_key(key)?;
         let key = key.to_string();
-        self.call(move |conn| {
+        self.write("activating a model version", move |tx| {
             let context = "activating a model version";
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(sqlite_error(context))?;
-            if !version_exists(&tx, &key, version).map_err(sqlite_error(context))? {
+            if !version_exists(tx, &key, version).map_err(sqlite_error(context))? {
                 return Err(Error::NoSuchVersion { key, version });
             }
-            let previous = match read_pointer(&tx, &key).map_err(sqlite_error(context))? {
+            let previous = match read_pointer(tx, &key).map_err(sqlite_error(context))? {
                 // Re-activating the active version keeps the rollback target.
                 Some((current, previous, _)) if current == version => previous,
                 Some((current, _, _)) => Some(current),
                 None => None,
             };
-            move_pointer(&tx, &key, version, previous).map_err(sqlite_error(context))?;
-            tx.commit().map_err(sqlite_error(context))
+            move_pointer(tx, &key, version, previous).map_err(sqlite_error(context))
         })
         .await
     }
@@ -389,18 +410,14 @@ impl ModelStore for EmbeddedModelStore {
     async fn rollback(&self, key: &str) -> Result<i64, Error> {
         check_key(key)?;
         let key = key.to_string();
-        self.call(move |conn| {
+        self.write("rolling back", move |tx| {
             let context = "rolling back";
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(sqlite_error(context))?;
             let Some((current, Some(previous), _)) =
-                read_pointer(&tx, &key).map_err(sqlite_error(context))?
+                read_pointer(tx, &key).map_err(sqlite_error(context))?
             else {
                 return Err(Error::NothingToRollBack { key });
             };
-            move_pointer(&tx, &key, previous, Some(current)).map_err(sqlite_error(context))?;
-            tx.commit().map_err(sqlite_error(context))?;
+            move_pointer(tx, &key, previous, Some(current)).map_err(sqlite_error(context))?;
             Ok(previous)
         })
         .await
@@ -548,21 +565,17 @@ impl ModelStore for EmbeddedModelStore {
             check_share(c.share)?;
         }
         let key = key.to_string();
-        self.call(move |conn| {
+        self.write("setting a canary", move |tx| {
             let context = "setting a canary";
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(sqlite_error(context))?;
             if let Some(c) = canary {
-                if !version_exists(&tx, &key, c.version).map_err(sqlite_error(context))? {
+                if !version_exists(tx, &key, c.version).map_err(sqlite_error(context))? {
                     return Err(Error::NoSuchVersion {
                         key,
                         version: c.version,
                     });
                 }
             }
-            write_canary(&tx, &key, canary).map_err(sqlite_error(context))?;
-            tx.commit().map_err(sqlite_error(context))
+            write_canary(tx, &key, canary).map_err(sqlite_error(context))
         })
         .await
     }
@@ -570,17 +583,14 @@ impl ModelStore for EmbeddedModelStore {
     async fn set_shadow(&self, key: &str, version: Option<i64>) -> Result<(), Error> {
         check_key(key)?;
         let key = key.to_string();
-        self.call(move |conn| {
+        self.write("setting a shadow", move |tx| {
             let context = "setting a shadow";
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(sqlite_error(context))?;
             if let Some(v) = version {
-                if !version_exists(&tx, &key, v).map_err(sqlite_error(context))? {
+                if !version_exists(tx, &key, v).map_err(sqlite_error(context))? {
                     return Err(Error::NoSuchVersion { key, version: v });
                 }
             }
-            let seq = feed_row(&tx, &key, version.unwrap_or(0)).map_err(sqlite_error(context))?;
+            let seq = feed_row(tx, &key, version.unwrap_or(0)).map_err(sqlite_error(context))?;
             tx.execute(
                 "INSERT INTO model_rollouts (key, shadow_version, revision) VALUES (?1, ?2, ?3)
                  ON CONFLICT (key) DO UPDATE SET
@@ -589,7 +599,7 @@ impl ModelStore for EmbeddedModelStore {
                 params![key, version, seq],
             )
             .map_err(sqlite_error(context))?;
-            tx.commit().map_err(sqlite_error(context))
+            Ok(())
         })
         .await
     }
@@ -597,25 +607,21 @@ impl ModelStore for EmbeddedModelStore {
     async fn promote(&self, key: &str) -> Result<i64, Error> {
         check_key(key)?;
         let key = key.to_string();
-        self.call(move |conn| {
+        self.write("promoting a canary", move |tx| {
             let context = "promoting a canary";
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(sqlite_error(context))?;
-            let Some(canary) = read_rollout(&tx, &key)
+            let Some(canary) = read_rollout(tx, &key)
                 .map_err(sqlite_error(context))?
                 .and_then(|r| r.canary)
             else {
                 return Err(Error::NoCanary { key });
             };
-            let previous = match read_pointer(&tx, &key).map_err(sqlite_error(context))? {
+            let previous = match read_pointer(tx, &key).map_err(sqlite_error(context))? {
                 Some((current, previous, _)) if current == canary.version => previous,
                 Some((current, _, _)) => Some(current),
                 None => None,
             };
-            move_pointer(&tx, &key, canary.version, previous).map_err(sqlite_error(context))?;
-            write_canary(&tx, &key, None).map_err(sqlite_error(context))?;
-            tx.commit().map_err(sqlite_error(context))?;
+            move_pointer(tx, &key, canary.version, previous).map_err(sqlite_error(context))?;
+            write_canary(tx, &key, None).map_err(sqlite_error(context))?;
             Ok(canary.version)
         })
         .await
@@ -642,7 +648,7 @@ mod tests {
         let path = dir.path().join("models.db");
         std::fs::write(&path, vec![b'x'; 4096]).unwrap();
         let err = EmbeddedModelStore::open(&path).unwrap_err();
-        assert!(matches!(err, Error::Corrupt(_)), "{err:?}");
+        assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
     }
 
     #[test]

@@ -1,0 +1,272 @@
+//! The in-process backend, `memory://`: every version, pointer, rollout and feed row in one
+//! map behind a mutex, gone when the process ends.
+//!
+//! It keeps the same model as the SQLite backend: the change feed is a list of keys, a
+//! [`ChangeCursor`] is an index into it, and an activation's or rollout change's revision is
+//! the index of its feed row, so revisions of a key strictly increase. Every change is made
+//! under the one lock, so each is atomic and isolated. It is meant for tests, benchmarks and
+//! trying keyscore out; nothing in it survives a restart.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
+
+use super::{
+    check_key, check_share, ActiveModel, Canary, ChangeCursor, Changes, Error, KeySummary,
+    ModelStore, Rollout, StoredModel,
+};
+
+/// A key's active pointer.
+#[derive(Debug, Clone, Copy)]
+struct Pointer {
+    version: i64,
+    previous: Option<i64>,
+    revision: i64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Spec text per (key, version).
+    versions: BTreeMap<(String, i64), String>,
+    active: BTreeMap<String, Pointer>,
+    rollouts: BTreeMap<String, Rollout>,
+    /// One key per change; a revision is a row's position plus one.
+    feed: Vec<String>,
+}
+
+impl State {
+    fn has_version(&self, key: &str, version: i64) -> bool {
+        self.versions.contains_key(&(key.to_string(), version))
+    }
+
+    fn require_version(&self, key: &str, version: i64) -> Result<(), Error> {
+        if self.has_version(key, version) {
+            Ok(())
+        } else {
+            Err(Error::NoSuchVersion {
+                key: key.to_string(),
+                version,
+            })
+        }
+    }
+
+    /// Appends a feed row for `key` and returns its revision.
+    fn announce(&mut self, key: &str) -> i64 {
+        self.feed.push(key.to_string());
+        self.feed.len() as i64
+    }
+
+    /// Points `key` at `version`; re-activating the active version keeps the rollback target.
+    fn activate(&mut self, key: &str, version: i64) {
+        let previous = match self.active.get(key) {
+            Some(p) if p.version == version => p.previous,
+            Some(p) => Some(p.version),
+            None => None,
+        };
+        self.point(key, version, previous);
+    }
+
+    fn point(&mut self, key: &str, version: i64, previous: Option<i64>) {
+        let revision = self.announce(key);
+        self.active.insert(
+            key.to_string(),
+            Pointer {
+                version,
+                previous,
+                revision,
+            },
+        );
+    }
+
+    /// Applies `change` to `key`'s rollout and announces it.
+    fn change_rollout(&mut self, key: &str, change: impl FnOnce(&mut Rollout)) {
+        let revision = self.announce(key);
+        let rollout = self.rollouts.entry(key.to_string()).or_default();
+        change(rollout);
+        rollout.revision = revision;
+    }
+}
+
+/// A model store held in this process's memory (`memory://`).
+#[derive(Debug, Default)]
+pub struct MemoryModelStore {
+    state: Mutex<State>,
+}
+
+impl MemoryModelStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Every change is applied after its checks, in one step, so a panic elsewhere cannot
+        // leave a half-made change behind: a poisoned lock is safe to keep using.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[async_trait::async_trait]
+impl ModelStore for MemoryModelStore {
+    fn describe(&self) -> String {
+        "memory://".into()
+    }
+
+    async fn init(&self) -> Result<(), Error> {
+        Ok(())
+    }
+
+    async fn insert_version(
+        &self,
+        key: &str,
+        version: Option<i64>,
+        spec_json: &str,
+    ) -> Result<i64, Error> {
+        let mut state = self.state();
+        let version = match version {
+            Some(v) if state.has_version(key, v) => {
+                return Err(Error::VersionExists {
+                    key: key.to_string(),
+                    version: v,
+                })
+            }
+            Some(v) => v,
+            None => {
+                let newest = state
+                    .versions
+                    .range((key.to_string(), i64::MIN)..=(key.to_string(), i64::MAX))
+                    .next_back()
+                    .map_or(0, |((_, v), _)| *v);
+                newest + 1
+            }
+        };
+        state
+            .versions
+            .insert((key.to_string(), version), spec_json.to_string());
+        Ok(version)
+    }
+
+    async fn activate(&self, key: &str, version: i64) -> Result<(), Error> {
+        check_key(key)?;
+        let mut state = self.state();
+        state.require_version(key, version)?;
+        state.activate(key, version);
+        Ok(())
+    }
+
+    async fn rollback(&self, key: &str) -> Result<i64, Error> {
+        check_key(key)?;
+        let mut state = self.state();
+        let Some(Pointer {
+            version: current,
+            previous: Some(previous),
+            ..
+        }) = state.active.get(key).copied()
+        else {
+            return Err(Error::NothingToRollBack {
+                key: key.to_string(),
+            });
+        };
+        state.point(key, previous, Some(current));
+        Ok(previous)
+    }
+
+    async fn active(&self, key: &str) -> Result<Option<ActiveModel>, Error> {
+        let state = self.state();
+        let Some(pointer) = state.active.get(key) else {
+            return Ok(None);
+        };
+        let spec_json = state.versions[&(key.to_string(), pointer.version)].clone();
+        Ok(Some(ActiveModel {
+            model: StoredModel {
+                key: key.to_string(),
+                version: pointer.version,
+                spec_json,
+            },
+            revision: pointer.revision,
+        }))
+    }
+
+    async fn version(&self, key: &str, version: i64) -> Result<Option<StoredModel>, Error> {
+        Ok(self
+            .state()
+            .versions
+            .get(&(key.to_string(), version))
+            .map(|spec| StoredModel {
+                key: key.to_string(),
+                version,
+                spec_json: spec.clone(),
+            }))
+    }
+
+    async fn list(&self) -> Result<Vec<KeySummary>, Error> {
+        let state = self.state();
+        let mut out: Vec<KeySummary> = Vec::new();
+        for (key, version) in state.versions.keys() {
+            match out.last_mut() {
+                Some(summary) if summary.key == *key => summary.versions.push(*version),
+                _ => out.push(KeySummary {
+                    key: key.clone(),
+                    active: state.active.get(key).map(|p| p.version),
+                    versions: vec![*version],
+                }),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn cursor(&self) -> Result<ChangeCursor, Error> {
+        Ok(ChangeCursor(self.state().feed.len() as i64))
+    }
+
+    async fn changes_since(&self, cursor: ChangeCursor) -> Result<Changes, Error> {
+        let state = self.state();
+        let from = usize::try_from(cursor.0).unwrap_or(0).min(state.feed.len());
+        let mut keys: Vec<String> = state.feed[from..].to_vec();
+        keys.sort_unstable();
+        keys.dedup();
+        Ok(Changes {
+            keys,
+            next: ChangeCursor(state.feed.len() as i64),
+        })
+    }
+
+    async fn rollout(&self, key: &str) -> Result<Option<Rollout>, Error> {
+        Ok(self.state().rollouts.get(key).cloned())
+    }
+
+    async fn set_canary(&self, key: &str, canary: Option<Canary>) -> Result<(), Error> {
+        check_key(key)?;
+        if let Some(c) = canary {
+            check_share(c.share)?;
+        }
+        let mut state = self.state();
+        if let Some(c) = canary {
+            state.require_version(key, c.version)?;
+        }
+        state.change_rollout(key, |r| r.canary = canary);
+        Ok(())
+    }
+
+    async fn set_shadow(&self, key: &str, version: Option<i64>) -> Result<(), Error> {
+        check_key(key)?;
+        let mut state = self.state();
+        if let Some(v) = version {
+            state.require_version(key, v)?;
+        }
+        state.change_rollout(key, |r| r.shadow = version);
+        Ok(())
+    }
+
+    async fn promote(&self, key: &str) -> Result<i64, Error> {
+        check_key(key)?;
+        let mut state = self.state();
+        let Some(canary) = state.rollouts.get(key).and_then(|r| r.canary) else {
+            return Err(Error::NoCanary {
+                key: key.to_string(),
+            });
+        };
+        state.activate(key, canary.version);
+        state.change_rollout(key, |r| r.canary = None);
+        Ok(canary.version)
+    }
+}
