@@ -485,7 +485,7 @@ fn scoring(c: &mut Criterion) {
     let batches = batches(&records);
     // Load every city's model, and check every record scores.
     for batch in &batches {
-        let outcomes = rt.block_on(scorer.score_batch(batch, None));
+        let outcomes = rt.block_on(scorer.score(batch, None)).outcomes;
         assert!(outcomes.iter().all(|o| matches!(o, Outcome::Scored(_))));
     }
     let mut group = c.benchmark_group("score_batch_64");
@@ -494,7 +494,7 @@ fn scoring(c: &mut Criterion) {
     group.bench_function("linear_18_features_8_keys", |b| {
         b.iter(|| {
             k = (k + 1) % batches.len();
-            black_box(rt.block_on(scorer.score_batch(black_box(&batches[k]), None)))
+            black_box(rt.block_on(scorer.score(black_box(&batches[k]), None)))
         })
     });
     group.finish();
@@ -550,7 +550,7 @@ fn summary() {
         }),
         Case::calls("score_batch(64), per record", BATCH as u64, || {
             k = (k + 1) % batches.len();
-            black_box(rt.block_on(scorer.score_batch(&batches[k], None)));
+            black_box(rt.block_on(scorer.score(&batches[k], None)));
         }),
     ];
     let figures = rounds::run(&mut cases, 21, Duration::from_millis(20));

@@ -38,7 +38,7 @@ use std::{
 use anyhow::{bail, ensure, Context as _};
 use clap::Parser;
 use keyscore::{
-    config::KafkaConfig,
+    stream::kafka::KafkaConfig,
     stream::kafka::{headers, options},
     synth::{Generator, CITIES, FEATURES},
 };

@@ -8,8 +8,9 @@
 //! * [`registry`]: a `moka` cache of built models with a watcher that swaps in new versions.
 //! * [`stream`]: record decoding and encoding, the pure scoring step, and the file and Kafka
 //!   pipelines.
-//! * [`rollout`]: canary and shadow versions.
-//! * [`ops`]: metrics, health and the status page on an HTTP port.
+//! * [`rollout`]: the canary split of records.
+//! * [`ops`]: metrics exposition, health and the status page on an HTTP port.
+//! * [`config`]: the configuration file's sections gathered, with environment overrides.
 
 pub mod cli;
 pub mod config;
@@ -17,7 +18,6 @@ pub mod model;
 pub mod ops;
 pub mod registry;
 pub mod rollout;
-pub mod stats;
 pub mod store;
 pub mod stream;
 pub mod synth;

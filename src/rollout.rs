@@ -1,5 +1,5 @@
-//! Canary and shadow versions: the deterministic record split, and the table of built
-//! candidate models the registry keeps per key.
+//! Canary and shadow versions: the deterministic record split. The built candidate models per
+//! key are the registry's ([`crate::registry::KeyRollout`]).
 //!
 //! * **Canary.** A candidate version scores a share of a key's records; the rest keep the
 //!   active version. A record goes to the canary when [`canary_bucket`] of its id is below
@@ -17,42 +17,8 @@
 //! change feed, so every process picks them up like an activation. A candidate that does not
 //! build is refused (logged and counted) and the key keeps scoring with its active version.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, RwLock},
-};
-
-use crate::registry::ServedModel;
-
 /// The canary share is resolved in steps of 1/10000.
 pub const CANARY_BUCKETS: u64 = 10_000;
-
-/// A built canary version and its share.
-#[derive(Debug, Clone)]
-pub struct CanaryModel {
-    /// The candidate, built.
-    pub model: Arc<ServedModel>,
-    /// The share of the key's records it scores, in (0, 1].
-    pub share: f64,
-}
-
-impl CanaryModel {
-    /// Whether the record whose id has JSON text `id_text` goes to the canary.
-    pub fn takes(&self, id_text: &[u8]) -> bool {
-        in_canary(id_text, self.share)
-    }
-}
-
-/// A key's built rollout, as the scorer applies it.
-#[derive(Debug, Clone, Default)]
-pub struct KeyRollout {
-    /// The store revision of the rollout.
-    pub revision: i64,
-    /// The canary, if one runs and its version built.
-    pub canary: Option<CanaryModel>,
-    /// The shadow, if one runs and its version built.
-    pub shadow: Option<Arc<ServedModel>>,
-}
 
 /// FNV-1a, 64 bits.
 pub fn fnv1a64(bytes: &[u8]) -> u64 {
@@ -73,28 +39,6 @@ pub fn canary_bucket(id_text: &[u8]) -> u64 {
 pub fn in_canary(id_text: &[u8], share: f64) -> bool {
     let threshold = (share.clamp(0.0, 1.0) * CANARY_BUCKETS as f64).round() as u64;
     canary_bucket(id_text) < threshold
-}
-
-/// Built rollouts per key; read on every batch, written by the watcher.
-#[derive(Debug, Default)]
-pub(crate) struct RolloutTable {
-    keys: RwLock<HashMap<String, Arc<KeyRollout>>>,
-}
-
-impl RolloutTable {
-    pub(crate) fn get(&self, key: &str) -> Option<Arc<KeyRollout>> {
-        self.keys.read().expect("rollout lock").get(key).cloned()
-    }
-
-    /// Replaces `key`'s rollout unless the held one is newer.
-    pub(crate) fn put(&self, key: &str, rollout: KeyRollout) {
-        let mut keys = self.keys.write().expect("rollout lock");
-        if keys.get(key).is_some_and(|r| r.revision > rollout.revision) {
-            return;
-        }
-        // An empty rollout is kept too: its revision stops an older read from reviving one.
-        keys.insert(key.to_string(), Arc::new(rollout));
-    }
 }
 
 #[cfg(test)]

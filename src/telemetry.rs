@@ -26,3 +26,35 @@ pub fn init(format: LogFormat, default_level: &str) {
         LogFormat::Json => builder.json().try_init(),
     };
 }
+
+/// Shows an error with its chain of sources, once each: `A: B: C`. Errors keep their cause as
+/// a source rather than repeating it in their own message, so logs use this to say it all.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(err) = source {
+            write!(f, ": {err}")?;
+            source = err.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn the_chain_says_each_cause_once() {
+        let err = Outer(std::io::Error::other("inner"));
+        assert_eq!(ErrorChain(&err).to_string(), "outer: inner");
+    }
+}

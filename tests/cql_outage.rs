@@ -86,14 +86,15 @@ async fn rig() -> Rig {
 /// Scores one record; returns the version that scored it, or the dead-letter reason.
 async fn score(scorer: &Scorer, record: &str) -> Result<i64, Reason> {
     let outcomes = scorer
-        .score_batch(
+        .score(
             &[Input {
                 payload: record.as_bytes(),
                 key: None,
             }],
             None,
         )
-        .await;
+        .await
+        .outcomes;
     match &outcomes[0] {
         Outcome::Scored(s) => Ok(s.model.version),
         Outcome::Rejected(r) => Err(r.reason),
@@ -125,17 +126,9 @@ async fn outage_is_ridden_out(outage: Outage) {
     assert_eq!(score(&rig.scorer, PARIS).await, Ok(1));
     assert!(rig.registry.store_healthy());
     // Let the watcher take its first cursor before the outage.
-    let polls = rig
-        .registry
-        .stats()
-        .polls
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let polls = rig.registry.stats().polls.get();
     scoring_until(&rig, "a first watcher poll", |_| {
-        rig.registry
-            .stats()
-            .polls
-            .load(std::sync::atomic::Ordering::Relaxed)
-            > polls
+        rig.registry.stats().polls.get() > polls
     })
     .await;
 

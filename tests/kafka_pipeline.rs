@@ -1,4 +1,4 @@
-//! The Kafka pipeline driven in-process ([`KafkaScorer`]) against a model store the test
+//! The Kafka pipeline driven in-process ([`KafkaPipeline`]) against a model store the test
 //! controls: on librdkafka's mock cluster (fast plumbing checks: one output per input, offsets,
 //! flow control, restarts) and on a real broker (dead letters per reason class).
 
@@ -12,11 +12,11 @@ use std::{
 
 use async_trait::async_trait;
 use keyscore::{
-    config::KafkaConfig,
     registry::{ModelRegistry, RegistryConfig},
     store::{self, ActiveModel, ChangeCursor, Changes, KeySummary, ModelStore, StoredModel},
+    stream::kafka::KafkaConfig,
     stream::{
-        kafka::{headers, KafkaScorer, ServeReport},
+        kafka::{headers, KafkaPipeline, ServeReport},
         RecordFormat, Scorer,
     },
 };
@@ -139,7 +139,7 @@ async fn run_until(
     outputs: usize,
 ) -> (ServeReport, Vec<Read>) {
     let cancel = CancellationToken::new();
-    let task = tokio::spawn(KafkaScorer::new(config.clone(), scorer).run(cancel.clone()));
+    let task = tokio::spawn(KafkaPipeline::new(config.clone(), scorer).run(cancel.clone()));
     let bootstrap = config.bootstrap_servers.clone();
     let dead_topic = config.dead_letter_topic.clone();
     let out_topic = config.output_topic.clone();

@@ -12,12 +12,11 @@ use std::{
 };
 
 use keyscore::{
-    config::OpsConfig,
-    ops::{Metrics, Ops},
+    ops::{Ops, OpsConfig},
     registry::{ModelRegistry, RegistryConfig},
     rollout::in_canary,
     store::{Canary, EmbeddedModelStore, ModelStore},
-    stream::{Input, Outcome, RecordFormat, Scorer},
+    stream::{kafka::GroupState, Input, Metrics, Outcome, RecordFormat, Scorer},
 };
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -111,9 +110,19 @@ async fn start_ops(
     metrics: &Arc<Metrics>,
     top_keys: usize,
 ) -> (Arc<Ops>, SocketAddr, CancellationToken) {
+    start_ops_with_group(registry, metrics, None, top_keys).await
+}
+
+async fn start_ops_with_group(
+    registry: &Arc<ModelRegistry>,
+    metrics: &Arc<Metrics>,
+    group: Option<Arc<GroupState>>,
+    top_keys: usize,
+) -> (Arc<Ops>, SocketAddr, CancellationToken) {
     let ops = Arc::new(Ops::new(
         Arc::clone(registry),
         Arc::clone(metrics),
+        group,
         OpsConfig {
             listen: String::new(),
             top_keys,
@@ -262,22 +271,27 @@ async fn a_consumer_is_ready_only_while_it_holds_an_assignment() {
     let registry = s.registry();
     let metrics = Arc::new(Metrics::default());
     let (_ops, addr, _cancel) = start_ops(&registry, &metrics, 20).await;
-    assert_eq!(get(addr, "/readyz").0, 200);
-    metrics.kafka_started();
+    assert_eq!(get(addr, "/readyz").0, 200, "not a consumer: ready");
+    let group = Arc::new(GroupState::default());
+    let (_ops, addr, _cancel) =
+        start_ops_with_group(&registry, &metrics, Some(Arc::clone(&group)), 20).await;
     let (code, body) = get(addr, "/readyz");
     assert_eq!(code, 503);
     assert!(body.contains("no partitions assigned"), "{body}");
-    metrics.partitions_assigned(&[("records".into(), 0), ("records".into(), 1)]);
-    metrics.set_consumer_lag([(("records".into(), 1), 42), (("other".into(), 0), 7)]);
+    group.partitions_assigned(&[("records".into(), 0), ("records".into(), 1)]);
+    group.set_consumer_lag([(("records".into(), 1), 42), (("other".into(), 0), 7)]);
     assert_eq!(get(addr, "/readyz").0, 200);
     let (_, text) = get(addr, "/metrics");
     assert!(text.contains("keyscore_partitions_assigned 2\n"), "{text}");
-    assert!(text.contains("keyscore_consumer_lag{topic=\"records\",partition=\"1\"} 42\n"));
+    assert!(
+        text.contains("keyscore_consumer_lag{partition=\"1\",topic=\"records\"} 42\n"),
+        "{text}"
+    );
     assert!(
         !text.contains("topic=\"other\""),
         "lag of an unassigned partition"
     );
-    metrics.partitions_revoked(&[("records".into(), 0), ("records".into(), 1)]);
+    group.partitions_revoked(&[("records".into(), 0), ("records".into(), 1)]);
     assert_eq!(get(addr, "/readyz").0, 503);
 }
 

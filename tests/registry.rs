@@ -81,7 +81,7 @@ async fn concurrent_first_uses_of_a_key_load_it_once() {
         assert_eq!(t.await.unwrap().expect("paris has a model").version, 1);
     }
     assert_eq!(store.active_calls.load(Ordering::SeqCst) - before, 1);
-    assert_eq!(registry.stats().loads.load(Ordering::SeqCst), 1);
+    assert_eq!(registry.stats().loads.get(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -106,7 +106,7 @@ async fn hot_swap_under_concurrent_scoring_loses_nothing_and_never_goes_back() {
                     };
                     16
                 ];
-                let out = scorer.score_batch(&inputs, None).await;
+                let out = scorer.score(&inputs, None).await.outcomes;
                 assert_eq!(out.len(), inputs.len(), "one outcome per input");
                 seen.extend(out.iter().map(value));
                 tokio::time::sleep(Duration::from_micros(500)).await;
@@ -145,7 +145,7 @@ async fn hot_swap_under_concurrent_scoring_loses_nothing_and_never_goes_back() {
     assert_eq!(total, 4 * 400 * 16);
     assert!(saw_new, "the swap to v2 was never observed");
     assert_eq!(registry.get("paris").await.unwrap().unwrap().version, 2);
-    assert_eq!(registry.stats().swaps.load(Ordering::SeqCst), 1);
+    assert_eq!(registry.stats().swaps.get(), 1);
     let swaps = registry.swaps();
     assert_eq!((swaps[0].from, swaps[0].to), (Some(1), 2));
     cancel.cancel();
@@ -164,7 +164,7 @@ async fn a_version_that_does_not_build_is_refused_and_the_old_one_keeps_scoring(
     store.activate_now("paris", 3);
     registry.poll().await.unwrap();
     assert_eq!(registry.get("paris").await.unwrap().unwrap().version, 1);
-    assert_eq!(registry.stats().build_failures.load(Ordering::SeqCst), 1);
+    assert_eq!(registry.stats().build_failures.get(), 1);
     let status = registry.key_status();
     let paris = status.iter().find(|k| k.key == "paris").unwrap();
     assert_eq!(paris.served_version, Some(1));
@@ -172,7 +172,7 @@ async fn a_version_that_does_not_build_is_refused_and_the_old_one_keeps_scoring(
     // The same revision is not rebuilt at every poll.
     registry.poll().await.unwrap();
     registry.resync().await.unwrap();
-    assert_eq!(registry.stats().build_failures.load(Ordering::SeqCst), 1);
+    assert_eq!(registry.stats().build_failures.get(), 1);
     // A later good version is taken.
     store.activate("paris", 2).await.unwrap();
     registry.poll().await.unwrap();
@@ -208,14 +208,15 @@ async fn store_outage_keeps_cached_models_scoring_and_catches_up_after() {
     let scorer = Scorer::new(Arc::clone(&registry), RecordFormat::default());
     let rec = br#"{"city":"lyon","a":1,"b":1}"#;
     let out = scorer
-        .score_batch(
+        .score(
             &[Input {
                 payload: rec,
                 key: None,
             }],
             None,
         )
-        .await;
+        .await
+        .outcomes;
     match &out[0] {
         Outcome::Rejected(r) => assert_eq!(r.reason, Reason::StoreUnavailable),
         other => panic!("expected a store_unavailable dead letter, got {other:?}"),
@@ -242,7 +243,7 @@ async fn unknown_keys_use_the_fallback_and_say_so() {
             key: None,
         })
         .collect();
-    let out = scorer.score_batch(&inputs, None).await;
+    let out = scorer.score(&inputs, None).await.outcomes;
     let Outcome::Scored(lyon) = &out[0] else {
         panic!("{:?}", out[0])
     };
@@ -268,14 +269,15 @@ async fn without_a_fallback_unknown_keys_are_dead_letters() {
     let (_store, registry) = setup(None).await;
     let scorer = Scorer::new(registry, RecordFormat::default());
     let out = scorer
-        .score_batch(
+        .score(
             &[Input {
                 payload: br#"{"city":"lyon","a":1,"b":1}"#,
                 key: None,
             }],
             None,
         )
-        .await;
+        .await
+        .outcomes;
     let Outcome::Rejected(r) = &out[0] else {
         panic!("{:?}", out[0])
     };

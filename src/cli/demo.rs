@@ -13,9 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     registry::ModelRegistry,
-    stats::RunStats,
     store::{EmbeddedModelStore, ModelStore},
-    stream::{Input, Outcome, Scorer},
+    stream::{emit, Input, Rejection, RunStats, Scored, Scorer, Sink},
     synth::Generator,
 };
 
@@ -154,11 +153,11 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
     // 3. Stream them through the scorer with the watcher running.
     let registry = Arc::new(ModelRegistry::new(
         Arc::clone(&store),
-        ctx.config.registry(),
+        ctx.registry_config(),
     ));
     let cancel = CancellationToken::new();
     let watcher = registry.spawn_watcher(cancel.clone());
-    let scorer = Scorer::new(Arc::clone(&registry), ctx.config.record_format());
+    let scorer = Scorer::new(Arc::clone(&registry), ctx.record_format());
     let mut out_file = match &args.output {
         Some(p) => Some(std::io::BufWriter::new(
             std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
@@ -204,48 +203,21 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
             })
             .collect();
         let t = Instant::now();
-        let outcomes = scorer.score_batch(&inputs, Some(&mut stats)).await;
+        let scoring = scorer.score(&inputs, Some(&mut stats)).await;
         busy += t.elapsed();
-        for (i, outcome) in outcomes.iter().enumerate() {
-            stats.observe(outcome);
-            match outcome {
-                Outcome::Scored(s) => {
-                    if s.model.key == args.swap_key {
-                        if s.model.version == swap_to && took_effect.is_none() {
-                            if let Some((at, _)) = activated_at {
-                                took_effect = Some((at.elapsed(), first + i));
-                                eprintln!(
-                                    "[{:>5.1}s] swap took effect: record {} scored by {} v{swap_to}, {:.0} ms after activation",
-                                    started.elapsed().as_secs_f64(),
-                                    first + i,
-                                    args.swap_key,
-                                    at.elapsed().as_secs_f64() * 1e3
-                                );
-                            }
-                        } else if s.model.version != swap_to && took_effect.is_some() {
-                            stale_after_swap += 1;
-                        }
-                    }
-                    if samples.len() < 3 || out_file.is_some() {
-                        buf.clear();
-                        s.encode_into(&mut buf);
-                        let line = String::from_utf8_lossy(&buf).into_owned();
-                        if let Some(f) = out_file.as_mut() {
-                            use std::io::Write;
-                            writeln!(f, "{line}")?;
-                        }
-                        if samples.len() < 3 {
-                            samples.push(line);
-                        }
-                    }
-                }
-                Outcome::Rejected(r) => {
-                    if dead_samples.len() < 3 {
-                        dead_samples.push(format!("{}: {}", r.reason, r.message));
-                    }
-                }
-            }
-        }
+        let mut sink = DemoSink {
+            first,
+            swap_key: &args.swap_key,
+            swap_to,
+            started,
+            activated_at,
+            took_effect: &mut took_effect,
+            stale_after_swap: &mut stale_after_swap,
+            samples: &mut samples,
+            dead_samples: &mut dead_samples,
+            out_file: out_file.as_mut(),
+        };
+        emit(&scoring, &mut stats, &mut buf, &mut sink)?;
         let done = first + chunk.len();
         if done >= next_progress || done == total {
             eprintln!(
@@ -313,4 +285,62 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
         );
     }
     Ok(())
+}
+
+/// The demo's outputs: watches for the swap taking effect, keeps a few example lines, and
+/// writes scored records to `--output` when given.
+struct DemoSink<'a> {
+    /// Index of the batch's first record in the stream.
+    first: usize,
+    swap_key: &'a str,
+    swap_to: i64,
+    started: Instant,
+    activated_at: Option<(Instant, usize)>,
+    took_effect: &'a mut Option<(Duration, usize)>,
+    stale_after_swap: &'a mut u64,
+    samples: &'a mut Vec<String>,
+    dead_samples: &'a mut Vec<String>,
+    out_file: Option<&'a mut std::io::BufWriter<std::fs::File>>,
+}
+
+impl Sink for DemoSink<'_> {
+    type Error = std::io::Error;
+
+    fn scored(&mut self, input: usize, s: &Scored, encoded: &[u8]) -> std::io::Result<()> {
+        if s.model.key == self.swap_key {
+            if s.model.version == self.swap_to && self.took_effect.is_none() {
+                if let Some((at, _)) = self.activated_at {
+                    *self.took_effect = Some((at.elapsed(), self.first + input));
+                    eprintln!(
+                        "[{:>5.1}s] swap took effect: record {} scored by {} v{}, {:.0} ms after activation",
+                        self.started.elapsed().as_secs_f64(),
+                        self.first + input,
+                        self.swap_key,
+                        self.swap_to,
+                        at.elapsed().as_secs_f64() * 1e3
+                    );
+                }
+            } else if s.model.version != self.swap_to && self.took_effect.is_some() {
+                *self.stale_after_swap += 1;
+            }
+        }
+        if let Some(f) = self.out_file.as_deref_mut() {
+            use std::io::Write;
+            f.write_all(encoded)?;
+            f.write_all(b"\n")?;
+        }
+        if self.samples.len() < 3 {
+            self.samples
+                .push(String::from_utf8_lossy(encoded).into_owned());
+        }
+        Ok(())
+    }
+
+    fn dead_letter(&mut self, _: usize, r: &Rejection) -> std::io::Result<()> {
+        if self.dead_samples.len() < 3 {
+            self.dead_samples
+                .push(format!("{}: {}", r.reason, r.message));
+        }
+        Ok(())
+    }
 }

@@ -13,6 +13,7 @@ mod score;
 mod serve;
 mod shadow;
 mod show;
+mod signal;
 mod tail;
 mod upload;
 
@@ -127,11 +128,14 @@ pub(crate) struct Context {
 impl Context {
     /// Starts the operations endpoint on `listen` (nothing when empty) for `registry` and
     /// `metrics`, until `cancel` fires.
+    /// For a Kafka consumer, `group` is its consumer-group state (readiness then needs an
+    /// assignment).
     pub(crate) async fn start_ops(
         &self,
         listen: &str,
         registry: &Arc<crate::registry::ModelRegistry>,
-        metrics: &Arc<crate::ops::Metrics>,
+        metrics: &Arc<crate::stream::Metrics>,
+        group: Option<&Arc<crate::stream::kafka::GroupState>>,
         cancel: &tokio_util::sync::CancellationToken,
     ) -> anyhow::Result<()> {
         if listen.is_empty() {
@@ -140,6 +144,7 @@ impl Context {
         let ops = Arc::new(crate::ops::Ops::new(
             Arc::clone(registry),
             Arc::clone(metrics),
+            group.cloned(),
             self.config.ops.clone(),
         ));
         ops.start(listen, cancel.clone()).await.with_context(|| {
@@ -148,6 +153,16 @@ impl Context {
             )
         })?;
         Ok(())
+    }
+
+    /// The registry settings of `[store]`.
+    pub(crate) fn registry_config(&self) -> crate::registry::RegistryConfig {
+        self.config.store.registry()
+    }
+
+    /// The record format of `[records]`.
+    pub(crate) fn record_format(&self) -> crate::stream::RecordFormat {
+        self.config.records.format()
     }
 
     /// Opens the configured store.

@@ -10,8 +10,8 @@ use tokio::io::{AsyncWrite, BufReader};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    ops::Metrics,
     registry::ModelRegistry,
+    stream::Metrics,
     stream::{file, Scorer},
 };
 
@@ -54,15 +54,15 @@ async fn create(path: &std::path::Path) -> anyhow::Result<tokio::fs::File> {
 
 pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> {
     let store = ctx.open_store().await?;
-    let registry = Arc::new(ModelRegistry::new(store, ctx.config.registry()));
+    let registry = Arc::new(ModelRegistry::new(store, ctx.registry_config()));
     let cancel = CancellationToken::new();
     let watcher = registry.spawn_watcher(cancel.clone());
     let metrics = Arc::new(Metrics::default());
     if let Some(listen) = &args.ops_listen {
-        ctx.start_ops(listen, &registry, &metrics, &cancel).await?;
+        ctx.start_ops(listen, &registry, &metrics, None, &cancel)
+            .await?;
     }
-    let scorer =
-        Scorer::new(Arc::clone(&registry), ctx.config.record_format()).with_metrics(metrics);
+    let scorer = Scorer::new(Arc::clone(&registry), ctx.record_format()).with_metrics(metrics);
     let mut shadow: Option<Box<dyn AsyncWrite + Unpin + Send>> = match &args.shadow_output {
         Some(p) => Some(Box::new(create(p).await?)),
         None => None,

@@ -12,12 +12,12 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
+use super::signal::cancel_on_signal;
 use crate::{
-    ops::Metrics,
     registry::ModelRegistry,
     stream::{
-        kafka::{ensure_topics, KafkaScorer},
-        Scorer,
+        kafka::{ensure_topics, GroupState, KafkaPipeline},
+        Metrics, Scorer,
     },
 };
 
@@ -31,39 +31,20 @@ pub struct Args {
     pub ops_listen: Option<String>,
 }
 
-/// Cancels `cancel` on SIGINT or SIGTERM.
-pub(crate) fn cancel_on_signal(cancel: CancellationToken) -> anyhow::Result<()> {
-    #[cfg(unix)]
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    tokio::spawn(async move {
-        #[cfg(unix)]
-        let terminated = term.recv();
-        #[cfg(not(unix))]
-        let terminated = std::future::pending::<Option<()>>();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => info!(signal = "SIGINT", "Shutting down."),
-            _ = terminated => info!(signal = "SIGTERM", "Shutting down."),
-            _ = cancel.cancelled() => return,
-        }
-        cancel.cancel();
-    });
-    Ok(())
-}
-
 pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> {
     // The configuration's Debug output hides secret option values.
     debug!(config = ?ctx.config, "Configuration.");
     let kafka = &ctx.config.kafka;
     let store = ctx.open_store().await?;
-    let registry = Arc::new(ModelRegistry::new(store, ctx.config.registry()));
+    let registry = Arc::new(ModelRegistry::new(store, ctx.registry_config()));
     let metrics = Arc::new(Metrics::default());
-    metrics.kafka_started();
+    let group = Arc::new(GroupState::default());
     let cancel = CancellationToken::new();
     let listen = args
         .ops_listen
         .unwrap_or_else(|| ctx.config.ops.listen.clone());
-    ctx.start_ops(&listen, &registry, &metrics, &cancel).await?;
+    ctx.start_ops(&listen, &registry, &metrics, Some(&group), &cancel)
+        .await?;
     if kafka.create_topics {
         let shadow_topic = kafka.shadow_topic();
         ensure_topics(
@@ -75,9 +56,9 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
     }
     cancel_on_signal(cancel.clone())?;
     let watcher = registry.spawn_watcher(cancel.clone());
-    let scorer =
-        Scorer::new(Arc::clone(&registry), ctx.config.record_format()).with_metrics(metrics);
-    let result = KafkaScorer::new(kafka.clone(), scorer)
+    let scorer = Scorer::new(Arc::clone(&registry), ctx.record_format()).with_metrics(metrics);
+    let result = KafkaPipeline::new(kafka.clone(), scorer)
+        .with_group(group)
         .run(cancel.clone())
         .await;
     cancel.cancel();

@@ -50,7 +50,7 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
     }
     let consumer: BaseConsumer = cfg.create().context("creating the Kafka consumer")?;
     let cancel = CancellationToken::new();
-    super::serve::cancel_on_signal(cancel.clone())?;
+    super::signal::cancel_on_signal(cancel.clone())?;
     let printed = tokio::task::spawn_blocking(move || tail(&consumer, &args, &cancel))
         .await
         .context("the consumer thread failed")??;

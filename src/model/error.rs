@@ -6,7 +6,7 @@
 pub enum Error {
     /// The spec is not valid JSON for the spec format.
     #[error("model spec is not valid: {0}; see the spec format in the README")]
-    Json(#[source] serde_json::Error),
+    Json(serde_json::Error),
     /// The spec's `format_version` is newer than this build understands.
     #[error("model spec format_version {found} is not supported (this build reads 1..={supported}); upgrade keyscore or re-export the model")]
     UnsupportedFormat {

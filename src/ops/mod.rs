@@ -10,12 +10,8 @@
 //! | `/status.json` | keys, versions, swaps, throughput, recent scores, dead letters, canaries, shadows |
 //! | `/` | the status page: one static HTML file that polls `/status.json` |
 //!
-//! # Per-key series
-//!
-//! Keys can number in the hundreds of thousands, so per-key series (`keyscore_key_*{key=..}`)
-//! are exported for a bounded set: the `[ops] top_keys` keys (default 20) with the most records
-//! scored, plus up to `top_keys` more keys whose served version lags the store's active version.
-//! Everything else is in the unlabelled totals and in `keyscore_keys_lagging`.
+//! The endpoint renders and serves; it owns no counter. Every series belongs to the component
+//! that counts it and is registered here (see [`exposition`] for the bounded per-key series).
 //!
 //! # Version lag
 //!
@@ -24,28 +20,33 @@
 //! store's side comes from a listing re-read every `[ops] store_scan_interval_ms`; a key whose
 //! model was swapped after the last listing is not judged until the next one.
 
+mod config;
+mod exposition;
 pub(crate) mod http;
-pub mod metrics;
+mod keys;
 
 use std::{
-    collections::{BTreeMap, HashMap},
     net::SocketAddr,
-    sync::{atomic::Ordering, Arc, Mutex},
+    sync::{Arc, Mutex},
     time::{Duration, SystemTime},
 };
 
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
-pub use metrics::Metrics;
+pub use config::OpsConfig;
 
 use crate::{
-    config::OpsConfig,
-    registry::{ModelRegistry, Swap},
+    registry::ModelRegistry,
+    stream::{
+        kafka::GroupState,
+        metrics::{unix_ms, KeyActivity},
+        Metrics,
+    },
 };
-use metrics::{escape_label, unix_ms, KeyActivity};
+use keys::{KeyView, StoreView};
 
 /// The status page, served at `/`.
 const STATUS_PAGE: &str = include_str!("status.html");
@@ -56,50 +57,67 @@ const MAX_STATUS_KEYS: usize = 500;
 /// Bins of the per-key score histogram in `/status.json`.
 const SCORE_BINS: usize = 10;
 
-/// What the store's key listing said, and when.
-#[derive(Debug, Default)]
-struct StoreView {
-    at: Option<SystemTime>,
-    active: BTreeMap<String, Option<i64>>,
-    error: Option<String>,
-}
-
-/// One key as `/status.json` and the per-key metrics see it.
-#[derive(Debug, Clone, Default)]
-struct KeyRow {
-    key: String,
-    active: Option<i64>,
-    served: Option<i64>,
-    refused: Option<i64>,
-    served_since: Option<SystemTime>,
-    lagging: bool,
-    activity: KeyActivity,
-    last_swap: Option<Swap>,
-}
-
-/// The operations endpoint's state: metrics, the registry, and the store listing.
-#[derive(Debug)]
+/// The operations endpoint's state: what it reads, and the Prometheus registry every
+/// component's series are registered with.
 pub struct Ops {
-    metrics: Arc<Metrics>,
-    registry: Arc<ModelRegistry>,
+    keys: Arc<KeyView>,
+    group: Option<Arc<GroupState>>,
     config: OpsConfig,
-    store_view: Mutex<StoreView>,
+    exposition: prometheus::Registry,
+}
+
+impl std::fmt::Debug for Ops {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ops")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Ops {
-    /// Operations state over `registry`, reporting `metrics`.
-    pub fn new(registry: Arc<ModelRegistry>, metrics: Arc<Metrics>, config: OpsConfig) -> Self {
-        Self {
-            metrics,
-            registry,
-            config,
+    /// Operations state over `registry`, reporting `metrics` and, for a Kafka consumer, the
+    /// consumer-group state `group` (readiness then needs an assignment).
+    pub fn new(
+        registry: Arc<ModelRegistry>,
+        metrics: Arc<Metrics>,
+        group: Option<Arc<GroupState>>,
+        config: OpsConfig,
+    ) -> Self {
+        let exposition = prometheus::Registry::new();
+        let keys = Arc::new(KeyView {
+            metrics: Arc::clone(&metrics),
+            registry: Arc::clone(&registry),
             store_view: Mutex::new(StoreView::default()),
+        });
+        // Registration fails only on a name registered twice: a bug, caught by the tests.
+        metrics
+            .register(&exposition)
+            .expect("scoring metrics register once");
+        registry
+            .register_metrics(&exposition)
+            .expect("registry metrics register once");
+        if let Some(group) = &group {
+            group
+                .register(&exposition)
+                .expect("consumer-group metrics register once");
+        }
+        exposition
+            .register(Box::new(
+                exposition::KeySeries::new(Arc::clone(&keys), config.top_keys)
+                    .expect("valid per-key series"),
+            ))
+            .expect("per-key series register once");
+        Self {
+            keys,
+            group,
+            config,
+            exposition,
         }
     }
 
     /// The metrics reported.
     pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
+        &self.keys.metrics
     }
 
     /// Listens on `listen` and serves until `cancel` fires; also re-reads the store listing
@@ -113,7 +131,7 @@ impl Ops {
         let addr = listener.local_addr()?;
         info!(addr = %addr, "Operations endpoint listening.");
         tokio::spawn(http::serve(listener, Arc::clone(self), cancel.clone()));
-        let ops = Arc::clone(self);
+        let keys = Arc::clone(&self.keys);
         let interval = Duration::from_millis(self.config.store_scan_interval_ms.max(100));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
@@ -121,30 +139,21 @@ impl Ops {
             loop {
                 tokio::select! {
                     _ = cancel.cancelled() => break,
-                    _ = tick.tick() => ops.scan_store().await,
+                    _ = tick.tick() => keys.scan_store().await,
                 }
             }
         });
         Ok(addr)
     }
 
-    /// Re-reads the store's key listing.
+    /// Re-reads the store's key listing now.
     pub async fn scan_store(&self) {
-        let result = self.registry.store().list().await;
-        let mut view = self.store_view.lock().expect("store view lock");
-        match result {
-            Ok(keys) => {
-                view.active = keys.into_iter().map(|k| (k.key, k.active)).collect();
-                view.at = Some(SystemTime::now());
-                view.error = None;
-            }
-            Err(err) => {
-                if view.error.is_none() {
-                    warn!(error = %err, "Listing the model store for the status view failed.");
-                }
-                view.error = Some(err.to_string());
-            }
-        }
+        self.keys.scan_store().await;
+    }
+
+    /// The Prometheus exposition text, as `/metrics` serves it.
+    pub fn prometheus(&self) -> String {
+        exposition::encode(&self.exposition)
     }
 
     /// Answers one request path.
@@ -154,8 +163,8 @@ impl Ops {
             "/" | "/index.html" => Response::new("200 OK", "text/html; charset=utf-8", STATUS_PAGE),
             "/metrics" => Response::new(
                 "200 OK",
-                "text/plain; version=0.0.4; charset=utf-8",
-                self.prometheus(),
+                exposition::CONTENT_TYPE,
+                exposition::encode(&self.exposition),
             ),
             "/healthz" => Response::new("200 OK", "text/plain", "ok\n"),
             "/readyz" => {
@@ -183,213 +192,37 @@ impl Ops {
     pub fn readiness(&self) -> Vec<String> {
         let mut problems = Vec::new();
         let scan_error = self
+            .keys
             .store_view
             .lock()
             .expect("store view lock")
             .error
             .clone();
-        if !self.registry.store_healthy() {
+        if !self.keys.registry.store_healthy() {
             problems.push("the model store is unreachable".to_string());
         } else if let Some(err) = scan_error {
             problems.push(format!("the model store failed: {err}"));
         }
-        if self.metrics.is_kafka() && !self.metrics.has_assignment() {
+        if self.group.as_ref().is_some_and(|g| !g.has_assignment()) {
             problems.push("no partitions assigned yet (joining the consumer group)".to_string());
         }
         problems
-    }
-
-    fn key_rows(&self) -> Vec<KeyRow> {
-        let (scan_at, active) = {
-            let view = self.store_view.lock().expect("store view lock");
-            (view.at, view.active.clone())
-        };
-        let mut rows: HashMap<String, KeyRow> = HashMap::new();
-        for (key, version) in &active {
-            rows.entry(key.clone()).or_default().active = *version;
-        }
-        for status in self.registry.key_status() {
-            let row = rows.entry(status.key.clone()).or_default();
-            row.served = status.served_version;
-            row.refused = status.refused_version;
-            row.served_since = status.served_since;
-            let judged = match (scan_at, status.served_since) {
-                (Some(scan), Some(since)) => scan > since,
-                (Some(_), None) => true,
-                (None, _) => false,
-            };
-            row.lagging = status.refused_version.is_some()
-                || (judged && row.active.is_some() && row.active != status.served_version);
-        }
-        for (key, activity) in self.metrics.key_activity() {
-            rows.entry(key).or_default().activity = activity;
-        }
-        for swap in self.registry.swaps() {
-            if let Some(row) = rows.get_mut(&swap.key) {
-                row.last_swap = Some(swap);
-            }
-        }
-        let mut rows: Vec<KeyRow> = rows
-            .into_iter()
-            .map(|(key, mut row)| {
-                row.key = key;
-                row
-            })
-            .collect();
-        rows.sort_by(|a, b| {
-            b.activity
-                .scored
-                .cmp(&a.activity.scored)
-                .then_with(|| a.key.cmp(&b.key))
-        });
-        rows
-    }
-
-    /// The Prometheus exposition text.
-    pub fn prometheus(&self) -> String {
-        use std::fmt::Write as _;
-        let mut out = String::with_capacity(8 * 1024);
-        self.metrics.render(&mut out);
-        let stats = self.registry.stats();
-        for (name, help, value) in [
-            (
-                "keyscore_model_loads_total",
-                "Models loaded on a key's first use.",
-                stats.loads.load(Ordering::Relaxed),
-            ),
-            (
-                "keyscore_model_swaps_total",
-                "New versions swapped in by the watcher.",
-                stats.swaps.load(Ordering::Relaxed),
-            ),
-            (
-                "keyscore_model_build_failures_total",
-                "Versions refused because they did not build.",
-                stats.build_failures.load(Ordering::Relaxed),
-            ),
-            (
-                "keyscore_store_errors_total",
-                "Failed model store calls.",
-                stats.store_errors.load(Ordering::Relaxed),
-            ),
-            (
-                "keyscore_cache_hits_total",
-                "Model lookups answered from the cache.",
-                stats.hits.load(Ordering::Relaxed),
-            ),
-            (
-                "keyscore_cache_misses_total",
-                "Model lookups that waited for a load.",
-                stats.misses.load(Ordering::Relaxed),
-            ),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP keyscore_cache_keys Keys held in the model cache.\n# TYPE keyscore_cache_keys gauge\nkeyscore_cache_keys {}",
-            // Counted by iterating: the cache's own count lags behind its pending maintenance.
-            self.registry.key_status().len()
-        );
-        let _ = writeln!(
-            out,
-            "# HELP keyscore_store_up Whether the last model store call succeeded.\n# TYPE keyscore_store_up gauge\nkeyscore_store_up {}",
-            u8::from(self.registry.store_healthy())
-        );
-
-        let rows = self.key_rows();
-        let lagging = rows.iter().filter(|r| r.lagging).count();
-        let _ = writeln!(
-            out,
-            "# HELP keyscore_keys_lagging Keys whose served version differs from the store's active version.\n# TYPE keyscore_keys_lagging gauge\nkeyscore_keys_lagging {lagging}"
-        );
-        let top = self.config.top_keys;
-        let mut chosen: Vec<&KeyRow> = rows
-            .iter()
-            .filter(|r| r.activity.scored > 0)
-            .take(top)
-            .collect();
-        let extra: Vec<&KeyRow> = rows
-            .iter()
-            .filter(|r| r.lagging && !chosen.iter().any(|c| c.key == r.key))
-            .take(top)
-            .collect();
-        chosen.extend(extra);
-        type Series = (&'static str, &'static str, &'static str);
-        let series: [Series; 7] = [
-            (
-                "keyscore_key_records_total",
-                "counter",
-                "Records scored with the key's own models (top keys by traffic and lagging keys).",
-            ),
-            (
-                "keyscore_key_canary_records_total",
-                "counter",
-                "Records of the key scored by its canary version.",
-            ),
-            (
-                "keyscore_key_active_version",
-                "gauge",
-                "The version the store names active.",
-            ),
-            (
-                "keyscore_key_served_version",
-                "gauge",
-                "The version this process serves.",
-            ),
-            (
-                "keyscore_key_version_lag",
-                "gauge",
-                "1 when the served version differs from the store's active version.",
-            ),
-            (
-                "keyscore_key_shadow_mean_abs_diff",
-                "gauge",
-                "Mean absolute difference between primary and shadow regression outputs.",
-            ),
-            (
-                "keyscore_key_shadow_agreement_ratio",
-                "gauge",
-                "Share of records on which primary and shadow classifiers agree.",
-            ),
-        ];
-        for (i, (name, kind, help)) in series.iter().enumerate() {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for row in &chosen {
-                let value = match i {
-                    0 => Some(row.activity.scored as f64),
-                    1 => Some(row.activity.canary as f64),
-                    2 => row.active.map(|v| v as f64),
-                    3 => row.served.map(|v| v as f64),
-                    4 => Some(if row.lagging { 1.0 } else { 0.0 }),
-                    5 => row.activity.shadow.mean_abs_diff(),
-                    _ => row.activity.shadow.agreement(),
-                };
-                if let Some(v) = value {
-                    let _ = writeln!(out, "{name}{{key=\"{}\"}} {v}", escape_label(&row.key));
-                }
-            }
-        }
-        out
     }
 
     /// The document `/status.json` serves.
     pub fn status(&self) -> Value {
         let now = SystemTime::now();
         let now_sec = unix_ms(now) / 1000;
-        let rows = self.key_rows();
+        let rows = self.keys.rows();
         let (scan_at, scan_error) = {
-            let view = self.store_view.lock().expect("store view lock");
+            let view = self.keys.store_view.lock().expect("store view lock");
             (view.at, view.error.clone())
         };
         let keys: Vec<Value> = rows
             .iter()
             .take(MAX_STATUS_KEYS)
             .map(|r| {
-                let rollout = self.registry.rollout(&r.key);
+                let rollout = self.keys.registry.rollout(&r.key);
                 json!({
                     "key": r.key,
                     "active_version": r.active,
@@ -421,6 +254,7 @@ impl Ops {
             })
             .collect();
         let swaps: Vec<Value> = self
+            .keys
             .registry
             .swaps()
             .iter()
@@ -430,8 +264,10 @@ impl Ops {
             .collect();
         let problems = self.readiness();
         let lag: Vec<Value> = self
-            .metrics
-            .consumer_lag()
+            .group
+            .as_ref()
+            .map(|g| g.consumer_lag())
+            .unwrap_or_default()
             .into_iter()
             .map(|((topic, partition), lag)| {
                 json!({"topic": topic, "partition": partition, "lag": lag})
@@ -439,24 +275,24 @@ impl Ops {
             .collect();
         json!({
             "now_ms": unix_ms(now),
-            "started_ms": unix_ms(self.metrics.started()),
+            "started_ms": unix_ms(self.keys.metrics.started()),
             "ready": problems.is_empty(),
             "not_ready_because": problems,
             "store": {
-                "url": self.registry.store().describe(),
-                "healthy": self.registry.store_healthy(),
+                "url": self.keys.registry.store().describe(),
+                "healthy": self.keys.registry.store_healthy(),
                 "listed_at_ms": scan_at.map(unix_ms),
                 "error": scan_error,
             },
-            "totals": self.metrics.totals(),
-            "cache_keys": self.registry.key_status().len(),
+            "totals": self.keys.metrics.totals(),
+            "cache_keys": self.keys.registry.key_status().len(),
             "keys_total": rows.len(),
             "keys": keys,
             "swaps": swaps,
-            "recent_dead_letters": self.metrics.recent_dead_letters().into_iter().rev().collect::<Vec<_>>(),
-            "kafka": self.metrics.is_kafka().then(|| json!({
-                "has_assignment": self.metrics.has_assignment(),
-                "partitions_assigned": self.metrics.assigned().len(),
+            "recent_dead_letters": self.keys.metrics.recent_dead_letters().into_iter().rev().collect::<Vec<_>>(),
+            "kafka": self.group.as_ref().map(|g| json!({
+                "has_assignment": g.has_assignment(),
+                "partitions_assigned": g.assigned().len(),
                 "consumer_lag": lag,
             })),
         })

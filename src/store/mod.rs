@@ -287,9 +287,10 @@ pub fn redact_url(url: &str) -> String {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The model spec was refused; nothing was written.
-    #[error("model refused")]
-    InvalidModel(#[source] model::Error),
+    /// The model spec was refused; nothing was written. The model error is the whole message
+    /// (it names the problem), so it is shown inline rather than as a separate cause.
+    #[error("model refused: {0}")]
+    InvalidModel(model::Error),
     /// The key is not usable.
     #[error("invalid model key '{0}': use 1 to 200 characters without control characters")]
     InvalidKey(String),

@@ -4,8 +4,12 @@
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 
-use super::{Error, Input, Outcome, Scorer};
-use crate::stats::RunStats;
+use super::{
+    output::{emit, Sink},
+    record::Rejection,
+    report::RunStats,
+    Error, Input, Scored, Scorer,
+};
 
 /// How many lines are scored together.
 pub const DEFAULT_BATCH: usize = 512;
@@ -61,6 +65,7 @@ where
     let mut line_no = 0u64;
     let mut out = Vec::with_capacity(64 * 1024);
     let mut dead_out = Vec::new();
+    let mut encoded = Vec::with_capacity(1024);
     loop {
         let mut line = Vec::new();
         let n = input
@@ -92,39 +97,16 @@ where
                 })
                 .collect();
             let scoring = scorer.score(&inputs, Some(&mut stats)).await;
-            let outcomes = scoring.outcomes;
-            if shadow.is_some() {
-                for (_, s) in &scoring.shadows {
-                    s.encode_into(&mut shadow_out);
-                    shadow_out.push(b'\n');
-                }
-            }
-            for ((n, line), outcome) in pending.iter().zip(&outcomes) {
-                stats.observe(outcome);
-                match outcome {
-                    Outcome::Scored(s) => {
-                        s.encode_into(&mut out);
-                        out.push(b'\n');
-                    }
-                    Outcome::Rejected(r) => {
-                        let text = String::from_utf8_lossy(line);
-                        serde_json::to_writer(
-                            &mut dead_out,
-                            &DeadLine {
-                                reason: r.reason.as_str(),
-                                message: &r.message,
-                                line: *n,
-                                input: &text,
-                            },
-                        )
-                        .expect("writing JSON to memory cannot fail");
-                        dead_out.push(b'\n');
-                    }
-                }
-            }
+            let mut sink = Lines {
+                pending: &pending,
+                out: &mut out,
+                dead: &mut dead_out,
+                shadow: shadow.is_some().then_some(&mut shadow_out),
+            };
+            let Ok(()) = emit(&scoring, &mut stats, &mut encoded, &mut sink);
             write_all(output, &mut out, "writing scored records").await?;
             write_all(dead, &mut dead_out, "writing dead letters").await?;
-            scorer.metrics().add_out(outcomes.len() as u64);
+            scorer.metrics().add_out(scoring.outcomes.len() as u64);
             if let Some(w) = shadow.as_deref_mut() {
                 write_all(w, &mut shadow_out, "writing shadow outputs").await?;
                 scorer
@@ -150,6 +132,50 @@ where
         flush(w, "flushing shadow outputs").await?;
     }
     Ok(stats)
+}
+
+/// A batch's outputs as JSON lines, gathered in memory and written once per batch.
+struct Lines<'a> {
+    /// The batch's (line number, line) pairs.
+    pending: &'a [(u64, Vec<u8>)],
+    out: &'a mut Vec<u8>,
+    dead: &'a mut Vec<u8>,
+    shadow: Option<&'a mut Vec<u8>>,
+}
+
+impl Sink for Lines<'_> {
+    type Error = std::convert::Infallible;
+
+    fn scored(&mut self, _: usize, _: &Scored, encoded: &[u8]) -> Result<(), Self::Error> {
+        self.out.extend_from_slice(encoded);
+        self.out.push(b'\n');
+        Ok(())
+    }
+
+    fn dead_letter(&mut self, input: usize, rejection: &Rejection) -> Result<(), Self::Error> {
+        let (line, text) = &self.pending[input];
+        let text = String::from_utf8_lossy(text);
+        serde_json::to_writer(
+            &mut *self.dead,
+            &DeadLine {
+                reason: rejection.reason.as_str(),
+                message: &rejection.message,
+                line: *line,
+                input: &text,
+            },
+        )
+        .expect("writing JSON to memory cannot fail");
+        self.dead.push(b'\n');
+        Ok(())
+    }
+
+    fn shadow(&mut self, _: usize, _: &Scored, encoded: &[u8]) -> Result<(), Self::Error> {
+        if let Some(out) = self.shadow.as_deref_mut() {
+            out.extend_from_slice(encoded);
+            out.push(b'\n');
+        }
+        Ok(())
+    }
 }
 
 async fn flush<W: AsyncWrite + Unpin + ?Sized>(w: &mut W, what: &str) -> Result<(), Error> {

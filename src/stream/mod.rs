@@ -1,21 +1,27 @@
-//! Streams: record decoding and encoding, the pure scoring step, and the pipelines that move
-//! records from a source to scored output and dead letters (files and stdin/stdout here; Kafka
-//! in [`kafka`]).
+//! Streams: record decoding and encoding, the pure scoring step, what becomes of each outcome,
+//! the counters the pipeline keeps, and the pipelines that move records from a source to
+//! scored output and dead letters (files and stdin/stdout here; Kafka in [`kafka`]).
 
 pub mod file;
 pub mod kafka;
-pub mod pipeline;
+pub mod metrics;
+pub mod output;
 pub mod record;
+pub mod report;
+pub mod scorer;
 
-pub use pipeline::{score_decoded, Input, Outcome, Scorer, Scoring};
+pub use metrics::Metrics;
+pub use output::{emit, Sink};
 pub use record::{decode, Decoded, KeySource, Reason, RecordFormat, Rejection, Scored};
+pub use report::RunStats;
+pub use scorer::{score_decoded, Input, Outcome, Scorer, Scoring};
 
 /// Stream errors.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// Reading input or writing output failed.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         /// What was being read or written.
         what: String,

@@ -235,7 +235,7 @@ impl CqlModelStore {
 
     async fn read_rollout(&self, key: &str) -> Result<Option<Rollout>, Error> {
         let st = self.rollout_statements().await?;
-        let row: Option<(Option<i64>, Option<f64>, Option<i64>, Option<i64>)> = self
+        let row: Option<RolloutRow> = self
             .read_row("reading the canary and shadow", &st.read, (key,))
             .await?;
         Ok(row.map(
@@ -357,6 +357,9 @@ impl CqlModelStore {
         Ok(())
     }
 }
+
+/// `canary_version, canary_share, shadow_version, WRITETIME(changed_at)` of `model_rollouts`.
+type RolloutRow = (Option<i64>, Option<f64>, Option<i64>, Option<i64>);
 
 /// One change of a key's rollout.
 #[derive(Debug, Clone, Copy)]

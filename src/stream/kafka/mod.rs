@@ -78,26 +78,30 @@
 //!
 //! librdkafka settings and keyscore's defaults are described in [`options`].
 
+mod config;
+mod group;
 pub mod headers;
 pub mod options;
 mod topics;
 mod tracker;
 mod worker;
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use tokio_util::sync::CancellationToken;
 
+pub use config::{is_secret_option, KafkaConfig};
+pub use group::{GroupState, TopicPartition};
 pub use topics::ensure_topics;
 
-use crate::{config::KafkaConfig, stats::LatencyHistogram, stream::Reason, stream::Scorer};
+use crate::stream::{report::LatencyHistogram, Reason, Scorer};
 
 /// Kafka pipeline errors.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A Kafka client could not be created: usually an invalid librdkafka option.
-    #[error("cannot create the Kafka {client}: {source}; check the [kafka] options")]
+    #[error("cannot create the Kafka {client}; check the [kafka] options")]
     Client {
         /// Which client.
         client: &'static str,
@@ -106,7 +110,7 @@ pub enum Error {
         source: rdkafka::error::KafkaError,
     },
     /// Subscribing to the input topics failed.
-    #[error("cannot subscribe to {topics:?}: {source}")]
+    #[error("cannot subscribe to {topics:?}")]
     Subscribe {
         /// The topics.
         topics: Vec<String>,
@@ -124,17 +128,23 @@ pub enum Error {
     },
     /// The broker did not accept an output record after the producer's retries; nothing after
     /// it was committed, and a restart scores it again.
-    #[error("delivery to Kafka failed: {0}; records from the failed one on were not committed and are scored again on restart")]
-    Delivery(String),
+    #[error("delivery to Kafka topic '{topic}' failed; records from the failed one on were not committed and are scored again on restart")]
+    Delivery {
+        /// The topic the record was for.
+        topic: String,
+        /// The producer's error.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
     /// The consumer reported a fatal error.
-    #[error("the Kafka consumer failed: {0}")]
-    Consumer(String),
+    #[error("the Kafka consumer failed")]
+    Consumer(#[source] rdkafka::types::RDKafkaErrorCode),
     /// The pipeline thread ended unexpectedly.
     #[error("the scoring pipeline thread failed: {0}")]
     Thread(String),
 }
 
-/// What a [`KafkaScorer`] run did.
+/// What a [`KafkaPipeline`] run did.
 #[derive(Debug, Clone, Default)]
 pub struct ServeReport {
     /// Input records consumed and handed to the producer.
@@ -166,15 +176,27 @@ impl ServeReport {
 
 /// Consumes, scores and produces, as one member of the configured consumer group.
 #[derive(Debug, Clone)]
-pub struct KafkaScorer {
+pub struct KafkaPipeline {
     config: KafkaConfig,
     scorer: Scorer,
+    group: Arc<GroupState>,
 }
 
-impl KafkaScorer {
+impl KafkaPipeline {
     /// A pipeline with the `[kafka]` settings `config`, scoring with `scorer`.
     pub fn new(config: KafkaConfig, scorer: Scorer) -> Self {
-        Self { config, scorer }
+        Self {
+            config,
+            scorer,
+            group: Arc::default(),
+        }
+    }
+
+    /// The same pipeline, reporting its consumer-group state into `group` (which the operations
+    /// endpoint reads for readiness).
+    pub fn with_group(mut self, group: Arc<GroupState>) -> Self {
+        self.group = group;
+        self
     }
 
     /// Runs until `cancel` fires (then drains, commits and returns the report) or a fatal
@@ -186,7 +208,7 @@ impl KafkaScorer {
         std::thread::Builder::new()
             .name("keyscore-kafka".into())
             .spawn(move || {
-                let result = worker::run(&self.config, &self.scorer, &handle, &cancel);
+                let result = worker::run(&self.config, &self.scorer, &self.group, &handle, &cancel);
                 let _ = tx.send(result);
             })
             .map_err(|err| Error::Thread(err.to_string()))?;

@@ -35,7 +35,7 @@ use std::collections::BTreeMap;
 
 use rdkafka::ClientConfig;
 
-use crate::config::KafkaConfig;
+use super::KafkaConfig;
 
 /// Consumer defaults keyscore applies before the user's options.
 pub const CONSUMER_DEFAULTS: &[(&str, &str)] = &[

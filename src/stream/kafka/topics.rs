@@ -10,8 +10,8 @@ use rdkafka::{
 };
 use tracing::{debug, info};
 
+use super::KafkaConfig;
 use super::{options, Error};
-use crate::config::KafkaConfig;
 
 /// Creates each of `topics` that does not exist, with `create_partitions` partitions and
 /// `create_replication_factor` replicas. Existing topics are left as they are.

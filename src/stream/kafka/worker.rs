@@ -21,16 +21,20 @@ use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::telemetry::ErrorChain;
+
+use prometheus::local::LocalHistogram;
+
 use super::{
+    group::GroupState,
     headers, options,
     tracker::{Token, TopicPartition, Tracker},
-    Error, ServeReport,
+    Error, KafkaConfig, ServeReport,
 };
-use crate::{
-    config::KafkaConfig,
-    ops::{metrics::LocalHistogram, Metrics},
-    stats::RunStats,
-    stream::{Input, Outcome, Scorer},
+use crate::stream::{
+    metrics::{unix_ms, Metrics},
+    output::{emit, Sink},
+    Input, Rejection, RunStats, Scored, Scorer,
 };
 
 /// The delivery token of shadow outputs: they are not tracked for offsets (shadow outputs are
@@ -47,7 +51,8 @@ struct Shared {
     /// acknowledgement (made under that lock) never misses a waiter, and needs no wake-up
     /// system call when there is none.
     waiters: AtomicUsize,
-    fatal: Mutex<Option<String>>,
+    /// The first delivery that failed for good: its topic and the error.
+    fatal: Mutex<Option<(String, KafkaError)>>,
     acknowledged: AtomicU64,
     /// Bumped on every rebalance.
     epoch: AtomicU64,
@@ -57,6 +62,7 @@ struct Shared {
     /// Set once the pipeline is leaving the group: revocations then do not wait again.
     closing: AtomicBool,
     metrics: Arc<Metrics>,
+    group: Arc<GroupState>,
 }
 
 impl Shared {
@@ -68,7 +74,7 @@ impl Shared {
         self.tracker().in_flight()
     }
 
-    fn fatal(&self) -> Option<String> {
+    fn fatal(&self) -> Option<(String, KafkaError)> {
         self.fatal.lock().expect("fatal lock").clone()
     }
 
@@ -105,11 +111,11 @@ impl Shared {
         tracker
     }
 
-    fn fail(&self, message: String) {
+    fn fail(&self, topic: &str, err: KafkaError) {
         self.fatal
             .lock()
             .expect("fatal lock")
-            .get_or_insert(message);
+            .get_or_insert_with(|| (topic.to_string(), err));
         self.changed.notify_all();
     }
 
@@ -176,10 +182,7 @@ impl ProducerContext for DeliveryContext {
                 self.shared.metrics.add_out(1);
                 self.shared.acknowledge(token)
             }
-            Err((err, msg)) => self.shared.fail(format!(
-                "a record for topic '{}' was not accepted: {err}",
-                msg.topic()
-            )),
+            Err((err, msg)) => self.shared.fail(msg.topic(), err.clone()),
         }
     }
 }
@@ -197,7 +200,7 @@ impl ClientContext for RebalanceContext {
                 .filter(|(p, _)| *p >= 0)
                 .map(move |(p, s)| ((topic.clone(), p), s.consumer_lag))
         });
-        self.shared.metrics.set_consumer_lag(lag);
+        self.shared.group.set_consumer_lag(lag);
     }
 }
 
@@ -215,7 +218,7 @@ impl ConsumerContext for RebalanceContext {
                     .lock()
                     .expect("revoked lock")
                     .extend(parts.iter().cloned());
-                self.shared.metrics.partitions_revoked(&parts);
+                self.shared.group.partitions_revoked(&parts);
                 self.shared.epoch.fetch_add(1, Ordering::SeqCst);
                 let wait = if self.shared.closing.load(Ordering::SeqCst) {
                     Duration::ZERO
@@ -251,7 +254,7 @@ impl ConsumerContext for RebalanceContext {
                     .iter()
                     .map(|e| (e.topic().to_string(), e.partition()))
                     .collect();
-                self.shared.metrics.partitions_assigned(&parts);
+                self.shared.group.partitions_assigned(&parts);
                 info!(partitions = tpl.count(), "Partitions assigned.");
             }
             Rebalance::Error(err) => warn!(error = %err, "Rebalance failed."),
@@ -312,7 +315,12 @@ fn send(
                 record = back;
                 std::thread::sleep(Duration::from_millis(2));
             }
-            Err((err, _)) => return Err(Error::Delivery(err.to_string())),
+            Err((err, back)) => {
+                return Err(Error::Delivery {
+                    topic: back.topic.to_string(),
+                    source: err,
+                })
+            }
         }
     }
 }
@@ -321,6 +329,7 @@ fn send(
 pub(super) fn run(
     config: &KafkaConfig,
     scorer: &Scorer,
+    group: &Arc<GroupState>,
     rt: &Handle,
     cancel: &CancellationToken,
 ) -> Result<ServeReport, Error> {
@@ -337,8 +346,8 @@ pub(super) fn run(
         drain_timeout,
         closing: AtomicBool::new(false),
         metrics: Arc::clone(scorer.metrics()),
+        group: Arc::clone(group),
     });
-    shared.metrics.kafka_started();
     let producer: ThreadedProducer<DeliveryContext> = options::producer_config(config)
         .create_with_context(DeliveryContext {
             shared: Arc::clone(&shared),
@@ -378,7 +387,7 @@ pub(super) fn run(
         producer: &producer,
         report: ServeReport::default(),
         stats: RunStats::default(),
-        out: Vec::with_capacity(1024),
+        encoded: Vec::with_capacity(1024),
         tokens: Vec::with_capacity(config.batch_size.max(1)),
         lag: shared.metrics.lag.local(),
         shadow_topic: config.shadow_topic(),
@@ -401,6 +410,8 @@ pub(super) fn run(
         warn!(error = %err, "Flushing the producer failed.");
     }
     let mut report = pipeline.report;
+    report.scored = pipeline.stats.scored_total();
+    report.dead = pipeline.stats.dead;
     report.latency = pipeline.stats.latency;
     report.acknowledged = shared.acknowledged.load(Ordering::Relaxed);
     report.elapsed = started.elapsed();
@@ -423,7 +434,8 @@ struct Pipeline<'a> {
     producer: &'a ThreadedProducer<DeliveryContext>,
     report: ServeReport,
     stats: RunStats,
-    out: Vec<u8>,
+    /// Scratch space for encoding outputs.
+    encoded: Vec<u8>,
     /// The tracker tokens of the batch being produced.
     tokens: Vec<Token>,
     /// End-to-end lag observations of the batch, added to the metric once per batch.
@@ -449,8 +461,8 @@ impl Pipeline<'_> {
                 info!("Stopping: finishing in-flight records.");
                 return Ok(());
             }
-            if let Some(message) = self.shared.fatal() {
-                return Err(Error::Delivery(message));
+            if let Some((topic, source)) = self.shared.fatal() {
+                return Err(Error::Delivery { topic, source });
             }
             let in_flight = self.shared.in_flight();
             self.report.max_in_flight_seen = self.report.max_in_flight_seen.max(in_flight);
@@ -493,7 +505,7 @@ impl Pipeline<'_> {
                     None => break,
                     Some(Ok(m)) => batch.push(m),
                     Some(Err(KafkaError::MessageConsumptionFatal(code))) => {
-                        return Err(Error::Consumer(code.to_string()))
+                        return Err(Error::Consumer(code))
                     }
                     Some(Err(err)) => warn!(error = %err, "Consumer error."),
                 }
@@ -513,8 +525,8 @@ impl Pipeline<'_> {
                 last_progress = Instant::now();
                 info!(
                     consumed = self.report.consumed,
-                    scored = self.report.scored,
-                    dead_letters = self.report.dead_total(),
+                    scored = self.stats.scored_total(),
+                    dead_letters = self.stats.dead_total(),
                     acknowledged = self.shared.acknowledged.load(Ordering::Relaxed),
                     in_flight = self.shared.in_flight(),
                     "Scoring."
@@ -535,14 +547,14 @@ impl Pipeline<'_> {
         let scoring = self
             .rt
             .block_on(self.scorer.score(&inputs, Some(&mut self.stats)));
-        let now_ms = crate::ops::metrics::unix_ms(std::time::SystemTime::now()) as i64;
+        let now_ms = unix_ms(std::time::SystemTime::now()) as i64;
         for m in batch {
             if let Some(ts) = m.timestamp().to_millis() {
                 let lag_ms = u64::try_from(now_ms - ts).unwrap_or(0);
-                self.lag.observe(Duration::from_millis(lag_ms));
+                self.lag.observe(lag_ms as f64 / 1e3);
             }
         }
-        self.scorer.metrics().lag.add(&mut self.lag);
+        self.lag.flush();
         // Every record is registered before any output is handed to the producer, under one
         // lock for the batch.
         self.tokens.clear();
@@ -554,54 +566,75 @@ impl Pipeline<'_> {
                     .map(|m| tracker.register(m.topic(), m.partition(), m.offset())),
             );
         }
-        let mut shadows = scoring.shadows.iter().peekable();
-        for (i, ((m, outcome), &token)) in batch
-            .iter()
-            .zip(&scoring.outcomes)
-            .zip(&self.tokens)
-            .enumerate()
-        {
-            self.report.consumed += 1;
-            let record: Record<'_> = match outcome {
-                Outcome::Scored(s) => {
-                    self.report.scored += 1;
-                    self.out.clear();
-                    s.encode_into(&mut self.out);
-                    BaseRecord::with_opaque_to(&self.config.output_topic, token)
-                        .payload(&self.out[..])
-                        .headers(headers::scored(s))
-                }
-                Outcome::Rejected(r) => {
-                    *self.report.dead.entry(r.reason).or_default() += 1;
-                    let record = BaseRecord::with_opaque_to(&self.config.dead_letter_topic, token)
-                        .headers(headers::dead(r, m.topic(), m.partition(), m.offset()));
-                    match m.payload() {
-                        Some(p) => record.payload(p),
-                        None => record,
-                    }
-                }
-            };
-            let record = match m.key() {
-                Some(k) => record.key(k),
-                None => record,
-            };
-            send(self.producer, record, &mut self.report.queue_full)?;
-            while let Some((_, shadow)) = shadows.next_if(|(at, _)| *at == i) {
-                self.out.clear();
-                shadow.encode_into(&mut self.out);
-                let record = BaseRecord::with_opaque_to(&self.shadow_topic, SHADOW_TOKEN)
-                    .payload(&self.out[..])
-                    .headers(headers::scored(shadow));
-                let record = match m.key() {
-                    Some(k) => record.key(k),
-                    None => record,
-                };
-                // Shadow outputs are best effort: a refused one is counted, never fatal.
-                if let Err(err) = send(self.producer, record, &mut self.report.queue_full) {
-                    self.scorer.metrics().shadow_delivery_failed();
-                    debug!(error = %err, "A shadow output could not be queued.");
-                }
-            }
+        self.report.consumed += batch.len() as u64;
+        let mut sink = Producing {
+            config: self.config,
+            batch,
+            tokens: &self.tokens,
+            producer: self.producer,
+            shadow_topic: &self.shadow_topic,
+            metrics: self.scorer.metrics(),
+            queue_full: &mut self.report.queue_full,
+        };
+        emit(&scoring, &mut self.stats, &mut self.encoded, &mut sink)?;
+        Ok(())
+    }
+}
+
+/// A batch's outputs, handed to the producer: scored records to the output topic, dead letters
+/// (the input's bytes, with headers saying why) to the dead-letter topic, shadow outputs to the
+/// shadow topic; each with the input's key.
+struct Producing<'a, 'm> {
+    config: &'a KafkaConfig,
+    batch: &'a [BorrowedMessage<'m>],
+    tokens: &'a [Token],
+    producer: &'a ThreadedProducer<DeliveryContext>,
+    shadow_topic: &'a str,
+    metrics: &'a Metrics,
+    queue_full: &'a mut u64,
+}
+
+impl Producing<'_, '_> {
+    fn send_keyed(&mut self, input: usize, record: Record<'_>) -> Result<(), Error> {
+        let record = match self.batch[input].key() {
+            Some(k) => record.key(k),
+            None => record,
+        };
+        send(self.producer, record, self.queue_full)
+    }
+}
+
+impl Sink for Producing<'_, '_> {
+    type Error = Error;
+
+    fn scored(&mut self, input: usize, scored: &Scored, encoded: &[u8]) -> Result<(), Error> {
+        let record = BaseRecord::with_opaque_to(&self.config.output_topic, self.tokens[input])
+            .payload(encoded)
+            .headers(headers::scored(scored));
+        self.send_keyed(input, record)
+    }
+
+    fn dead_letter(&mut self, input: usize, rejection: &Rejection) -> Result<(), Error> {
+        let m = &self.batch[input];
+        let record =
+            BaseRecord::with_opaque_to(&self.config.dead_letter_topic, self.tokens[input]).headers(
+                headers::dead(rejection, m.topic(), m.partition(), m.offset()),
+            );
+        let record = match m.payload() {
+            Some(p) => record.payload(p),
+            None => record,
+        };
+        self.send_keyed(input, record)
+    }
+
+    fn shadow(&mut self, input: usize, scored: &Scored, encoded: &[u8]) -> Result<(), Error> {
+        let record = BaseRecord::with_opaque_to(self.shadow_topic, SHADOW_TOKEN)
+            .payload(encoded)
+            .headers(headers::scored(scored));
+        // Shadow outputs are best effort: a refused one is counted, never fatal.
+        if let Err(err) = self.send_keyed(input, record) {
+            self.metrics.shadow_delivery_failed();
+            debug!(error = %ErrorChain(&err), "A shadow output could not be queued.");
         }
         Ok(())
     }

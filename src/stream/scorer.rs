@@ -5,16 +5,19 @@
 //! resolve each distinct key once through the [`ModelRegistry`], then score. Every input yields
 //! exactly one [`Outcome`], so scored + dead letters = input. A key's canary version scores
 //! its share of the key's records; a shadow version scores them again for the side output
-//! (see [`crate::rollout`]). Every batch is counted in the scorer's [`Metrics`].
+//! (see [`crate::rollout`]). Every batch is counted in the scorer's [`Metrics`]; what becomes
+//! of each outcome is [`super::output`]'s.
 
 use std::{collections::HashMap, sync::Arc, time::Instant};
 
+use super::{
+    metrics::{score_value, BatchTally, KeyTally, Metrics},
+    record::{decode, Decoded, Reason, RecordFormat, Rejection, Scored},
+    report::RunStats,
+};
 use crate::{
-    ops::metrics::{score_value, BatchTally, KeyTally, Metrics},
-    registry::{self, ModelRegistry, Resolved},
-    rollout::KeyRollout,
-    stats::RunStats,
-    stream::record::{decode, Decoded, Reason, RecordFormat, Rejection, Scored},
+    registry::{self, KeyRollout, ModelRegistry, Resolved},
+    telemetry::ErrorChain,
 };
 
 /// What became of one input record.
@@ -113,17 +116,8 @@ impl Scorer {
         &self.metrics
     }
 
-    /// Scores a batch: one outcome per input, in input order. Scoring time per record is
-    /// recorded in `stats` when given. Shadow outputs are dropped; see [`Scorer::score`].
-    pub async fn score_batch(
-        &self,
-        inputs: &[Input<'_>],
-        stats: Option<&mut RunStats>,
-    ) -> Vec<Outcome> {
-        self.score(inputs, stats).await.outcomes
-    }
-
-    /// Scores a batch: one outcome per input, in input order, and the shadow outputs.
+    /// Scores a batch: one outcome per input, in input order, and the shadow outputs. Scoring
+    /// time per record is recorded in `stats` when given.
     pub async fn score(&self, inputs: &[Input<'_>], mut stats: Option<&mut RunStats>) -> Scoring {
         let decoded: Vec<Result<Decoded, Rejection>> = inputs
             .iter()
@@ -154,7 +148,7 @@ impl Scorer {
             records: inputs.len() as u64,
             ..BatchTally::default()
         };
-        let mut timings = self.metrics.scoring.local();
+        let timings = self.metrics.scoring.local();
         // One clock read per record: a record's scoring time runs from the end of the previous
         // record's to the end of its own, so it covers its features, model and bookkeeping.
         let mut mark = Instant::now();
@@ -223,14 +217,14 @@ impl Scorer {
             let now = Instant::now();
             if timed {
                 let took = now - mark;
-                timings.observe(took);
+                timings.observe(took.as_secs_f64());
                 if let Some(stats) = stats.as_deref_mut() {
                     stats.latency.record(took);
                 }
             }
             mark = now;
         }
-        self.metrics.scoring.add(&mut timings);
+        timings.flush();
         tally.shadow = scoring.shadows.len() as u64;
         if let Some(stats) = stats {
             stats.shadow_outputs += scoring.shadows.len() as u64;
@@ -268,6 +262,9 @@ fn id_text<'a>(d: &Decoded<'a>, payload: &'a [u8]) -> &'a [u8] {
 fn store_rejection(err: registry::Error) -> Rejection {
     Rejection::new(
         Reason::StoreUnavailable,
-        format!("could not load the model for this key: {err}"),
+        format!(
+            "could not load the model for this key: {}",
+            ErrorChain(&err)
+        ),
     )
 }

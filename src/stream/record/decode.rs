@@ -1,118 +1,15 @@
-//! Input records (JSON objects) and their decoding; scored records and dead letters, encoded.
-//!
-//! A record's key comes from a configured field (for example `city`) or from the Kafka message
-//! key; its features are read by name, in the order of the scoring model's feature list. A
-//! record that cannot be scored becomes a [`Rejection`] with a typed [`Reason`]: never a panic,
-//! never a silent drop.
+//! Decoding an input payload: validate the JSON, find the key and id, and parse features on
+//! demand, borrowing from the payload.
 
-use std::{borrow::Cow, fmt, sync::Arc};
+use std::{borrow::Cow, fmt};
 
 use serde::{
     de::{DeserializeSeed, MapAccess, Visitor},
-    ser::SerializeMap,
-    Deserialize, Serialize, Serializer,
+    Deserialize,
 };
 use serde_json::{value::RawValue, Value};
 
-use crate::{model::Prediction, registry::ServedModel};
-
-/// Where records keep their key and id.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordFormat {
-    /// Where the model key comes from.
-    pub key: KeySource,
-    /// The field copied to the output as `id`, when present.
-    pub id_field: String,
-}
-
-impl Default for RecordFormat {
-    fn default() -> Self {
-        Self {
-            key: KeySource::Field("city".into()),
-            id_field: "id".into(),
-        }
-    }
-}
-
-/// Where a record's model key comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeySource {
-    /// A top-level field of the JSON object (a string, or an integer used as text).
-    Field(String),
-    /// The Kafka message key, as UTF-8.
-    MessageKey,
-}
-
-/// Why a record was not scored. The names are stable: they appear in dead letters and metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[non_exhaustive]
-pub enum Reason {
-    /// The payload is not a JSON object.
-    NotJson,
-    /// The key field (or message key) is absent, empty or not text.
-    MissingKey,
-    /// A feature the model needs is absent or null.
-    MissingFeature,
-    /// A feature is present but not a finite number.
-    NonNumericFeature,
-    /// Neither the key nor the fallback key has a usable model.
-    NoModel,
-    /// The model failed on this record (for example a non-finite output).
-    ModelError,
-    /// The model store could not be reached to load this key's model.
-    StoreUnavailable,
-}
-
-impl Reason {
-    /// Every reason, in a stable order.
-    pub const ALL: [Reason; 7] = [
-        Reason::NotJson,
-        Reason::MissingKey,
-        Reason::MissingFeature,
-        Reason::NonNumericFeature,
-        Reason::NoModel,
-        Reason::ModelError,
-        Reason::StoreUnavailable,
-    ];
-
-    /// The reason's stable snake_case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::NotJson => "not_json",
-            Reason::MissingKey => "missing_key",
-            Reason::MissingFeature => "missing_feature",
-            Reason::NonNumericFeature => "non_numeric_feature",
-            Reason::NoModel => "no_model",
-            Reason::ModelError => "model_error",
-            Reason::StoreUnavailable => "store_unavailable",
-        }
-    }
-}
-
-impl fmt::Display for Reason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A record that was not scored, and why.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Rejection {
-    /// The reason class.
-    pub reason: Reason,
-    /// A human-readable explanation naming the field or model involved.
-    pub message: String,
-}
-
-impl Rejection {
-    /// A rejection of class `reason`.
-    pub fn new(reason: Reason, message: impl Into<String>) -> Self {
-        Self {
-            reason,
-            message: message.into(),
-        }
-    }
-}
+use super::{KeySource, Reason, RecordFormat, Rejection};
 
 /// A decoded input record: its key, its id and its fields, borrowed from the payload.
 ///
@@ -337,114 +234,10 @@ fn json_kind(v: &Value) -> &'static str {
     }
 }
 
-/// A scored record, ready to encode.
-#[derive(Debug, Clone)]
-pub struct Scored {
-    /// The input's id, if it had one.
-    pub id: Option<Box<RawValue>>,
-    /// The input's key.
-    pub key: String,
-    /// The prediction.
-    pub prediction: Prediction,
-    /// The model that scored it.
-    pub model: Arc<ServedModel>,
-    /// Whether the fallback key's model scored it because its own key has none.
-    pub fallback: bool,
-    /// Whether a canary version of the key scored it (see [`crate::rollout`]).
-    pub canary: bool,
-    /// Whether this is a shadow version's output, which never goes to the main output.
-    pub shadow: bool,
-}
-
-impl Scored {
-    /// Appends the scored record as one JSON object (no newline) to `out`.
-    ///
-    /// `{"id":..,"key":..,"prediction":{"value":..} | {"class":..,"probabilities":{..}},
-    /// "model_key":..,"model_version":..,"model_checksum":..,"fallback":..}`, followed by
-    /// `"canary":true` for a canary version's output and `"shadow":true` for a shadow's.
-    pub fn encode_into(&self, out: &mut Vec<u8>) {
-        serde_json::to_writer(&mut *out, self).expect("writing JSON to memory cannot fail");
-    }
-}
-
-impl Serialize for Scored {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(None)?;
-        if let Some(id) = &self.id {
-            map.serialize_entry("id", id)?;
-        }
-        map.serialize_entry("key", &self.key)?;
-        map.serialize_entry(
-            "prediction",
-            &PredictionJson {
-                prediction: &self.prediction,
-                model: &self.model,
-            },
-        )?;
-        map.serialize_entry("model_key", &self.model.key)?;
-        map.serialize_entry("model_version", &self.model.version)?;
-        map.serialize_entry("model_checksum", &self.model.checksum)?;
-        map.serialize_entry("fallback", &self.fallback)?;
-        if self.canary {
-            map.serialize_entry("canary", &true)?;
-        }
-        if self.shadow {
-            map.serialize_entry("shadow", &true)?;
-        }
-        map.end()
-    }
-}
-
-struct PredictionJson<'a> {
-    prediction: &'a Prediction,
-    model: &'a ServedModel,
-}
-
-impl Serialize for PredictionJson<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(None)?;
-        match self.prediction {
-            Prediction::Value(v) => map.serialize_entry("value", v)?,
-            Prediction::Class {
-                index,
-                probabilities,
-            } => {
-                let classes = match self.model.model.output() {
-                    crate::model::Output::Classification(c) => c.as_slice(),
-                    crate::model::Output::Regression => &[],
-                };
-                map.serialize_entry("class", &classes.get(*index))?;
-                map.serialize_entry(
-                    "probabilities",
-                    &Probabilities {
-                        classes,
-                        probabilities,
-                    },
-                )?;
-            }
-        }
-        map.end()
-    }
-}
-
-struct Probabilities<'a> {
-    classes: &'a [String],
-    probabilities: &'a [f64],
-}
-
-impl Serialize for Probabilities<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(self.classes.len()))?;
-        for (class, p) in self.classes.iter().zip(self.probabilities) {
-            map.serialize_entry(class, p)?;
-        }
-        map.end()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stream::record::{KeySource, Reason, RecordFormat};
     use proptest::prelude::*;
 
     fn fmt() -> RecordFormat {

@@ -1,14 +1,14 @@
-//! Run statistics: records per (model key, version), dead letters by reason, a latency
-//! histogram, canary counts and shadow divergence, for summaries and tests.
+//! What a scoring run reports when it ends: records per (model key, version), dead letters by
+//! reason, a latency histogram, canary counts and shadow divergence, for summaries and tests.
 
 use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
 
 use serde::Serialize;
 
+use super::record::Reason;
 use crate::{
     model::{Output, Prediction},
     registry::ServedModel,
-    stream::{pipeline::Outcome, record::Reason},
 };
 
 /// A log-linear histogram of durations: 16 buckets per power of two, so any quantile is within
@@ -187,25 +187,6 @@ pub struct RunStats {
 }
 
 impl RunStats {
-    /// Counts one outcome.
-    pub fn observe(&mut self, outcome: &Outcome) {
-        match outcome {
-            Outcome::Scored(s) => {
-                *self
-                    .scored
-                    .entry((s.model.key.clone(), s.model.version))
-                    .or_default() += 1;
-                if s.fallback {
-                    self.fallback += 1;
-                }
-                if s.canary {
-                    self.canary += 1;
-                }
-            }
-            Outcome::Rejected(r) => *self.dead.entry(r.reason).or_default() += 1,
-        }
-    }
-
     /// Records scored.
     pub fn scored_total(&self) -> u64 {
         self.scored.values().sum()

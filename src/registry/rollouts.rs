@@ -1,0 +1,190 @@
+//! Canary and shadow versions as this process applies them: the table of built candidate
+//! models per key, and how it is refreshed from the store's [`Rollout`](crate::store::Rollout)
+//! rows. The record split itself is [`crate::rollout`]'s.
+
+use std::{
+    collections::HashMap,
+    sync::{atomic::Ordering, Arc, RwLock},
+};
+
+use tracing::{error, info, warn};
+
+use super::{build_served, ModelRegistry, ServedModel};
+use crate::{rollout::in_canary, store, telemetry::ErrorChain};
+
+/// A built canary version and its share.
+#[derive(Debug, Clone)]
+pub struct CanaryModel {
+    /// The candidate, built.
+    pub model: Arc<ServedModel>,
+    /// The share of the key's records it scores, in (0, 1].
+    pub share: f64,
+}
+
+impl CanaryModel {
+    /// Whether the record whose id has JSON text `id_text` goes to the canary.
+    pub fn takes(&self, id_text: &[u8]) -> bool {
+        in_canary(id_text, self.share)
+    }
+}
+
+/// A key's built rollout, as the scorer applies it.
+#[derive(Debug, Clone, Default)]
+pub struct KeyRollout {
+    /// The store revision of the rollout.
+    pub revision: i64,
+    /// The canary, if one runs and its version built.
+    pub canary: Option<CanaryModel>,
+    /// The shadow, if one runs and its version built.
+    pub shadow: Option<Arc<ServedModel>>,
+}
+
+/// Built rollouts per key; read on every batch, written by the watcher.
+#[derive(Debug, Default)]
+pub(super) struct RolloutTable {
+    keys: RwLock<HashMap<String, Arc<KeyRollout>>>,
+}
+
+impl RolloutTable {
+    fn get(&self, key: &str) -> Option<Arc<KeyRollout>> {
+        self.keys.read().expect("rollout lock").get(key).cloned()
+    }
+
+    /// Replaces `key`'s rollout unless the held one is newer.
+    fn put(&self, key: &str, rollout: KeyRollout) {
+        let mut keys = self.keys.write().expect("rollout lock");
+        if keys.get(key).is_some_and(|r| r.revision > rollout.revision) {
+            return;
+        }
+        // An empty rollout is kept too: its revision stops an older read from reviving one.
+        keys.insert(key.to_string(), Arc::new(rollout));
+    }
+}
+
+impl ModelRegistry {
+    /// The canary and shadow versions this process applies to `key`, if any.
+    pub fn rollout(&self, key: &str) -> Option<Arc<KeyRollout>> {
+        self.rollouts
+            .get(key)
+            .filter(|r| r.canary.is_some() || r.shadow.is_some())
+    }
+
+    /// Re-reads the rollout of `key` and builds its canary and shadow versions when it changed.
+    /// Failures leave the current rollout in place.
+    pub(super) async fn refresh_rollout(&self, key: &str) {
+        let stored = match self.store.rollout(key).await {
+            Ok(r) => {
+                if !self.rollout_reads_ok.swap(true, Ordering::Relaxed) {
+                    info!("Reading rollouts works again.");
+                }
+                r.unwrap_or_default()
+            }
+            Err(err) => {
+                if self.rollout_reads_ok.swap(false, Ordering::Relaxed) {
+                    warn!(key, error = %ErrorChain(&err), "Reading a key's canary and shadow versions failed; keys keep the ones they have.");
+                }
+                return;
+            }
+        };
+        let current = self.rollouts.get(key);
+        match &current {
+            Some(c) if c.revision >= stored.revision => return,
+            None if stored.is_empty() => return,
+            _ => {}
+        }
+        let canary = match stored.canary {
+            Some(c) => {
+                let reuse = current
+                    .as_ref()
+                    .and_then(|r| r.canary.as_ref())
+                    .filter(|m| m.model.version == c.version)
+                    .map(|m| Arc::clone(&m.model));
+                match reuse {
+                    Some(model) => Some(model),
+                    None => self.build_candidate(key, c.version, stored.revision).await,
+                }
+                .map(|model| CanaryModel {
+                    model,
+                    share: c.share,
+                })
+            }
+            None => None,
+        };
+        let shadow = match stored.shadow {
+            Some(v) => match current
+                .as_ref()
+                .and_then(|r| r.shadow.as_ref())
+                .filter(|m| m.version == v)
+            {
+                Some(m) => Some(Arc::clone(m)),
+                None => self.build_candidate(key, v, stored.revision).await,
+            },
+            None => None,
+        };
+        let before = current.as_deref().cloned().unwrap_or_default();
+        let canary_now = canary.as_ref().map(|c| (c.model.version, c.share));
+        let canary_before = before.canary.as_ref().map(|c| (c.model.version, c.share));
+        if canary_now != canary_before {
+            match canary_now {
+                Some((version, share)) => info!(key, version, share, "Canary version scoring."),
+                None => info!(key, "Canary ended."),
+            }
+        }
+        let shadow_now = shadow.as_ref().map(|m| m.version);
+        if shadow_now != before.shadow.as_ref().map(|m| m.version) {
+            match shadow_now {
+                Some(version) => info!(key, version, "Shadow version scoring."),
+                None => info!(key, "Shadow ended."),
+            }
+        }
+        self.rollouts.put(
+            key,
+            KeyRollout {
+                revision: stored.revision,
+                canary,
+                shadow,
+            },
+        );
+    }
+
+    /// Reads and builds a canary or shadow version; `None` (logged and counted) when it is
+    /// missing or does not build.
+    async fn build_candidate(
+        &self,
+        key: &str,
+        version: i64,
+        revision: i64,
+    ) -> Option<Arc<ServedModel>> {
+        let stored = match self.store.version(key, version).await {
+            Ok(Some(stored)) => stored,
+            Ok(None) => {
+                warn!(
+                    key,
+                    version, "Canary or shadow version does not exist; ignoring it."
+                );
+                return None;
+            }
+            Err(err) => {
+                warn!(key, version, error = %ErrorChain(&err), "Reading a canary or shadow version failed.");
+                return None;
+            }
+        };
+        match build_served(store::ActiveModel {
+            model: stored,
+            revision,
+        })
+        .await
+        {
+            Ok(Ok(served)) => Some(Arc::new(served)),
+            Ok(Err(err)) => {
+                self.stats.build_failures.inc();
+                error!(key, version, error = %ErrorChain(&err), "Refused canary or shadow version: it does not build; the active version keeps scoring.");
+                None
+            }
+            Err(err) => {
+                warn!(key, version, error = %ErrorChain(&err), "Building a canary or shadow version failed.");
+                None
+            }
+        }
+    }
+}
