@@ -1,5 +1,5 @@
 //! Canary and shadow versions: the deterministic record split. The built candidate models per
-//! key are the registry's ([`crate::registry::KeyRollout`]).
+//! key are the registry's (`registry::KeyRollout`).
 //!
 //! * **Canary.** A candidate version scores a share of a key's records; the rest keep the
 //!   active version. A record goes to the canary when [`canary_bucket`] of its id is below
@@ -13,7 +13,7 @@
 //!   outputs go to a side output only (the `[kafka] shadow_topic`, or `score
 //!   --shadow-output`), stamped `"shadow": true`, and the registry keeps how the two diverge.
 //!
-//! Both are stored per key in the model store ([`crate::store::Rollout`]) and announced on the
+//! Both are stored per key in the model store (the store's `Rollout`) and announced on the
 //! change feed, so every process picks them up like an activation. A candidate that does not
 //! build is refused (logged and counted) and the key keeps scoring with its active version.
 

@@ -4,7 +4,7 @@
 //!
 //! Process-wide series are `prometheus` counters and histograms, so their exposition is the
 //! library's. Per-key activity is kept here for every key that has a model of its own; which
-//! keys become labelled series is the endpoint's choice (a bounded set, see [`crate::ops`]).
+//! keys become labelled series is the endpoint's choice (a bounded set; see the `ops` module).
 
 use std::{
     collections::{HashMap, VecDeque},
