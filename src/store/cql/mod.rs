@@ -32,6 +32,7 @@ mod config;
 mod errors;
 mod feed;
 mod schema;
+mod statements;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -41,8 +42,6 @@ use futures::TryStreamExt;
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
-use scylla::errors::ExecutionError;
-use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::Statement;
 use scylla::value::CqlTimestamp;
@@ -50,6 +49,7 @@ use tokio::sync::OnceCell;
 
 use self::config::CqlConfig;
 use self::errors::{corrupt, execution_error, pager_error, row_error, session_error};
+use self::statements::{RolloutStatements, Statements};
 use super::{
     check_key, check_share, ActiveModel, Canary, ChangeCursor, Changes, Error, KeySummary,
     ModelStore, Rollout, StoredModel,
@@ -73,87 +73,12 @@ pub struct CqlModelStore {
     rollout_statements: OnceCell<RolloutStatements>,
 }
 
-/// The prepared statements of `model_rollouts`.
-struct RolloutStatements {
-    /// `SELECT canary_version, canary_share, shadow_version, WRITETIME(changed_at) ...`
-    read: PreparedStatement,
-    /// The canary update and the feed insert, as one logged batch.
-    set_canary: Batch,
-    /// The shadow update and the feed insert, as one logged batch.
-    set_shadow: Batch,
-}
-
-impl RolloutStatements {
-    async fn prepare(session: &Session, ks: &str) -> Result<Self, Error> {
-        let prepare = |cql: String| async move {
-            let mut statement = session.prepare(cql.as_str()).await.map_err(|err| {
-                let err = ExecutionError::PrepareError(err);
-                execution_error(&format!("preparing '{cql}'"), err)
-            })?;
-            statement.set_is_idempotent(true);
-            Ok::<_, Error>(statement)
-        };
-        let insert_change = prepare(format!(
-            "INSERT INTO {ks}.model_changes (day, changed_at, key, version) VALUES (?, ?, ?, ?)"
-        ))
-        .await?;
-        let batch = |update: PreparedStatement| {
-            let mut batch = Batch::new(BatchType::Logged);
-            batch.append_statement(update);
-            batch.append_statement(insert_change.clone());
-            batch.set_is_idempotent(true);
-            batch
-        };
-        Ok(Self {
-            read: prepare(format!(
-                "SELECT canary_version, canary_share, shadow_version, WRITETIME(changed_at) \
-                 FROM {ks}.model_rollouts WHERE key = ?"
-            ))
-            .await?,
-            set_canary: batch(
-                prepare(format!(
-                    "UPDATE {ks}.model_rollouts SET canary_version = ?, canary_share = ?, \
-                     changed_at = ? WHERE key = ?"
-                ))
-                .await?,
-            ),
-            set_shadow: batch(
-                prepare(format!(
-                    "UPDATE {ks}.model_rollouts SET shadow_version = ?, changed_at = ? \
-                     WHERE key = ?"
-                ))
-                .await?,
-            ),
-        })
-    }
-}
-
 impl fmt::Debug for CqlModelStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CqlModelStore")
             .field("url", &self.config.describe())
             .finish_non_exhaustive()
     }
-}
-
-/// The prepared statements, one per query shape.
-struct Statements {
-    /// `SELECT spec FROM model_versions WHERE key = ? AND version = ?`
-    version_spec: PreparedStatement,
-    /// `SELECT version FROM model_versions WHERE key = ? LIMIT 1`
-    newest_version: PreparedStatement,
-    /// `INSERT INTO model_versions (key, version, spec, author, created_at) VALUES (...)`
-    insert_version: PreparedStatement,
-    /// `SELECT version, previous_version, WRITETIME(version) FROM active_models WHERE key = ?`
-    pointer: PreparedStatement,
-    /// The pointer update and the feed insert, as one logged batch.
-    activate: Batch,
-    /// `SELECT key, changed_at FROM model_changes WHERE day = ? AND changed_at > ?`
-    feed_day: PreparedStatement,
-    /// `SELECT key, version FROM model_versions`
-    all_versions: PreparedStatement,
-    /// `SELECT key, version FROM active_models`
-    all_active: PreparedStatement,
 }
 
 /// The active pointer as stored.
@@ -375,82 +300,6 @@ fn write_timestamp(now_ms: i64, current_written_at: Option<i64>) -> i64 {
     match current_written_at {
         Some(current) => now_us.max(current.saturating_add(1)),
         None => now_us,
-    }
-}
-
-impl Statements {
-    async fn prepare(session: &Session, ks: &str) -> Result<Self, Error> {
-        let prepare = |cql: String, idempotent: bool| async move {
-            let mut statement = session.prepare(cql.as_str()).await.map_err(|err| {
-                let err = ExecutionError::PrepareError(err);
-                execution_error(&format!("preparing '{cql}'"), err)
-            })?;
-            statement.set_is_idempotent(idempotent);
-            Ok::<_, Error>(statement)
-        };
-        let update_pointer = prepare(
-            format!(
-                "UPDATE {ks}.active_models SET version = ?, previous_version = ? WHERE key = ?"
-            ),
-            true,
-        )
-        .await?;
-        let insert_change = prepare(
-            format!(
-                "INSERT INTO {ks}.model_changes (day, changed_at, key, version) VALUES (?, ?, ?, ?)"
-            ),
-            true,
-        )
-        .await?;
-        let mut activate = Batch::new(BatchType::Logged);
-        activate.append_statement(update_pointer);
-        activate.append_statement(insert_change);
-        // Explicit timestamps make a retried batch write the same cells again.
-        activate.set_is_idempotent(true);
-        Ok(Self {
-            version_spec: prepare(
-                format!("SELECT spec FROM {ks}.model_versions WHERE key = ? AND version = ?"),
-                true,
-            )
-            .await?,
-            newest_version: prepare(
-                format!("SELECT version FROM {ks}.model_versions WHERE key = ? LIMIT 1"),
-                true,
-            )
-            .await?,
-            insert_version: prepare(
-                format!(
-                    "INSERT INTO {ks}.model_versions (key, version, spec, author, created_at) \
-                     VALUES (?, ?, ?, ?, ?)"
-                ),
-                false,
-            )
-            .await?,
-            pointer: prepare(
-                format!(
-                    "SELECT version, previous_version, WRITETIME(version) \
-                     FROM {ks}.active_models WHERE key = ?"
-                ),
-                true,
-            )
-            .await?,
-            activate,
-            feed_day: prepare(
-                format!(
-                    "SELECT key, changed_at FROM {ks}.model_changes \
-                     WHERE day = ? AND changed_at > ?"
-                ),
-                true,
-            )
-            .await?,
-            all_versions: prepare(
-                format!("SELECT key, version FROM {ks}.model_versions"),
-                true,
-            )
-            .await?,
-            all_active: prepare(format!("SELECT key, version FROM {ks}.active_models"), true)
-                .await?,
-        })
     }
 }
 

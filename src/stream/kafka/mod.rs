@@ -78,6 +78,7 @@
 //!
 //! librdkafka settings and keyscore's defaults are described in [`options`].
 
+mod callbacks;
 mod config;
 mod group;
 pub mod headers;

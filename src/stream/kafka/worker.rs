@@ -1,303 +1,41 @@
 //! The pipeline thread: poll a batch, score it, hand the outputs to the producer, store the
-//! offsets the broker has acknowledged; and the librdkafka callbacks it relies on.
+//! offsets the broker has acknowledged.
 
 use std::{
     sync::{
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
-        Arc, Condvar, Mutex, MutexGuard,
+        Arc, Condvar, Mutex,
     },
     time::{Duration, Instant},
 };
 
+use prometheus::local::LocalHistogram;
 use rdkafka::{
-    consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance},
-    error::{KafkaError, KafkaResult},
+    consumer::{BaseConsumer, Consumer},
+    error::KafkaError,
     message::{BorrowedMessage, Message},
-    producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer},
+    producer::{BaseRecord, Producer, ThreadedProducer},
     types::RDKafkaErrorCode,
-    ClientContext, Offset, TopicPartitionList,
 };
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::telemetry::ErrorChain;
-
-use prometheus::local::LocalHistogram;
-
 use super::{
+    callbacks::{commit, store_offsets, DeliveryContext, RebalanceContext, Shared, SHADOW_TOKEN},
     group::GroupState,
     headers, options,
-    tracker::{Token, TopicPartition, Tracker},
+    tracker::{Token, Tracker},
     Error, KafkaConfig, ServeReport,
 };
-use crate::stream::{
-    metrics::{unix_ms, Metrics},
-    output::{emit, Sink},
-    Input, Rejection, RunStats, Scored, Scorer,
+use crate::{
+    stream::{
+        metrics::{unix_ms, Metrics},
+        output::{emit, Sink},
+        Input, Rejection, RunStats, Scored, Scorer,
+    },
+    telemetry::ErrorChain,
 };
-
-/// The delivery token of shadow outputs: they are not tracked for offsets (shadow outputs are
-/// best effort), only counted. Tracker tokens never reach it (it would need 2^24 partitions).
-const SHADOW_TOKEN: Token = usize::MAX;
-
-/// State shared by the pipeline thread and the librdkafka callbacks.
-#[derive(Debug)]
-struct Shared {
-    tracker: Mutex<Tracker>,
-    /// Signalled on acknowledgements while a thread waits on it, and on a delivery failure.
-    changed: Condvar,
-    /// Threads waiting on `changed`; only changed with the tracker lock held, so an
-    /// acknowledgement (made under that lock) never misses a waiter, and needs no wake-up
-    /// system call when there is none.
-    waiters: AtomicUsize,
-    /// The first delivery that failed for good: its topic and the error.
-    fatal: Mutex<Option<(String, KafkaError)>>,
-    acknowledged: AtomicU64,
-    /// Bumped on every rebalance.
-    epoch: AtomicU64,
-    /// Partitions revoked since the pipeline thread last looked.
-    revoked: Mutex<Vec<TopicPartition>>,
-    drain_timeout: Duration,
-    /// Set once the pipeline is leaving the group: revocations then do not wait again.
-    closing: AtomicBool,
-    metrics: Arc<Metrics>,
-    group: Arc<GroupState>,
-}
-
-impl Shared {
-    fn tracker(&self) -> MutexGuard<'_, Tracker> {
-        self.tracker.lock().expect("tracker lock")
-    }
-
-    fn in_flight(&self) -> usize {
-        self.tracker().in_flight()
-    }
-
-    fn fatal(&self) -> Option<(String, KafkaError)> {
-        self.fatal.lock().expect("fatal lock").clone()
-    }
-
-    fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::SeqCst)
-    }
-
-    fn acknowledge(&self, token: Token) {
-        let waiting = {
-            let mut tracker = self.tracker();
-            if tracker.ack(token) {
-                self.acknowledged.fetch_add(1, Ordering::Relaxed);
-            }
-            self.waiters.load(Ordering::Relaxed) > 0
-        };
-        if waiting {
-            self.changed.notify_all();
-        }
-    }
-
-    /// Waits on `changed` for at most `timeout`, counted as a waiter meanwhile.
-    fn wait_changed<'a>(
-        &self,
-        tracker: MutexGuard<'a, Tracker>,
-        timeout: Duration,
-    ) -> MutexGuard<'a, Tracker> {
-        self.waiters.fetch_add(1, Ordering::Relaxed);
-        let tracker = self
-            .changed
-            .wait_timeout(tracker, timeout)
-            .expect("tracker lock")
-            .0;
-        self.waiters.fetch_sub(1, Ordering::Relaxed);
-        tracker
-    }
-
-    fn fail(&self, topic: &str, err: KafkaError) {
-        self.fatal
-            .lock()
-            .expect("fatal lock")
-            .get_or_insert_with(|| (topic.to_string(), err));
-        self.changed.notify_all();
-    }
-
-    /// Waits until at most `limit` records are in flight. False when the deadline passed first
-    /// or a delivery failed.
-    fn wait_at_most(&self, limit: usize, deadline: Instant) -> bool {
-        let mut tracker = self.tracker();
-        loop {
-            if tracker.in_flight() <= limit {
-                return true;
-            }
-            let now = Instant::now();
-            if now >= deadline || self.fatal().is_some() {
-                return false;
-            }
-            tracker = self.wait_changed(tracker, deadline - now);
-        }
-    }
-
-    /// Waits until the given partitions (all when `None`) have nothing in flight. False when
-    /// the deadline passed first or a delivery failed.
-    fn wait_drained(&self, partitions: Option<&[TopicPartition]>, deadline: Instant) -> bool {
-        let mut tracker = self.tracker();
-        loop {
-            let n = match partitions {
-                Some(p) => tracker.in_flight_of(p),
-                None => tracker.in_flight(),
-            };
-            if n == 0 {
-                return true;
-            }
-            let now = Instant::now();
-            if now >= deadline || self.fatal().is_some() {
-                return false;
-            }
-            tracker = self.wait_changed(tracker, deadline - now);
-        }
-    }
-}
-
-/// Receives delivery reports on the producer's polling thread.
-struct DeliveryContext {
-    shared: Arc<Shared>,
-}
-
-impl ClientContext for DeliveryContext {}
-
-impl ProducerContext for DeliveryContext {
-    type DeliveryOpaque = Token;
-
-    fn delivery(&self, result: &DeliveryResult<'_>, token: Token) {
-        if token == SHADOW_TOKEN {
-            match result {
-                Ok(_) => self.shared.metrics.add_shadow_out(1),
-                Err((err, _)) => {
-                    self.shared.metrics.shadow_delivery_failed();
-                    debug!(error = %err, "A shadow output was not accepted.");
-                }
-            }
-            return;
-        }
-        match result {
-            Ok(_) => {
-                self.shared.metrics.add_out(1);
-                self.shared.acknowledge(token)
-            }
-            Err((err, msg)) => self.shared.fail(msg.topic(), err.clone()),
-        }
-    }
-}
-
-/// Runs on the pipeline thread inside `poll`: finishes revoked partitions before they go.
-struct RebalanceContext {
-    shared: Arc<Shared>,
-}
-
-impl ClientContext for RebalanceContext {
-    fn stats(&self, statistics: rdkafka::Statistics) {
-        let lag = statistics.topics.into_iter().flat_map(|(topic, t)| {
-            t.partitions
-                .into_iter()
-                .filter(|(p, _)| *p >= 0)
-                .map(move |(p, s)| ((topic.clone(), p), s.consumer_lag))
-        });
-        self.shared.group.set_consumer_lag(lag);
-    }
-}
-
-impl ConsumerContext for RebalanceContext {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Revoke(tpl) => {
-                let parts: Vec<TopicPartition> = tpl
-                    .elements()
-                    .iter()
-                    .map(|e| (e.topic().to_string(), e.partition()))
-                    .collect();
-                self.shared
-                    .revoked
-                    .lock()
-                    .expect("revoked lock")
-                    .extend(parts.iter().cloned());
-                self.shared.group.partitions_revoked(&parts);
-                self.shared.epoch.fetch_add(1, Ordering::SeqCst);
-                let wait = if self.shared.closing.load(Ordering::SeqCst) {
-                    Duration::ZERO
-                } else {
-                    self.shared.drain_timeout
-                };
-                let drained = self
-                    .shared
-                    .wait_drained(Some(&parts), Instant::now() + wait);
-                store_offsets(consumer, &self.shared);
-                if !consumer.assignment_lost() {
-                    commit(consumer);
-                }
-                let abandoned = self.shared.tracker().in_flight_of(&parts);
-                self.shared.tracker().remove(&parts);
-                if drained {
-                    info!(
-                        partitions = parts.len(),
-                        "Partitions revoked; their in-flight records were finished and committed."
-                    );
-                } else if abandoned > 0 {
-                    warn!(
-                        partitions = parts.len(),
-                        in_flight = abandoned,
-                        "Partitions revoked before their in-flight records were acknowledged; the new owner scores those again."
-                    );
-                }
-            }
-            Rebalance::Assign(tpl) => {
-                self.shared.epoch.fetch_add(1, Ordering::SeqCst);
-                let parts: Vec<TopicPartition> = tpl
-                    .elements()
-                    .iter()
-                    .map(|e| (e.topic().to_string(), e.partition()))
-                    .collect();
-                self.shared.group.partitions_assigned(&parts);
-                info!(partitions = tpl.count(), "Partitions assigned.");
-            }
-            Rebalance::Error(err) => warn!(error = %err, "Rebalance failed."),
-        }
-    }
-
-    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        match result {
-            Ok(()) => debug!(partitions = offsets.count(), "Committed offsets."),
-            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-            Err(err) => {
-                warn!(error = %err, "Committing offsets failed; they are committed again with the next ones.")
-            }
-        }
-    }
-}
-
-/// Hands acknowledged offsets to the consumer's offset store.
-fn store_offsets<C: ConsumerContext>(consumer: &BaseConsumer<C>, shared: &Shared) {
-    let stores = shared.tracker().take_stores();
-    if stores.is_empty() {
-        return;
-    }
-    let mut tpl = TopicPartitionList::with_capacity(stores.len());
-    for (topic, partition, offset) in &stores {
-        if let Err(err) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset)) {
-            warn!(topic, partition, error = %err, "Cannot store offset.");
-        }
-    }
-    if let Err(err) = consumer.store_offsets(&tpl) {
-        // Partitions revoked since: their new owner resumes from the last commit.
-        debug!(error = %err, "Some offsets were not stored.");
-    }
-}
-
-fn commit<C: ConsumerContext>(consumer: &BaseConsumer<C>) {
-    match consumer.commit_consumer_state(CommitMode::Sync) {
-        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-        Err(err) => {
-            warn!(error = %err, "Committing offsets failed; records since the last commit may be scored again.")
-        }
-    }
-}
 
 type Record<'a> = BaseRecord<'a, [u8], [u8], Token>;
 

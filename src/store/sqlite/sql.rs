@@ -1,0 +1,238 @@
+//! The SQL side of the SQLite store: the schema, connection settings, how SQLite errors
+//! become store errors, and the statements the trait methods share.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
+
+use crate::model::ModelSpec;
+use crate::store::{Canary, Error, Rollout};
+
+/// How long a write waits for another process's write to finish before failing.
+pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The schema version this build writes, kept in SQLite's `user_version`.
+pub(super) const SCHEMA_VERSION: i64 = 2;
+
+/// Creates the tables if they do not exist. Idempotent.
+pub(super) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS model_versions (
+    key        TEXT    NOT NULL,
+    version    INTEGER NOT NULL,
+    spec       TEXT    NOT NULL,
+    author     TEXT,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (key, version)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS active_models (
+    key              TEXT    NOT NULL PRIMARY KEY,
+    version          INTEGER NOT NULL,
+    previous_version INTEGER,
+    revision         INTEGER NOT NULL,
+    FOREIGN KEY (key, version) REFERENCES model_versions (key, version)
+);
+CREATE TABLE IF NOT EXISTS model_changes (
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+    key     TEXT    NOT NULL,
+    version INTEGER NOT NULL,
+    at      INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS model_rollouts (
+    key            TEXT    NOT NULL PRIMARY KEY,
+    canary_version INTEGER,
+    canary_share   REAL,
+    shadow_version INTEGER,
+    revision       INTEGER NOT NULL
+);
+";
+
+/// Connection settings: WAL, a busy timeout, full sync, foreign keys.
+pub(super) fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // journal_mode returns the resulting mode as a row.
+    let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
+    Ok(())
+}
+
+/// Creates the schema if needed and refuses files written by a newer schema.
+pub(super) fn create_schema(conn: &Connection) -> Result<(), Error> {
+    let context = "creating the schema";
+    let found: i64 = conn
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(sqlite_error(context))?;
+    if found > SCHEMA_VERSION {
+        return Err(Error::corrupt(format!(
+            "the SQLite file has schema version {found}, newer than this build's \
+             {SCHEMA_VERSION}; upgrade keyscore"
+        )));
+    }
+    conn.execute_batch(SCHEMA).map_err(sqlite_error(context))?;
+    if found < SCHEMA_VERSION {
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(sqlite_error(context))?;
+    }
+    Ok(())
+}
+
+/// Milliseconds since the Unix epoch.
+pub(super) fn now_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The author named in a spec's metadata, if any.
+pub(super) fn spec_author(spec_json: &str) -> Option<String> {
+    ModelSpec::from_json(spec_json.as_bytes())
+        .ok()
+        .and_then(|spec| spec.metadata)
+        .and_then(|meta| meta.author)
+}
+
+/// Maps a SQLite error to a store error, naming what was being done; the SQLite error is kept
+/// as the source.
+pub(super) fn sqlite_error(context: &str) -> impl Fn(rusqlite::Error) -> Error + '_ {
+    move |err| {
+        let what = match &err {
+            rusqlite::Error::SqliteFailure(failure, _) => match failure.code {
+                ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
+                    return Error::unavailable_from(
+                        format!(
+                            "{context}: the SQLite file is locked by another writer for longer \
+                             than {}s; retry later",
+                            BUSY_TIMEOUT.as_secs()
+                        ),
+                        err,
+                    )
+                }
+                ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt => {
+                    return Error::corrupt_from(
+                        format!(
+                            "{context}: the file is not a readable SQLite database; check the \
+                             path or restore a backup"
+                        ),
+                        err,
+                    )
+                }
+                ErrorCode::CannotOpen | ErrorCode::PermissionDenied | ErrorCode::ReadOnly => {
+                    format!(
+                        "{context}: cannot open or write the SQLite file; check that the path \
+                         exists and is writable"
+                    )
+                }
+                ErrorCode::DiskFull => {
+                    format!("{context}: the disk is full; free space and retry")
+                }
+                _ => format!("{context}: SQLite failed"),
+            },
+            rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::InvalidColumnType(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..)
+            | rusqlite::Error::Utf8Error(..) => {
+                return Error::corrupt_from(
+                    format!("{context}: unexpected value in the SQLite file"),
+                    err,
+                )
+            }
+            _ => format!("{context}: SQLite failed"),
+        };
+        Error::unavailable_from(what, err)
+    }
+}
+
+/// The active pointer of `key`: `(version, previous_version, revision)`.
+pub(super) fn read_pointer(
+    conn: &Connection,
+    key: &str,
+) -> rusqlite::Result<Option<(i64, Option<i64>, i64)>> {
+    conn.query_row(
+        "SELECT version, previous_version, revision FROM active_models WHERE key = ?1",
+        [key],
+        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+    )
+    .optional()
+}
+
+pub(super) fn version_exists(conn: &Connection, key: &str, version: i64) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT 1 FROM model_versions WHERE key = ?1 AND version = ?2",
+        params![key, version],
+        |_| Ok(()),
+    )
+    .optional()
+    .map(|found| found.is_some())
+}
+
+/// Points `key` at `version`, remembering `previous`, and appends the feed row; the caller
+/// holds a write transaction.
+pub(super) fn move_pointer(
+    conn: &Connection,
+    key: &str,
+    version: i64,
+    previous: Option<i64>,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO model_changes (key, version, at) VALUES (?1, ?2, ?3)",
+        params![key, version, now_millis()],
+    )?;
+    let revision = conn.last_insert_rowid();
+    conn.execute(
+        "INSERT INTO active_models (key, version, previous_version, revision)
+         VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (key) DO UPDATE SET
+             version = excluded.version,
+             previous_version = excluded.previous_version,
+             revision = excluded.revision",
+        params![key, version, previous, revision],
+    )?;
+    Ok(())
+}
+
+/// Appends a feed row for `key` and returns its `seq`.
+pub(super) fn feed_row(conn: &Connection, key: &str, version: i64) -> rusqlite::Result<i64> {
+    conn.execute(
+        "INSERT INTO model_changes (key, version, at) VALUES (?1, ?2, ?3)",
+        params![key, version, now_millis()],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+pub(super) fn read_rollout(conn: &Connection, key: &str) -> rusqlite::Result<Option<Rollout>> {
+    conn.query_row(
+        "SELECT canary_version, canary_share, shadow_version, revision
+         FROM model_rollouts WHERE key = ?1",
+        [key],
+        |row| {
+            let canary_version: Option<i64> = row.get(0)?;
+            let canary_share: Option<f64> = row.get(1)?;
+            Ok(Rollout {
+                canary: canary_version
+                    .zip(canary_share)
+                    .map(|(version, share)| Canary { version, share }),
+                shadow: row.get(2)?,
+                revision: row.get(3)?,
+            })
+        },
+    )
+    .optional()
+}
+
+/// Sets `key`'s canary columns and appends the feed row; the caller holds a write transaction.
+pub(super) fn write_canary(
+    conn: &Connection,
+    key: &str,
+    canary: Option<Canary>,
+) -> rusqlite::Result<()> {
+    let seq = feed_row(conn, key, canary.map_or(0, |c| c.version))?;
+    conn.execute(
+        "INSERT INTO model_rollouts (key, canary_version, canary_share, revision)
+         VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (key) DO UPDATE SET
+             canary_version = excluded.canary_version,
+             canary_share = excluded.canary_share,
+             revision = excluded.revision",
+        params![key, canary.map(|c| c.version), canary.map(|c| c.share), seq],
+    )?;
+    Ok(())
+}
