@@ -601,3 +601,95 @@ async fn secrets_never_reach_the_logs() {
         );
     }
 }
+
+/// The Python interpreter with the test suite's packages (`KEYSCORE_PYTHON`, as
+/// `tests/run-all.sh` sets it), else `python3`.
+fn python() -> String {
+    std::env::var("KEYSCORE_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// Runs `program args` with `input` on stdin: (success, stdout, stderr).
+fn run_with_stdin(program: &str, args: &[&str], input: &str) -> (bool, String, String) {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {program}: {e}; tests/run-all.sh installs it (promtool comes with Debian's prometheus package)")
+        });
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Parses Prometheus text with the Prometheus project's own Python parser and prints
+/// `name type` per family and `sample labels value` per sample, one per line.
+const PARSE_METRICS: &str = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+for family in text_string_to_metric_families(sys.stdin.read()):
+    print("family", family.name, family.type)
+    for s in family.samples:
+        print("sample", s.name, json.dumps(s.labels, sort_keys=True), float(s.value))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_scrape_passes_promtool_and_parses_with_the_prometheus_parser() {
+    let s = Setup::new(&["paris", "rome"]).await;
+    let registry = s.registry();
+    let metrics = Arc::new(Metrics::default());
+    let group = Arc::new(GroupState::default());
+    let scorer = Scorer::new(Arc::clone(&registry), RecordFormat::default())
+        .with_metrics(Arc::clone(&metrics));
+    let (ops, addr, _cancel) =
+        start_ops_with_group(&registry, &metrics, Some(Arc::clone(&group)), 20).await;
+    group.partitions_assigned(&[("records".into(), 0)]);
+    group.set_consumer_lag([(("records".into(), 0), 3)]);
+    let mut lines: Vec<String> = (0..6).map(|i| record(i, "paris")).collect();
+    lines.extend((6..9).map(|i| record(i, "rome")));
+    lines.push("not json".into());
+    score(&scorer, &lines).await;
+    ops.scan_store().await;
+    let (code, text) = get(addr, "/metrics");
+    assert_eq!(code, 200);
+
+    let (ok, stdout, stderr) = run_with_stdin("promtool", &["check", "metrics"], &text);
+    assert!(
+        ok && stdout.trim().is_empty(),
+        "promtool check metrics found problems:\n{stdout}{stderr}\nin:\n{text}"
+    );
+
+    let (ok, parsed, stderr) = run_with_stdin(&python(), &["-c", PARSE_METRICS], &text);
+    assert!(
+        ok,
+        "the Prometheus parser refused the scrape (is prometheus-client installed for it?):\n{stderr}"
+    );
+    for line in [
+        "family keyscore_records_in counter",
+        "sample keyscore_records_in_total {} 10.0",
+        "sample keyscore_records_scored_total {} 9.0",
+        r#"sample keyscore_dead_letters_total {"reason": "not_json"} 1.0"#,
+        "family keyscore_scoring_duration_seconds histogram",
+        "sample keyscore_scoring_duration_seconds_count {} 9.0",
+        r#"sample keyscore_key_records_total {"key": "paris"} 6.0"#,
+        r#"sample keyscore_consumer_lag {"partition": "0", "topic": "records"} 3.0"#,
+        "sample keyscore_partitions_assigned {} 1.0",
+        "sample keyscore_store_up {} 1.0",
+    ] {
+        assert!(
+            parsed.lines().any(|l| l == line),
+            "no {line:?} in the parsed scrape:\n{parsed}"
+        );
+    }
+}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what the tests need (the Tansu broker,
-# Chromium, Python clients and scikit-learn in a virtualenv), then checks formatting and lints and runs
+# Chromium, promtool, Python clients and scikit-learn in a virtualenv), then checks formatting and lints and runs
 # every test. Installed tools are cached in $KEYSCORE_TOOLS (default ~/.cache/keyscore/tools),
 # so later runs skip the installs.
 #
@@ -19,9 +19,14 @@ step "Installing the Tansu broker (cached after the first run)"
 KEYSCORE_TANSU="$(bash tests/tools/install-tansu.sh)"
 export KEYSCORE_TANSU
 
-step "Installing Chromium for the status page test (Debian package)"
-command -v chromium >/dev/null || command -v chromium-browser >/dev/null \
-  || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
+step "Installing Chromium (status page test) and promtool (metrics test) from Debian"
+missing=()
+command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing+=(chromium)
+command -v promtool >/dev/null || missing+=(prometheus)
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+fi
 
 step "Installing Python test dependencies into a virtualenv (cached)"
 venv="$KEYSCORE_TOOLS/venv"

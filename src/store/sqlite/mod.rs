@@ -15,7 +15,7 @@
 //!   feed row of its last change.
 //!
 //! The file runs in WAL mode, so readers (the service) never block on a writer (the CLI in
-//! another process); a writer waits up to [`BUSY_TIMEOUT`] for another writer before giving up
+//! another process); a writer waits up to [`sql::BUSY_TIMEOUT`] for another writer before giving up
 //! with [`Error::Unavailable`]. An activation writes the pointer and its feed row in one
 //! transaction.
 //!
