@@ -39,6 +39,16 @@ fn ok(out: Output) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// A line of tabular output split into its whitespace-separated columns.
+fn columns(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
+}
+
+/// The columns of the first row of `table` whose first column is `key`.
+fn row<'a>(table: &'a str, key: &str) -> Option<Vec<&'a str>> {
+    table.lines().map(columns).find(|c| c.first() == Some(&key))
+}
+
 /// A store holding every seed model, the first version of each key active.
 fn seeded_store(dir: &Path) -> PathBuf {
     let store = dir.join("models.db");
@@ -212,8 +222,11 @@ fn activate_rollback_list_and_show() {
     let dir = tempfile::tempdir().unwrap();
     let store = seeded_store(dir.path());
     let list = ok(keyscore(&store, &["list"]));
-    let paris = list.lines().find(|l| l.starts_with("paris")).unwrap();
-    assert!(paris.contains("v1") && paris.contains("v2"), "{paris}");
+    let paris = row(&list, "paris").unwrap_or_else(|| panic!("no paris row in\n{list}"));
+    assert!(
+        paris[2..].contains(&"v1") && paris[2..].contains(&"v2"),
+        "paris stores v1 and v2: {paris:?}"
+    );
     ok(keyscore(
         &store,
         &["activate", "--key", "paris", "--version", "2"],
@@ -302,7 +315,20 @@ fn demo_prints_a_summary_with_the_swap_and_nothing_lost() {
         .unwrap();
     let stdout = ok(out);
     assert!(stdout.contains("accounted for: 2006 of 2006"), "{stdout}");
-    assert!(stdout.contains("paris        v2"), "{stdout}");
+    let paris_v2 = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("scored per model key and version:"))
+        .skip(1)
+        .map(columns)
+        .take_while(|c| c.len() == 3)
+        .find(|c| c[..2] == ["paris", "v2"])
+        .unwrap_or_else(|| {
+            panic!("no paris v2 row among the counts per key and version:\n{stdout}")
+        });
+    assert!(
+        paris_v2[2].parse::<u64>().is_ok_and(|n| n > 0),
+        "paris v2 scored records: {paris_v2:?}"
+    );
     assert!(
         stdout.contains("0 records of paris scored by the old version after that"),
         "{stdout}"

@@ -549,9 +549,18 @@ async fn faults_are_seen_by_the_driver_and_cleared() {
     node.clear_fault();
     session.execute_unpaged(&read, ("a",)).await.unwrap();
 
+    // A fault set for a while is in force until its timer clears it. The test runs on one
+    // thread and does not yield between the two lines, so the timer cannot have fired yet.
     node.fail_for(Duration::from_millis(300));
-    assert!(session.execute_unpaged(&read, ("a",)).await.is_err());
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(node.fault(), Some(Fault::Failing));
+    let deadline = tokio::time::Instant::now() + RECOVERY;
+    while node.fault().is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a 300 ms fault still in force after {RECOVERY:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     session
         .execute_unpaged(&read, ("a",))
         .await
@@ -566,9 +575,9 @@ async fn faults_are_seen_by_the_driver_and_cleared() {
         .expect_err("slow");
     assert!(matches!(err, ExecutionError::RequestTimeout(_)), "{err}");
     node.clear_fault();
-    // Let the delayed answer drain before the next request.
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    session.execute_unpaged(&slow, ("a",)).await.unwrap();
+    // The connection answers in order, so the next request waits behind the delayed answer:
+    // retry until the driver gets an answer in time.
+    eventually(&session, &slow).await;
 
     node.set_fault(Fault::Unavailable);
     assert!(session.execute_unpaged(&read, ("a",)).await.is_err());
@@ -576,18 +585,32 @@ async fn faults_are_seen_by_the_driver_and_cleared() {
     eventually(&session, &read).await;
 }
 
-/// Retries a read until the driver has reconnected.
-async fn eventually(session: &Session, read: &scylla::statement::prepared::PreparedStatement) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+/// How long the driver may take to recover from a fault or a restart: far beyond what it needs.
+const RECOVERY: Duration = Duration::from_secs(20);
+
+/// Retries `attempt` until it succeeds; panics with the last error after [`RECOVERY`].
+async fn retry<T, E: std::fmt::Display, F: std::future::Future<Output = Result<T, E>>>(
+    what: &str,
+    mut attempt: impl FnMut() -> F,
+) -> T {
+    let deadline = tokio::time::Instant::now() + RECOVERY;
     loop {
-        match session.execute_unpaged(read, ("a",)).await {
-            Ok(_) => return,
+        match attempt().await {
+            Ok(v) => return v,
             Err(e) if tokio::time::Instant::now() > deadline => {
-                panic!("the driver did not recover: {e}")
+                panic!("{what}: still failing after {RECOVERY:?}: {e}")
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
+}
+
+/// Retries a read until the driver has reconnected.
+async fn eventually(session: &Session, read: &scylla::statement::prepared::PreparedStatement) {
+    retry("the driver did not recover", || {
+        session.execute_unpaged(read, ("a",))
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -610,27 +633,11 @@ async fn restart_keeps_data_and_forgotten_statements_are_reprepared() {
         .await;
     assert!(read.is_err(), "a stopped node answers nothing");
     node.restart().await.expect("restart on the same port");
-    let read = session
-        .prepare("SELECT version FROM keyscore.model_versions WHERE key = ?")
-        .await;
-    let read = match read {
-        Ok(r) => r,
-        Err(_) => {
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            session
-                .prepare("SELECT version FROM keyscore.model_versions WHERE key = ?")
-                .await
-                .expect("prepare after the driver reconnected")
-        }
-    };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let rows = loop {
-        match session.execute_unpaged(&read, ("kyiv",)).await {
-            Ok(r) => break r,
-            Err(e) if tokio::time::Instant::now() > deadline => panic!("no reconnect: {e}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    };
+    let read = retry("prepare after the driver reconnected", || {
+        session.prepare("SELECT version FROM keyscore.model_versions WHERE key = ?")
+    })
+    .await;
+    let rows = retry("no reconnect", || session.execute_unpaged(&read, ("kyiv",))).await;
     assert_eq!(rows.into_rows_result().unwrap().rows_num(), 2);
 }
 

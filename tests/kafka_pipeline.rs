@@ -132,7 +132,8 @@ fn id_of(r: &Read) -> String {
 }
 
 /// Runs a pipeline until `outputs` records are on the output and dead-letter topics, then
-/// cancels it and returns its report and what it wrote.
+/// cancels it and returns its report and everything it wrote (read once it has stopped, so a
+/// late duplicate is counted too).
 async fn run_until(
     config: KafkaConfig,
     scorer: Scorer,
@@ -141,36 +142,38 @@ async fn run_until(
     let cancel = CancellationToken::new();
     let task = tokio::spawn(KafkaPipeline::new(config.clone(), scorer).run(cancel.clone()));
     let bootstrap = config.bootstrap_servers.clone();
-    let dead_topic = config.dead_letter_topic.clone();
-    let out_topic = config.output_topic.clone();
+    let topics = [
+        config.output_topic.clone(),
+        config.dead_letter_topic.clone(),
+    ];
     let read = tokio::task::spawn_blocking(move || {
-        let mut all = Vec::new();
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            all.clear();
-            for t in [&out_topic, &dead_topic] {
-                all.extend(broker::read_topic(
-                    &bootstrap,
-                    t,
-                    Duration::from_secs(60),
-                    Duration::from_millis(300),
-                    |_| true,
-                ));
-            }
-            if all.len() >= outputs || std::time::Instant::now() > deadline {
-                return all;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    })
-    .await
-    .unwrap();
+        let collector = broker::Collector::start(&bootstrap, &[&topics[0], &topics[1]]);
+        collector.wait_for(Duration::from_secs(60), "every output", |r| {
+            r.len() >= outputs
+        });
+    });
+    read.await.unwrap();
     cancel.cancel();
     let report = tokio::time::timeout(Duration::from_secs(30), task)
         .await
         .expect("the pipeline stops within 30 s of cancellation")
         .unwrap()
         .expect("the pipeline ends cleanly");
+    let bootstrap = config.bootstrap_servers.clone();
+    let topics = [
+        config.output_topic.clone(),
+        config.dead_letter_topic.clone(),
+    ];
+    let read = tokio::task::spawn_blocking(move || {
+        broker::read_to_end(
+            &bootstrap,
+            &[&topics[0], &topics[1]],
+            outputs,
+            Duration::from_secs(60),
+        )
+    })
+    .await
+    .unwrap();
     (report, read)
 }
 

@@ -7,7 +7,7 @@ mod memory_store;
 
 use std::{
     sync::{atomic::Ordering, Arc},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use keyscore::{
@@ -86,41 +86,85 @@ async fn concurrent_first_uses_of_a_key_load_it_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hot_swap_under_concurrent_scoring_loses_nothing_and_never_goes_back() {
+    /// Batches every worker scores before the activation is written.
+    const BEFORE: usize = 50;
+    /// Batches every worker scores after it first sees v2.
+    const AFTER: usize = 50;
+    /// How long a worker may wait for the swap: far beyond the 20 ms refresh interval.
+    const SWAP_DEADLINE: Duration = Duration::from_secs(30);
+    const WORKERS: usize = 4;
+    const BATCH: usize = 16;
+
     let (store, registry) = setup(None).await;
     let cancel = tokio_util::sync::CancellationToken::new();
     let watcher = registry.spawn_watcher(cancel.clone());
     let scorer = Scorer::new(Arc::clone(&registry), RecordFormat::default());
     let record = br#"{"id":"x","city":"paris","a":1,"b":1}"#.to_vec();
 
+    // Each worker reports once it has scored BEFORE batches, then scores until it has seen v2
+    // and AFTER more batches.
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(WORKERS);
     let mut workers = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..WORKERS {
         let scorer = scorer.clone();
         let record = record.clone();
+        let ready = ready_tx.clone();
         workers.push(tokio::spawn(async move {
             let mut seen = Vec::new();
-            for _ in 0..400 {
+            let mut batches = 0;
+            let mut since_v2: Option<usize> = None;
+            let mut deadline: Option<Instant> = None;
+            loop {
                 let inputs = vec![
                     Input {
                         payload: &record,
                         key: None
                     };
-                    16
+                    BATCH
                 ];
                 let out = scorer.score(&inputs, None).await.outcomes;
                 assert_eq!(out.len(), inputs.len(), "one outcome per input");
+                let start = seen.len();
                 seen.extend(out.iter().map(value));
-                tokio::time::sleep(Duration::from_micros(500)).await;
+                batches += 1;
+                if batches == BEFORE {
+                    deadline = Some(Instant::now() + SWAP_DEADLINE);
+                    ready.send(()).await.expect("the test is waiting");
+                }
+                if since_v2.is_none() && seen[start..].iter().any(|(version, _)| *version == 2) {
+                    since_v2 = Some(0);
+                }
+                if let Some(n) = since_v2.as_mut() {
+                    *n += 1;
+                    if *n > AFTER {
+                        break;
+                    }
+                }
+                assert!(
+                    deadline.is_none_or(|d| Instant::now() < d),
+                    "v2 not seen within {SWAP_DEADLINE:?} of the activation"
+                );
+                tokio::task::yield_now().await;
             }
-            seen
+            (seen, batches)
         }));
     }
-    tokio::time::sleep(Duration::from_millis(60)).await;
+    drop(ready_tx);
+    // Every worker is scoring with v1: the activation lands mid-stream.
+    for _ in 0..WORKERS {
+        tokio::time::timeout(SWAP_DEADLINE, ready_rx.recv())
+            .await
+            .expect("every worker scores its first batches")
+            .expect("a worker stopped before its first batches");
+    }
     store.activate("paris", 2).await.unwrap();
 
     let mut total = 0;
-    let mut saw_new = false;
+    let mut sent = 0;
     for w in workers {
-        let seen = w.await.unwrap();
+        let (seen, batches) = w.await.unwrap();
+        assert!(batches > BEFORE + AFTER, "{batches} batches");
+        sent += batches * BATCH;
         total += seen.len();
         let mut swapped = false;
         for (version, v) in seen {
@@ -133,7 +177,6 @@ async fn hot_swap_under_concurrent_scoring_loses_nothing_and_never_goes_back() {
             assert_eq!(v, expected, "v{version} scored {v}");
             if version == 2 {
                 swapped = true;
-                saw_new = true;
             } else {
                 assert!(
                     !swapped,
@@ -141,9 +184,9 @@ async fn hot_swap_under_concurrent_scoring_loses_nothing_and_never_goes_back() {
                 );
             }
         }
+        assert!(swapped, "a worker never saw v2");
     }
-    assert_eq!(total, 4 * 400 * 16);
-    assert!(saw_new, "the swap to v2 was never observed");
+    assert_eq!(total, sent, "one outcome per record sent");
     assert_eq!(registry.get("paris").await.unwrap().unwrap().version, 2);
     assert_eq!(registry.stats().swaps.get(), 1);
     let swaps = registry.swaps();

@@ -17,7 +17,7 @@ use rdkafka::{
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
     client::DefaultClientContext,
     consumer::{BaseConsumer, Consumer},
-    message::{Headers, Message},
+    message::{Header, Headers, Message, OwnedHeaders},
     producer::{BaseProducer, BaseRecord, Producer},
     ClientConfig, Offset, TopicPartitionList,
 };
@@ -274,6 +274,7 @@ pub fn read_topic(
     let mut last_new = Instant::now();
     loop {
         match consumer.poll(Duration::from_millis(50)) {
+            Some(Ok(m)) if is_end_marker(&m) => {}
             Some(Ok(m)) => {
                 out.push(Read::from_message(&m));
                 last_new = Instant::now();
@@ -292,6 +293,130 @@ pub fn read_topic(
             "reading {topic}: condition not reached within {timeout:?} ({} records read)",
             out.len()
         );
+    }
+}
+
+/// The header of the end markers [`read_to_end`] appends.
+const END_MARKER: &str = "keyscore-test-end";
+
+/// Whether `m` is an end marker [`read_to_end`] appended: readers skip them.
+fn is_end_marker(m: &rdkafka::message::BorrowedMessage<'_>) -> bool {
+    m.headers()
+        .is_some_and(|hs| hs.iter().any(|h| h.key == END_MARKER))
+}
+
+/// Reads `topics` from the beginning to their ends, once whatever wrote to them has stopped:
+/// every record up to every partition's high watermark, and at least `at_least` records in
+/// all. Panics, saying which partitions fell short, if that is not reached within `timeout`.
+///
+/// Tansu 0.6 reports a partition's high watermark without its newest batch (see
+/// `benches/e2e/README.md`; 1000 records produced in two batches showed watermarks summing to
+/// 504), so reading to the watermarks alone would miss the last batch, and a duplicate in it.
+/// Before taking the watermarks this appends an end marker to every partition, which makes
+/// the marker the newest batch: every record written before it is below the watermark. The markers are not
+/// returned. Reading until `at_least` records also keeps the check whole should the watermarks
+/// fall shorter still.
+pub fn read_to_end(
+    bootstrap: &str,
+    topics: &[&str],
+    at_least: usize,
+    timeout: Duration,
+) -> Vec<Read> {
+    let deadline = Instant::now() + timeout;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", unique_topic("reader"))
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
+        .create()
+        .expect("consumer");
+    let mut partitions: Vec<(String, i32)> = Vec::new();
+    for topic in topics {
+        loop {
+            let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(5));
+            let found: Vec<i32> = md
+                .iter()
+                .flat_map(|md| md.topics().iter().filter(|t| t.error().is_none()))
+                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                .collect();
+            if !found.is_empty() {
+                partitions.extend(found.into_iter().map(|p| (topic.to_string(), p)));
+                break;
+            }
+            assert!(Instant::now() < deadline, "topic {topic} does not exist");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("producer");
+    for (topic, partition) in &partitions {
+        let headers = OwnedHeaders::new().insert(Header {
+            key: END_MARKER,
+            value: Some(""),
+        });
+        producer
+            .send(
+                BaseRecord::<'_, (), [u8]>::to(topic)
+                    .partition(*partition)
+                    .payload(&[][..])
+                    .headers(headers),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap_or_else(|e| panic!("end marker on {topic}/{partition}: {e}"));
+    }
+    producer
+        .flush(Duration::from_secs(30))
+        .expect("every end marker acknowledged");
+
+    // The next offset to read on each partition, and the offset to read up to.
+    let mut next: HashMap<(String, i32), i64> = HashMap::new();
+    let mut ends: HashMap<(String, i32), i64> = HashMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for (topic, partition) in &partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, *partition, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("watermarks of {topic}/{partition}: {e}"));
+        next.insert((topic.clone(), *partition), low);
+        ends.insert((topic.clone(), *partition), high);
+        tpl.add_partition_offset(topic, *partition, Offset::Beginning)
+            .expect("partition");
+    }
+    consumer.assign(&tpl).expect("assign");
+
+    let mut out = Vec::new();
+    let short = |next: &HashMap<(String, i32), i64>| -> Vec<String> {
+        ends.iter()
+            .filter(|(tp, end)| next[*tp] < **end)
+            .map(|((t, p), end)| format!("{t}/{p} at {} of {end}", next[&(t.clone(), *p)]))
+            .collect()
+    };
+    loop {
+        let behind = short(&next);
+        if behind.is_empty() && out.len() >= at_least {
+            return out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "reading {topics:?} to the end: {} records read (at least {at_least} expected) \
+             within {timeout:?}; partitions short of their high watermark: {behind:?}",
+            out.len()
+        );
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let at = next
+                    .get_mut(&(m.topic().to_string(), m.partition()))
+                    .expect("an assigned partition");
+                *at = (*at).max(m.offset() + 1);
+                if !is_end_marker(&m) {
+                    out.push(Read::from_message(&m));
+                }
+            }
+            Some(Err(e)) => panic!("reading {topics:?}: {e}"),
+            None => {}
+        }
     }
 }
 
@@ -387,6 +512,7 @@ impl Collector {
         let thread = std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 match consumer.poll(Duration::from_millis(50)) {
+                    Some(Ok(m)) if is_end_marker(&m) => {}
                     Some(Ok(m)) => r.lock().unwrap().push(Read::from_message(&m)),
                     Some(Err(e)) => eprintln!("collector: {e}"),
                     None => {}
