@@ -162,12 +162,7 @@ async fn outage_is_ridden_out(outage: Outage) {
     activate_paris_v2_behind_the_fault(&rig.node);
     // Several watcher polls fail; the scorer is cut off, so paris stays on v1 and nothing is
     // lost.
-    let errors = || {
-        rig.registry
-            .stats()
-            .store_errors
-            .load(std::sync::atomic::Ordering::Relaxed)
-    };
+    let errors = || rig.registry.stats().store_errors.get();
     let before = errors();
     scoring_until(&rig, "ten failed watcher polls", |v| {
         assert_eq!(v, 1, "the scorer cannot see v2 while cut off");

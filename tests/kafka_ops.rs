@@ -172,7 +172,7 @@ async fn serve_applies_canary_and_shadow_and_reports_on_the_operations_endpoint(
     let deadline = Instant::now() + Duration::from_secs(20);
     let metrics = loop {
         let (_, text) = get(&addr, "/metrics");
-        if text.contains("keyscore_consumer_lag{topic=")
+        if text.contains("keyscore_consumer_lag{")
             && text.contains(&format!("keyscore_shadow_records_out_total {}\n", N / 2))
         {
             break text;
