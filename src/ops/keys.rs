@@ -43,11 +43,15 @@ pub(super) struct KeyView {
     pub(super) metrics: Arc<Metrics>,
     pub(super) registry: Arc<ModelRegistry>,
     pub(super) store_view: Mutex<StoreView>,
+    /// Held while a scan runs.
+    pub(super) scanning: tokio::sync::Mutex<()>,
 }
 
 impl KeyView {
     /// Re-reads the store's key listing.
     pub(super) async fn scan_store(&self) {
+        // One scan at a time, so an older listing never overwrites a newer one.
+        let _scanning = self.scanning.lock().await;
         let result = self.registry.store().list().await;
         let mut view = self.store_view.lock().expect("store view lock");
         match result {

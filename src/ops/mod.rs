@@ -88,6 +88,7 @@ impl Ops {
             metrics: Arc::clone(&metrics),
             registry: Arc::clone(&registry),
             store_view: Mutex::new(StoreView::default()),
+            scanning: tokio::sync::Mutex::new(()),
         });
         // Registration fails only on a name registered twice: a bug, caught by the tests.
         metrics

@@ -1,63 +1,48 @@
 //! The hit path's lock-free copy of the cache.
+//!
+//! A concurrent map (`papaya`, lock-free reads) from key to slot. A hit is one hash and one
+//! load, whatever the number of keys; publishing a key touches only that key's entry, so its
+//! cost does not grow with the number of keys held (a copy-on-write snapshot would copy its
+//! shard on every publish: O(keys) per publish, O(keys²) for a cold start).
 
-use std::{collections::HashMap, sync::Arc};
-
-use arc_swap::ArcSwap;
+use papaya::Operation;
 
 use super::Slot;
 
-/// A lock-free copy of the cache for the hit path: `ArcSwap` maps, sharded by key hash so a
-/// publish copies one shard. Entries are only ever replaced by an equal or newer revision, so
-/// the hot path can never go back to a version the watcher already swapped out.
-#[derive(Debug)]
+/// A lock-free copy of the cache for the hit path. Entries are only ever replaced by an equal
+/// or newer revision, so the hot path can never go back to a version the watcher already
+/// swapped out.
+#[derive(Debug, Default)]
 pub(super) struct HotSnapshot {
-    shards: Vec<ArcSwap<HashMap<String, Slot>>>,
+    slots: papaya::HashMap<String, Slot>,
 }
-
-const HOT_SHARDS: usize = 64;
 
 impl HotSnapshot {
     pub(super) fn new() -> Self {
-        Self {
-            shards: (0..HOT_SHARDS).map(|_| ArcSwap::default()).collect(),
-        }
-    }
-
-    fn shard(&self, key: &str) -> &ArcSwap<HashMap<String, Slot>> {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        key.hash(&mut h);
-        &self.shards[(h.finish() as usize) % HOT_SHARDS]
+        Self::default()
     }
 
     pub(super) fn get(&self, key: &str) -> Option<Slot> {
-        self.shard(key).load().get(key).cloned()
+        self.slots.pin().get(key).cloned()
     }
 
     /// Serves `slot` for `key` from now on, unless a newer revision is already served.
     pub(super) fn publish(&self, key: &str, slot: &Slot) {
-        self.shard(key).rcu(|current| {
-            if current
-                .get(key)
-                .is_some_and(|held| held.revision > slot.revision)
-            {
-                return Arc::clone(current);
-            }
-            let mut next = HashMap::clone(current);
-            next.insert(key.to_string(), slot.clone());
-            Arc::new(next)
-        });
+        self.slots
+            .pin()
+            .compute(key.to_string(), |held| match held {
+                Some((_, held)) if held.revision > slot.revision => Operation::Abort(()),
+                _ => Operation::Insert(slot.clone()),
+            });
     }
 
     /// Drops `key` if its copy is at most `revision`.
     pub(super) fn remove(&self, key: &str, revision: i64) {
-        self.shard(key).rcu(|current| match current.get(key) {
-            Some(held) if held.revision <= revision => {
-                let mut next = HashMap::clone(current);
-                next.remove(key);
-                Arc::new(next)
-            }
-            _ => Arc::clone(current),
-        });
+        self.slots
+            .pin()
+            .compute(key.to_string(), |held| match held {
+                Some((_, held)) if held.revision <= revision => Operation::Remove,
+                _ => Operation::Abort(()),
+            });
     }
 }

@@ -22,6 +22,7 @@
 
 mod config;
 mod hot;
+mod load;
 mod rollouts;
 mod status;
 mod watcher;
@@ -35,18 +36,19 @@ use std::{
 };
 
 use tokio::sync::Mutex as AsyncMutex;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 pub use config::{RegistryConfig, StoreConfig};
 pub use rollouts::{CanaryModel, KeyRollout};
 pub use status::{KeyStatus, RegistryStats, Swap};
 
 use crate::{
-    model::{spec_checksum, Model, ModelSpec},
+    model::Model,
     store::{self, ChangeCursor, ModelStore},
     telemetry::ErrorChain,
 };
 use hot::HotSnapshot;
+use load::build_served;
 use rollouts::RolloutTable;
 use status::{Refused, SwapLog};
 
@@ -116,8 +118,6 @@ pub struct ModelRegistry {
     store_healthy: AtomicBool,
     swaps: SwapLog,
     stats: RegistryStats,
-    /// Hits served by the hot copy, for its sampling of moka's eviction.
-    hot_hits: AtomicU64,
     rollouts: RolloutTable,
     /// Whether the last rollout read succeeded (failures are logged on the change only).
     rollout_reads_ok: AtomicBool,
@@ -153,7 +153,6 @@ impl ModelRegistry {
             store_healthy: AtomicBool::new(true),
             swaps: SwapLog::default(),
             stats: RegistryStats::default(),
-            hot_hits: AtomicU64::new(0),
             rollouts: RolloutTable::default(),
             rollout_reads_ok: AtomicBool::new(true),
         }
@@ -210,20 +209,25 @@ impl ModelRegistry {
         Ok(Resolved::Missing(why))
     }
 
-    async fn slot(&self, key: &str) -> Result<Slot, Error> {
+    /// `key`'s slot if it is cached, counted as a hit.
+    async fn hot_slot(&self, key: &str) -> Option<Slot> {
         if let Some(slot) = self.hot.get(key) {
-            let hits = self.hot_hits.fetch_add(1, Ordering::Relaxed);
             self.stats.hits.inc();
-            if hits % TOUCH_EVERY == 0 {
+            if self.stats.hits.get() % TOUCH_EVERY == 0 {
                 // Hot reads bypass moka; tell it now and then which keys are in use, so its
                 // eviction keeps the popular ones.
                 let _ = self.cache.get(key).await;
             }
-            return Ok(slot);
+            return Some(slot);
         }
-        if let Some(slot) = self.cache.get(key).await {
-            self.stats.hits.inc();
-            self.hot.publish(key, &slot);
+        let slot = self.cache.get(key).await?;
+        self.stats.hits.inc();
+        self.hot.publish(key, &slot);
+        Some(slot)
+    }
+
+    async fn slot(&self, key: &str) -> Result<Slot, Error> {
+        if let Some(slot) = self.hot_slot(key).await {
             return Ok(slot);
         }
         self.stats.misses.inc();
@@ -249,44 +253,7 @@ impl ModelRegistry {
         Ok(slot)
     }
 
-    /// Reads and builds the active version of `key`.
-    async fn load(&self, key: &str) -> Result<Slot, Error> {
-        self.stats.loads.inc();
-        let active = self.store_call(self.store.active(key)).await?;
-        self.refresh_rollout(key).await;
-        let Some(active) = active else {
-            debug!(key, "Key has no active model.");
-            return Ok(Slot {
-                revision: 0,
-                model: None,
-                refused: None,
-            });
-        };
-        let revision = active.revision;
-        let version = active.model.version;
-        match build_served(active).await? {
-            Ok(served) => {
-                info!(key, version, "Loaded model.");
-                Ok(Slot {
-                    revision,
-                    model: Some(Arc::new(served)),
-                    refused: None,
-                })
-            }
-            Err(err) => {
-                self.note_refused(key, version, revision, &err);
-                Ok(Slot {
-                    revision,
-                    model: None,
-                    refused: Some(
-                        format!("{key} version {version} is active but was refused: {err}").into(),
-                    ),
-                })
-            }
-        }
-    }
-
-    async fn store_call<T>(
+    pub(super) async fn store_call<T>(
         &self,
         call: impl std::future::Future<Output = Result<T, store::Error>>,
     ) -> Result<T, Error> {
@@ -306,24 +273,4 @@ impl ModelRegistry {
             }
         }
     }
-}
-
-/// Builds a stored version off the async reactor (large forests take milliseconds).
-async fn build_served(
-    active: store::ActiveModel,
-) -> Result<Result<ServedModel, crate::model::Error>, Error> {
-    tokio::task::spawn_blocking(move || {
-        let text = active.model.spec_json;
-        let model = ModelSpec::from_json(text.as_bytes())?.build()?;
-        Ok(ServedModel {
-            checksum: spec_checksum(&text),
-            key: active.model.key,
-            version: active.model.version,
-            revision: active.revision,
-            model,
-            loaded_at: SystemTime::now(),
-        })
-    })
-    .await
-    .map_err(|err| Error::Loader(Arc::new(err)))
 }

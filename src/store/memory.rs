@@ -12,7 +12,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use super::{
     check_key, check_share, ActiveModel, Canary, ChangeCursor, Changes, Error, KeySummary,
-    ModelStore, Rollout, StoredModel,
+    ModelStore, Pointer as StorePointer, Rollout, StoredModel,
 };
 
 /// A key's active pointer.
@@ -34,6 +34,18 @@ struct State {
 }
 
 impl State {
+    fn active_model(&self, key: &str) -> Option<ActiveModel> {
+        let pointer = self.active.get(key)?;
+        Some(ActiveModel {
+            model: StoredModel {
+                key: key.to_string(),
+                version: pointer.version,
+                spec_json: self.versions[&(key.to_string(), pointer.version)].clone(),
+            },
+            revision: pointer.revision,
+        })
+    }
+
     fn has_version(&self, key: &str, version: i64) -> bool {
         self.versions.contains_key(&(key.to_string(), version))
     }
@@ -171,19 +183,25 @@ impl ModelStore for MemoryModelStore {
     }
 
     async fn active(&self, key: &str) -> Result<Option<ActiveModel>, Error> {
+        Ok(self.state().active_model(key))
+    }
+
+    async fn active_many(&self, keys: &[String]) -> Result<Vec<Option<ActiveModel>>, Error> {
         let state = self.state();
-        let Some(pointer) = state.active.get(key) else {
-            return Ok(None);
-        };
-        let spec_json = state.versions[&(key.to_string(), pointer.version)].clone();
-        Ok(Some(ActiveModel {
-            model: StoredModel {
-                key: key.to_string(),
-                version: pointer.version,
-                spec_json,
-            },
-            revision: pointer.revision,
-        }))
+        Ok(keys.iter().map(|key| state.active_model(key)).collect())
+    }
+
+    async fn pointers(&self, keys: &[String]) -> Result<Vec<Option<StorePointer>>, Error> {
+        let state = self.state();
+        Ok(keys
+            .iter()
+            .map(|key| {
+                state.active.get(key).map(|p| StorePointer {
+                    version: p.version,
+                    revision: p.revision,
+                })
+            })
+            .collect())
     }
 
     async fn version(&self, key: &str, version: i64) -> Result<Option<StoredModel>, Error> {

@@ -51,6 +51,30 @@ pub struct ActiveModel {
     pub revision: i64,
 }
 
+/// A key's active version and revision, without its spec: enough to tell whether a model
+/// already built is current.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pointer {
+    /// The active version.
+    pub version: i64,
+    /// The revision of the activation that made it active (see [`ActiveModel::revision`]).
+    pub revision: i64,
+}
+
+/// One version to upload with [`ModelStore::put_versions`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewVersion {
+    /// The model key.
+    pub key: String,
+    /// The version number, or `None` for the key's newest plus one.
+    pub version: Option<i64>,
+    /// The spec JSON.
+    pub spec_json: String,
+}
+
+/// How many keys a backend's batched reads ask for at once, at most.
+pub const READ_BATCH: usize = 512;
+
 /// A key with its versions, for listings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KeySummary {
@@ -183,6 +207,99 @@ pub trait ModelStore: Send + Sync + std::fmt::Debug {
     /// Keys whose active version or rollout changed after `cursor`. May repeat a key seen
     /// before (callers compare revisions), never misses one.
     async fn changes_since(&self, cursor: ChangeCursor) -> Result<Changes, Error>;
+
+    /// The active version of each of `keys`, in order: one call for a batch of keys. The
+    /// default asks [`ModelStore::active`] for each in turn; backends override it with one
+    /// transaction or concurrent reads.
+    async fn active_many(&self, keys: &[String]) -> Result<Vec<Option<ActiveModel>>, Error> {
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            out.push(self.active(key).await?);
+        }
+        Ok(out)
+    }
+
+    /// The active pointer of each of `keys`, in order, without reading specs. The default
+    /// reads [`ModelStore::active_many`]; backends override it to leave the specs unread.
+    async fn pointers(&self, keys: &[String]) -> Result<Vec<Option<Pointer>>, Error> {
+        Ok(self
+            .active_many(keys)
+            .await?
+            .into_iter()
+            .map(|a| {
+                a.map(|a| Pointer {
+                    version: a.model.version,
+                    revision: a.revision,
+                })
+            })
+            .collect())
+    }
+
+    /// Uploads many versions: each is checked like [`ModelStore::put_version`], and one that
+    /// is refused does not stop the others. Returns one result per item, in order. Provided:
+    /// the checks, then [`ModelStore::insert_versions`] for the items that passed.
+    async fn put_versions(&self, items: &[NewVersion]) -> Result<Vec<Result<i64, Error>>, Error> {
+        let mut results: Vec<Option<Result<i64, Error>>> = Vec::with_capacity(items.len());
+        let mut valid = Vec::new();
+        for item in items {
+            let checked = check_key(&item.key)
+                .and_then(|()| match item.version {
+                    Some(v) if v < 1 => Err(Error::InvalidVersion(v)),
+                    _ => Ok(()),
+                })
+                .and_then(|()| check_spec(&item.spec_json));
+            match checked {
+                Ok(()) => {
+                    results.push(None);
+                    valid.push(item.clone());
+                }
+                Err(err) => results.push(Some(Err(err))),
+            }
+        }
+        let mut inserted = self.insert_versions(&valid).await?.into_iter();
+        Ok(results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| inserted.next().expect("one result per valid item")))
+            .collect())
+    }
+
+    /// The backend's write behind [`ModelStore::put_versions`]: stores each item unchecked,
+    /// like [`ModelStore::insert_version`], returning one result per item (an existing version
+    /// fails only its item). Fails as a whole only when the store cannot be written. The
+    /// default inserts one at a time; backends override it to write in large transactions.
+    async fn insert_versions(
+        &self,
+        items: &[NewVersion],
+    ) -> Result<Vec<Result<i64, Error>>, Error> {
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            match self
+                .insert_version(&item.key, item.version, &item.spec_json)
+                .await
+            {
+                Err(err) if err.is_transient() => return Err(err),
+                result => out.push(result),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Activates many (key, version) pairs, each like [`ModelStore::activate`]; one result per
+    /// pair, in order. The default activates one at a time; backends override it to write in
+    /// large transactions.
+    async fn activate_many(
+        &self,
+        items: &[(String, i64)],
+    ) -> Result<Vec<Result<(), Error>>, Error> {
+        let mut out = Vec::with_capacity(items.len());
+        for (key, version) in items {
+            match self.activate(key, *version).await {
+                Err(err) if err.is_transient() => return Err(err),
+                result => out.push(result),
+            }
+        }
+        Ok(out)
+    }
 
     /// The rollout of `key`, or `None` when it never had one. The default, for stores without
     /// rollouts, is `None`.

@@ -8,7 +8,11 @@
 //! (see [`crate::rollout`]). Every batch is counted in the scorer's [`Metrics`]; what becomes
 //! of each outcome is [`super::output`]'s.
 
-use std::{collections::HashMap, sync::Arc, time::Instant};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Instant,
+};
 
 use super::{
     metrics::{score_value, BatchTally, KeyTally, Metrics},
@@ -123,22 +127,32 @@ impl Scorer {
             .iter()
             .map(|i| decode(i.payload, &self.format, i.key))
             .collect();
-        let mut models: HashMap<&str, KeyModels> = HashMap::new();
+        // Each distinct key is resolved once per batch; missing ones are loaded together.
+        let mut keys: Vec<&str> = Vec::new();
+        let mut seen: HashSet<&str> = HashSet::new();
         for d in decoded.iter().flatten() {
-            if !models.contains_key(d.key.as_str()) {
-                let resolved = match self.registry.resolve(&d.key).await {
+            if seen.insert(d.key.as_str()) {
+                keys.push(d.key.as_str());
+            }
+        }
+        let resolved = self.registry.resolve_many(&keys).await;
+        let models: HashMap<&str, KeyModels> = keys
+            .into_iter()
+            .zip(resolved)
+            .map(|(key, resolved)| {
+                let models = match resolved {
                     Ok(resolved) => {
                         let rollout = match &resolved {
-                            Resolved::Own(_) => self.registry.rollout(&d.key),
+                            Resolved::Own(_) => self.registry.rollout(key),
                             _ => None,
                         };
                         Ok((resolved, rollout))
                     }
-                    Err(err) => Err(store_rejection(err)),
+                    Err(err) => Err(store_rejection(&err)),
                 };
-                models.insert(d.key.as_str(), resolved);
-            }
-        }
+                (key, models)
+            })
+            .collect();
         let mut scratch = Vec::with_capacity(32);
         let mut scoring = Scoring {
             outcomes: Vec::with_capacity(inputs.len()),
@@ -259,12 +273,9 @@ fn id_text<'a>(d: &Decoded<'a>, payload: &'a [u8]) -> &'a [u8] {
     }
 }
 
-fn store_rejection(err: registry::Error) -> Rejection {
+fn store_rejection(err: &registry::Error) -> Rejection {
     Rejection::new(
         Reason::StoreUnavailable,
-        format!(
-            "could not load the model for this key: {}",
-            ErrorChain(&err)
-        ),
+        format!("could not load the model for this key: {}", ErrorChain(err)),
     )
 }

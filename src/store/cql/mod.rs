@@ -52,7 +52,7 @@ use self::errors::{corrupt, execution_error, pager_error, row_error, session_err
 use self::statements::{RolloutStatements, Statements};
 use super::{
     check_key, check_share, ActiveModel, Canary, ChangeCursor, Changes, Error, KeySummary,
-    ModelStore, Rollout, StoredModel,
+    ModelStore, Pointer as StorePointer, Rollout, StoredModel,
 };
 use crate::model::ModelSpec;
 
@@ -61,6 +61,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long opening a connection to a node may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Reads in flight at once for one batched call ([`ModelStore::active_many`]).
+const CONCURRENT_READS: usize = 32;
 
 /// How long one schema statement of `init` may take (schema changes are slower).
 const SCHEMA_TIMEOUT: Duration = Duration::from_secs(60);
@@ -440,6 +443,36 @@ impl ModelStore for CqlModelStore {
             },
             revision: pointer.written_at,
         }))
+    }
+
+    async fn active_many(&self, keys: &[String]) -> Result<Vec<Option<ActiveModel>>, Error> {
+        // Concurrent prepared reads, a bounded number in flight, answers in order.
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(CONCURRENT_READS) {
+            let reads: Vec<_> = chunk.iter().map(|key| self.active(key)).collect();
+            out.extend(futures::future::try_join_all(reads).await?);
+        }
+        Ok(out)
+    }
+
+    async fn pointers(&self, keys: &[String]) -> Result<Vec<Option<StorePointer>>, Error> {
+        let st = self.statements().await?;
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(CONCURRENT_READS) {
+            let reads: Vec<_> = chunk.iter().map(|key| self.read_pointer(st, key)).collect();
+            out.extend(
+                futures::future::try_join_all(reads)
+                    .await?
+                    .into_iter()
+                    .map(|p| {
+                        p.map(|p| StorePointer {
+                            version: p.version,
+                            revision: p.written_at,
+                        })
+                    }),
+            );
+        }
+        Ok(out)
     }
 
     async fn version(&self, key: &str, version: i64) -> Result<Option<StoredModel>, Error> {

@@ -31,14 +31,17 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 mod sql;
 
 use sql::{
-    configure, create_schema, feed_row, move_pointer, now_millis, read_pointer, read_rollout,
-    spec_author, sqlite_error, version_exists, write_canary,
+    activate_row, configure, create_schema, feed_row, insert_version_row, move_pointer,
+    read_active, read_pointer, read_rollout, sqlite_error, version_exists, write_canary,
 };
 
 use super::{
     check_key, check_share, ActiveModel, Canary, ChangeCursor, Changes, Error, KeySummary,
-    ModelStore, Rollout, StoredModel,
+    ModelStore, NewVersion, Pointer, Rollout, StoredModel,
 };
+
+/// Versions written (or activations made) in one transaction by the bulk calls, at most.
+const WRITE_BATCH: usize = 10_000;
 
 /// A model store in a local SQLite file.
 #[derive(Debug, Clone)]
@@ -139,55 +142,69 @@ impl ModelStore for EmbeddedModelStore {
     ) -> Result<i64, Error> {
         let key = key.to_string();
         let spec = spec_json.to_string();
-        let author = spec_author(spec_json);
         self.write("storing a model version", move |tx| {
-            let context = "storing a model version";
-            let version = match version {
-                Some(v) => {
-                    if version_exists(tx, &key, v).map_err(sqlite_error(context))? {
-                        return Err(Error::VersionExists { key, version: v });
-                    }
-                    v
-                }
-                None => {
-                    let newest: Option<i64> = tx
-                        .query_row(
-                            "SELECT MAX(version) FROM model_versions WHERE key = ?1",
-                            [&key],
-                            |row| row.get(0),
-                        )
-                        .map_err(sqlite_error(context))?;
-                    newest.unwrap_or(0) + 1
-                }
-            };
-            tx.execute(
-                "INSERT INTO model_versions (key, version, spec, author, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![key, version, spec, author, now_millis()],
-            )
-            .map_err(sqlite_error(context))?;
-            Ok(version)
+            insert_version_row(tx, &key, version, &spec)
         })
         .await
+    }
+
+    async fn insert_versions(
+        &self,
+        items: &[NewVersion],
+    ) -> Result<Vec<Result<i64, Error>>, Error> {
+        let mut out = Vec::with_capacity(items.len());
+        // One transaction (one sync to disk) per chunk instead of one per version.
+        for chunk in items.chunks(WRITE_BATCH) {
+            let chunk = chunk.to_vec();
+            let results = self
+                .write("storing model versions", move |tx| {
+                    let mut results = Vec::with_capacity(chunk.len());
+                    for item in &chunk {
+                        match insert_version_row(tx, &item.key, item.version, &item.spec_json) {
+                            // The file failed: roll the chunk back and fail the call.
+                            Err(err) if err.is_transient() => return Err(err),
+                            result => results.push(result),
+                        }
+                    }
+                    Ok(results)
+                })
+                .await?;
+            out.extend(results);
+        }
+        Ok(out)
     }
 
     async fn activate(&self, key: &str, version: i64) -> Result<(), Error> {
         check_key(key)?;
         let key = key.to_string();
         self.write("activating a model version", move |tx| {
-            let context = "activating a model version";
-            if !version_exists(tx, &key, version).map_err(sqlite_error(context))? {
-                return Err(Error::NoSuchVersion { key, version });
-            }
-            let previous = match read_pointer(tx, &key).map_err(sqlite_error(context))? {
-                // Re-activating the active version keeps the rollback target.
-                Some((current, previous, _)) if current == version => previous,
-                Some((current, _, _)) => Some(current),
-                None => None,
-            };
-            move_pointer(tx, &key, version, previous).map_err(sqlite_error(context))
+            activate_row(tx, &key, version)
         })
         .await
+    }
+
+    async fn activate_many(
+        &self,
+        items: &[(String, i64)],
+    ) -> Result<Vec<Result<(), Error>>, Error> {
+        let mut out = Vec::with_capacity(items.len());
+        for chunk in items.chunks(WRITE_BATCH) {
+            let chunk = chunk.to_vec();
+            let results = self
+                .write("activating model versions", move |tx| {
+                    let mut results = Vec::with_capacity(chunk.len());
+                    for (key, version) in &chunk {
+                        match check_key(key).and_then(|()| activate_row(tx, key, *version)) {
+                            Err(err) if err.is_transient() => return Err(err),
+                            result => results.push(result),
+                        }
+                    }
+                    Ok(results)
+                })
+                .await?;
+            out.extend(results);
+        }
+        Ok(out)
     }
 
     async fn rollback(&self, key: &str) -> Result<i64, Error> {
@@ -207,28 +224,44 @@ impl ModelStore for EmbeddedModelStore {
     }
 
     async fn active(&self, key: &str) -> Result<Option<ActiveModel>, Error> {
-        let key = key.to_string();
+        Ok(self.active_many(&[key.to_string()]).await?.pop().flatten())
+    }
+
+    async fn active_many(&self, keys: &[String]) -> Result<Vec<Option<ActiveModel>>, Error> {
+        let keys = keys.to_vec();
         self.call(move |conn| {
-            let context = "reading the active version";
-            let row = conn
-                .query_row(
-                    "SELECT a.version, a.revision, v.spec
-                     FROM active_models a
-                     JOIN model_versions v ON v.key = a.key AND v.version = a.version
-                     WHERE a.key = ?1",
-                    [&key],
-                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-                )
-                .optional()
-                .map_err(sqlite_error(context))?;
-            Ok(row.map(|(version, revision, spec_json)| ActiveModel {
-                model: StoredModel {
-                    key,
-                    version,
-                    spec_json,
-                },
-                revision,
-            }))
+            let context = "reading active versions";
+            // One read transaction: every key is read at the same point of the file.
+            let tx = conn.transaction().map_err(sqlite_error(context))?;
+            let mut out = Vec::with_capacity(keys.len());
+            for key in keys {
+                let row = read_active(&tx, &key).map_err(sqlite_error(context))?;
+                out.push(row.map(|(version, revision, spec_json)| ActiveModel {
+                    model: StoredModel {
+                        key,
+                        version,
+                        spec_json,
+                    },
+                    revision,
+                }));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn pointers(&self, keys: &[String]) -> Result<Vec<Option<Pointer>>, Error> {
+        let keys = keys.to_vec();
+        self.call(move |conn| {
+            let context = "reading active pointers";
+            let tx = conn.transaction().map_err(sqlite_error(context))?;
+            keys.iter()
+                .map(|key| {
+                    read_pointer(&tx, key)
+                        .map(|p| p.map(|(version, _, revision)| Pointer { version, revision }))
+                        .map_err(sqlite_error(context))
+                })
+                .collect()
         })
         .await
     }

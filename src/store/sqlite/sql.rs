@@ -146,22 +146,18 @@ pub(super) fn read_pointer(
     conn: &Connection,
     key: &str,
 ) -> rusqlite::Result<Option<(i64, Option<i64>, i64)>> {
-    conn.query_row(
+    conn.prepare_cached(
         "SELECT version, previous_version, revision FROM active_models WHERE key = ?1",
-        [key],
-        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-    )
+    )?
+    .query_row([key], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
     .optional()
 }
 
 pub(super) fn version_exists(conn: &Connection, key: &str, version: i64) -> rusqlite::Result<bool> {
-    conn.query_row(
-        "SELECT 1 FROM model_versions WHERE key = ?1 AND version = ?2",
-        params![key, version],
-        |_| Ok(()),
-    )
-    .optional()
-    .map(|found| found.is_some())
+    conn.prepare_cached("SELECT 1 FROM model_versions WHERE key = ?1 AND version = ?2")?
+        .query_row(params![key, version], |_| Ok(()))
+        .optional()
+        .map(|found| found.is_some())
 }
 
 /// Points `key` at `version`, remembering `previous`, and appends the feed row; the caller
@@ -172,29 +168,23 @@ pub(super) fn move_pointer(
     version: i64,
     previous: Option<i64>,
 ) -> rusqlite::Result<()> {
-    conn.execute(
-        "INSERT INTO model_changes (key, version, at) VALUES (?1, ?2, ?3)",
-        params![key, version, now_millis()],
-    )?;
-    let revision = conn.last_insert_rowid();
-    conn.execute(
+    let revision = feed_row(conn, key, version)?;
+    conn.prepare_cached(
         "INSERT INTO active_models (key, version, previous_version, revision)
          VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (key) DO UPDATE SET
              version = excluded.version,
              previous_version = excluded.previous_version,
              revision = excluded.revision",
-        params![key, version, previous, revision],
-    )?;
+    )?
+    .execute(params![key, version, previous, revision])?;
     Ok(())
 }
 
 /// Appends a feed row for `key` and returns its `seq`.
 pub(super) fn feed_row(conn: &Connection, key: &str, version: i64) -> rusqlite::Result<i64> {
-    conn.execute(
-        "INSERT INTO model_changes (key, version, at) VALUES (?1, ?2, ?3)",
-        params![key, version, now_millis()],
-    )?;
+    conn.prepare_cached("INSERT INTO model_changes (key, version, at) VALUES (?1, ?2, ?3)")?
+        .execute(params![key, version, now_millis()])?;
     Ok(conn.last_insert_rowid())
 }
 
@@ -235,4 +225,73 @@ pub(super) fn write_canary(
         params![key, canary.map(|c| c.version), canary.map(|c| c.share), seq],
     )?;
     Ok(())
+}
+
+/// `key`'s active version, its revision and its spec.
+pub(super) fn read_active(
+    conn: &Connection,
+    key: &str,
+) -> rusqlite::Result<Option<(i64, i64, String)>> {
+    conn.prepare_cached(
+        "SELECT a.version, a.revision, v.spec
+         FROM active_models a
+         JOIN model_versions v ON v.key = a.key AND v.version = a.version
+         WHERE a.key = ?1",
+    )?
+    .query_row([key], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+    .optional()
+}
+
+/// Stores one version in the caller's write transaction: `version`, or the key's newest plus
+/// one. An existing version is [`Error::VersionExists`].
+pub(super) fn insert_version_row(
+    conn: &Connection,
+    key: &str,
+    version: Option<i64>,
+    spec: &str,
+) -> Result<i64, Error> {
+    let context = "storing a model version";
+    let version = match version {
+        Some(v) => {
+            if version_exists(conn, key, v).map_err(sqlite_error(context))? {
+                return Err(Error::VersionExists {
+                    key: key.to_string(),
+                    version: v,
+                });
+            }
+            v
+        }
+        None => {
+            let newest: Option<i64> = conn
+                .prepare_cached("SELECT MAX(version) FROM model_versions WHERE key = ?1")
+                .and_then(|mut st| st.query_row([key], |row| row.get(0)))
+                .map_err(sqlite_error(context))?;
+            newest.unwrap_or(0) + 1
+        }
+    };
+    conn.prepare_cached(
+        "INSERT INTO model_versions (key, version, spec, author, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .and_then(|mut st| st.execute(params![key, version, spec, spec_author(spec), now_millis()]))
+    .map_err(sqlite_error(context))?;
+    Ok(version)
+}
+
+/// Activates `version` of `key` in the caller's write transaction; re-activating the active
+/// version keeps the rollback target.
+pub(super) fn activate_row(conn: &Connection, key: &str, version: i64) -> Result<(), Error> {
+    let context = "activating a model version";
+    if !version_exists(conn, key, version).map_err(sqlite_error(context))? {
+        return Err(Error::NoSuchVersion {
+            key: key.to_string(),
+            version,
+        });
+    }
+    let previous = match read_pointer(conn, key).map_err(sqlite_error(context))? {
+        Some((current, previous, _)) if current == version => previous,
+        Some((current, _, _)) => Some(current),
+        None => None,
+    };
+    move_pointer(conn, key, version, previous).map_err(sqlite_error(context))
 }

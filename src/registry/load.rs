@@ -1,0 +1,279 @@
+//! Loading: reading a key's active version from the store and building it off the async
+//! reactor, one key at a time (a first use) or a batch's missing keys together (one store call
+//! and one trip to the blocking pool for the whole batch).
+
+use std::{
+    collections::HashMap,
+    sync::{atomic::Ordering, Arc},
+    time::SystemTime,
+};
+
+use moka::ops::compute::Op;
+use tracing::{debug, info, warn};
+
+use super::{Error, ModelRegistry, Resolved, ServedModel, Slot};
+use crate::{
+    model::{spec_checksum, ModelSpec},
+    store,
+    telemetry::ErrorChain,
+};
+
+/// What one key resolved to in a batch: its own slot, or why it could not be loaded.
+type Loaded = Result<Slot, Arc<Error>>;
+
+impl ModelRegistry {
+    /// Reads and builds the active version of `key`.
+    pub(super) async fn load(&self, key: &str) -> Result<Slot, Error> {
+        self.stats.loads.inc();
+        let active = self.store_call(self.store.active(key)).await?;
+        self.refresh_rollout(key).await;
+        let Some(active) = active else {
+            debug!(key, "Key has no active model.");
+            return Ok(Slot {
+                revision: 0,
+                model: None,
+                refused: None,
+            });
+        };
+        let revision = active.revision;
+        let version = active.model.version;
+        match build_served(active).await? {
+            Ok(served) => {
+                info!(key, version, "Loaded model.");
+                Ok(Slot {
+                    revision,
+                    model: Some(Arc::new(served)),
+                    refused: None,
+                })
+            }
+            Err(err) => {
+                self.note_refused(key, version, revision, &err);
+                Ok(Slot {
+                    revision,
+                    model: None,
+                    refused: Some(
+                        format!("{key} version {version} is active but was refused: {err}").into(),
+                    ),
+                })
+            }
+        }
+    }
+
+    /// The models that score records with each of `keys` (distinct keys, as a batch has them),
+    /// in order: each key's own model, else the fallback key's. Keys already cached cost one
+    /// lock-free lookup each; the rest are loaded together: one store call for all of them and
+    /// one trip to the blocking pool to build them. Concurrent loads of the same key are
+    /// coalesced. A key that fails to load fails alone: when the batched read fails, each
+    /// missing key is retried on its own.
+    pub async fn resolve_many(&self, keys: &[&str]) -> Vec<Result<Resolved, Arc<Error>>> {
+        let mut slots: Vec<Option<Loaded>> = Vec::with_capacity(keys.len());
+        for key in keys {
+            slots.push(self.hot_slot(key).await.map(Ok));
+        }
+        let missing: Vec<&str> = keys
+            .iter()
+            .zip(&slots)
+            .filter(|(_, s)| s.is_none())
+            .map(|(k, _)| *k)
+            .collect();
+        if !missing.is_empty() {
+            let mut loaded = self.load_many(&missing).await;
+            for (slot, key) in slots.iter_mut().zip(keys) {
+                if slot.is_none() {
+                    *slot = loaded.remove(*key);
+                }
+            }
+        }
+        let mut fallback: Option<Option<Arc<ServedModel>>> = None;
+        let mut out = Vec::with_capacity(keys.len());
+        for (key, slot) in keys.iter().zip(slots) {
+            let own = match slot.expect("every key was looked up or loaded") {
+                Ok(own) => own,
+                Err(err) => {
+                    out.push(Err(err));
+                    continue;
+                }
+            };
+            if let Some(model) = own.model {
+                out.push(Ok(Resolved::Own(model)));
+                continue;
+            }
+            let fallback_model = match self.config.fallback_key.as_deref() {
+                Some(fb) if fb != *key => {
+                    if fallback.is_none() {
+                        fallback = Some(match self.slot(fb).await {
+                            Ok(slot) => slot.model,
+                            Err(err) => {
+                                out.push(Err(Arc::new(err)));
+                                continue;
+                            }
+                        });
+                    }
+                    fallback.clone().flatten()
+                }
+                _ => None,
+            };
+            out.push(Ok(match fallback_model {
+                Some(model) => Resolved::Fallback(model),
+                None => Resolved::Missing(match own.refused {
+                    Some(why) => why,
+                    None => format!("no active model for key '{key}' and no fallback model").into(),
+                }),
+            }));
+        }
+        out
+    }
+
+    /// Loads `keys` (none of them in the hot copy) together and caches them. Returns each
+    /// key's slot, or why it could not be loaded.
+    async fn load_many(&self, keys: &[&str]) -> HashMap<String, Loaded> {
+        self.stats.misses.inc_by(keys.len() as u64);
+        let started_at = self.poll_seq.load(Ordering::SeqCst);
+        let owned: Vec<String> = keys.iter().map(|k| (*k).to_string()).collect();
+        let actives = match self.store_call(self.store.active_many(&owned)).await {
+            Ok(actives) => actives,
+            Err(err) => {
+                // The batched read failed: load each key on its own, so a key that cannot be
+                // read fails alone (and a store outage fails each, counted once per key).
+                debug!(keys = keys.len(), error = %ErrorChain(&err), "Batched load failed; loading keys one by one.");
+                let mut out = HashMap::with_capacity(keys.len());
+                for key in keys {
+                    out.insert((*key).to_string(), self.slot(key).await.map_err(Arc::new));
+                }
+                return out;
+            }
+        };
+        self.stats.loads.inc_by(keys.len() as u64);
+        for key in keys {
+            self.refresh_rollout(key).await;
+        }
+        let slots = match build_many(actives.iter().flatten().cloned().collect()).await {
+            Ok(built) => {
+                let mut built = built.into_iter();
+                keys.iter()
+                    .zip(&actives)
+                    .map(|(key, active)| match active {
+                        None => Slot {
+                            revision: 0,
+                            model: None,
+                            refused: None,
+                        },
+                        Some(active) => {
+                            self.slot_of(key, active, built.next().expect("one per model"))
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            }
+            Err(err) => {
+                let err = Arc::new(err);
+                return keys
+                    .iter()
+                    .map(|k| ((*k).to_string(), Err(Arc::clone(&err))))
+                    .collect();
+            }
+        };
+        let mut out = HashMap::with_capacity(keys.len());
+        for (key, slot) in keys.iter().zip(slots) {
+            let slot = self.insert_loaded(key, slot).await;
+            // A change seen while this load ran may have been read before the load's store
+            // read; reload so the newer revision wins.
+            let slot = if self
+                .changed_at_poll
+                .get(*key)
+                .is_some_and(|seq| seq >= started_at)
+            {
+                match self.refresh_key(key).await {
+                    Ok(now) => now.unwrap_or(slot),
+                    Err(err) => {
+                        warn!(key, error = %ErrorChain(&err), "Re-reading a key changed during its load failed; it is re-read at the next poll.");
+                        slot
+                    }
+                }
+            } else {
+                slot
+            };
+            out.insert((*key).to_string(), Ok(slot));
+        }
+        out
+    }
+
+    /// The slot for a key whose active version was built (or refused) in a batch.
+    fn slot_of(
+        &self,
+        key: &str,
+        active: &store::ActiveModel,
+        built: Result<ServedModel, crate::model::Error>,
+    ) -> Slot {
+        let (version, revision) = (active.model.version, active.revision);
+        match built {
+            Ok(served) => {
+                debug!(key, version, "Loaded model.");
+                Slot {
+                    revision,
+                    model: Some(Arc::new(served)),
+                    refused: None,
+                }
+            }
+            Err(err) => {
+                self.note_refused(key, version, revision, &err);
+                Slot {
+                    revision,
+                    model: None,
+                    refused: Some(
+                        format!("{key} version {version} is active but was refused: {err}").into(),
+                    ),
+                }
+            }
+        }
+    }
+
+    /// Caches a slot loaded in a batch, unless a concurrent load already cached a newer
+    /// revision; returns what is cached, and serves it from the hot copy.
+    async fn insert_loaded(&self, key: &str, slot: Slot) -> Slot {
+        let result = self
+            .cache
+            .entry_by_ref(key)
+            .and_compute_with(|current| {
+                std::future::ready(match current {
+                    Some(entry) if entry.value().revision >= slot.revision => Op::Nop,
+                    _ => Op::Put(slot.clone()),
+                })
+            })
+            .await;
+        let now = result.into_entry().map_or(slot, |e| e.into_value());
+        self.hot.publish(key, &now);
+        now
+    }
+}
+
+/// Builds a stored version off the async reactor (large forests take milliseconds).
+pub(super) async fn build_served(
+    active: store::ActiveModel,
+) -> Result<Result<ServedModel, crate::model::Error>, Error> {
+    tokio::task::spawn_blocking(move || build(active))
+        .await
+        .map_err(|err| Error::Loader(Arc::new(err)))
+}
+/// Builds many stored versions in one trip to the blocking pool: one result per model, in
+/// order.
+async fn build_many(
+    actives: Vec<store::ActiveModel>,
+) -> Result<Vec<Result<ServedModel, crate::model::Error>>, Error> {
+    tokio::task::spawn_blocking(move || actives.into_iter().map(build).collect())
+        .await
+        .map_err(|err| Error::Loader(Arc::new(err)))
+}
+
+/// Decodes and builds one stored version.
+fn build(active: store::ActiveModel) -> Result<ServedModel, crate::model::Error> {
+    let text = active.model.spec_json;
+    let model = ModelSpec::from_json(text.as_bytes())?.build()?;
+    Ok(ServedModel {
+        checksum: spec_checksum(&text),
+        key: active.model.key,
+        version: active.model.version,
+        revision: active.revision,
+        model,
+        loaded_at: SystemTime::now(),
+    })
+}
