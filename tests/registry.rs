@@ -28,6 +28,7 @@ fn linear(intercept: f64) -> String {
 fn config(fallback: Option<&str>) -> RegistryConfig {
     RegistryConfig {
         capacity: 1000,
+        max_bytes: 1 << 30,
         fallback_key: fallback.map(str::to_string),
         refresh_interval: Duration::from_millis(20),
         resync_every: 0,

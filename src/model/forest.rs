@@ -54,6 +54,16 @@ pub(super) struct Forest {
 }
 
 impl Forest {
+    /// Heap bytes held.
+    pub(super) fn heap_bytes(&self) -> usize {
+        use super::vec_bytes;
+        vec_bytes(&self.nodes)
+            + vec_bytes(&self.leaf_values)
+            + vec_bytes(&self.roots)
+            + vec_bytes(&self.depths)
+            + vec_bytes(&self.values)
+    }
+
     pub(super) fn build(
         trees: &[TreeSpec],
         precision: ThresholdPrecision,

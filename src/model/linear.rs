@@ -34,6 +34,11 @@ fn dot(w: &[f64], x: &[f64]) -> f64 {
 }
 
 impl Linear {
+    /// Heap bytes held.
+    pub(super) fn heap_bytes(&self) -> usize {
+        super::vec_bytes(&self.coefficients)
+    }
+
     pub(super) fn build(
         coefficients: &[f64],
         intercept: f64,
@@ -70,6 +75,11 @@ impl Linear {
 }
 
 impl Logistic {
+    /// Heap bytes held.
+    pub(super) fn heap_bytes(&self) -> usize {
+        super::vec_bytes(&self.coefficients) + super::vec_bytes(&self.intercepts)
+    }
+
     pub(super) fn build(
         coefficients: &[Vec<f64>],
         intercepts: &[f64],

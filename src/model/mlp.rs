@@ -113,6 +113,16 @@ fn activation_name(a: Activation) -> &'static str {
 }
 
 impl Mlp {
+    /// Heap bytes held.
+    pub(super) fn heap_bytes(&self) -> usize {
+        super::vec_bytes(&self.layers)
+            + self
+                .layers
+                .iter()
+                .map(|l| super::vec_bytes(&l.weights) + super::vec_bytes(&l.biases))
+                .sum::<usize>()
+    }
+
     pub(super) fn build(
         layers: &[LayerSpec],
         hidden: Activation,

@@ -104,7 +104,36 @@ impl ModelSpec {
 
 mod build;
 
+/// Heap bytes of a vector's allocation.
+fn vec_bytes<T>(v: &[T]) -> usize {
+    std::mem::size_of_val(v)
+}
+
 impl Model {
+    /// Bytes this model holds, its own struct and its heap allocations: what a cache of built
+    /// models weighs it at.
+    pub fn heap_bytes(&self) -> usize {
+        let strings = |v: &[String]| vec_bytes(v) + v.iter().map(String::len).sum::<usize>();
+        let kind = match &self.kind {
+            Kind::Linear(m) => m.heap_bytes(),
+            Kind::Logistic(m) => m.heap_bytes(),
+            Kind::Forest(m) => m.heap_bytes(),
+            Kind::Mlp(m) => m.heap_bytes(),
+        };
+        let output = match &self.output {
+            Output::Regression => 0,
+            Output::Classification(classes) => strings(classes),
+        };
+        std::mem::size_of::<Self>()
+            + strings(&self.features)
+            + self
+                .scaler
+                .as_ref()
+                .map_or(0, |s| vec_bytes(&s.mean) + vec_bytes(&s.scale))
+            + kind
+            + output
+    }
+
     /// Feature names in the order [`Model::predict`] expects them.
     pub fn features(&self) -> &[String] {
         &self.features

@@ -18,6 +18,10 @@ pub struct StoreConfig {
     pub resync_every: u64,
     /// The most models kept built in memory (default 100000).
     pub cache_capacity: u64,
+    /// The most bytes of built models kept in memory (default 2147483648, 2 GiB). Each model
+    /// is weighed at its real size; whichever of this and `cache_capacity` is reached first
+    /// evicts the least used keys.
+    pub cache_max_bytes: u64,
     /// The key whose model scores records whose key has no model (default `_default`; empty
     /// string disables the fallback).
     pub fallback_key: String,
@@ -30,6 +34,7 @@ impl Default for StoreConfig {
             refresh_interval_ms: 1000,
             resync_every: 30,
             cache_capacity: 100_000,
+            cache_max_bytes: 2 << 30,
             fallback_key: "_default".into(),
         }
     }
@@ -40,6 +45,7 @@ impl StoreConfig {
     pub fn registry(&self) -> RegistryConfig {
         RegistryConfig {
             capacity: self.cache_capacity,
+            max_bytes: self.cache_max_bytes,
             fallback_key: Some(self.fallback_key.clone()).filter(|k| !k.is_empty()),
             refresh_interval: Duration::from_millis(self.refresh_interval_ms.max(10)),
             resync_every: self.resync_every,
@@ -52,6 +58,8 @@ impl StoreConfig {
 pub struct RegistryConfig {
     /// The most keys kept built at once.
     pub capacity: u64,
+    /// The most bytes of built models kept at once.
+    pub max_bytes: u64,
     /// The key whose model scores records whose own key has no active model.
     pub fallback_key: Option<String>,
     /// How often the watcher polls the change feed.
@@ -64,6 +72,7 @@ impl Default for RegistryConfig {
     fn default() -> Self {
         Self {
             capacity: 100_000,
+            max_bytes: 2 << 30,
             fallback_key: Some("_default".into()),
             refresh_interval: Duration::from_secs(1),
             resync_every: 30,

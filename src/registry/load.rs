@@ -256,7 +256,7 @@ pub(super) async fn build_served(
 }
 /// Builds many stored versions in one trip to the blocking pool: one result per model, in
 /// order.
-async fn build_many(
+pub(super) async fn build_many(
     actives: Vec<store::ActiveModel>,
 ) -> Result<Vec<Result<ServedModel, crate::model::Error>>, Error> {
     tokio::task::spawn_blocking(move || actives.into_iter().map(build).collect())

@@ -52,6 +52,17 @@ use load::build_served;
 use rollouts::RolloutTable;
 use status::{Refused, SwapLog};
 
+/// Weighs a cached slot for the cache's two bounds at once: at least its real size in bytes,
+/// so the cache never holds more than `max_bytes`; and at least `max_bytes / capacity`, so it
+/// never holds more than `capacity` keys.
+fn slot_weigher(config: &RegistryConfig) -> impl Fn(&String, &Slot) -> u32 + Send + Sync + 'static {
+    let floor = config.max_bytes / config.capacity.max(1);
+    move |key: &String, slot: &Slot| {
+        let bytes = slot.heap_bytes() + key.len();
+        u32::try_from((bytes as u64).max(floor)).unwrap_or(u32::MAX)
+    }
+}
+
 /// A built model with the identity of the stored version it came from.
 #[derive(Debug)]
 pub struct ServedModel {
@@ -69,6 +80,13 @@ pub struct ServedModel {
     pub loaded_at: SystemTime,
 }
 
+impl ServedModel {
+    /// Bytes this built version holds: the model, its key and checksum.
+    pub fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + self.key.len() + self.checksum.len() + self.model.heap_bytes()
+    }
+}
+
 /// What the cache holds for a key: its model, or the fact that it has none usable.
 #[derive(Debug, Clone)]
 struct Slot {
@@ -76,6 +94,15 @@ struct Slot {
     model: Option<Arc<ServedModel>>,
     /// Why a key has no model although the store names an active version.
     refused: Option<Arc<str>>,
+}
+
+impl Slot {
+    /// Bytes the slot holds: the built model with its identity, or the refusal text.
+    fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.refused.as_ref().map_or(0, |r| r.len())
+            + self.model.as_ref().map_or(0, |m| m.heap_bytes())
+    }
 }
 
 /// The model that scores a record's key.
@@ -134,7 +161,8 @@ impl ModelRegistry {
         Self {
             store,
             cache: moka::future::Cache::builder()
-                .max_capacity(config.capacity)
+                .max_capacity(config.max_bytes.max(1))
+                .weigher(slot_weigher(&config))
                 .eviction_listener(move |key: Arc<String>, slot: Slot, cause| {
                     if cause != moka::notification::RemovalCause::Replaced {
                         evicted.remove(&key, slot.revision);

@@ -50,6 +50,16 @@ impl RolloutTable {
         self.keys.read().expect("rollout lock").get(key).cloned()
     }
 
+    /// Every key with a rollout entry.
+    fn keys(&self) -> Vec<String> {
+        self.keys
+            .read()
+            .expect("rollout lock")
+            .keys()
+            .cloned()
+            .collect()
+    }
+
     /// Replaces `key`'s rollout unless the held one is newer.
     fn put(&self, key: &str, rollout: KeyRollout) {
         let mut keys = self.keys.write().expect("rollout lock");
@@ -62,6 +72,11 @@ impl RolloutTable {
 }
 
 impl ModelRegistry {
+    /// Keys that have (or had) a canary or shadow in this process.
+    pub(super) fn rollout_keys(&self) -> Vec<String> {
+        self.rollouts.keys()
+    }
+
     /// The canary and shadow versions this process applies to `key`, if any.
     pub fn rollout(&self, key: &str) -> Option<Arc<KeyRollout>> {
         self.rollouts

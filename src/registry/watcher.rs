@@ -10,41 +10,76 @@ use moka::ops::compute::Op;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{build_served, status::Swap, Error, ModelRegistry, Slot};
-use crate::telemetry::ErrorChain;
+use super::{load::build_many, status::Swap, Error, ModelRegistry, ServedModel, Slot};
+use crate::{store::READ_BATCH, telemetry::ErrorChain};
 
 impl ModelRegistry {
     /// Re-reads `key` if it is cached and swaps in a newer revision. Returns the slot now
     /// cached, or `None` when the key is not cached.
     pub(super) async fn refresh_key(&self, key: &str) -> Result<Option<Slot>, Error> {
-        if !self.cache.contains_key(key) {
-            // Evicted (or never loaded): make sure no hot copy outlives it.
-            self.hot.remove(key, i64::MAX);
-            return Ok(None);
-        }
-        let Some(active) = self.store_call(self.store.active(key)).await? else {
-            // The trait has no deactivation; a key without an active version keeps what it has.
-            return Ok(self.cache.get(key).await);
-        };
-        let revision = active.revision;
-        let version = active.model.version;
-        if self.is_refused(key, revision) {
-            return Ok(self.cache.get(key).await);
-        }
-        let cached_revision = self.cache.get(key).await.map(|s| s.revision);
-        if cached_revision.is_some_and(|r| r >= revision) {
-            return Ok(self.cache.get(key).await);
-        }
-        let new_slot = match build_served(active).await? {
-            Ok(served) => Slot {
-                revision,
-                model: Some(Arc::new(served)),
-                refused: None,
-            },
-            Err(err) => {
-                self.note_refused(key, version, revision, &err);
-                return Ok(self.cache.get(key).await);
+        self.refresh_keys(&[key.to_string()]).await?;
+        Ok(self.cache.get(key).await)
+    }
+
+    /// Re-reads the cached ones of `keys` and swaps in newer revisions: their pointers first
+    /// (one batched read, no specs), then the specs of the keys whose revision is newer than
+    /// the one cached (one batched read), built in one trip to the blocking pool.
+    pub(super) async fn refresh_keys(&self, keys: &[String]) -> Result<(), Error> {
+        let mut cached = Vec::with_capacity(keys.len());
+        let mut cached_revisions = Vec::with_capacity(keys.len());
+        for key in keys {
+            match self.cache.get(key).await {
+                Some(slot) => {
+                    cached.push(key.clone());
+                    cached_revisions.push(slot.revision);
+                }
+                // Evicted (or never loaded): make sure no hot copy outlives it.
+                None => self.hot.remove(key, i64::MAX),
             }
+        }
+        if cached.is_empty() {
+            return Ok(());
+        }
+        let pointers = self.store_call(self.store.pointers(&cached)).await?;
+        let newer: Vec<String> = cached
+            .into_iter()
+            .zip(cached_revisions)
+            .zip(pointers)
+            .filter_map(|((key, cached), pointer)| {
+                // The trait has no deactivation; a key without an active version keeps what
+                // it has. A revision already refused is not built again.
+                let p = pointer?;
+                (p.revision > cached && !self.is_refused(&key, p.revision)).then_some(key)
+            })
+            .collect();
+        if newer.is_empty() {
+            return Ok(());
+        }
+        let actives: Vec<_> = self
+            .store_call(self.store.active_many(&newer))
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
+        let built = build_many(actives.clone()).await?;
+        for (active, built) in actives.into_iter().zip(built) {
+            let key = active.model.key.as_str();
+            let (version, revision) = (active.model.version, active.revision);
+            match built {
+                Ok(served) => self.swap_in(key, revision, served).await,
+                Err(err) => self.note_refused(key, version, revision, &err),
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces `key`'s cached model with `served` (of `revision`) if the key is still cached
+    /// with an older revision.
+    async fn swap_in(&self, key: &str, revision: i64, served: ServedModel) {
+        let new_slot = Slot {
+            revision,
+            model: Some(Arc::new(served)),
+            refused: None,
         };
         let mut swapped_from = None;
         let result = self
@@ -79,7 +114,6 @@ impl ModelRegistry {
                 at: SystemTime::now(),
             });
         }
-        Ok(now)
     }
 
     /// One watcher poll: reads the change feed and refreshes changed keys that are cached.
@@ -102,8 +136,10 @@ impl ModelRegistry {
         for key in &changes.keys {
             self.changed_at_poll.insert(key.clone(), seq);
         }
+        for chunk in changes.keys.chunks(READ_BATCH) {
+            self.refresh_keys(chunk).await?;
+        }
         for key in &changes.keys {
-            self.refresh_key(key).await?;
             if self.cache.contains_key(key) {
                 self.refresh_rollout(key).await;
             }
@@ -118,12 +154,17 @@ impl ModelRegistry {
         Ok(changes.keys.len())
     }
 
-    /// Re-reads every cached key.
+    /// Re-reads every cached key's pointer, in batches, and swaps in newer revisions; and
+    /// re-reads the rollouts of the keys that have one.
     pub async fn resync(&self) -> Result<(), Error> {
         let keys: Vec<String> = self.cache.iter().map(|(k, _)| (*k).clone()).collect();
-        for key in keys {
-            self.refresh_key(&key).await?;
-            self.refresh_rollout(&key).await;
+        for chunk in keys.chunks(READ_BATCH) {
+            self.refresh_keys(chunk).await?;
+        }
+        for key in self.rollout_keys() {
+            if self.cache.contains_key(&key) {
+                self.refresh_rollout(&key).await;
+            }
         }
         // Rollouts of evicted keys are kept: only keys that ever had a canary or shadow have
         // one (few), a reload re-reads it, and dropping them here raced with keys being
