@@ -342,3 +342,82 @@ fn demo_prints_a_summary_with_the_swap_and_nothing_lost() {
         assert!(stdout.contains(reason), "{reason} missing from\n{stdout}");
     }
 }
+
+/// A linear spec over two features whose intercept tells the key apart.
+fn linear_spec(intercept: usize) -> Value {
+    serde_json::json!({
+        "format_version": 1,
+        "features": ["a", "b"],
+        "model": {"kind": "linear", "coefficients": [1.0, 2.0], "intercept": intercept},
+        "output": {"type": "regression"}
+    })
+}
+
+#[test]
+fn bulk_upload_reports_bad_specs_by_key_and_stores_the_rest_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("models.db");
+    ok(keyscore(&store, &["init"]));
+    let jsonl = dir.path().join("models.jsonl");
+    let mut text = String::new();
+    for i in 0..1000 {
+        let spec = if i == 500 {
+            // Two features, one coefficient: decodes, does not build.
+            serde_json::json!({"format_version": 1, "features": ["a", "b"],
+                "model": {"kind": "linear", "coefficients": [1.0], "intercept": 0.0},
+                "output": {"type": "regression"}})
+        } else {
+            linear_spec(i)
+        };
+        text.push_str(&serde_json::json!({"key": format!("k{i:04}"), "spec": spec}).to_string());
+        text.push('\n');
+    }
+    std::fs::write(&jsonl, text).unwrap();
+    let jsonl = jsonl.to_str().unwrap();
+
+    // All or nothing: one bad spec, nothing stored, the bad key named once with its reason.
+    let out = keyscore(&store, &["upload", "--jsonl", jsonl, "--all-or-nothing"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("refused k0500").count(), 1, "{err}");
+    assert!(err.contains("coefficients"), "{err}");
+    assert!(err.contains("nothing was stored"), "{err}");
+    assert_eq!(
+        ok(keyscore(&store, &["list"])).lines().count(),
+        1,
+        "only the header"
+    );
+
+    // Default: the other 999 go in and are activated; the run still fails, naming the key.
+    let out = keyscore(&store, &["upload", "--jsonl", jsonl, "--activate"]);
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("uploaded 999 of 1000 specs, 999 activated; 1 refused"),
+        "{stdout}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refused k0500"));
+    let list = ok(keyscore(&store, &["list"]));
+    assert_eq!(list.lines().count(), 1 + 999, "{list}");
+    assert_eq!(row(&list, "k0499").unwrap()[1], "v1");
+    assert!(row(&list, "k0500").is_none());
+    let shown = ok(keyscore(&store, &["show", "--key", "k0999"]));
+    assert!(shown.contains("999"), "{shown}");
+
+    // A directory of <key>.json files, the same checks.
+    let models = dir.path().join("dir");
+    std::fs::create_dir_all(models.join("paris")).unwrap();
+    std::fs::write(models.join("rome.json"), linear_spec(7).to_string()).unwrap();
+    std::fs::write(models.join("paris/3.json"), linear_spec(3).to_string()).unwrap();
+    let out = ok(keyscore(
+        &store,
+        &["upload", "--dir", models.to_str().unwrap(), "--activate"],
+    ));
+    assert!(
+        out.contains("uploaded 2 of 2 specs, 2 activated; 0 refused"),
+        "{out}"
+    );
+    let list = ok(keyscore(&store, &["list"]));
+    assert_eq!(row(&list, "paris").unwrap()[1], "v3");
+    assert_eq!(row(&list, "rome").unwrap()[1], "v1");
+}
