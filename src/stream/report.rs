@@ -167,6 +167,9 @@ fn class_label(model: &ServedModel, index: usize) -> Option<&str> {
     }
 }
 
+/// (key, version) pairs a summary names, at most; the rest are counted together.
+const SUMMARY_KEYS: usize = 20;
+
 /// Counts of a scoring run.
 #[derive(Debug, Clone, Default)]
 pub struct RunStats {
@@ -214,9 +217,28 @@ impl RunStats {
         if self.canary > 0 {
             let _ = writeln!(s, "scored by canary versions: {}", self.canary);
         }
-        let _ = writeln!(s, "scored per model key and version:");
-        for ((key, version), n) in &self.scored {
+        // The busiest (key, version) pairs by name; with many keys, the rest as one count.
+        let mut busiest: Vec<(&(String, i64), &u64)> = self.scored.iter().collect();
+        if busiest.len() > SUMMARY_KEYS {
+            busiest.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+            let _ = writeln!(
+                s,
+                "scored per model key and version (the {SUMMARY_KEYS} busiest of {}):",
+                busiest.len()
+            );
+        } else {
+            let _ = writeln!(s, "scored per model key and version:");
+        }
+        for ((key, version), n) in busiest.iter().take(SUMMARY_KEYS) {
             let _ = writeln!(s, "  {key:<12} v{version:<4} {n:>9}");
+        }
+        if busiest.len() > SUMMARY_KEYS {
+            let rest: u64 = busiest[SUMMARY_KEYS..].iter().map(|(_, n)| **n).sum();
+            let _ = writeln!(
+                s,
+                "  ... {} more (key, version) pairs: {rest} records",
+                busiest.len() - SUMMARY_KEYS
+            );
         }
         if !self.dead.is_empty() {
             let _ = writeln!(s, "dead letters by reason:");
@@ -258,6 +280,24 @@ impl RunStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_summary_names_the_busiest_keys_and_counts_the_rest() {
+        let mut stats = RunStats::default();
+        for i in 0..1000u64 {
+            stats.scored.insert((format!("k{i:04}"), 1), i + 1);
+        }
+        let text = stats.summary(Duration::from_secs(1));
+        assert!(text.contains("the 20 busiest of 1000"), "{text}");
+        assert!(text.contains("k0999"), "{text}");
+        assert!(!text.contains("k0000 "), "{text}");
+        let rest: u64 = (1..=980).sum();
+        assert!(
+            text.contains(&format!("980 more (key, version) pairs: {rest} records")),
+            "{text}"
+        );
+        assert!(text.lines().count() < 30, "{text}");
+    }
 
     #[test]
     fn quantiles_are_within_a_bucket() {
