@@ -235,7 +235,9 @@ impl CqlModelStore {
 
     async fn read_rollout(&self, key: &str) -> Result<Option<Rollout>, Error> {
         let st = self.rollout_statements().await?;
-        let row: Option<(Option<i64>, Option<f64>, Option<i64>, Option<i64>)> = self
+        // Canary version, canary share, shadow version, write time.
+        type Row = (Option<i64>, Option<f64>, Option<i64>, Option<i64>);
+        let row: Option<Row> = self
             .read_row("reading the canary and shadow", &st.read, (key,))
             .await?;
         Ok(row.map(
