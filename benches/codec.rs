@@ -19,13 +19,6 @@
 // criterion_group! defines an undocumented public function.
 #![allow(missing_docs)]
 
-#[path = "support/rounds.rs"]
-mod rounds;
-
-#[path = "../tests/support/memory_store.rs"]
-#[allow(dead_code)]
-mod memory_store;
-
 use std::{borrow::Cow, fmt, hint::black_box, sync::Arc, time::Duration};
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
@@ -35,11 +28,10 @@ use keyscore::{
         spec_checksum, ModelSpec, Prediction,
     },
     registry::{ModelRegistry, RegistryConfig, ServedModel},
-    store::ModelStore,
+    store::{MemoryModelStore, ModelStore},
     stream::{decode, Input, Outcome, RecordFormat, Scored, Scorer},
 };
-use memory_store::MemoryStore;
-use rounds::Case;
+use keyscore_testkit::rounds::{self, Case};
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
@@ -451,7 +443,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// A scorer over an in-memory store holding one linear model per city.
 fn scorer(rt: &tokio::runtime::Runtime) -> Scorer {
-    let store = Arc::new(MemoryStore::default());
+    let store = Arc::new(MemoryModelStore::new());
     let json = spec(None).to_json();
     rt.block_on(async {
         for city in CITIES {

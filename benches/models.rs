@@ -14,9 +14,6 @@
 // criterion_group! defines an undocumented public function.
 #![allow(missing_docs)]
 
-#[path = "support/rounds.rs"]
-mod rounds;
-
 use std::{hint::black_box, time::Duration};
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
@@ -26,8 +23,8 @@ use keyscore::model::{
     },
     Model, ModelSpec, Prediction,
 };
+use keyscore_testkit::rounds::{self, Case};
 use ndarray::{Array2, Axis, Slice};
-use rounds::Case;
 
 /// Records in each input pool: enough to defeat branch prediction, small enough for L2.
 const POOL: usize = 1024;

@@ -25,13 +25,6 @@
 // criterion_group! defines an undocumented public function.
 #![allow(missing_docs)]
 
-#[path = "support/rounds.rs"]
-mod rounds;
-
-#[path = "../tests/support/memory_store.rs"]
-#[allow(dead_code)]
-mod memory_store;
-
 use std::{
     collections::HashMap,
     hint::black_box,
@@ -47,10 +40,9 @@ use keyscore::{
         ModelSpec,
     },
     registry::{ModelRegistry, RegistryConfig, Resolved, ServedModel},
-    store::ModelStore,
+    store::{MemoryModelStore, ModelStore},
 };
-use memory_store::MemoryStore;
-use rounds::Case;
+use keyscore_testkit::rounds::{self, Case};
 use tokio::runtime::Runtime;
 
 /// Cached keys.
@@ -142,7 +134,7 @@ fn fixture() -> Fixture {
         })
         .collect();
     let runtimes = [runtime(), runtime()];
-    let store = Arc::new(MemoryStore::default());
+    let store = Arc::new(MemoryModelStore::new());
     let registry = ModelRegistry::new(
         store.clone(),
         RegistryConfig {
