@@ -30,6 +30,7 @@ use keyscore::{
     registry::{ModelRegistry, RegistryConfig, ServedModel},
     store::{MemoryModelStore, ModelStore},
     stream::{decode, Input, Outcome, RecordFormat, Scored, Scorer},
+    synth::Xoshiro256StarStar as Rng,
 };
 use keyscore_testkit::rounds::{self, Case};
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -73,31 +74,10 @@ const NUMERIC: [&str; 20] = [
     "dropoff_lon",
 ];
 
-/// SplitMix64, for deterministic records.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn range(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-}
-
 /// One delivery record as JSON: numbers printed as a producer would (integers for counts,
 /// a few decimals for measures, full precision for coordinates).
 fn record(rng: &mut Rng, n: usize) -> String {
-    let city = CITIES[rng.below(CITIES.len() as u64) as usize];
+    let city = CITIES[rng.below(CITIES.len())];
     let mut s = format!(r#"{{"id":"r-{n:08}","city":"{city}""#);
     for (j, name) in NUMERIC.iter().enumerate() {
         let v = match *name {
@@ -115,7 +95,7 @@ fn record(rng: &mut Rng, n: usize) -> String {
 }
 
 fn pool() -> Vec<String> {
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     (0..POOL).map(|n| record(&mut rng, n)).collect()
 }
 

@@ -41,6 +41,7 @@ use keyscore::{
     },
     registry::{ModelRegistry, RegistryConfig, Resolved, ServedModel},
     store::{MemoryModelStore, ModelStore},
+    synth::Xoshiro256StarStar,
 };
 use keyscore_testkit::rounds::{self, Case};
 use tokio::runtime::Runtime;
@@ -123,16 +124,9 @@ fn spec_json(k: usize) -> String {
 
 fn fixture() -> Fixture {
     let keys: Vec<String> = (0..KEYS).map(|k| format!("city-{k:04}")).collect();
-    // A fixed xorshift sequence of keys, repeats allowed, as records arrive.
-    let mut s = 0x2545_f491_4f6c_dd1d_u64;
-    let sequence = (0..SEQUENCE)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s % KEYS as u64) as usize
-        })
-        .collect();
+    // A fixed pseudo-random sequence of keys, repeats allowed, as records arrive.
+    let mut rng = Xoshiro256StarStar::new(1);
+    let sequence = (0..SEQUENCE).map(|_| rng.below(KEYS)).collect();
     let runtimes = [runtime(), runtime()];
     let store = Arc::new(MemoryModelStore::new());
     let registry = ModelRegistry::new(
