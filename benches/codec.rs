@@ -19,13 +19,6 @@
 // criterion_group! defines an undocumented public function.
 #![allow(missing_docs)]
 
-#[path = "support/rounds.rs"]
-mod rounds;
-
-#[path = "../tests/support/memory_store.rs"]
-#[allow(dead_code)]
-mod memory_store;
-
 use std::{borrow::Cow, fmt, hint::black_box, sync::Arc, time::Duration};
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
@@ -35,11 +28,11 @@ use keyscore::{
         spec_checksum, ModelSpec, Prediction,
     },
     registry::{ModelRegistry, RegistryConfig, ServedModel},
-    store::ModelStore,
+    store::{MemoryModelStore, ModelStore},
     stream::{decode, Input, Outcome, RecordFormat, Scored, Scorer},
+    synth::Xoshiro256StarStar as Rng,
 };
-use memory_store::MemoryStore;
-use rounds::Case;
+use keyscore_testkit::rounds::{self, Case};
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
@@ -81,31 +74,10 @@ const NUMERIC: [&str; 20] = [
     "dropoff_lon",
 ];
 
-/// SplitMix64, for deterministic records.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn range(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-}
-
 /// One delivery record as JSON: numbers printed as a producer would (integers for counts,
 /// a few decimals for measures, full precision for coordinates).
 fn record(rng: &mut Rng, n: usize) -> String {
-    let city = CITIES[rng.below(CITIES.len() as u64) as usize];
+    let city = CITIES[rng.below(CITIES.len())];
     let mut s = format!(r#"{{"id":"r-{n:08}","city":"{city}""#);
     for (j, name) in NUMERIC.iter().enumerate() {
         let v = match *name {
@@ -123,7 +95,7 @@ fn record(rng: &mut Rng, n: usize) -> String {
 }
 
 fn pool() -> Vec<String> {
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     (0..POOL).map(|n| record(&mut rng, n)).collect()
 }
 
@@ -451,7 +423,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// A scorer over an in-memory store holding one linear model per city.
 fn scorer(rt: &tokio::runtime::Runtime) -> Scorer {
-    let store = Arc::new(MemoryStore::default());
+    let store = Arc::new(MemoryModelStore::new());
     let json = spec(None).to_json();
     rt.block_on(async {
         for city in CITIES {

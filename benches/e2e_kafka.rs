@@ -40,7 +40,7 @@ use clap::Parser;
 use keyscore::{
     stream::kafka::KafkaConfig,
     stream::kafka::{headers, options},
-    synth::{Generator, CITIES, FEATURES},
+    synth::{Generator, Xoshiro256StarStar as Rng, CITIES, FEATURES},
 };
 use rdkafka::{
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
@@ -129,34 +129,6 @@ fn feature_names() -> Vec<&'static str> {
         .collect()
 }
 
-/// splitmix64: the bench's own deterministic randomness (models and extra features).
-#[derive(Debug, Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn normal(&mut self) -> f64 {
-        let u = self.uniform().max(1e-12);
-        let v = self.uniform();
-        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-}
-
 fn round_to(x: f64, per_unit: f64) -> f64 {
     (x * per_unit).round() / per_unit
 }
@@ -172,7 +144,7 @@ impl RecordMaker {
     fn new(seed: u64) -> Self {
         Self {
             gen: Generator::new(seed),
-            rng: Rng(seed ^ 0x5EED),
+            rng: Rng::new(seed ^ 0x5EED),
         }
     }
 
@@ -246,7 +218,7 @@ fn scaler(sample: &[[f64; 16]]) -> serde_json::Value {
 
 /// A model spec of `kind` with weights drawn from `seed`: the shapes matter here, not the fit.
 fn model_spec(kind: &str, seed: u64, sample: &[[f64; 16]]) -> serde_json::Value {
-    let mut r = Rng(seed);
+    let mut r = Rng::new(seed);
     let features = feature_names();
     let model = match kind {
         "linear" => json!({

@@ -25,13 +25,6 @@
 // criterion_group! defines an undocumented public function.
 #![allow(missing_docs)]
 
-#[path = "support/rounds.rs"]
-mod rounds;
-
-#[path = "../tests/support/memory_store.rs"]
-#[allow(dead_code)]
-mod memory_store;
-
 use std::{
     collections::HashMap,
     hint::black_box,
@@ -47,10 +40,10 @@ use keyscore::{
         ModelSpec,
     },
     registry::{ModelRegistry, RegistryConfig, Resolved, ServedModel},
-    store::ModelStore,
+    store::{MemoryModelStore, ModelStore},
+    synth::Xoshiro256StarStar,
 };
-use memory_store::MemoryStore;
-use rounds::Case;
+use keyscore_testkit::rounds::{self, Case};
 use tokio::runtime::Runtime;
 
 /// Cached keys.
@@ -131,18 +124,11 @@ fn spec_json(k: usize) -> String {
 
 fn fixture() -> Fixture {
     let keys: Vec<String> = (0..KEYS).map(|k| format!("city-{k:04}")).collect();
-    // A fixed xorshift sequence of keys, repeats allowed, as records arrive.
-    let mut s = 0x2545_f491_4f6c_dd1d_u64;
-    let sequence = (0..SEQUENCE)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s % KEYS as u64) as usize
-        })
-        .collect();
+    // A fixed pseudo-random sequence of keys, repeats allowed, as records arrive.
+    let mut rng = Xoshiro256StarStar::new(1);
+    let sequence = (0..SEQUENCE).map(|_| rng.below(KEYS)).collect();
     let runtimes = [runtime(), runtime()];
-    let store = Arc::new(MemoryStore::default());
+    let store = Arc::new(MemoryModelStore::new());
     let registry = ModelRegistry::new(
         store.clone(),
         RegistryConfig {

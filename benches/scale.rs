@@ -287,8 +287,15 @@ impl Bench {
         let (store, upload_rate) = self.store_with(dir, n);
         self.row(
             format!("bulk upload + activate, {n} linear-16 models (embedded)"),
-            format!("{upload_rate:.0} models/s ({:.1} s)", n as f64 / upload_rate),
-            if n == 1_000_000 { "10^6 in <= 120 s" } else { "" },
+            format!(
+                "{upload_rate:.0} models/s ({:.1} s)",
+                n as f64 / upload_rate
+            ),
+            if n == 1_000_000 {
+                "10^6 in <= 120 s"
+            } else {
+                ""
+            },
         );
 
         // Cold load: every key once, in batches of distinct keys.
@@ -311,7 +318,11 @@ impl Bench {
         );
         self.row(
             format!("RSS growth per 10^5 cached linear-16 models ({n} cached)"),
-            format!("{:.1} MB ({:.0} B per model)", rss as f64 * 1e5 / n as f64 / 1e6, rss as f64 / n as f64),
+            format!(
+                "{:.1} MB ({:.0} B per model)",
+                rss as f64 * 1e5 / n as f64 / 1e6,
+                rss as f64 / n as f64
+            ),
             "<= 2 KB per model",
         );
 
@@ -363,7 +374,10 @@ impl Bench {
         drop(registry);
 
         // Throughput: cold (a fresh registry) then warm, uniform and Zipf(0.9).
-        for (label, dist) in [("uniform", Keys::Uniform(n)), ("Zipf(0.9)", Keys::zipf(n, 0.9))] {
+        for (label, dist) in [
+            ("uniform", Keys::Uniform(n)),
+            ("Zipf(0.9)", Keys::zipf(n, 0.9)),
+        ] {
             let registry = self.registry(&store, n);
             let scorer = Scorer::new(Arc::clone(&registry), RecordFormat::default());
             let cold = self.throughput(&scorer, &dist, 1);
@@ -390,14 +404,23 @@ fn bytes_per_model(bench: &mut Bench) {
     let kinds: [(&str, Make, usize); 4] = [
         ("linear-16", linear_spec, 100_000),
         ("logistic-16", logistic_spec, 100_000),
-        ("forest 100 trees x depth 8", |r| forest_spec(r, 100, 8), 200),
+        (
+            "forest 100 trees x depth 8",
+            |r| forest_spec(r, 100, 8),
+            200,
+        ),
         ("MLP 16-64-64-1", mlp_spec, 10_000),
     ];
     for (name, make, count) in kinds {
         let text = make(&mut rng);
         let before = rss_bytes();
         let models: Vec<_> = (0..count)
-            .map(|_| ModelSpec::from_json(text.as_bytes()).unwrap().build().unwrap())
+            .map(|_| {
+                ModelSpec::from_json(text.as_bytes())
+                    .unwrap()
+                    .build()
+                    .unwrap()
+            })
             .collect();
         let rss = rss_bytes().saturating_sub(before) as f64 / count as f64;
         let own = models[0].heap_bytes();

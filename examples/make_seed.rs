@@ -26,7 +26,7 @@ use keyscore::model::spec::{
     ThresholdPrecision, TreeSpec,
 };
 use keyscore::model::FORMAT_VERSION;
-use keyscore::synth::{Generator, CITIES, FEATURES};
+use keyscore::synth::{Generator, SplitMix64, CITIES, FEATURES};
 use serde_json::{json, Value};
 use smartcore::ensemble::random_forest_regressor::{
     RandomForestRegressor, RandomForestRegressorParameters,
@@ -650,29 +650,6 @@ fn forest_predict(trees: &[TreeSpec], x: &[f64; 8]) -> f64 {
     sum / trees.len() as f64
 }
 
-/// splitmix64: initial weights and minibatch order for the MLP.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn normal(&mut self) -> f64 {
-        let u1 = 1.0 - self.uniform();
-        let u2 = self.uniform();
-        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-    }
-}
-
 /// Dense layers as keyscore stores them: `weights[input][output]`, then biases.
 struct Net {
     weights: Vec<Vec<Vec<f64>>>,
@@ -682,7 +659,7 @@ struct Net {
 const MLP_SIZES: [usize; 4] = [8, 16, 8, 1];
 
 impl Net {
-    fn new(rng: &mut SplitMix) -> Self {
+    fn new(rng: &mut SplitMix64) -> Self {
         let mut weights = Vec::new();
         let mut biases = Vec::new();
         for pair in MLP_SIZES.windows(2) {
@@ -768,7 +745,8 @@ fn mlp(train: &Rows, test: &Rows, check_x: &[[f64; 8]], seed: u64) -> Trained {
         .map(|y| (y - y_mean) / y_scale)
         .collect();
 
-    let mut rng = SplitMix(seed);
+    // Initial weights and minibatch order: splitmix64, the sequence seed/'s MLPs were trained on.
+    let mut rng = SplitMix64::new(seed);
     let mut net = Net::new(&mut rng);
     let mut adam_w: Vec<Adam> = net
         .weights

@@ -299,28 +299,42 @@ fn round_to(x: f64, per_unit: f64) -> f64 {
     (x * per_unit).round() / per_unit
 }
 
-/// xoshiro256\*\* (Blackman and Vigna), seeded with splitmix64.
+/// The project's PRNG: xoshiro256\*\* (Blackman and Vigna), seeded with [`SplitMix64`].
+///
+/// Its output for a seed is a contract: `seed/` was generated from it (through [`Generator`]),
+/// so changing any of its methods changes `seed/`. Benches and examples that need random data
+/// draw from it rather than from a generator of their own.
+///
+/// ```
+/// use keyscore::synth::Xoshiro256StarStar;
+///
+/// let mut rng = Xoshiro256StarStar::new(1);
+/// let x = rng.range(-1.0, 1.0);
+/// assert!((-1.0..1.0).contains(&x));
+/// assert!(rng.below(10) < 10);
+/// assert_eq!(Xoshiro256StarStar::new(1).range(-1.0, 1.0), x);
+/// ```
 #[derive(Debug, Clone)]
-struct Xoshiro256StarStar {
+pub struct Xoshiro256StarStar {
     s: [u64; 4],
 }
 
 impl Xoshiro256StarStar {
-    fn new(seed: u64) -> Self {
-        let mut state = seed;
-        let mut splitmix = || {
-            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        };
+    /// A generator whose output depends only on `seed`.
+    pub fn new(seed: u64) -> Self {
+        let mut splitmix = SplitMix64::new(seed);
         Self {
-            s: [splitmix(), splitmix(), splitmix(), splitmix()],
+            s: [
+                splitmix.next_u64(),
+                splitmix.next_u64(),
+                splitmix.next_u64(),
+                splitmix.next_u64(),
+            ],
         }
     }
 
-    fn next_u64(&mut self) -> u64 {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
         let result = self.s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
         let t = self.s[1] << 17;
         self.s[2] ^= self.s[0];
@@ -333,24 +347,34 @@ impl Xoshiro256StarStar {
     }
 
     /// Uniform in [0, 1), 53 random bits.
-    fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    pub fn uniform(&mut self) -> f64 {
+        unit_interval(self.next_u64())
     }
 
     /// Uniform in (0, 1], safe to take the logarithm of.
-    fn uniform_open(&mut self) -> f64 {
+    pub fn uniform_open(&mut self) -> f64 {
         1.0 - self.uniform()
     }
 
+    /// Uniform in `[lo, hi)`.
+    pub fn range(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * self.uniform()
+    }
+
+    /// Uniform in `0..n` (by remainder: the bias, at most `n` in 2^64, does not matter here).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
     /// Standard normal by the Box-Muller transform (one of the pair is used).
-    fn normal(&mut self) -> f64 {
+    pub fn normal(&mut self) -> f64 {
         let u1 = self.uniform_open();
         let u2 = self.uniform();
-        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+        box_muller(u1, u2)
     }
 
     /// An index drawn with probability proportional to `weights`.
-    fn weighted_index(&mut self, weights: &[f64]) -> usize {
+    pub fn weighted_index(&mut self, weights: &[f64]) -> usize {
         let total: f64 = weights.iter().sum();
         let mut target = self.uniform() * total;
         for (i, w) in weights.iter().enumerate() {
@@ -361,6 +385,53 @@ impl Xoshiro256StarStar {
         }
         weights.len() - 1
     }
+}
+
+/// splitmix64 (Steele, Lea and Flood, with Vigna's constants): seeds [`Xoshiro256StarStar`].
+///
+/// Also a generator of its own where a sequence was pinned to it: `examples/make_seed.rs` draws
+/// the MLPs' initial weights and minibatch order from it, so `seed/` depends on its output too.
+#[derive(Debug, Clone)]
+pub struct SplitMix64 {
+    state: u64,
+}
+
+impl SplitMix64 {
+    /// A generator whose output depends only on `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self { state: seed }
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1), 53 random bits.
+    pub fn uniform(&mut self) -> f64 {
+        unit_interval(self.next_u64())
+    }
+
+    /// Standard normal by the Box-Muller transform, as [`Xoshiro256StarStar::normal`].
+    pub fn normal(&mut self) -> f64 {
+        let u1 = 1.0 - self.uniform();
+        let u2 = self.uniform();
+        box_muller(u1, u2)
+    }
+}
+
+/// The top 53 bits of `bits` as a number in [0, 1).
+fn unit_interval(bits: u64) -> f64 {
+    (bits >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+}
+
+/// A standard normal from `u1` in (0, 1] and `u2` in [0, 1).
+fn box_muller(u1: f64, u2: f64) -> f64 {
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 
 #[cfg(test)]

@@ -5,15 +5,12 @@
 //! Needs `cqlsh` and a Python with the project's packages: `KEYSCORE_PYTHON_BIN` and
 //! `KEYSCORE_PYTHON` (see `tests/run-all.sh`); the tests fail naming them when they are missing.
 
-#[path = "support/cqlnode/mod.rs"]
-mod cqlnode;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cqlnode::clients::{self, keyscore, repo_path, utc_day, ScorerProcess};
-use cqlnode::CqlTestNode;
 use keyscore::model::spec_checksum;
+use keyscore_testkit::cqlnode::clients::{self, keyscore, repo_path, utc_day, ScorerProcess};
+use keyscore_testkit::cqlnode::CqlTestNode;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::value::CqlTimestamp;

@@ -4,11 +4,8 @@
 //!
 //! Needs `cqlsh` from `KEYSCORE_PYTHON_BIN` (see `tests/run-all.sh`).
 
-#[path = "support/cqlnode/mod.rs"]
-mod cqlnode;
-
-use cqlnode::clients::{self, keyscore};
-use cqlnode::CqlTestNode;
+use keyscore_testkit::cqlnode::clients::{self, keyscore};
+use keyscore_testkit::cqlnode::CqlTestNode;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 

@@ -1,19 +1,16 @@
-//! Tests of the CQL test node (`tests/support/cqlnode`), driven by unmodified clients: the
+//! Tests of the CQL test node (`keyscore_testkit::cqlnode`), driven by unmodified clients: the
 //! `scylla` Rust driver, the Python `cassandra-driver` and `cqlsh`.
 //!
 //! The Python clients are found in `$KEYSCORE_PYTHON_BIN` (a virtualenv's `bin` directory with
 //! `pip install cassandra-driver cqlsh`), or on `PATH`; the tests that need them fail, naming
 //! the variable, when they are missing.
 
-#[path = "support/cqlnode/mod.rs"]
-mod cqlnode;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cqlnode::{CqlTestNode, Fault};
 use futures::TryStreamExt;
+use keyscore_testkit::cqlnode::{self, CqlTestNode, Fault};
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::errors::{DbError, ExecutionError, RequestAttemptError};

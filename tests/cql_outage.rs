@@ -5,17 +5,14 @@
 //! off is served within a few polls once the node is back, and the store is healthy again.
 //! The same is checked on a `keyscore score` process through its operations endpoint.
 
-#[path = "support/cqlnode/mod.rs"]
-mod cqlnode;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cqlnode::clients::{keyscore, repo_path, utc_today, ScorerProcess};
-use cqlnode::{CqlTestNode, Fault};
 use keyscore::registry::{ModelRegistry, RegistryConfig};
 use keyscore::store::{CqlModelStore, ModelStore};
 use keyscore::stream::{Input, Outcome, Reason, RecordFormat, Scorer};
+use keyscore_testkit::cqlnode::clients::{keyscore, repo_path, utc_today, ScorerProcess};
+use keyscore_testkit::cqlnode::{CqlTestNode, Fault};
 use tokio_util::sync::CancellationToken;
 
 /// The watcher's poll interval.

@@ -2,8 +2,6 @@
 //! carry the header and the version their id selects, shadow outputs reach the shadow topic
 //! only, and the operations endpoint reports readiness, assignment, lag and deliveries.
 
-mod support;
-
 use std::{
     io::{Read as _, Write as _},
     net::TcpStream,
@@ -16,7 +14,7 @@ use keyscore::{
     store::{Canary, EmbeddedModelStore, ModelStore},
     stream::kafka::headers,
 };
-use support::broker::{self, Broker, Collector, Read};
+use keyscore_testkit::broker::{self, Broker, Collector, Read};
 
 fn spec(intercept: f64) -> String {
     format!(

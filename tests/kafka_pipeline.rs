@@ -2,88 +2,29 @@
 //! controls: on librdkafka's mock cluster (fast plumbing checks: one output per input, offsets,
 //! flow control, restarts) and on a real broker (dead letters per reason class).
 
-mod support;
-
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::Duration,
 };
 
-use async_trait::async_trait;
 use keyscore::{
     registry::{ModelRegistry, RegistryConfig},
-    store::{self, ActiveModel, ChangeCursor, Changes, KeySummary, ModelStore, StoredModel},
+    store::{MemoryModelStore, ModelStore},
     stream::kafka::KafkaConfig,
     stream::{
         kafka::{headers, KafkaPipeline, ServeReport},
         RecordFormat, Scorer,
     },
 };
+use keyscore_testkit::{
+    broker::{self, Read},
+    faulty::FaultyStore,
+};
 use rdkafka::mocking::MockCluster;
-use support::broker::{self, Read};
 use tokio_util::sync::CancellationToken;
 
-/// A store with fixed active models; keys in `down` fail as unreachable.
-#[derive(Debug, Default)]
-struct FixedStore {
-    models: Mutex<HashMap<String, (i64, String)>>,
-    down: HashSet<String>,
-}
-
-#[async_trait]
-impl ModelStore for FixedStore {
-    fn describe(&self) -> String {
-        "fixed://test".into()
-    }
-    async fn init(&self) -> Result<(), store::Error> {
-        Ok(())
-    }
-    async fn insert_version(&self, _: &str, _: Option<i64>, _: &str) -> Result<i64, store::Error> {
-        Err(store::Error::unavailable("read-only test store"))
-    }
-    async fn activate(&self, _: &str, _: i64) -> Result<(), store::Error> {
-        Err(store::Error::unavailable("read-only test store"))
-    }
-    async fn rollback(&self, _: &str) -> Result<i64, store::Error> {
-        Err(store::Error::unavailable("read-only test store"))
-    }
-    async fn active(&self, key: &str) -> Result<Option<ActiveModel>, store::Error> {
-        if self.down.contains(key) {
-            return Err(store::Error::unavailable("connection refused"));
-        }
-        Ok(self
-            .models
-            .lock()
-            .unwrap()
-            .get(key)
-            .map(|(version, spec)| ActiveModel {
-                model: StoredModel {
-                    key: key.to_string(),
-                    version: *version,
-                    spec_json: spec.clone(),
-                },
-                revision: *version,
-            }))
-    }
-    async fn version(&self, _: &str, _: i64) -> Result<Option<StoredModel>, store::Error> {
-        Ok(None)
-    }
-    async fn list(&self) -> Result<Vec<KeySummary>, store::Error> {
-        Ok(Vec::new())
-    }
-    async fn cursor(&self) -> Result<ChangeCursor, store::Error> {
-        Ok(ChangeCursor(0))
-    }
-    async fn changes_since(&self, cursor: ChangeCursor) -> Result<Changes, store::Error> {
-        Ok(Changes {
-            keys: Vec::new(),
-            next: cursor,
-        })
-    }
-}
-
-fn scorer(store: FixedStore) -> Scorer {
+fn scorer(store: impl ModelStore + 'static) -> Scorer {
     let registry = ModelRegistry::new(
         Arc::new(store),
         RegistryConfig {
@@ -203,7 +144,7 @@ async fn mock_every_input_gets_one_output_and_its_offset_is_committed() {
     broker::produce(&bootstrap, &input, &recs);
 
     let config = kafka_config(&bootstrap, &input, "g1");
-    let (report, out) = run_until(config, scorer(FixedStore::default()), recs.len()).await;
+    let (report, out) = run_until(config, scorer(MemoryModelStore::new()), recs.len()).await;
 
     assert_eq!(out.len(), recs.len(), "exactly one output per input");
     assert_eq!(report.consumed, recs.len() as u64);
@@ -246,7 +187,7 @@ async fn mock_in_flight_records_stay_under_the_bound_and_none_is_lost() {
     let mut config = kafka_config(&bootstrap, &input, "g-bp");
     config.max_in_flight = 64;
     config.batch_size = 1000;
-    let (report, out) = run_until(config, scorer(FixedStore::default()), recs.len()).await;
+    let (report, out) = run_until(config, scorer(MemoryModelStore::new()), recs.len()).await;
 
     assert!(
         report.max_in_flight_seen <= 64,
@@ -266,11 +207,11 @@ async fn mock_a_restart_resumes_after_the_committed_offsets_without_duplicates()
     let bootstrap = mock.bootstrap_servers();
     broker::produce(&bootstrap, &input, &records(0..500, &["a", "b"]));
     let config = kafka_config(&bootstrap, &input, "g-restart");
-    let (first, _) = run_until(config.clone(), scorer(FixedStore::default()), 500).await;
+    let (first, _) = run_until(config.clone(), scorer(MemoryModelStore::new()), 500).await;
     assert_eq!(first.consumed, 500);
 
     broker::produce(&bootstrap, &input, &records(500..800, &["a", "b"]));
-    let (second, out) = run_until(config, scorer(FixedStore::default()), 800).await;
+    let (second, out) = run_until(config, scorer(MemoryModelStore::new()), 800).await;
     assert_eq!(second.consumed, 300, "only the new records are consumed");
     let ids: HashSet<String> = out.iter().map(id_of).collect();
     assert_eq!((ids.len(), out.len()), (800, 800));
@@ -342,13 +283,11 @@ async fn broker_dead_letters_keep_bytes_and_key_and_say_why() {
         .collect();
     broker::produce(&bootstrap, &input, &recs);
 
-    let store = FixedStore {
-        models: Mutex::new(HashMap::from([
-            ("paris".to_string(), (3, PARIS_V1.to_string())),
-            ("overflow".to_string(), (1, OVERFLOW.to_string())),
-        ])),
-        down: HashSet::from(["down".to_string()]),
-    };
+    let store = FaultyStore::new().with_down_keys(["down"]);
+    for (key, version, spec) in [("paris", 3, PARIS_V1), ("overflow", 1, OVERFLOW)] {
+        store.put_version(key, Some(version), spec).await.unwrap();
+        store.activate(key, version).await.unwrap();
+    }
     let (report, out) = run_until(config.clone(), scorer(store), cases.len()).await;
     assert_eq!(out.len(), cases.len(), "{out:#?}");
     assert_eq!(report.scored, 1);
@@ -419,7 +358,7 @@ async fn broker_a_backlog_far_above_the_in_flight_bound_is_scored_while_running(
     .await;
     let recs = records(0..30_000, &["paris", "lyon", "rome", "oslo"]);
     broker::produce(&bootstrap, &input, &recs);
-    let (report, out) = run_until(config, scorer(FixedStore::default()), recs.len()).await;
+    let (report, out) = run_until(config, scorer(MemoryModelStore::new()), recs.len()).await;
     let ids: HashSet<String> = out.iter().map(id_of).collect();
     assert_eq!(
         ids.len(),

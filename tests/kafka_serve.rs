@@ -2,8 +2,6 @@
 //! scored or dead-lettered by a group of two, a `kill -9` mid-stream, a model swap mid-stream,
 //! and a clean SIGTERM shutdown.
 
-mod support;
-
 use std::{
     path::PathBuf,
     process::{Child, Command, ExitStatus, Stdio},
@@ -18,7 +16,7 @@ use keyscore::{
     store::{EmbeddedModelStore, ModelStore},
     stream::kafka::headers,
 };
-use support::broker::{self, Broker, Collector, Read};
+use keyscore_testkit::broker::{self, Broker, Collector, Read};
 
 const KEYS: [&str; 8] = [
     "paris", "rome", "oslo", "lima", "kyiv", "doha", "baku", "riga",

@@ -1,8 +1,6 @@
 //! Operations: the metrics, health and status endpoints; canary and shadow versions through the
 //! scorer and the CLI; secrets kept out of the logs.
 
-mod support;
-
 use std::{
     io::{Read as _, Write as _},
     net::{SocketAddr, TcpStream},

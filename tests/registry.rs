@@ -2,9 +2,6 @@
 //! with nothing lost and no half-built model served, refused versions, store outages, fallback
 //! and rollback.
 
-#[path = "support/memory_store.rs"]
-mod memory_store;
-
 use std::{
     sync::{atomic::Ordering, Arc},
     time::{Duration, Instant},
@@ -16,7 +13,7 @@ use keyscore::{
     store::ModelStore,
     stream::{Input, Outcome, Reason, RecordFormat, Scorer},
 };
-use memory_store::MemoryStore;
+use keyscore_testkit::faulty::FaultyStore;
 
 /// A linear model over features a and b: `a + 2b + intercept`.
 fn linear(intercept: f64) -> String {
@@ -35,8 +32,8 @@ fn config(fallback: Option<&str>) -> RegistryConfig {
     }
 }
 
-async fn setup(fallback: Option<&str>) -> (Arc<MemoryStore>, Arc<ModelRegistry>) {
-    let store = Arc::new(MemoryStore::default());
+async fn setup(fallback: Option<&str>) -> (Arc<FaultyStore>, Arc<ModelRegistry>) {
+    let store = Arc::new(FaultyStore::new());
     store
         .put_version("paris", Some(1), &linear(100.0))
         .await
@@ -200,12 +197,14 @@ async fn hot_swap_under_concurrent_scoring_loses_nothing_and_never_goes_back() {
 async fn a_version_that_does_not_build_is_refused_and_the_old_one_keeps_scoring() {
     let (store, registry) = setup(None).await;
     assert_eq!(registry.get("paris").await.unwrap().unwrap().version, 1);
-    store.plant(
-        "paris",
-        3,
-        r#"{"format_version":1,"features":["a","b"],"model":{"kind":"linear","coefficients":[1.0],"intercept":0},"output":{"type":"regression"}}"#,
-    );
-    store.activate_now("paris", 3);
+    store
+        .plant(
+            "paris",
+            3,
+            r#"{"format_version":1,"features":["a","b"],"model":{"kind":"linear","coefficients":[1.0],"intercept":0},"output":{"type":"regression"}}"#,
+        )
+        .await;
+    store.activate_now("paris", 3).await;
     registry.poll().await.unwrap();
     assert_eq!(registry.get("paris").await.unwrap().unwrap().version, 1);
     assert_eq!(registry.stats().build_failures.get(), 1);
@@ -225,9 +224,9 @@ async fn a_version_that_does_not_build_is_refused_and_the_old_one_keeps_scoring(
 
 #[tokio::test]
 async fn a_key_whose_only_active_version_is_refused_has_no_model_and_says_why() {
-    let store = Arc::new(MemoryStore::default());
-    store.plant("rome", 1, r#"{"format_version":1,"features":[],"model":{"kind":"linear","coefficients":[],"intercept":0},"output":{"type":"regression"}}"#);
-    store.activate_now("rome", 1);
+    let store = Arc::new(FaultyStore::new());
+    store.plant("rome", 1, r#"{"format_version":1,"features":[],"model":{"kind":"linear","coefficients":[],"intercept":0},"output":{"type":"regression"}}"#).await;
+    store.activate_now("rome", 1).await;
     let registry = Arc::new(ModelRegistry::new(store, config(None)));
     match registry.resolve("rome").await.unwrap() {
         Resolved::Missing(why) => assert!(why.contains("rome version 1"), "{why}"),
@@ -243,7 +242,7 @@ async fn store_outage_keeps_cached_models_scoring_and_catches_up_after() {
     assert!(registry.store_healthy());
 
     store.failing.store(true, Ordering::SeqCst);
-    store.activate_now("paris", 2);
+    store.activate_now("paris", 2).await;
     assert!(registry.poll().await.is_err());
     assert!(!registry.store_healthy());
     // Cached keys keep scoring with what the process has.
@@ -358,7 +357,7 @@ async fn rollback_is_a_newer_revision_and_is_served() {
 
 #[tokio::test]
 async fn a_key_evicted_from_a_small_cache_is_never_served_stale() {
-    let store = Arc::new(MemoryStore::default());
+    let store = Arc::new(FaultyStore::new());
     let keys: Vec<String> = (0..200).map(|i| format!("k{i}")).collect();
     for key in &keys {
         store.put_version(key, Some(1), &linear(1.0)).await.unwrap();

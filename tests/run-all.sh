@@ -41,11 +41,11 @@ export KEYSCORE_PYTHON_BIN="$venv/bin"
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
-step "cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets --locked -- -D warnings
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo test"
-cargo test --locked -- --nocapture
+cargo test --workspace --locked -- --nocapture
 
 step "Python tests"
 "$venv/bin/python" -m pytest -q python/tests

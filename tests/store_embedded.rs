@@ -1,12 +1,11 @@
 //! The embedded SQLite store: the conformance suite, durability across reopening, and
 //! behaviour specific to a local file.
 
-mod support;
-
 use std::path::Path;
 
 use keyscore::store::{self, EmbeddedModelStore, Error, ModelStore};
-use support::conformance::{self, unique_key, VALID_SPEC, VALID_SPEC_2};
+use keyscore_testkit::specs::{VALID_SPEC, VALID_SPEC_2};
+use keyscore_testkit::unique_key;
 use tempfile::TempDir;
 
 fn fresh_store() -> (TempDir, EmbeddedModelStore) {
@@ -15,49 +14,8 @@ fn fresh_store() -> (TempDir, EmbeddedModelStore) {
     (dir, store)
 }
 
-#[tokio::test]
-async fn conformance_run_all_on_one_shared_store() {
-    let (_dir, store) = fresh_store();
-    store.init().await.unwrap();
-    conformance::run_all(&store).await;
-}
-
-/// One test per conformance check, each on a fresh file, so a failure names the behaviour.
-macro_rules! conformance_tests {
-    ($($check:ident),* $(,)?) => {
-        mod conformance_check {
-            use super::*;
-            $(
-                #[tokio::test]
-                async fn $check() {
-                    let (_dir, store) = fresh_store();
-                    conformance::$check(&store).await;
-                }
-            )*
-        }
-    };
-}
-
-conformance_tests!(
-    init_is_idempotent,
-    put_refuses_an_invalid_spec_and_writes_nothing,
-    put_refuses_an_invalid_key,
-    put_refuses_an_existing_version,
-    put_without_version_takes_newest_plus_one,
-    activate_refuses_an_unknown_version,
-    active_reflects_activation,
-    revision_increases_with_every_activation_and_rollback,
-    rollback_returns_to_previous_and_twice_returns_back,
-    rollback_with_nothing_to_return_to_is_refused,
-    reactivating_the_active_version_keeps_the_rollback_target,
-    version_reads_the_exact_spec,
-    list_shows_sorted_keys_versions_and_active,
-    changes_since_reports_every_changed_key,
-    changes_since_next_cursor_misses_nothing,
-    canary_and_shadow_are_stored_and_announced_on_the_feed,
-    canary_and_shadow_refuse_bad_input,
-    promote_activates_the_canary_and_ends_it,
-);
+// One test per check, each on a fresh file.
+keyscore_testkit::conformance_tests!(conformance, async { fresh_store() });
 
 #[tokio::test]
 async fn data_survives_reopening_the_file() {

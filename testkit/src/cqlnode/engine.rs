@@ -224,8 +224,6 @@ pub(crate) enum Outcome {
 /// A statement held under a prepared id.
 #[derive(Debug, Clone)]
 pub(crate) struct Prepared {
-    /// The query text.
-    pub(crate) query: String,
     /// The parsed statement.
     pub(crate) statement: Statement,
     /// The keyspace current when it was prepared.
@@ -475,13 +473,6 @@ impl Engine {
         e
     }
 
-    /// Updates the address `system.local` reports (after a restart on a new port).
-    pub(crate) fn set_endpoint(&mut self, address: IpAddr, port: u16) {
-        self.identity.address = address;
-        self.identity.port = port;
-        self.refresh_system_tables();
-    }
-
     /// Forgets every prepared statement, as a restarted Cassandra without its prepared
     /// statements table would.
     pub(crate) fn forget_prepared(&mut self) {
@@ -578,7 +569,6 @@ impl Engine {
             id.extend_from_slice(&h.finish().to_be_bytes());
         }
         let prepared = Prepared {
-            query: query.to_string(),
             statement,
             keyspace: keyspace.map(str::to_string),
             bind_specs,

@@ -191,11 +191,17 @@ pub fn produce(bootstrap: &str, topic: &str, records: &[(Option<String>, Vec<u8>
 /// A record read back by [`read_topic`].
 #[derive(Debug, Clone)]
 pub struct Read {
+    /// The topic it was read from.
     pub topic: String,
+    /// Its partition.
     pub partition: i32,
+    /// Its offset in the partition.
     pub offset: i64,
+    /// The record's key, if it has one.
     pub key: Option<Vec<u8>>,
+    /// The record's value (an empty one for a tombstone).
     pub payload: Vec<u8>,
+    /// The record's headers, values as text (lossy for non-UTF-8 bytes).
     pub headers: HashMap<String, String>,
     /// The record's timestamp, in ms since the Unix epoch.
     pub timestamp_ms: Option<i64>,
@@ -227,6 +233,7 @@ impl Read {
         }
     }
 
+    /// The value of header `name`; panics, showing the record, when it has none.
     pub fn header(&self, name: &str) -> &str {
         self.headers
             .get(name)
@@ -534,6 +541,11 @@ impl Collector {
     /// How many records were collected so far.
     pub fn len(&self) -> usize {
         self.records.lock().unwrap().len()
+    }
+
+    /// Whether nothing was collected so far.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Waits until `done` holds for the records collected; panics after `timeout`.

@@ -15,14 +15,14 @@ use tokio::process::{Child, ChildStdin};
 use tokio::sync::mpsc;
 
 /// How long one client process may run before the test fails.
-pub(crate) const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
 
 const PYTHON_HINT: &str = "set KEYSCORE_PYTHON_BIN to the bin directory of a virtualenv made \
      with `python3 -m venv DIR && DIR/bin/pip install -r tests/requirements.txt ./python` and \
      KEYSCORE_PYTHON to DIR/bin/python (tests/run-all.sh does this)";
 
 /// A Python tool from `$KEYSCORE_PYTHON_BIN` or `PATH`; panics naming the variable if missing.
-pub(crate) fn python_tool(name: &str) -> PathBuf {
+pub fn python_tool(name: &str) -> PathBuf {
     if let Some(dir) = std::env::var_os("KEYSCORE_PYTHON_BIN") {
         let p = Path::new(&dir).join(name);
         assert!(
@@ -39,7 +39,7 @@ pub(crate) fn python_tool(name: &str) -> PathBuf {
 }
 
 /// The Python interpreter with the project's Python packages.
-pub(crate) fn python() -> PathBuf {
+pub fn python() -> PathBuf {
     match std::env::var_os("KEYSCORE_PYTHON") {
         Some(p) => PathBuf::from(p),
         None => python_tool("python3"),
@@ -47,26 +47,30 @@ pub(crate) fn python() -> PathBuf {
 }
 
 /// A path in the repository.
-pub(crate) fn repo_path(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+pub fn repo_path(relative: &str) -> PathBuf {
+    // The kit is the repository's `testkit/` directory.
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("testkit/ is inside the repository")
+        .join(relative)
 }
 
 /// What a finished client printed.
 #[derive(Debug)]
-pub(crate) struct ClientOutput {
-    pub(crate) stdout: String,
-    pub(crate) stderr: String,
-    pub(crate) success: bool,
-    pub(crate) status: String,
+pub struct ClientOutput {
+    /// Standard output, as text.
+    pub stdout: String,
+    /// Standard error, as text.
+    pub stderr: String,
+    /// Whether it exited with status 0.
+    pub success: bool,
+    /// Its exit status as printed, for messages.
+    pub status: String,
 }
 
 /// Runs a client process to completion (the node keeps serving on this runtime meanwhile),
 /// with `HOME` in a fresh directory so no user configuration (`~/.cassandra/cqlshrc`) applies.
-pub(crate) async fn run_client(
-    program: &Path,
-    args: &[&str],
-    env: &[(&str, &str)],
-) -> ClientOutput {
+pub async fn run_client(program: &Path, args: &[&str], env: &[(&str, &str)]) -> ClientOutput {
     let home = tempfile::tempdir().expect("a temporary HOME");
     let mut command = tokio::process::Command::new(program);
     command
@@ -94,7 +98,7 @@ pub(crate) async fn run_client(
 }
 
 /// Like [`run_client`], but fails the test unless the client succeeds; returns its stdout.
-pub(crate) async fn run_ok(program: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
+pub async fn run_ok(program: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
     let out = run_client(program, args, env).await;
     assert!(
         out.success,
@@ -108,12 +112,31 @@ pub(crate) async fn run_ok(program: &Path, args: &[&str], env: &[(&str, &str)]) 
 }
 
 /// The `keyscore` binary built for these tests.
-pub(crate) fn keyscore_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_keyscore"))
+pub fn keyscore_bin() -> PathBuf {
+    // Cargo builds the binary for integration tests and names it in CARGO_BIN_EXE_keyscore when
+    // it runs them; a test binary started by hand finds it beside its own directory,
+    // `target/<profile>/deps/`.
+    let path = std::env::var_os("CARGO_BIN_EXE_keyscore")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let exe = std::env::current_exe().ok()?;
+            let deps = exe.parent()?;
+            Some(
+                deps.parent()?
+                    .join(format!("keyscore{}", std::env::consts::EXE_SUFFIX)),
+            )
+        })
+        .expect("the path of the keyscore binary");
+    assert!(
+        path.is_file(),
+        "the keyscore binary is not at {}: run the tests with `cargo test`, which builds it",
+        path.display()
+    );
+    path
 }
 
 /// Runs `keyscore --store STORE ARGS...` and returns its stdout; fails the test if it fails.
-pub(crate) async fn keyscore(store: &str, args: &[&str]) -> String {
+pub async fn keyscore(store: &str, args: &[&str]) -> String {
     let mut all = vec!["--store", store];
     all.extend_from_slice(args);
     run_ok(&keyscore_bin(), &all, &[]).await
@@ -121,7 +144,7 @@ pub(crate) async fn keyscore(store: &str, args: &[&str]) -> String {
 
 /// A running `keyscore --store STORE score --batch 1`: records go in through stdin, scored
 /// lines come out of stdout one per record, dead letters go to a file.
-pub(crate) struct ScorerProcess {
+pub struct ScorerProcess {
     child: Child,
     stdin: Option<ChildStdin>,
     lines: mpsc::UnboundedReceiver<String>,
@@ -130,12 +153,12 @@ pub(crate) struct ScorerProcess {
 
 impl ScorerProcess {
     /// Starts the scorer with the watcher polling every `refresh_ms` milliseconds.
-    pub(crate) fn start(store: &str, refresh_ms: u64) -> ScorerProcess {
+    pub fn start(store: &str, refresh_ms: u64) -> ScorerProcess {
         Self::start_with(store, refresh_ms, &[])
     }
 
     /// [`ScorerProcess::start`] with more `score` arguments (e.g. `--ops-listen ADDR`).
-    pub(crate) fn start_with(store: &str, refresh_ms: u64, extra: &[&str]) -> ScorerProcess {
+    pub fn start_with(store: &str, refresh_ms: u64, extra: &[&str]) -> ScorerProcess {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let dead = dir.path().join("dead.jsonl");
         let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr log");
@@ -174,7 +197,7 @@ impl ScorerProcess {
     }
 
     /// Writes one record line.
-    pub(crate) async fn send(&mut self, record: &str) {
+    pub async fn send(&mut self, record: &str) {
         let stdin = self.stdin.as_mut().expect("stdin is open");
         let write = async {
             stdin.write_all(record.as_bytes()).await?;
@@ -190,7 +213,7 @@ impl ScorerProcess {
     }
 
     /// The scored lines printed so far, without waiting.
-    pub(crate) fn ready_lines(&mut self) -> Vec<String> {
+    pub fn ready_lines(&mut self) -> Vec<String> {
         let mut out = Vec::new();
         while let Ok(line) = self.lines.try_recv() {
             out.push(line);
@@ -199,7 +222,7 @@ impl ScorerProcess {
     }
 
     /// The next scored line, waiting up to `timeout`; fails the test with the scorer's log.
-    pub(crate) async fn next_line(&mut self, timeout: Duration) -> String {
+    pub async fn next_line(&mut self, timeout: Duration) -> String {
         match tokio::time::timeout(timeout, self.lines.recv()).await {
             Ok(Some(line)) => line,
             Ok(None) => panic!("keyscore score closed its output; its log:\n{}", self.log()),
@@ -213,7 +236,7 @@ impl ScorerProcess {
 
     /// Closes stdin, waits for the scorer to exit successfully and returns the remaining
     /// scored lines.
-    pub(crate) async fn finish(&mut self) -> Vec<String> {
+    pub async fn finish(&mut self) -> Vec<String> {
         drop(self.stdin.take());
         let deadline = Instant::now() + CLIENT_TIMEOUT;
         let status = tokio::time::timeout_at(deadline.into(), self.child.wait())
@@ -236,7 +259,7 @@ impl ScorerProcess {
     }
 
     /// The dead letters written so far, one JSON line each.
-    pub(crate) fn dead_letters(&self) -> Vec<String> {
+    pub fn dead_letters(&self) -> Vec<String> {
         std::fs::read_to_string(self.dir.path().join("dead.jsonl"))
             .unwrap_or_default()
             .lines()
@@ -245,13 +268,13 @@ impl ScorerProcess {
     }
 
     /// What the scorer logged on stderr so far.
-    pub(crate) fn log(&self) -> String {
+    pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
     }
 }
 
 /// Today's change-feed day partition (`YYYY-MM-DD`, UTC), as `date -u +%F` prints it.
-pub(crate) fn utc_today() -> String {
+pub fn utc_today() -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("the clock is after 1970");
@@ -259,7 +282,7 @@ pub(crate) fn utc_today() -> String {
 }
 
 /// `YYYY-MM-DD` of a Unix time in milliseconds, as `date -u +%F` prints it.
-pub(crate) fn utc_day(ms: i64) -> String {
+pub fn utc_day(ms: i64) -> String {
     // Days to civil date (proleptic Gregorian), H. Hinnant's algorithm.
     let z = ms.div_euclid(86_400_000) + 719_468;
     let era = z.div_euclid(146_097);

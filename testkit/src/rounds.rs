@@ -5,25 +5,22 @@
 //! best round shown too). Ratios between cases of one summary are then comparable even when
 //! absolute times drift. Printed after the criterion groups, by `cargo bench` only.
 
-// Each bench uses part of this module.
-#![allow(dead_code)]
-
 use std::time::{Duration, Instant};
 
 /// One measured case: `run(n)` does `n` calls of `units` units of work each and returns the
 /// time they took.
-pub(crate) struct Case<'a> {
-    pub(crate) name: String,
-    pub(crate) units: u64,
-    pub(crate) run: Box<dyn FnMut(u64) -> Duration + 'a>,
+pub struct Case<'a> {
+    /// The row's name in the summary.
+    pub name: String,
+    /// Units of work per call: figures are per unit (per record of a batch, say).
+    pub units: u64,
+    /// Makes `n` calls and returns the time they took.
+    pub run: Box<dyn FnMut(u64) -> Duration + 'a>,
 }
 
 impl<'a> Case<'a> {
-    pub(crate) fn new(
-        name: impl Into<String>,
-        units: u64,
-        run: impl FnMut(u64) -> Duration + 'a,
-    ) -> Self {
+    /// A case whose `run(n)` times `n` calls itself (on other threads, say).
+    pub fn new(name: impl Into<String>, units: u64, run: impl FnMut(u64) -> Duration + 'a) -> Self {
         Self {
             name: name.into(),
             units,
@@ -32,7 +29,7 @@ impl<'a> Case<'a> {
     }
 
     /// A case timing `n` calls of `f` on this thread.
-    pub(crate) fn calls(name: impl Into<String>, units: u64, mut f: impl FnMut() + 'a) -> Self {
+    pub fn calls(name: impl Into<String>, units: u64, mut f: impl FnMut() + 'a) -> Self {
         Self::new(name, units, move |n| {
             let start = Instant::now();
             for _ in 0..n {
@@ -45,18 +42,20 @@ impl<'a> Case<'a> {
 
 /// A case's result in nanoseconds per unit.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Figure {
-    pub(crate) median: f64,
-    pub(crate) best: f64,
+pub struct Figure {
+    /// The median over the rounds.
+    pub median: f64,
+    /// The best round.
+    pub best: f64,
 }
 
 /// Whether this is a real `cargo bench` run (criterion's test mode runs without `--bench`).
-pub(crate) fn benching() -> bool {
+pub fn benching() -> bool {
     std::env::args().any(|a| a == "--bench")
 }
 
 /// Runs `rounds` interleaved rounds of every case, each round about `round` long per case.
-pub(crate) fn run(cases: &mut [Case<'_>], rounds: usize, round: Duration) -> Vec<Figure> {
+pub fn run(cases: &mut [Case<'_>], rounds: usize, round: Duration) -> Vec<Figure> {
     // Calibrate: calls per round, so each case's round lasts about `round`.
     let calls: Vec<u64> = cases
         .iter_mut()
@@ -92,7 +91,7 @@ pub(crate) fn run(cases: &mut [Case<'_>], rounds: usize, round: Duration) -> Vec
 }
 
 /// Formats nanoseconds for a table.
-pub(crate) fn ns(v: f64) -> String {
+pub fn ns(v: f64) -> String {
     if v >= 1_000_000.0 {
         format!("{:.2} ms", v / 1e6)
     } else if v >= 10_000.0 {

@@ -4,40 +4,129 @@
 //! when the store falls short. Every check writes only under fresh keys from [`unique_key`],
 //! so the suite can run against a shared, long-lived cluster and alongside other runs.
 //!
+//! [`conformance_tests!`](crate::conformance_tests) runs the suite for one engine: one
+//! `#[tokio::test]` per check, each on a store of its own (or on a shared cluster), so a failure
+//! names the behaviour and does not hide the checks after it. The list of checks is written once,
+//! in that macro.
+//!
 //! ```ignore
-//! let store = EmbeddedModelStore::open(dir.path().join("models.db"))?;
-//! conformance::run_all(&store).await;
+//! use keyscore::store::EmbeddedModelStore;
+//!
+//! async fn fresh_store() -> (tempfile::TempDir, EmbeddedModelStore) {
+//!     let dir = tempfile::tempdir().unwrap();
+//!     let store = EmbeddedModelStore::open(dir.path().join("models.db")).unwrap();
+//!     (dir, store)
+//! }
+//!
+//! // A module `sqlite` with one test per check, each on a fresh file.
+//! keyscore_testkit::conformance_tests!(sqlite, fresh_store());
 //! ```
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
 
-use keyscore::store::{Canary, ChangeCursor, Error, KeySummary, ModelStore};
+use keyscore::store::{
+    Canary, ChangeCursor, CqlModelStore, EmbeddedModelStore, Error, KeySummary, MemoryModelStore,
+    ModelStore,
+};
 
-/// A valid spec: a linear regression over two features.
-pub const VALID_SPEC: &str = r#"{"format_version":1,"features":["a","b"],"model":{"kind":"linear","coefficients":[1.0,2.0],"intercept":0.5},"output":{"type":"regression"}}"#;
+use crate::specs::{SHAPE_MISMATCH_SPEC, UNKNOWN_KIND_SPEC, VALID_SPEC, VALID_SPEC_2};
+use crate::unique_key;
 
-/// Another valid spec, so versions of one key differ.
-pub const VALID_SPEC_2: &str = r#"{"format_version":1,"features":["a","b"],"model":{"kind":"linear","coefficients":[-3.0,0.25],"intercept":7.0},"output":{"type":"regression"}}"#;
+/// One test per conformance check for one engine, in a module `$module`:
+/// `conformance_tests!(sqlite, fresh_store())`.
+///
+/// The second argument is an expression evaluated once per test, inside the test's runtime, to
+/// a future (an `async fn` call or an `async` block) whose output is a [`Fixture`]: a store,
+/// or a `(guard, store)` pair whose guard (a temporary directory) lives as long as the test.
+/// Items of the calling module are in scope in the expression. Each test runs on a
+/// current-thread runtime, through the `tokio` the calling crate depends on.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($module:ident, $fresh:expr $(,)?) => {
+        $crate::conformance_tests!(@checks $module, $fresh;
+            init_is_idempotent,
+            put_refuses_an_invalid_spec_and_writes_nothing,
+            put_refuses_an_invalid_key,
+            put_refuses_an_existing_version,
+            put_without_version_takes_newest_plus_one,
+            activate_refuses_an_unknown_version,
+            active_reflects_activation,
+            revision_increases_with_every_activation_and_rollback,
+            rollback_returns_to_previous_and_twice_returns_back,
+            rollback_with_nothing_to_return_to_is_refused,
+            reactivating_the_active_version_keeps_the_rollback_target,
+            version_reads_the_exact_spec,
+            list_shows_sorted_keys_versions_and_active,
+            changes_since_reports_every_changed_key,
+            changes_since_next_cursor_misses_nothing,
+            canary_and_shadow_are_stored_and_announced_on_the_feed,
+            canary_and_shadow_refuse_bad_input,
+            promote_activates_the_canary_and_ends_it,
+        );
+    };
+    (@checks $module:ident, $fresh:expr; $($check:ident),* $(,)?) => {
+        mod $module {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[::tokio::test]
+                async fn $check() {
+                    let fixture = $fresh.await;
+                    $crate::conformance::$check($crate::conformance::Fixture::store(&fixture))
+                        .await;
+                }
+            )*
+        }
+    };
+}
 
-/// A spec that does not decode: the model kind does not exist.
-pub const UNKNOWN_KIND_SPEC: &str = r#"{"format_version":1,"features":["a","b"],"model":{"kind":"quantum","coefficients":[1.0,2.0],"intercept":0.5},"output":{"type":"regression"}}"#;
+/// What a conformance test runs against: a store, with whatever must live as long as it.
+pub trait Fixture {
+    /// The store under test.
+    fn store(&self) -> &dyn ModelStore;
+}
 
-/// A spec that decodes but cannot build: two features, one coefficient.
-pub const SHAPE_MISMATCH_SPEC: &str = r#"{"format_version":1,"features":["a","b"],"model":{"kind":"linear","coefficients":[1.0],"intercept":0.5},"output":{"type":"regression"}}"#;
+impl Fixture for MemoryModelStore {
+    fn store(&self) -> &dyn ModelStore {
+        self
+    }
+}
 
-/// A key no other run uses: `prefix`, the time in nanoseconds, the process id and a counter.
-pub fn unique_key(prefix: &str) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!(
-        "{prefix}-{nanos:x}-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+impl Fixture for EmbeddedModelStore {
+    fn store(&self) -> &dyn ModelStore {
+        self
+    }
+}
+
+impl Fixture for CqlModelStore {
+    fn store(&self) -> &dyn ModelStore {
+        self
+    }
+}
+
+impl Fixture for Arc<dyn ModelStore> {
+    fn store(&self) -> &dyn ModelStore {
+        &**self
+    }
+}
+
+/// A store with a guard that must outlive it, such as the temporary directory of its file.
+impl<G, S: Fixture> Fixture for (G, S) {
+    fn store(&self) -> &dyn ModelStore {
+        self.1.store()
+    }
+}
+
+/// `err` and its sources, `A: B: C`, as the CLI prints an error.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        message.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    message
 }
 
 /// Puts `spec` under `key`, panicking with the store's error if it is refused.
@@ -65,28 +154,6 @@ async fn revision(store: &dyn ModelStore, key: &str) -> i64 {
         .revision
 }
 
-/// Runs every check against `store`, which must be empty or shared (checks use fresh keys).
-pub async fn run_all(store: &dyn ModelStore) {
-    init_is_idempotent(store).await;
-    put_refuses_an_invalid_spec_and_writes_nothing(store).await;
-    put_refuses_an_invalid_key(store).await;
-    put_refuses_an_existing_version(store).await;
-    put_without_version_takes_newest_plus_one(store).await;
-    activate_refuses_an_unknown_version(store).await;
-    active_reflects_activation(store).await;
-    revision_increases_with_every_activation_and_rollback(store).await;
-    rollback_returns_to_previous_and_twice_returns_back(store).await;
-    rollback_with_nothing_to_return_to_is_refused(store).await;
-    reactivating_the_active_version_keeps_the_rollback_target(store).await;
-    version_reads_the_exact_spec(store).await;
-    list_shows_sorted_keys_versions_and_active(store).await;
-    changes_since_reports_every_changed_key(store).await;
-    changes_since_next_cursor_misses_nothing(store).await;
-    canary_and_shadow_are_stored_and_announced_on_the_feed(store).await;
-    canary_and_shadow_refuse_bad_input(store).await;
-    promote_activates_the_canary_and_ends_it(store).await;
-}
-
 /// `init` may run any number of times and keeps what is stored.
 pub async fn init_is_idempotent(store: &dyn ModelStore) {
     store.init().await.expect("first init failed");
@@ -108,9 +175,10 @@ pub async fn put_refuses_an_invalid_spec_and_writes_nothing(store: &dyn ModelSto
         .await
         .expect_err("a spec with an unknown model kind was stored");
     assert!(matches!(err, Error::InvalidModel(_)), "{err:?}");
+    let message = chain(&err);
     assert!(
-        err.to_string().contains("quantum"),
-        "the message does not name the unknown kind: {err}"
+        message.contains("quantum"),
+        "the message does not name the unknown kind: {message}"
     );
     let err = store
         .put_version(&key, None, SHAPE_MISMATCH_SPEC)

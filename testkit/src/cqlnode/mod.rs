@@ -16,29 +16,29 @@
 //! node.clear_fault();
 //! ```
 //!
-//! The node lives on the Tokio runtime that started it (a `#[tokio::test]`'s runtime).
+//! The node lives on the Tokio runtime that started it (a `#[tokio::test]`'s runtime), and
+//! stops when that runtime ends; [`CqlTestNode::shared_addr`] starts one node per test binary
+//! on a runtime of its own, which outlives every test.
 //!
 //! Not modelled: consistency levels (every level succeeds on the one replica), replication,
 //! TTL and expiry, lightweight transactions beyond a check-and-write under one lock, counters,
 //! static columns, secondary indexes, materialized views, user types, tuples, authentication,
 //! compression, tracing and pushed events. Server-side DESCRIBE (what cqlsh 6 sends to a
-//! Cassandra 4.0+ server) covers KEYSPACES, TABLES, KEYSPACE, TABLE, [FULL] SCHEMA and a bare
+//! Cassandra 4.0+ server) covers KEYSPACES, TABLES, KEYSPACE, TABLE, `[FULL] SCHEMA` and a bare
 //! name, with CREATE statements of what the node models (no table options but the
 //! clustering order and comment).
 //!
 //! [`CqlTestNode::execute_local`] writes straight to the node's data while clients are cut off;
 //! [`clients`] runs `cqlsh`, Python and the `keyscore` binary against a node.
 
-#![allow(dead_code)]
-
-pub(crate) mod clients;
+pub mod clients;
 mod engine;
 mod frame;
 mod parser;
 mod types;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -49,12 +49,11 @@ use tokio::task::JoinHandle;
 use engine::{Engine, Exec, Identity, Outcome};
 use frame::{opcode, CqlError, ErrorCode, Header, QueryParams, Reader, Value, Writer};
 
-#[allow(unused_imports)]
-pub(crate) use parser::split_script;
+pub use parser::split_script;
 
 /// A fault the node injects until it is cleared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Fault {
+pub enum Fault {
     /// The node is unreachable: open connections are closed and new ones are closed as soon as
     /// they are accepted.
     Unavailable,
@@ -85,7 +84,7 @@ struct Shared {
 
 /// A running test node. Dropping it stops the node.
 #[derive(Debug)]
-pub(crate) struct CqlTestNode {
+pub struct CqlTestNode {
     addr: SocketAddr,
     shared: Arc<Shared>,
     accept: Mutex<Option<JoinHandle<()>>>,
@@ -93,14 +92,42 @@ pub(crate) struct CqlTestNode {
 
 impl CqlTestNode {
     /// Starts a node on 127.0.0.1 on a free port.
-    pub(crate) async fn start() -> CqlTestNode {
+    pub async fn start() -> CqlTestNode {
         Self::start_on(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0))
             .await
             .expect("the CQL test node binds 127.0.0.1:0")
     }
 
+    /// The address of a node that every test of this test binary shares, started on first use.
+    ///
+    /// Each `#[tokio::test]` has its own runtime, and a node stops with the runtime that started
+    /// it, so this node runs on a thread and runtime of its own until the process exits. Tests
+    /// using it run at the same time: they must write under their own keys or keyspaces and
+    /// must not inject faults or stop it (start a node of their own for that).
+    pub fn shared_addr() -> SocketAddr {
+        static ADDR: OnceLock<SocketAddr> = OnceLock::new();
+        *ADDR.get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::Builder::new()
+                .name("shared-cql-test-node".into())
+                .spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("a runtime for the shared CQL test node");
+                    runtime.block_on(async {
+                        let node = CqlTestNode::start().await;
+                        tx.send(node.addr()).expect("the starting test waits");
+                        std::future::pending::<()>().await;
+                    });
+                })
+                .expect("a thread for the shared CQL test node");
+            rx.recv().expect("the shared CQL test node started")
+        })
+    }
+
     /// Starts a node on `addr` (port 0 picks a free one).
-    pub(crate) async fn start_on(addr: SocketAddr) -> std::io::Result<CqlTestNode> {
+    pub async fn start_on(addr: SocketAddr) -> std::io::Result<CqlTestNode> {
         let listener = bind(addr)?;
         let addr = listener.local_addr()?;
         let mut host_id = engine::random_uuid();
@@ -129,12 +156,12 @@ impl CqlTestNode {
     }
 
     /// The address clients connect to.
-    pub(crate) fn addr(&self) -> SocketAddr {
+    pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
     /// Injects a fault until [`CqlTestNode::clear_fault`].
-    pub(crate) fn set_fault(&self, fault: Fault) {
+    pub fn set_fault(&self, fault: Fault) {
         *self.shared.fault_generation.lock().expect("lock") += 1;
         *self.shared.fault.lock().expect("lock") = Some(fault);
         if fault == Fault::Unavailable {
@@ -143,18 +170,18 @@ impl CqlTestNode {
     }
 
     /// Ends any injected fault.
-    pub(crate) fn clear_fault(&self) {
+    pub fn clear_fault(&self) {
         *self.shared.fault_generation.lock().expect("lock") += 1;
         *self.shared.fault.lock().expect("lock") = None;
     }
 
     /// The fault in force.
-    pub(crate) fn fault(&self) -> Option<Fault> {
+    pub fn fault(&self) -> Option<Fault> {
         *self.shared.fault.lock().expect("lock")
     }
 
     /// Injects `fault` for `duration`, then clears it (unless another fault was set meanwhile).
-    pub(crate) fn fault_for(&self, fault: Fault, duration: Duration) {
+    pub fn fault_for(&self, fault: Fault, duration: Duration) {
         self.set_fault(fault);
         let generation = *self.shared.fault_generation.lock().expect("lock");
         let shared = self.shared.clone();
@@ -167,13 +194,13 @@ impl CqlTestNode {
     }
 
     /// Makes every non-system request fail with Unavailable for `duration`.
-    pub(crate) fn fail_for(&self, duration: Duration) {
+    pub fn fail_for(&self, duration: Duration) {
         self.fault_for(Fault::Failing, duration);
     }
 
     /// Stops listening and closes every connection; the data is kept for
     /// [`CqlTestNode::restart`].
-    pub(crate) fn stop(&self) {
+    pub fn stop(&self) {
         if let Some(task) = self.accept.lock().expect("lock").take() {
             task.abort();
         }
@@ -182,7 +209,7 @@ impl CqlTestNode {
 
     /// Listens again on the same address after [`CqlTestNode::stop`], with the same data and
     /// prepared statements, like a restarted node.
-    pub(crate) async fn restart(&self) -> std::io::Result<()> {
+    pub async fn restart(&self) -> std::io::Result<()> {
         self.stop();
         // The aborted accept loop releases the port once it has been dropped.
         let mut tries = 0;
@@ -203,7 +230,7 @@ impl CqlTestNode {
 
     /// Forgets every prepared statement, so the next EXECUTE of each is answered with
     /// Unprepared (0x2500) and the client must prepare again.
-    pub(crate) fn forget_prepared(&self) {
+    pub fn forget_prepared(&self) {
         self.shared.engine.lock().expect("lock").forget_prepared();
     }
 
@@ -211,7 +238,7 @@ impl CqlTestNode {
     /// the node's data, bypassing the network and any fault: a writer that still reaches the
     /// cluster while the clients under test are cut off from it. Writes get the node's clock as
     /// their timestamp and `now()` is the node's clock. Fails with the first statement's error.
-    pub(crate) fn execute_local(&self, script: &str) -> Result<(), String> {
+    pub fn execute_local(&self, script: &str) -> Result<(), String> {
         let mut engine = self.shared.engine.lock().expect("lock");
         let mut keyspace: Option<String> = None;
         for text in parser::split_script(script) {
@@ -237,7 +264,7 @@ impl CqlTestNode {
 
     /// Every query text received so far (QUERY and PREPARE bodies, BATCH query strings), in
     /// order.
-    pub(crate) fn query_log(&self) -> Vec<String> {
+    pub fn query_log(&self) -> Vec<String> {
         self.shared.log.lock().expect("lock").clone()
     }
 }

@@ -1394,7 +1394,7 @@ impl Parser {
 
 /// Splits a script into statements at top-level `;` (outside strings, comments and
 /// `BEGIN ... APPLY BATCH`). Used by tests to run the schema files.
-pub(crate) fn split_script(src: &str) -> Vec<String> {
+pub fn split_script(src: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut chars = src.chars().peekable();
