@@ -9,7 +9,7 @@
 //! names the behaviour and does not hide the checks after it. The list of checks is written once,
 //! in that macro.
 //!
-//! ```ignore
+//! ```text
 //! use keyscore::store::EmbeddedModelStore;
 //!
 //! async fn fresh_store() -> (tempfile::TempDir, EmbeddedModelStore) {

@@ -6,7 +6,7 @@
 //! clients against it. Anything outside its subset is answered with a CQL error naming the
 //! feature, never with a wrong result.
 //!
-//! ```ignore
+//! ```text
 //! let node = CqlTestNode::start().await;
 //! let session = scylla::client::session_builder::SessionBuilder::new()
 //!     .known_node(node.addr().to_string())
