@@ -144,9 +144,7 @@ impl ModelRegistry {
             }
         };
         self.stats.loads.inc_by(keys.len() as u64);
-        for key in keys {
-            self.refresh_rollout(key).await;
-        }
+        self.refresh_rollouts(keys).await;
         let slots = match build_many(actives.iter().flatten().cloned().collect()).await {
             Ok(built) => {
                 let mut built = built.into_iter();

@@ -87,20 +87,33 @@ impl ModelRegistry {
     /// Re-reads the rollout of `key` and builds its canary and shadow versions when it changed.
     /// Failures leave the current rollout in place.
     pub(super) async fn refresh_rollout(&self, key: &str) {
-        let stored = match self.store.rollout(key).await {
+        self.refresh_rollouts(&[key]).await;
+    }
+
+    /// [`ModelRegistry::refresh_rollout`] for many keys, with one store read for all of them.
+    pub(super) async fn refresh_rollouts(&self, keys: &[&str]) {
+        let owned: Vec<String> = keys.iter().map(|k| (*k).to_string()).collect();
+        let stored = match self.store.rollouts(&owned).await {
             Ok(r) => {
                 if !self.rollout_reads_ok.swap(true, Ordering::Relaxed) {
                     info!("Reading rollouts works again.");
                 }
-                r.unwrap_or_default()
+                r
             }
             Err(err) => {
                 if self.rollout_reads_ok.swap(false, Ordering::Relaxed) {
-                    warn!(key, error = %ErrorChain(&err), "Reading a key's canary and shadow versions failed; keys keep the ones they have.");
+                    warn!(keys = keys.len(), error = %ErrorChain(&err), "Reading canary and shadow versions failed; keys keep the ones they have.");
                 }
                 return;
             }
         };
+        for (key, stored) in keys.iter().zip(stored) {
+            self.apply_rollout(key, stored.unwrap_or_default()).await;
+        }
+    }
+
+    /// Builds `key`'s canary and shadow versions from its stored rollout, when it changed.
+    async fn apply_rollout(&self, key: &str, stored: store::Rollout) {
         let current = self.rollouts.get(key);
         match &current {
             Some(c) if c.revision >= stored.revision => return,

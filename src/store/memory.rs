@@ -252,6 +252,14 @@ impl ModelStore for MemoryModelStore {
         Ok(self.state().rollouts.get(key).cloned())
     }
 
+    async fn rollouts(&self, keys: &[String]) -> Result<Vec<Option<Rollout>>, Error> {
+        let state = self.state();
+        Ok(keys
+            .iter()
+            .map(|k| state.rollouts.get(k).cloned())
+            .collect())
+    }
+
     async fn set_canary(&self, key: &str, canary: Option<Canary>) -> Result<(), Error> {
         check_key(key)?;
         if let Some(c) = canary {

@@ -308,6 +308,16 @@ pub trait ModelStore: Send + Sync + std::fmt::Debug {
         Ok(None)
     }
 
+    /// The rollout of each of `keys`, in order: one call for a batch. The default asks
+    /// [`ModelStore::rollout`] for each; backends override it with one read.
+    async fn rollouts(&self, keys: &[String]) -> Result<Vec<Option<Rollout>>, Error> {
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            out.push(self.rollout(key).await?);
+        }
+        Ok(out)
+    }
+
     /// Starts (or changes) a canary of `key`, or ends it with `None`, and records the change in
     /// the feed. The version must exist ([`Error::NoSuchVersion`]) and the share be in (0, 1]
     /// ([`Error::InvalidShare`]). The default refuses with [`Error::Rejected`].

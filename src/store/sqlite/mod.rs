@@ -375,6 +375,18 @@ impl ModelStore for EmbeddedModelStore {
         .await
     }
 
+    async fn rollouts(&self, keys: &[String]) -> Result<Vec<Option<Rollout>>, Error> {
+        let keys = keys.to_vec();
+        self.call(move |conn| {
+            let context = "reading canaries and shadows";
+            let tx = conn.transaction().map_err(sqlite_error(context))?;
+            keys.iter()
+                .map(|key| read_rollout(&tx, key).map_err(sqlite_error(context)))
+                .collect()
+        })
+        .await
+    }
+
     async fn set_canary(&self, key: &str, canary: Option<Canary>) -> Result<(), Error> {
         check_key(key)?;
         if let Some(c) = canary {

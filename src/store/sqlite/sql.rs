@@ -189,22 +189,21 @@ pub(super) fn feed_row(conn: &Connection, key: &str, version: i64) -> rusqlite::
 }
 
 pub(super) fn read_rollout(conn: &Connection, key: &str) -> rusqlite::Result<Option<Rollout>> {
-    conn.query_row(
+    conn.prepare_cached(
         "SELECT canary_version, canary_share, shadow_version, revision
          FROM model_rollouts WHERE key = ?1",
-        [key],
-        |row| {
-            let canary_version: Option<i64> = row.get(0)?;
-            let canary_share: Option<f64> = row.get(1)?;
-            Ok(Rollout {
-                canary: canary_version
-                    .zip(canary_share)
-                    .map(|(version, share)| Canary { version, share }),
-                shadow: row.get(2)?,
-                revision: row.get(3)?,
-            })
-        },
-    )
+    )?
+    .query_row([key], |row| {
+        let canary_version: Option<i64> = row.get(0)?;
+        let canary_share: Option<f64> = row.get(1)?;
+        Ok(Rollout {
+            canary: canary_version
+                .zip(canary_share)
+                .map(|(version, share)| Canary { version, share }),
+            shadow: row.get(2)?,
+            revision: row.get(3)?,
+        })
+    })
     .optional()
 }
 
