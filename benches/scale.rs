@@ -140,7 +140,12 @@ fn key(i: usize) -> String {
 fn record(rng: &mut Xoshiro256StarStar, id: usize, key: &str) -> Vec<u8> {
     let mut s = format!("{{\"id\":\"r-{id}\",\"city\":\"{key}\"");
     for f in 0..FEATURES {
-        s.push_str(&format!(",\"f{f}\":{:.4}", rng.range(-3.0, 3.0)));
+        // A number in [-3, 3) with four decimals, written without float formatting (which
+        // would cost more than scoring the record).
+        let n = rng.below(60_000) as i64 - 30_000;
+        let sign = if n < 0 { "-" } else { "" };
+        let n = n.unsigned_abs();
+        s.push_str(&format!(",\"f{f}\":{sign}{}.{:04}", n / 10_000, n % 10_000));
     }
     s.push('}');
     s.into_bytes()

@@ -14,7 +14,7 @@ use super::Slot;
 /// swapped out.
 #[derive(Debug, Default)]
 pub(super) struct HotSnapshot {
-    slots: papaya::HashMap<String, Slot>,
+    slots: papaya::HashMap<String, Slot, foldhash::fast::RandomState>,
 }
 
 impl HotSnapshot {

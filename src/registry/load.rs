@@ -67,9 +67,11 @@ impl ModelRegistry {
     /// missing key is retried on its own.
     pub async fn resolve_many(&self, keys: &[&str]) -> Vec<Result<Resolved, Arc<Error>>> {
         let mut slots: Vec<Option<Loaded>> = Vec::with_capacity(keys.len());
+        let mut hits = 0;
         for key in keys {
-            slots.push(self.hot_slot(key).await.map(Ok));
+            slots.push(self.hot_slot(key, &mut hits).await.map(Ok));
         }
+        self.stats.hits.inc_by(hits);
         let missing: Vec<&str> = keys
             .iter()
             .zip(&slots)

@@ -145,6 +145,8 @@ pub struct ModelRegistry {
     store_healthy: AtomicBool,
     swaps: SwapLog,
     stats: RegistryStats,
+    /// Hot hits, for sampling which ones also touch moka.
+    touches: AtomicU64,
     rollouts: RolloutTable,
     /// Whether the last rollout read succeeded (failures are logged on the change only).
     rollout_reads_ok: AtomicBool,
@@ -181,6 +183,7 @@ impl ModelRegistry {
             store_healthy: AtomicBool::new(true),
             swaps: SwapLog::default(),
             stats: RegistryStats::default(),
+            touches: AtomicU64::new(0),
             rollouts: RolloutTable::default(),
             rollout_reads_ok: AtomicBool::new(true),
         }
@@ -237,11 +240,12 @@ impl ModelRegistry {
         Ok(Resolved::Missing(why))
     }
 
-    /// `key`'s slot if it is cached, counted as a hit.
-    async fn hot_slot(&self, key: &str) -> Option<Slot> {
+    /// `key`'s slot if it is cached. `hits` counts lookups for the caller, which adds them
+    /// to the shared counter once per batch.
+    async fn hot_slot(&self, key: &str, hits: &mut u64) -> Option<Slot> {
         if let Some(slot) = self.hot.get(key) {
-            self.stats.hits.inc();
-            if self.stats.hits.get() % TOUCH_EVERY == 0 {
+            *hits += 1;
+            if self.touches.fetch_add(1, Ordering::Relaxed) % TOUCH_EVERY == 0 {
                 // Hot reads bypass moka; tell it now and then which keys are in use, so its
                 // eviction keeps the popular ones.
                 let _ = self.cache.get(key).await;
@@ -249,13 +253,15 @@ impl ModelRegistry {
             return Some(slot);
         }
         let slot = self.cache.get(key).await?;
-        self.stats.hits.inc();
+        *hits += 1;
         self.hot.publish(key, &slot);
         Some(slot)
     }
 
     async fn slot(&self, key: &str) -> Result<Slot, Error> {
-        if let Some(slot) = self.hot_slot(key).await {
+        let mut hits = 0;
+        if let Some(slot) = self.hot_slot(key, &mut hits).await {
+            self.stats.hits.inc_by(hits);
             return Ok(slot);
         }
         self.stats.misses.inc();

@@ -4,7 +4,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{atomic::Ordering, Arc, RwLock},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, RwLock,
+    },
 };
 
 use tracing::{error, info, warn};
@@ -43,10 +46,16 @@ pub struct KeyRollout {
 #[derive(Debug, Default)]
 pub(super) struct RolloutTable {
     keys: RwLock<HashMap<String, Arc<KeyRollout>>>,
+    /// Whether any key has an entry: most processes have no rollout at all, and then a batch's
+    /// lookups cost one load each.
+    any: AtomicBool,
 }
 
 impl RolloutTable {
     fn get(&self, key: &str) -> Option<Arc<KeyRollout>> {
+        if !self.any.load(Ordering::Acquire) {
+            return None;
+        }
         self.keys.read().expect("rollout lock").get(key).cloned()
     }
 
@@ -68,6 +77,7 @@ impl RolloutTable {
         }
         // An empty rollout is kept too: its revision stops an older read from reviving one.
         keys.insert(key.to_string(), Arc::new(rollout));
+        self.any.store(true, Ordering::Release);
     }
 }
 

@@ -7,11 +7,12 @@
 //! keys become labelled series is the endpoint's choice (a bounded set; see the `ops` module).
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::VecDeque,
     sync::Mutex,
     time::{SystemTime, UNIX_EPOCH},
 };
 
+use foldhash::{HashMap, HashMapExt};
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
 
 use super::{record::Reason, report::Divergence};
