@@ -389,3 +389,241 @@ async fn a_key_evicted_from_a_small_cache_is_never_served_stale() {
         );
     }
 }
+
+/// A store holding `n` keys `b0..`, each with v1 (intercept 1) active and v2 (intercept 2)
+/// stored, written in bulk.
+async fn many_keys(store: &FaultyStore, prefix: &str, n: usize) -> Vec<String> {
+    use keyscore::store::NewVersion;
+    let keys: Vec<String> = (0..n).map(|i| format!("{prefix}{i}")).collect();
+    let items: Vec<NewVersion> = keys
+        .iter()
+        .flat_map(|k| {
+            [1.0, 2.0].map(|intercept| NewVersion {
+                key: k.clone(),
+                version: Some(intercept as i64),
+                spec_json: linear(intercept),
+            })
+        })
+        .collect();
+    for r in store.inner().put_versions(&items).await.unwrap() {
+        r.unwrap();
+    }
+    let pairs: Vec<(String, i64)> = keys.iter().map(|k| (k.clone(), 1)).collect();
+    for r in store.inner().activate_many(&pairs).await.unwrap() {
+        r.unwrap();
+    }
+    keys
+}
+
+fn own_version(r: &Result<Resolved, Arc<keyscore::registry::Error>>) -> i64 {
+    match r {
+        Ok(Resolved::Own(m)) => m.version,
+        other => panic!("expected the key's own model, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_of_missing_keys_is_read_once_and_concurrent_batches_share_models() {
+    let store = Arc::new(FaultyStore::new());
+    let keys = many_keys(&store, "b", 300).await;
+    let registry = Arc::new(ModelRegistry::new(
+        Arc::clone(&store) as Arc<dyn ModelStore>,
+        config(None),
+    ));
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let resolved = registry.resolve_many(&refs).await;
+    assert!(resolved.iter().all(|r| own_version(r) == 1));
+    assert_eq!(
+        store.active_many_calls.load(Ordering::SeqCst),
+        1,
+        "one read for the batch"
+    );
+    assert_eq!(
+        store.active_calls.load(Ordering::SeqCst),
+        0,
+        "no per-key reads"
+    );
+    assert_eq!(registry.stats().loads.get(), 300);
+    // Cached now: no more reads.
+    registry.resolve_many(&refs).await;
+    assert_eq!(store.active_many_calls.load(Ordering::SeqCst), 1);
+
+    // Four batches of the same new keys at once, behind a slow store: each key is built once
+    // and every batch gets that one model.
+    let fresh = many_keys(&store, "c", 200).await;
+    store.active_delay_ms.store(50, Ordering::SeqCst);
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let registry = Arc::clone(&registry);
+            let fresh = fresh.clone();
+            tokio::spawn(async move {
+                let refs: Vec<&str> = fresh.iter().map(String::as_str).collect();
+                registry.resolve_many(&refs).await
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    for i in 0..fresh.len() {
+        let first = match &results[0][i] {
+            Ok(Resolved::Own(m)) => Arc::clone(m),
+            other => panic!("{}: {other:?}", fresh[i]),
+        };
+        for r in &results[1..] {
+            match &r[i] {
+                Ok(Resolved::Own(m)) => assert!(Arc::ptr_eq(m, &first), "{} built twice", fresh[i]),
+                other => panic!("{}: {other:?}", fresh[i]),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_key_that_fails_to_load_does_not_fail_the_rest_of_its_batch() {
+    let store = Arc::new(FaultyStore::new().with_down_keys(["d7"]));
+    let keys = many_keys(&store, "d", 20).await;
+    let registry = Arc::new(ModelRegistry::new(
+        Arc::clone(&store) as Arc<dyn ModelStore>,
+        config(None),
+    ));
+    let scorer = Scorer::new(Arc::clone(&registry), RecordFormat::default());
+    let lines: Vec<String> = keys
+        .iter()
+        .map(|k| format!(r#"{{"city":"{k}","a":1.0,"b":1.0}}"#))
+        .collect();
+    let inputs: Vec<Input<'_>> = lines
+        .iter()
+        .map(|l| Input {
+            payload: l.as_bytes(),
+            key: None,
+        })
+        .collect();
+    let out = scorer.score(&inputs, None).await.outcomes;
+    for (key, outcome) in keys.iter().zip(&out) {
+        if key == "d7" {
+            match outcome {
+                Outcome::Rejected(r) => assert_eq!(r.reason, Reason::StoreUnavailable),
+                other => panic!("d7 was scored: {other:?}"),
+            }
+        } else {
+            assert_eq!(value(outcome), (1, 4.0), "{key}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_store_outage_mid_batch_fails_only_the_keys_not_cached() {
+    let store = Arc::new(FaultyStore::new());
+    let keys = many_keys(&store, "e", 20).await;
+    let registry = Arc::new(ModelRegistry::new(
+        Arc::clone(&store) as Arc<dyn ModelStore>,
+        config(None),
+    ));
+    let (cached, fresh) = keys.split_at(10);
+    let cached: Vec<&str> = cached.iter().map(String::as_str).collect();
+    let all: Vec<&str> = keys.iter().map(String::as_str).collect();
+    registry.resolve_many(&cached).await;
+    store.failing.store(true, Ordering::SeqCst);
+    let during = registry.resolve_many(&all).await;
+    for (key, r) in all.iter().zip(&during) {
+        if fresh.iter().any(|f| f == key) {
+            assert!(r.is_err(), "{key} resolved during the outage: {r:?}");
+        } else {
+            assert_eq!(own_version(r), 1, "{key}");
+        }
+    }
+    assert!(!registry.store_healthy());
+    store.failing.store(false, Ordering::SeqCst);
+    let after = registry.resolve_many(&all).await;
+    assert!(after.iter().all(|r| own_version(r) == 1));
+}
+
+#[tokio::test]
+async fn the_cache_stays_under_its_byte_bound_and_never_serves_stale() {
+    let store = Arc::new(FaultyStore::new());
+    let keys = many_keys(&store, "w", 50).await;
+    let one = {
+        let registry = ModelRegistry::new(Arc::clone(&store) as Arc<dyn ModelStore>, config(None));
+        registry.get("w0").await.unwrap().unwrap().heap_bytes() as u64
+    };
+    // Room for about five models, whatever the key bound.
+    let max_bytes = one * 5 + one / 2;
+    let registry = ModelRegistry::new(
+        Arc::clone(&store) as Arc<dyn ModelStore>,
+        RegistryConfig {
+            capacity: 1000,
+            max_bytes,
+            ..config(None)
+        },
+    );
+    registry.poll().await.unwrap();
+    for key in &keys {
+        assert_eq!(registry.get(key).await.unwrap().unwrap().version, 1);
+    }
+    let (entries, bytes) = registry.cache_weight().await;
+    assert!(
+        bytes <= max_bytes,
+        "{bytes} bytes cached, bound {max_bytes}"
+    );
+    assert!(
+        (1..=6).contains(&entries),
+        "{entries} entries for a bound of ~5 models"
+    );
+    for key in &keys {
+        store.activate(key, 2).await.unwrap();
+    }
+    registry.poll().await.unwrap();
+    for key in &keys {
+        assert_eq!(
+            registry.get(key).await.unwrap().unwrap().version,
+            2,
+            "{key} served a version the store replaced"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_swap_while_100k_keys_are_cached_is_served_and_never_undone() {
+    let store = Arc::new(FaultyStore::new());
+    let keys = many_keys(&store, "h", 100_000).await;
+    let registry = Arc::new(ModelRegistry::new(
+        Arc::clone(&store) as Arc<dyn ModelStore>,
+        RegistryConfig {
+            capacity: 200_000,
+            ..config(None)
+        },
+    ));
+    registry.poll().await.unwrap(); // the watcher's cursor
+    for chunk in keys.chunks(1000) {
+        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        assert!(registry
+            .resolve_many(&refs)
+            .await
+            .iter()
+            .all(|r| own_version(r) == 1));
+    }
+    assert_eq!(registry.cache_weight().await.0, 100_000);
+    // Swap every hundredth key.
+    let swapped: Vec<(String, i64)> = keys.iter().step_by(100).map(|k| (k.clone(), 2)).collect();
+    for r in store.inner().activate_many(&swapped).await.unwrap() {
+        r.unwrap();
+    }
+    assert_eq!(registry.poll().await.unwrap(), swapped.len());
+    for round in 0..3 {
+        for chunk in keys.chunks(1000) {
+            let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            for (key, r) in refs.iter().zip(registry.resolve_many(&refs).await) {
+                let expected = if swapped.iter().any(|(k, _)| k == key) {
+                    2
+                } else {
+                    1
+                };
+                assert_eq!(own_version(&r), expected, "{key} in round {round}");
+            }
+        }
+        registry.poll().await.unwrap();
+    }
+    assert_eq!(registry.stats().swaps.get(), swapped.len() as u64);
+}

@@ -73,7 +73,7 @@ pub(super) fn build(spec: &ModelSpec) -> Result<Model, Error> {
         0
     };
     Ok(Model {
-        features: spec.features.clone(),
+        features: super::intern_features(&spec.features),
         scaler,
         kind,
         output,

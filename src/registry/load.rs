@@ -8,7 +8,7 @@ use std::{
     time::SystemTime,
 };
 
-use moka::ops::compute::Op;
+use futures::FutureExt as _;
 use tracing::{debug, info, warn};
 
 use super::{Error, ModelRegistry, Resolved, ServedModel, Slot};
@@ -128,73 +128,106 @@ impl ModelRegistry {
 
     /// Loads `keys` (none of them in the hot copy) together and caches them. Returns each
     /// key's slot, or why it could not be loaded.
+    ///
+    /// Each key goes through the cache's own loading (`try_get_with`), so a key that another
+    /// task is already loading is waited for, not read again; the keys this call does load
+    /// share one batched read and build ([`ModelRegistry::read_and_build`]), run once, on the
+    /// first key that needs it.
     async fn load_many(&self, keys: &[&str]) -> HashMap<String, Loaded> {
         self.stats.misses.inc_by(keys.len() as u64);
         let started_at = self.poll_seq.load(Ordering::SeqCst);
+        let batch = self.read_and_build(keys).shared();
+        let loads = keys.iter().map(|key| {
+            let batch = batch.clone();
+            async move {
+                let slot = self
+                    .cache
+                    .try_get_with_by_ref(*key, async move {
+                        match batch.await.get(*key) {
+                            Some(slot) => Ok(slot.clone()),
+                            // The batched read failed: this key is read on its own, so a key
+                            // that cannot be read fails alone.
+                            None => self.load(key).await,
+                        }
+                    })
+                    .await
+                    .map_err(|err| match Arc::try_unwrap(err) {
+                        Ok(err) => Arc::new(err),
+                        Err(shared) => Arc::new(Error::Loader(shared)),
+                    });
+                (*key, slot)
+            }
+        });
+        let mut out = HashMap::with_capacity(keys.len());
+        for (key, slot) in futures::future::join_all(loads).await {
+            let slot = match slot {
+                Ok(slot) => {
+                    self.hot.publish(key, &slot);
+                    Ok(self.reload_if_changed(key, slot, started_at).await)
+                }
+                Err(err) => Err(err),
+            };
+            out.insert(key.to_string(), slot);
+        }
+        out
+    }
+
+    /// Reads and builds `keys` together: one store read, one trip to the blocking pool. Empty
+    /// when the read or the build failed (each key is then loaded on its own).
+    async fn read_and_build(&self, keys: &[&str]) -> Arc<HashMap<String, Slot>> {
         let owned: Vec<String> = keys.iter().map(|k| (*k).to_string()).collect();
         let actives = match self.store_call(self.store.active_many(&owned)).await {
             Ok(actives) => actives,
             Err(err) => {
-                // The batched read failed: load each key on its own, so a key that cannot be
-                // read fails alone (and a store outage fails each, counted once per key).
                 debug!(keys = keys.len(), error = %ErrorChain(&err), "Batched load failed; loading keys one by one.");
-                let mut out = HashMap::with_capacity(keys.len());
-                for key in keys {
-                    out.insert((*key).to_string(), self.slot(key).await.map_err(Arc::new));
-                }
-                return out;
+                return Arc::default();
             }
         };
         self.stats.loads.inc_by(keys.len() as u64);
         self.refresh_rollouts(keys).await;
-        let slots = match build_many(actives.iter().flatten().cloned().collect()).await {
-            Ok(built) => {
-                let mut built = built.into_iter();
-                keys.iter()
-                    .zip(&actives)
-                    .map(|(key, active)| match active {
-                        None => Slot {
-                            revision: 0,
-                            model: None,
-                            refused: None,
-                        },
-                        Some(active) => {
-                            self.slot_of(key, active, built.next().expect("one per model"))
-                        }
-                    })
-                    .collect::<Vec<_>>()
-            }
+        let built = match build_many(actives.iter().flatten().cloned().collect()).await {
+            Ok(built) => built,
             Err(err) => {
-                let err = Arc::new(err);
-                return keys
-                    .iter()
-                    .map(|k| ((*k).to_string(), Err(Arc::clone(&err))))
-                    .collect();
+                warn!(error = %ErrorChain(&err), "Building a batch of models failed; loading keys one by one.");
+                return Arc::default();
             }
         };
-        let mut out = HashMap::with_capacity(keys.len());
-        for (key, slot) in keys.iter().zip(slots) {
-            let slot = self.insert_loaded(key, slot).await;
-            // A change seen while this load ran may have been read before the load's store
-            // read; reload so the newer revision wins.
-            let slot = if self
-                .changed_at_poll
-                .get(*key)
-                .is_some_and(|seq| seq >= started_at)
-            {
-                match self.refresh_key(key).await {
-                    Ok(now) => now.unwrap_or(slot),
-                    Err(err) => {
-                        warn!(key, error = %ErrorChain(&err), "Re-reading a key changed during its load failed; it is re-read at the next poll.");
-                        slot
-                    }
-                }
-            } else {
-                slot
-            };
-            out.insert((*key).to_string(), Ok(slot));
+        let mut built = built.into_iter();
+        let slots = keys
+            .iter()
+            .zip(&actives)
+            .map(|(key, active)| {
+                let slot = match active {
+                    None => Slot {
+                        revision: 0,
+                        model: None,
+                        refused: None,
+                    },
+                    Some(active) => self.slot_of(key, active, built.next().expect("one per model")),
+                };
+                ((*key).to_string(), slot)
+            })
+            .collect();
+        Arc::new(slots)
+    }
+
+    /// A change seen while `key` was loading may have been read before the load's store read;
+    /// re-read it so the newer revision wins.
+    async fn reload_if_changed(&self, key: &str, slot: Slot, started_at: u64) -> Slot {
+        if self
+            .changed_at_poll
+            .get(key)
+            .is_none_or(|seq| seq < started_at)
+        {
+            return slot;
         }
-        out
+        match self.refresh_key(key).await {
+            Ok(now) => now.unwrap_or(slot),
+            Err(err) => {
+                warn!(key, error = %ErrorChain(&err), "Re-reading a key changed during its load failed; it is re-read at the next poll.");
+                slot
+            }
+        }
     }
 
     /// The slot for a key whose active version was built (or refused) in a batch.
@@ -225,24 +258,6 @@ impl ModelRegistry {
                 }
             }
         }
-    }
-
-    /// Caches a slot loaded in a batch, unless a concurrent load already cached a newer
-    /// revision; returns what is cached, and serves it from the hot copy.
-    async fn insert_loaded(&self, key: &str, slot: Slot) -> Slot {
-        let result = self
-            .cache
-            .entry_by_ref(key)
-            .and_compute_with(|current| {
-                std::future::ready(match current {
-                    Some(entry) if entry.value().revision >= slot.revision => Op::Nop,
-                    _ => Op::Put(slot.clone()),
-                })
-            })
-            .await;
-        let now = result.into_entry().map_or(slot, |e| e.into_value());
-        self.hot.publish(key, &now);
-        now
     }
 }
 

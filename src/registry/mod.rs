@@ -214,6 +214,12 @@ impl ModelRegistry {
         self.cache.entry_count()
     }
 
+    /// Keys and bytes held in the cache, after its pending maintenance (evictions) has run.
+    pub async fn cache_weight(&self) -> (u64, u64) {
+        self.cache.run_pending_tasks().await;
+        (self.cache.entry_count(), self.cache.weighted_size())
+    }
+
     /// The model for `key`, loading it on first use. `Ok(None)` when the key has no usable
     /// active model. Fails only when the key is not cached and the store cannot be read.
     pub async fn get(&self, key: &str) -> Result<Option<Arc<ServedModel>>, Error> {

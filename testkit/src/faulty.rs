@@ -41,8 +41,13 @@ pub struct FaultyStore<S = MemoryModelStore> {
     pub failing: AtomicBool,
     /// Calls to `active()`, failed ones included.
     pub active_calls: AtomicUsize,
-    /// Delay added to `active()`, in milliseconds, before it answers or fails.
+    /// Delay added to `active()` and `active_many()`, in milliseconds, before they answer or
+    /// fail.
     pub active_delay_ms: AtomicUsize,
+    /// Calls to `active_many()` (one per batch of keys), failed ones included.
+    pub active_many_calls: AtomicUsize,
+    /// Keys asked for by `active_many()`, over all its calls.
+    pub active_many_keys: AtomicUsize,
     /// Keys whose every call fails with [`Error::Unavailable`], as when their replicas are down.
     down: HashSet<String>,
 }
@@ -62,6 +67,8 @@ impl<S: ModelStore> FaultyStore<S> {
             failing: AtomicBool::new(false),
             active_calls: AtomicUsize::new(0),
             active_delay_ms: AtomicUsize::new(0),
+            active_many_calls: AtomicUsize::new(0),
+            active_many_keys: AtomicUsize::new(0),
             down: HashSet::new(),
         }
     }
@@ -163,6 +170,21 @@ impl<S: ModelStore> ModelStore for FaultyStore<S> {
         }
         self.check_key(key)?;
         self.inner.active(key).await
+    }
+
+    async fn active_many(&self, keys: &[String]) -> Result<Vec<Option<ActiveModel>>, Error> {
+        self.active_many_calls.fetch_add(1, Ordering::SeqCst);
+        self.active_many_keys
+            .fetch_add(keys.len(), Ordering::SeqCst);
+        let delay = self.active_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay as u64)).await;
+        }
+        // One key down fails the whole batched read, as one failed read fails a real batch.
+        for key in keys {
+            self.check_key(key)?;
+        }
+        self.inner.active_many(keys).await
     }
 
     async fn version(&self, key: &str, version: i64) -> Result<Option<StoredModel>, Error> {
