@@ -303,6 +303,12 @@ pub(crate) struct Engine {
     mutation_sizes: HashMap<(String, Vec<u8>), usize>,
 }
 
+/// The serialized components of a partition key.
+type KeyParts = Vec<Vec<u8>>;
+
+/// What an `IF col = value AND ...` clause wants: (column index, value, `None` for null).
+type Wanted = Vec<(usize, Option<Vec<u8>>)>;
+
 /// How [`Engine::write`] treats a statement's `IF` clause.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Cond {
@@ -1377,7 +1383,7 @@ impl Engine {
         stmt: &Statement,
         values: &[Value],
         current: Option<&str>,
-    ) -> Result<(TableDef, Vec<Vec<Vec<u8>>>), CqlError> {
+    ) -> Result<(TableDef, Vec<KeyParts>), CqlError> {
         let table_ref = stmt.table().expect("writes name a table");
         let def = self.table(table_ref, current)?.def.clone();
         match stmt {
@@ -1784,7 +1790,7 @@ impl Engine {
         def: &TableDef,
         conditions: &[(String, Term)],
         values: &[Value],
-    ) -> Result<Vec<(usize, Option<Vec<u8>>)>, CqlError> {
+    ) -> Result<Wanted, CqlError> {
         let mut out = Vec::new();
         for (c, t) in conditions {
             let idx = def.column(c)?;
