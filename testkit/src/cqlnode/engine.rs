@@ -1151,8 +1151,10 @@ impl Engine {
                     self.check_lwt_tablets(stmt, exec.keyspace)?;
                     // The write of a lightweight transaction takes the timestamp of its Paxos
                     // ballot, from the coordinator's clock; a client's default timestamp is
-                    // not used (Cassandra `CQL3CasRequest.makeUpdates`, ScyllaDB
-                    // `cas_request::apply`: both timestamp the updates with the ballot).
+                    // accepted but not used (Cassandra's CAS path builds the update from the
+                    // ballot: `CQL3CasRequest.makeUpdates(current, state, ballot)` in 4.1+,
+                    // the proposal's timestamp rewrite before). Refusing it would fail every
+                    // LWT of the Python driver, which sends a client timestamp by default.
                     self.next_timestamp()
                 } else {
                     exec.timestamp.unwrap_or_else(|| self.next_timestamp())
@@ -1331,10 +1333,10 @@ impl Engine {
 
     /// Refuses a lightweight transaction on a table of a keyspace with tablets, as ScyllaDB 6
     /// does: "The LWT feature is not supported in keyspaces with tablets enabled" (ScyllaDB
-    /// manual, Features > Lightweight Transactions). ScyllaDB's message is
-    /// "<keyspace>.<table>: LWT is not yet supported with tablets" (its test
-    /// `test_tablets.py::test_lwt_support_with_tablets`), given on execution: preparing
-    /// succeeds.
+    /// manual, Features > Lightweight Transactions, up to 2025.3; later releases support it).
+    /// ScyllaDB's own LWT tests, run with that support switched off, expect an Invalid error
+    /// matching "<keyspace>.<table>...LWT is not yet supported with tablets", given on
+    /// execution: "preparing the LWT query is expected to succeed".
     fn check_lwt_tablets(&self, stmt: &Statement, current: Option<&str>) -> Result<(), CqlError> {
         let Some(table) = stmt.table() else {
             return Ok(());
