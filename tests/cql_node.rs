@@ -468,7 +468,7 @@ async fn unsupported_statements_fail_naming_the_feature() {
             "filtering",
         ),
         (
-            "UPDATE keyscore.active_models SET version = 2 WHERE key = 'a' IF version = 1",
+            "UPDATE keyscore.active_models SET version = 2 WHERE key = 'a' IF version > 1",
             "conditional",
         ),
         (

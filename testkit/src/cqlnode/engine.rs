@@ -16,6 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use super::frame::{ColSpec, CqlError, ErrorCode, Value};
 use super::parser::{self, Describe, InValues, Op, Relation, Selector, Statement, TableRef, Term};
 use super::types::{decode_collection, encode_collection, CqlType, Literal};
+use super::Flavor;
 
 /// Keyspaces that exist on every node and cannot be changed by clients.
 const SYSTEM_KEYSPACES: [&str; 2] = ["system", "system_schema"];
@@ -65,6 +66,27 @@ const SYSTEM_TABLES: &[&str] = &[
      base_table_name text, include_all_columns boolean, where_clause text, \
      PRIMARY KEY ((keyspace_name), view_name))",
 ];
+
+/// The system tables only ScyllaDB has. `system_schema.scylla_keyspaces` holds a row for each
+/// keyspace with tablets (`initial_tablets` set, 0 for "as many as the node decides"), which is
+/// how clients tell a tablets keyspace from a vnodes one; `system.versions` holds ScyllaDB's
+/// own version, since `release_version` in `system.local` is the Cassandra version ScyllaDB is
+/// compatible with ("3.0.8").
+const SCYLLA_SYSTEM_TABLES: &[&str] = &[
+    "CREATE TABLE system_schema.scylla_keyspaces (keyspace_name text PRIMARY KEY, \
+     initial_tablets int, storage_options map<text, text>, storage_type text)",
+    "CREATE TABLE system.versions (key text PRIMARY KEY, build_id text, build_mode text, \
+     version text)",
+];
+
+/// The largest mutation (the writes of one statement or batch to one partition) the node
+/// accepts by default: 16 MiB. Cassandra's `max_mutation_size` defaults to half of
+/// `commitlog_segment_size` (32 MiB by default): "Max mutation size is also configurable via
+/// max_mutation_size_in_kb setting in cassandra.yaml. The default is half the size
+/// commitlog_segment_size_in_mb * 1024" (Cassandra 4 documentation, Architecture > Storage
+/// Engine > CommitLog; DataStax, "Writing fails because of mutation size": "Mutation of
+/// 28087887 bytes is too large for the maximum size of 16777216").
+pub(crate) const DEFAULT_MAX_MUTATION_SIZE: usize = 16 * 1024 * 1024;
 
 /// The role of a column in its table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,6 +211,8 @@ struct Table {
 struct Keyspace {
     replication: Vec<(String, String)>,
     durable_writes: bool,
+    /// Data distributed with ScyllaDB tablets rather than vnodes.
+    tablets: bool,
     tables: BTreeMap<String, Table>,
 }
 
@@ -273,6 +297,27 @@ pub(crate) struct Engine {
     schema_version: [u8; 16],
     identity: Identity,
     uuid_seq: u64,
+    flavor: Flavor,
+    max_mutation_size: usize,
+    /// Bytes written so far per (keyspace, partition key) by the request under way.
+    mutation_sizes: HashMap<(String, Vec<u8>), usize>,
+}
+
+/// The serialized components of a partition key.
+type KeyParts = Vec<Vec<u8>>;
+
+/// What an `IF col = value AND ...` clause wants: (column index, value, `None` for null).
+type Wanted = Vec<(usize, Option<Vec<u8>>)>;
+
+/// How [`Engine::write`] treats a statement's `IF` clause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cond {
+    /// Check it, and write only if it holds (a single conditional statement).
+    Evaluate,
+    /// Check it and write nothing: `[applied]` says whether it holds.
+    Check,
+    /// Write without checking (a conditional batch whose conditions all held).
+    Skip,
 }
 
 /// Random bits from the standard library's randomly keyed hasher.
@@ -442,7 +487,7 @@ enum Projection {
 
 impl Engine {
     /// A node with only the system keyspaces.
-    pub(crate) fn new(identity: Identity) -> Engine {
+    pub(crate) fn new(identity: Identity, flavor: Flavor) -> Engine {
         let mut e = Engine {
             keyspaces: BTreeMap::new(),
             prepared: HashMap::new(),
@@ -450,6 +495,9 @@ impl Engine {
             schema_version: random_uuid(),
             identity,
             uuid_seq: random_u64(),
+            flavor,
+            max_mutation_size: DEFAULT_MAX_MUTATION_SIZE,
+            mutation_sizes: HashMap::new(),
         };
         for ks in SYSTEM_KEYSPACES {
             e.keyspaces.insert(
@@ -460,11 +508,16 @@ impl Engine {
                         "org.apache.cassandra.locator.LocalStrategy".to_string(),
                     )],
                     durable_writes: true,
+                    tablets: false,
                     tables: BTreeMap::new(),
                 },
             );
         }
-        for ddl in SYSTEM_TABLES {
+        let scylla: &[&str] = match flavor {
+            Flavor::Cassandra4 => &[],
+            Flavor::Scylla6 => SCYLLA_SYSTEM_TABLES,
+        };
+        for ddl in SYSTEM_TABLES.iter().chain(scylla) {
             let (stmt, _) = parser::parse(ddl).expect("system table definitions parse");
             e.create_table(&stmt, None, true)
                 .expect("system table definitions are valid");
@@ -479,7 +532,16 @@ impl Engine {
         self.prepared.clear();
     }
 
-    /// A write timestamp that is never lower than or equal to the previous one.
+    /// Sets the largest mutation accepted, in bytes.
+    pub(crate) fn set_max_mutation_size(&mut self, bytes: usize) {
+        self.max_mutation_size = bytes;
+    }
+
+    /// The timestamp of a write that carries no client timestamp: the node's clock in
+    /// microseconds, as a coordinator assigns it. A real coordinator's clock is only mostly
+    /// monotonic; the node's never repeats or goes back among the timestamps it assigns itself
+    /// (two writes in one microsecond get distinct ones), and it ignores client timestamps, which
+    /// are kept exactly as given however they compare with the node's clock.
     pub(crate) fn next_timestamp(&mut self) -> i64 {
         self.last_ts = now_micros().max(self.last_ts + 1);
         self.last_ts
@@ -557,6 +619,7 @@ impl Engine {
         keyspace: Option<&str>,
     ) -> Result<(Vec<u8>, Prepared), CqlError> {
         let (statement, markers) = parse(query)?;
+        check_lwt_timestamp(&statement)?;
         let (bind_specs, pk_indexes) = self.bind_metadata(&statement, markers, keyspace)?;
         let result_specs = match &statement {
             Statement::Select { .. } => self.select_specs(&statement, keyspace)?,
@@ -712,6 +775,7 @@ impl Engine {
                 table,
                 assignments,
                 wheres,
+                conditions,
                 timestamp,
                 ..
             } => {
@@ -719,7 +783,7 @@ impl Engine {
                 if let Some(t) = timestamp {
                     term_bind(t, timestamp_spec(def), specs)?;
                 }
-                for (c, t) in assignments {
+                for (c, t) in assignments.iter().chain(conditions) {
                     let col = &def.columns[def.column(c)?];
                     term_bind(t, def.spec(c, col.ty.clone()), specs)?;
                 }
@@ -728,12 +792,17 @@ impl Engine {
             Statement::Delete {
                 table,
                 wheres,
+                conditions,
                 timestamp,
                 ..
             } => {
                 let def = &self.table(table, current)?.def;
                 if let Some(t) = timestamp {
                     term_bind(t, timestamp_spec(def), specs)?;
+                }
+                for (c, t) in conditions {
+                    let col = &def.columns[def.column(c)?];
+                    term_bind(t, def.spec(c, col.ty.clone()), specs)?;
                 }
                 pk_marker.push(self.where_binds(def, wheres, specs)?);
             }
@@ -1076,14 +1145,28 @@ impl Engine {
         match stmt {
             Statement::Select { .. } => self.select(stmt, values, exec),
             Statement::Insert { .. } | Statement::Update { .. } | Statement::Delete { .. } => {
-                let ts = exec.timestamp.unwrap_or_else(|| self.next_timestamp());
-                self.write(stmt, values, exec.keyspace, ts, true)
+                check_lwt_timestamp(stmt)?;
+                self.mutation_sizes.clear();
+                let ts = if stmt.is_conditional() {
+                    self.check_lwt_tablets(stmt, exec.keyspace)?;
+                    // The write of a lightweight transaction takes the timestamp of its Paxos
+                    // ballot, from the coordinator's clock; a client's default timestamp is
+                    // accepted but not used (Cassandra's CAS path builds the update from the
+                    // ballot: `CQL3CasRequest.makeUpdates(current, state, ballot)` in 4.1+,
+                    // the proposal's timestamp rewrite before). Refusing it would fail every
+                    // LWT of the Python driver, which sends a client timestamp by default.
+                    self.next_timestamp()
+                } else {
+                    exec.timestamp.unwrap_or_else(|| self.next_timestamp())
+                };
+                self.write(stmt, values, exec.keyspace, ts, Cond::Evaluate)
             }
             Statement::Batch {
                 statements,
                 timestamp,
                 ..
             } => {
+                check_lwt_timestamp(stmt)?;
                 let mut ts = exec.timestamp.unwrap_or_else(|| self.next_timestamp());
                 if let Some(t) = timestamp {
                     ts = self.timestamp_value(t, values)?;
@@ -1248,8 +1331,97 @@ impl Engine {
         }
     }
 
+    /// Refuses a lightweight transaction on a table of a keyspace with tablets, as ScyllaDB 6
+    /// does: "The LWT feature is not supported in keyspaces with tablets enabled" (ScyllaDB
+    /// manual, Features > Lightweight Transactions, up to 2025.3; later releases support it).
+    /// ScyllaDB's own LWT tests, run with that support switched off, expect an Invalid error
+    /// matching "<keyspace>.<table>...LWT is not yet supported with tablets", given on
+    /// execution: "preparing the LWT query is expected to succeed".
+    fn check_lwt_tablets(&self, stmt: &Statement, current: Option<&str>) -> Result<(), CqlError> {
+        let Some(table) = stmt.table() else {
+            return Ok(());
+        };
+        let ks = self.keyspace_of(table, current)?;
+        if self.keyspaces.get(ks).is_some_and(|k| k.tablets) {
+            return Err(CqlError::invalid(format!(
+                "{ks}.{}: LWT is not yet supported with tablets",
+                table.table
+            )));
+        }
+        Ok(())
+    }
+
+    /// Counts `bytes` written to one partition by the request under way and refuses the request
+    /// once the partition's mutation exceeds the largest the node accepts. Cassandra 4.1+
+    /// refuses it at the coordinator with an `InvalidRequestException` (code 0x2200) reading
+    /// "Rejected an oversized mutation (<size>/<max>) for keyspace: <ks>. Top keys are:
+    /// <table>.<key>" (`MutationExceededMaxSizeException`); 4.0 failed the write in its commit
+    /// log instead. The size counted is the bytes of the values written (keys included),
+    /// slightly less than Cassandra's serialized size.
+    fn account(&mut self, def: &TableDef, pk: &[Vec<u8>], bytes: usize) -> Result<(), CqlError> {
+        let key = (def.keyspace.clone(), partition_key_bytes(pk));
+        let total = self.mutation_sizes.entry(key).or_default();
+        *total += bytes;
+        if *total > self.max_mutation_size {
+            let shown: Vec<String> = pk
+                .iter()
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .collect();
+            return Err(CqlError::invalid(format!(
+                "Rejected an oversized mutation ({}/{}) for keyspace: {}. Top keys are: {}.{}",
+                *total,
+                self.max_mutation_size,
+                def.keyspace,
+                def.name,
+                shown.join(":")
+            )));
+        }
+        Ok(())
+    }
+
+    /// The keyspace, table and partitions a write addresses.
+    fn partitions_of(
+        &mut self,
+        stmt: &Statement,
+        values: &[Value],
+        current: Option<&str>,
+    ) -> Result<(TableDef, Vec<KeyParts>), CqlError> {
+        let table_ref = stmt.table().expect("writes name a table");
+        let def = self.table(table_ref, current)?.def.clone();
+        match stmt {
+            Statement::Insert {
+                columns,
+                values: terms,
+                ..
+            } => {
+                let mut pk: Vec<Option<Vec<u8>>> = vec![None; def.pk_len];
+                for (c, t) in columns.iter().zip(terms) {
+                    let col = def.columns[def.column(c)?].clone();
+                    if let Kind::PartitionKey(p) = col.kind {
+                        pk[p] = Some(self.where_value(&col, t, values)?);
+                    }
+                }
+                let Some(pk) = pk.into_iter().collect::<Option<Vec<_>>>() else {
+                    return Err(CqlError::invalid("Some partition key parts are missing"));
+                };
+                Ok((def, vec![pk]))
+            }
+            Statement::Update { wheres, .. } | Statement::Delete { wheres, .. } => {
+                let r = self.restrict(&def, wheres, values)?;
+                let parts = r.partitions.ok_or_else(|| {
+                    CqlError::invalid("a write needs the whole partition key in its WHERE clause")
+                })?;
+                Ok((def, parts))
+            }
+            _ => Err(CqlError::invalid(
+                "a batch may contain only INSERT, UPDATE and DELETE statements",
+            )),
+        }
+    }
+
     /// Applies a batch atomically: every statement is checked first, then all are applied with
-    /// one timestamp (unless a statement names its own).
+    /// one timestamp (unless a statement names its own). A batch holding a conditional
+    /// statement is a lightweight transaction: see [`Engine::conditional_batch`].
     pub(crate) fn batch(
         &mut self,
         items: &[(Statement, Vec<Value>)],
@@ -1258,19 +1430,9 @@ impl Engine {
     ) -> Result<Outcome, CqlError> {
         for (s, _) in items {
             match s {
-                Statement::Insert {
-                    if_not_exists: true,
-                    ..
+                Statement::Insert { .. } | Statement::Update { .. } | Statement::Delete { .. } => {
+                    check_lwt_timestamp(s)?;
                 }
-                | Statement::Update {
-                    if_exists: true, ..
-                }
-                | Statement::Delete {
-                    if_exists: true, ..
-                } => return Err(CqlError::invalid(
-                    "conditional statements (IF ...) in a batch are not supported by the test node",
-                )),
-                Statement::Insert { .. } | Statement::Update { .. } | Statement::Delete { .. } => {}
                 _ => {
                     return Err(CqlError::invalid(
                         "a batch may contain only INSERT, UPDATE and DELETE statements",
@@ -1278,15 +1440,85 @@ impl Engine {
                 }
             }
         }
+        self.mutation_sizes.clear();
+        if items.iter().any(|(s, _)| s.is_conditional()) {
+            return self.conditional_batch(items, current);
+        }
         // Validate everything against a copy, then swap it in: all or nothing.
         let snapshot = self.keyspaces.clone();
         for (s, v) in items {
-            if let Err(e) = self.write(s, v, current, ts, false) {
+            if let Err(e) = self.write(s, v, current, ts, Cond::Evaluate) {
                 self.keyspaces = snapshot;
                 return Err(e);
             }
         }
         Ok(Outcome::Void)
+    }
+
+    /// A batch with at least one conditional statement: one Paxos round on one partition, so
+    /// every statement must address the same partition of the same table. "a batch containing
+    /// conditional updates can only operate within a single partition, because the underlying
+    /// Paxos implementation only works at partition-level granularity" (DataStax CQL reference,
+    /// BATCH, "Batching conditional updates"); Cassandra answers "Batch with conditions cannot
+    /// span multiple partitions" (0x2200, `BatchStatement.makeCasRequest`), with "(you cannot
+    /// use IN on the partition key)" when one statement names several partitions, and "Batch
+    /// with conditions cannot span multiple tables" for a second table.
+    ///
+    /// Every condition is checked against the data as it was before the batch; if all hold,
+    /// every statement is applied with the node's clock as the timestamp (the ballot's), and
+    /// the answer is one `[applied]` row. The node's answer carries `[applied]` only, not the
+    /// current values Cassandra and ScyllaDB add when a condition fails.
+    fn conditional_batch(
+        &mut self,
+        items: &[(Statement, Vec<Value>)],
+        current: Option<&str>,
+    ) -> Result<Outcome, CqlError> {
+        let mut target: Option<(TableDef, Vec<u8>)> = None;
+        for (s, v) in items {
+            let (def, parts) = self.partitions_of(s, v, current)?;
+            if parts.len() != 1 {
+                return Err(CqlError::invalid(
+                    "Batch with conditions cannot span multiple partitions (you cannot use IN on the partition key)",
+                ));
+            }
+            let key = partition_key_bytes(&parts[0]);
+            match &target {
+                None => target = Some((def, key)),
+                Some((first, first_key)) => {
+                    if (&first.keyspace, &first.name) != (&def.keyspace, &def.name) {
+                        return Err(CqlError::invalid(
+                            "Batch with conditions cannot span multiple tables",
+                        ));
+                    }
+                    if *first_key != key {
+                        return Err(CqlError::invalid(
+                            "Batch with conditions cannot span multiple partitions",
+                        ));
+                    }
+                }
+            }
+        }
+        let (def, _) = target.expect("a conditional batch holds a statement");
+        let first = items.first().map(|(s, _)| s).expect("checked above");
+        self.check_lwt_tablets(first, current)?;
+        let mut holds = true;
+        for (s, v) in items.iter().filter(|(s, _)| s.is_conditional()) {
+            if let Outcome::Rows { rows, .. } = self.write(s, v, current, 0, Cond::Check)? {
+                holds &= rows.first().and_then(|r| r.first()) == Some(&Some(vec![1u8]));
+            }
+        }
+        if !holds {
+            return Ok(applied(&def, false));
+        }
+        let ts = self.next_timestamp();
+        let snapshot = self.keyspaces.clone();
+        for (s, v) in items {
+            if let Err(e) = self.write(s, v, current, ts, Cond::Skip) {
+                self.keyspaces = snapshot;
+                return Err(e);
+            }
+        }
+        Ok(applied(&def, true))
     }
 
     /// INSERT, UPDATE or DELETE.
@@ -1296,7 +1528,7 @@ impl Engine {
         values: &[Value],
         current: Option<&str>,
         default_ts: i64,
-        allow_conditions: bool,
+        cond: Cond,
     ) -> Result<Outcome, CqlError> {
         let table_ref = stmt.table().expect("writes name a table");
         let def = self.table_mut(table_ref, current)?.def.clone();
@@ -1360,13 +1592,16 @@ impl Engine {
                 }
                 let pk: Vec<Vec<u8>> = pk.into_iter().flatten().collect();
                 let ck: Vec<Vec<u8>> = ck.into_iter().flatten().collect();
+                if cond != Cond::Check {
+                    let bytes = pk.iter().chain(&ck).map(Vec::len).sum::<usize>()
+                        + cells.iter().map(|(_, v)| value_len(v)).sum::<usize>();
+                    self.account(&def, &pk, bytes)?;
+                }
                 let table = self.table_mut(table_ref, current)?;
-                if *if_not_exists {
-                    if !allow_conditions {
-                        return Err(CqlError::invalid(
-                            "conditional statements in a batch are not supported by the test node",
-                        ));
-                    }
+                if *if_not_exists && cond == Cond::Check {
+                    return Ok(applied(&def, read_row(table, &pk, &ck).is_none()));
+                }
+                if *if_not_exists && cond == Cond::Evaluate {
                     if let Some(existing) = read_row(table, &pk, &ck) {
                         let mut specs = vec![def.spec("[applied]", CqlType::Boolean)];
                         specs.extend(def.columns.iter().map(|c| def.spec(&c.name, c.ty.clone())));
@@ -1388,7 +1623,7 @@ impl Engine {
                         set_cell(row, idx, v, ts);
                     }
                 }
-                if *if_not_exists {
+                if *if_not_exists && cond == Cond::Evaluate {
                     return Ok(applied(&def, true));
                 }
                 Ok(Outcome::Void)
@@ -1397,6 +1632,7 @@ impl Engine {
                 assignments,
                 wheres,
                 if_exists,
+                conditions,
                 timestamp,
                 ..
             } => {
@@ -1416,13 +1652,28 @@ impl Engine {
                     }
                     cells.push((idx, self.eval(t, &def.columns[idx].ty, values)?));
                 }
-                let table = self.table_mut(table_ref, current)?;
-                if *if_exists {
-                    if !allow_conditions || partitions.len() != 1 {
-                        return Err(CqlError::invalid("IF EXISTS needs a single row"));
+                let conditional = *if_exists || !conditions.is_empty();
+                let wanted = self.condition_values(&def, conditions, values)?;
+                if cond != Cond::Check {
+                    for pk in &partitions {
+                        let bytes = r.ck_eq.iter().map(Vec::len).sum::<usize>()
+                            + cells.iter().map(|(_, v)| value_len(v)).sum::<usize>();
+                        self.account(&def, pk, bytes)?;
                     }
-                    if read_row(table, &partitions[0], &r.ck_eq).is_none() {
-                        return Ok(applied(&def, false));
+                }
+                let table = self.table_mut(table_ref, current)?;
+                if conditional && cond != Cond::Skip {
+                    if partitions.len() != 1 {
+                        return Err(CqlError::invalid(
+                            "IN on the partition key is not supported with conditional updates",
+                        ));
+                    }
+                    let failed =
+                        condition_failure(table, &partitions[0], &r.ck_eq, *if_exists, &wanted);
+                    match (cond, failed) {
+                        (Cond::Check, failed) => return Ok(applied(&def, failed.is_none())),
+                        (_, Some(answer)) => return Ok(answer),
+                        (_, None) => {}
                     }
                 }
                 for pk in &partitions {
@@ -1432,7 +1683,7 @@ impl Engine {
                         }
                     }
                 }
-                if *if_exists {
+                if conditional && cond == Cond::Evaluate {
                     return Ok(applied(&def, true));
                 }
                 Ok(Outcome::Void)
@@ -1441,6 +1692,7 @@ impl Engine {
                 columns,
                 wheres,
                 if_exists,
+                conditions,
                 timestamp,
                 ..
             } => {
@@ -1482,13 +1734,27 @@ impl Engine {
                     ));
                 }
                 let partitions = r.partitions.clone().unwrap_or_default();
-                let table = self.table_mut(table_ref, current)?;
-                if *if_exists {
-                    if !allow_conditions || partitions.len() != 1 || !whole_row {
-                        return Err(CqlError::invalid("IF EXISTS needs a single row"));
+                let conditional = *if_exists || !conditions.is_empty();
+                let wanted = self.condition_values(&def, conditions, values)?;
+                if cond != Cond::Check {
+                    for pk in &partitions {
+                        let bytes = r.ck_eq.iter().map(Vec::len).sum::<usize>();
+                        self.account(&def, pk, bytes)?;
                     }
-                    if read_row(table, &partitions[0], &r.ck_eq).is_none() {
-                        return Ok(applied(&def, false));
+                }
+                let table = self.table_mut(table_ref, current)?;
+                if conditional && cond != Cond::Skip {
+                    if partitions.len() != 1 || !whole_row {
+                        return Err(CqlError::invalid(
+                            "a conditional DELETE needs a single row (the full primary key)",
+                        ));
+                    }
+                    let failed =
+                        condition_failure(table, &partitions[0], &r.ck_eq, *if_exists, &wanted);
+                    match (cond, failed) {
+                        (Cond::Check, failed) => return Ok(applied(&def, failed.is_none())),
+                        (_, Some(answer)) => return Ok(answer),
+                        (_, None) => {}
                     }
                 }
                 for pk in &partitions {
@@ -1510,13 +1776,43 @@ impl Engine {
                         }
                     }
                 }
-                if *if_exists {
+                if conditional && cond == Cond::Evaluate {
                     return Ok(applied(&def, true));
                 }
                 Ok(Outcome::Void)
             }
             _ => unreachable!("write() is called for INSERT, UPDATE and DELETE"),
         }
+    }
+
+    /// The values an `IF col = term AND ...` clause wants: (column index, value, `None` for
+    /// null).
+    fn condition_values(
+        &mut self,
+        def: &TableDef,
+        conditions: &[(String, Term)],
+        values: &[Value],
+    ) -> Result<Wanted, CqlError> {
+        let mut out = Vec::new();
+        for (c, t) in conditions {
+            let idx = def.column(c)?;
+            if !matches!(def.columns[idx].kind, Kind::Regular) {
+                return Err(CqlError::invalid(format!(
+                    "PRIMARY KEY column '{c}' cannot have IF conditions"
+                )));
+            }
+            let v = match self.eval(t, &def.columns[idx].ty, values)? {
+                Value::Set(b) => Some(b),
+                Value::Null => None,
+                Value::Unset => {
+                    return Err(CqlError::invalid(format!(
+                        "Invalid 'unset' value in condition on {c}"
+                    )))
+                }
+            };
+            out.push((idx, v));
+        }
+        Ok(out)
     }
 
     /// The partitions of a restriction that names the full primary key.
@@ -1794,7 +2090,14 @@ impl Engine {
                 if_not_exists,
                 replication,
                 durable_writes,
+                tablets,
             } => {
+                if tablets.is_some() && self.flavor == Flavor::Cassandra4 {
+                    return Err(CqlError::new(
+                        ErrorCode::Syntax,
+                        "Unknown property 'tablets'",
+                    ));
+                }
                 if self.keyspaces.contains_key(name) {
                     if *if_not_exists {
                         return Ok(Outcome::Void);
@@ -1835,11 +2138,30 @@ impl Engine {
                     }
                 }
                 class.1 = format!("org.apache.cassandra.locator.{short}");
+                // ScyllaDB 6 creates a NetworkTopologyStrategy keyspace with tablets unless
+                // `tablets = {'enabled': false}` says otherwise ("The user has to enable tablets
+                // by default for all new keyspaces (that use the NetworkTopologyStrategy) and
+                // then actively opt-out to use vnodes": scylladb/scylladb#20729; ScyllaDB Cloud,
+                // Standard Clusters: "When you CREATE a keyspace, it has tablets enabled by
+                // default. To use vnodes-based data replication, you must explicitly disable
+                // tablets"). Other strategies get vnodes, as in ScyllaDB 6.0 to 6.2.
+                let with_tablets = self.flavor == Flavor::Scylla6
+                    && short == "NetworkTopologyStrategy"
+                    && *tablets != Some(false);
+                if *tablets == Some(true) && short != "NetworkTopologyStrategy" {
+                    return Err(CqlError::new(
+                        ErrorCode::Invalid,
+                        format!(
+                            "Tablets are not supported with {short}: use NetworkTopologyStrategy"
+                        ),
+                    ));
+                }
                 self.keyspaces.insert(
                     name.clone(),
                     Keyspace {
                         replication: repl,
                         durable_writes: *durable_writes,
+                        tablets: with_tablets,
                         tables: BTreeMap::new(),
                     },
                 );
@@ -2041,7 +2363,14 @@ impl Engine {
                 text("org.apache.cassandra.dht.Murmur3Partitioner"),
             ),
             ("rack", text("rack1")),
-            ("release_version", text("4.0.11")),
+            (
+                "release_version",
+                text(match self.flavor {
+                    Flavor::Cassandra4 => "4.0.11",
+                    // ScyllaDB reports the Cassandra version it is compatible with here.
+                    Flavor::Scylla6 => "3.0.8",
+                }),
+            ),
             ("rpc_address", inet(id.address)),
             ("rpc_port", int(i32::from(id.port))),
             ("schema_version", Some(self.schema_version.to_vec())),
@@ -2062,6 +2391,15 @@ impl Engine {
                     ("replication", text_map(&repl)),
                 ],
             ));
+            if ks.tablets {
+                schema_rows.push((
+                    "scylla_keyspaces",
+                    vec![
+                        ("keyspace_name", text(ks_name)),
+                        ("initial_tablets", int(0)),
+                    ],
+                ));
+            }
             for (t_name, t) in &ks.tables {
                 let d = &t.def;
                 schema_rows.push((
@@ -2132,6 +2470,18 @@ impl Engine {
         let local_table = system.tables.get_mut("local").expect("system.local exists");
         local_table.partitions.clear();
         put_system_row(local_table, local);
+        if let Some(versions) = system.tables.get_mut("versions") {
+            versions.partitions.clear();
+            put_system_row(
+                versions,
+                vec![
+                    ("key", text("local")),
+                    ("build_id", text("")),
+                    ("build_mode", text("release")),
+                    ("version", text("6.2.0")),
+                ],
+            );
+        }
         let schema = self
             .keyspaces
             .get_mut("system_schema")
@@ -2171,6 +2521,82 @@ fn applied(def: &TableDef, yes: bool) -> Outcome {
         specs: vec![def.spec("[applied]", CqlType::Boolean)],
         rows: vec![vec![Some(vec![u8::from(yes)])]],
         paging_state: None,
+    }
+}
+
+/// Checks an `IF EXISTS` or `IF col = value AND ...` clause against the row at a primary key:
+/// `None` when it holds, else the answer of a statement whose condition failed (`[applied]`
+/// false, with the current values of the columns in the condition, as Cassandra answers).
+/// A missing row or cell equals null, as in Cassandra's `ColumnCondition`.
+fn condition_failure(
+    table: &Table,
+    pk: &[Vec<u8>],
+    ck: &[Vec<u8>],
+    if_exists: bool,
+    wanted: &[(usize, Option<Vec<u8>>)],
+) -> Option<Outcome> {
+    let def = &table.def;
+    let row = read_row(table, pk, ck);
+    if if_exists {
+        return row.is_none().then(|| applied(def, false));
+    }
+    let holds = wanted.iter().all(|(idx, want)| {
+        let have = row.as_ref().and_then(|r| r[*idx].as_ref());
+        match (have, want) {
+            (None, None) => true,
+            (Some(a), Some(b)) => def.columns[*idx].ty.compare(a, b).is_eq(),
+            _ => false,
+        }
+    });
+    if holds {
+        return None;
+    }
+    let mut specs = vec![def.spec("[applied]", CqlType::Boolean)];
+    let mut cells = vec![Some(vec![0u8])];
+    for (idx, _) in wanted {
+        let c = &def.columns[*idx];
+        specs.push(def.spec(&c.name, c.ty.clone()));
+        cells.push(row.as_ref().and_then(|r| r[*idx].clone()));
+    }
+    Some(Outcome::Rows {
+        specs,
+        rows: vec![cells],
+        paging_state: None,
+    })
+}
+
+/// Refuses `USING TIMESTAMP` on a lightweight transaction: a conditional write is timestamped
+/// by its Paxos ballot. Cassandra and ScyllaDB answer "Cannot provide custom timestamp for
+/// conditional updates" for a statement and "Cannot provide custom timestamp for conditional
+/// BATCH" for a batch (0x2200, Cassandra `ModificationStatement` and `BatchStatement`; the
+/// DataStax CQL reference, BATCH, shows the second for a conditional batch with `USING
+/// TIMESTAMP`).
+fn check_lwt_timestamp(stmt: &Statement) -> Result<(), CqlError> {
+    match stmt {
+        Statement::Batch {
+            statements,
+            timestamp,
+            ..
+        } => {
+            if stmt.is_conditional() && timestamp.is_some() {
+                return Err(CqlError::invalid(
+                    "Cannot provide custom timestamp for conditional BATCH",
+                ));
+            }
+            statements.iter().try_for_each(check_lwt_timestamp)
+        }
+        s if s.is_conditional() && s.using_timestamp().is_some() => Err(CqlError::invalid(
+            "Cannot provide custom timestamp for conditional updates",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The bytes a written value adds to a mutation.
+fn value_len(v: &Value) -> usize {
+    match v {
+        Value::Set(b) => b.len(),
+        Value::Null | Value::Unset => 0,
     }
 }
 

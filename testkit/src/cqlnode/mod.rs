@@ -20,8 +20,25 @@
 //! stops when that runtime ends; [`CqlTestNode::shared_addr`] starts one node per test binary
 //! on a runtime of its own, which outlives every test.
 //!
+//! The rules of a real server that keyscore's design depends on are enforced, each with the
+//! same error code and a message close to the server's (the source of each is cited where it
+//! is enforced):
+//!
+//! * writes are last-write-wins per cell on their timestamps, and a client timestamp (`USING
+//!   TIMESTAMP`, or the protocol's default timestamp) is kept exactly as given; at equal
+//!   timestamps a deletion beats a live cell and the larger value wins;
+//! * a conditional batch must stay within one partition of one table, and a lightweight
+//!   transaction refuses `USING TIMESTAMP` (its write takes the node's clock, as a Paxos
+//!   ballot's timestamp does, whatever the client's default timestamp);
+//! * frames over `native_transport_max_frame_size` (16 MiB) and mutations over
+//!   `max_mutation_size` (16 MiB) are refused with Invalid
+//!   ([`CqlTestNode::set_max_frame_size`], [`CqlTestNode::set_max_mutation_size`]);
+//! * as ScyllaDB 6 ([`CqlTestNode::start_as`] with [`Flavor::Scylla6`]), keyspaces have tablets
+//!   by default and refuse lightweight transactions.
+//!
 //! Not modelled: consistency levels (every level succeeds on the one replica), replication,
-//! TTL and expiry, lightweight transactions beyond a check-and-write under one lock, counters,
+//! TTL and expiry, lightweight transactions beyond a check-and-write under one lock (`IF
+//! EXISTS`, `IF NOT EXISTS`, `IF col = value`), counters,
 //! static columns, secondary indexes, materialized views, user types, tuples, authentication,
 //! compression, tracing and pushed events. Server-side DESCRIBE (what cqlsh 6 sends to a
 //! Cassandra 4.0+ server) covers KEYSPACES, TABLES, KEYSPACE, TABLE, `[FULL] SCHEMA` and a bare
@@ -38,6 +55,7 @@ mod parser;
 mod types;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -50,6 +68,34 @@ use engine::{Engine, Exec, Identity, Outcome};
 use frame::{opcode, CqlError, ErrorCode, Header, QueryParams, Reader, Value, Writer};
 
 pub use parser::split_script;
+
+/// Which server the node plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Flavor {
+    /// Apache Cassandra 4.0: `system.local` reports release 4.0.11; keyspaces have no tablets
+    /// and refuse the `tablets` option.
+    #[default]
+    Cassandra4,
+    /// ScyllaDB 6: `system.local` reports release 3.0.8 (the Cassandra version ScyllaDB is
+    /// compatible with) and `system.versions` the ScyllaDB version, 6.2.0. A keyspace with
+    /// NetworkTopologyStrategy has tablets unless created with `AND tablets = {'enabled':
+    /// false}`; `system_schema.scylla_keyspaces` has a row (with `initial_tablets`) for each
+    /// keyspace with tablets, and a lightweight transaction on a table of such a keyspace is
+    /// refused with "LWT is not yet supported with tablets".
+    Scylla6,
+}
+
+/// The largest frame accepted by default, header included: 16 MiB, the default of Cassandra's
+/// `native_transport_max_frame_size` (Cassandra documentation, Configuration > cassandra.yaml,
+/// `native_transport_max_frame_size`: 16 MiB by default; it bounds protocol v4 and older, the
+/// version the node speaks). Cassandra's frame decoder discards a larger frame and answers
+/// its stream with an `InvalidRequestException` (0x2200, not a protocol error) reading "Request
+/// is too big: length <n> exceeds maximum allowed length <max>." (`Frame.Decoder.fail`); the
+/// connection stays open. The node does the same.
+pub const DEFAULT_MAX_FRAME_SIZE: usize = 16 * 1024 * 1024;
+
+/// The largest mutation accepted by default (half of the default 32 MiB commit log segment).
+pub const DEFAULT_MAX_MUTATION_SIZE: usize = engine::DEFAULT_MAX_MUTATION_SIZE;
 
 /// A fault the node injects until it is cleared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +126,8 @@ struct Shared {
     log: Mutex<Vec<String>>,
     /// Bumped on every fault change, so a `fail_for` timer clears only its own fault.
     fault_generation: Mutex<u64>,
+    /// The largest frame accepted, header included.
+    max_frame_size: AtomicUsize,
 }
 
 /// A running test node. Dropping it stops the node.
@@ -91,9 +139,14 @@ pub struct CqlTestNode {
 }
 
 impl CqlTestNode {
-    /// Starts a node on 127.0.0.1 on a free port.
+    /// Starts a node on 127.0.0.1 on a free port, playing Cassandra 4.
     pub async fn start() -> CqlTestNode {
-        Self::start_on(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0))
+        Self::start_as(Flavor::Cassandra4).await
+    }
+
+    /// Starts a node on 127.0.0.1 on a free port, playing `flavor`.
+    pub async fn start_as(flavor: Flavor) -> CqlTestNode {
+        Self::start_flavor_on(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0), flavor)
             .await
             .expect("the CQL test node binds 127.0.0.1:0")
     }
@@ -126,8 +179,13 @@ impl CqlTestNode {
         })
     }
 
-    /// Starts a node on `addr` (port 0 picks a free one).
+    /// Starts a node on `addr` (port 0 picks a free one), playing Cassandra 4.
     pub async fn start_on(addr: SocketAddr) -> std::io::Result<CqlTestNode> {
+        Self::start_flavor_on(addr, Flavor::Cassandra4).await
+    }
+
+    /// Starts a node on `addr` (port 0 picks a free one), playing `flavor`.
+    pub async fn start_flavor_on(addr: SocketAddr, flavor: Flavor) -> std::io::Result<CqlTestNode> {
         let listener = bind(addr)?;
         let addr = listener.local_addr()?;
         let mut host_id = engine::random_uuid();
@@ -141,11 +199,12 @@ impl CqlTestNode {
         };
         let (kill, _) = watch::channel(0);
         let shared = Arc::new(Shared {
-            engine: Mutex::new(Engine::new(identity)),
+            engine: Mutex::new(Engine::new(identity, flavor)),
             fault: Mutex::new(None),
             kill,
             log: Mutex::new(Vec::new()),
             fault_generation: Mutex::new(0),
+            max_frame_size: AtomicUsize::new(DEFAULT_MAX_FRAME_SIZE),
         });
         let accept = tokio::spawn(accept_loop(listener, shared.clone()));
         Ok(CqlTestNode {
@@ -158,6 +217,22 @@ impl CqlTestNode {
     /// The address clients connect to.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Sets the largest request frame accepted, header included (default
+    /// [`DEFAULT_MAX_FRAME_SIZE`]).
+    pub fn set_max_frame_size(&self, bytes: usize) {
+        self.shared.max_frame_size.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Sets the largest mutation (the bytes one request writes to one partition) accepted
+    /// (default [`DEFAULT_MAX_MUTATION_SIZE`]).
+    pub fn set_max_mutation_size(&self, bytes: usize) {
+        self.shared
+            .engine
+            .lock()
+            .expect("lock")
+            .set_max_mutation_size(bytes);
     }
 
     /// Injects a fault until [`CqlTestNode::clear_fault`].
@@ -322,6 +397,28 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
                 return;
             }
         };
+        let max_frame = shared.max_frame_size.load(Ordering::Relaxed);
+        if frame::HEADER_LEN + header.length > max_frame {
+            // Skip the body so the connection stays usable, then refuse the request.
+            let mut rest = (&mut stream).take(header.length as u64);
+            let mut sink = tokio::io::sink();
+            tokio::select! {
+                r = tokio::io::copy(&mut rest, &mut sink) => {
+                    if !matches!(r, Ok(n) if n == header.length as u64) { return }
+                }
+                _ = kill.changed() => return,
+            }
+            let e = CqlError::invalid(format!(
+                "Request is too big: length {} exceeds maximum allowed length {max_frame}.",
+                frame::HEADER_LEN + header.length
+            ));
+            let out = frame::response_frame(header.stream, opcode::ERROR, &e.encode());
+            tokio::select! {
+                r = stream.write_all(&out) => if r.is_err() { return },
+                _ = kill.changed() => return,
+            }
+            continue;
+        }
         let mut body = vec![0u8; header.length];
         tokio::select! {
             r = stream.read_exact(&mut body) => if r.is_err() { return },
@@ -601,11 +698,8 @@ fn batch(
         }
     }
     let ts = timestamp.unwrap_or_else(|| engine.next_timestamp());
-    engine.batch(&items, keyspace.as_deref(), ts)?;
-    Ok((
-        opcode::RESULT,
-        encode_outcome(Outcome::Void, keyspace, false),
-    ))
+    let outcome = engine.batch(&items, keyspace.as_deref(), ts)?;
+    Ok((opcode::RESULT, encode_outcome(outcome, keyspace, false)))
 }
 
 /// Encodes a RESULT body; a Set_keyspace outcome also switches the connection's keyspace.

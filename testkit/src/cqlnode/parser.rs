@@ -333,6 +333,9 @@ pub(crate) enum Statement {
         replication: Vec<(String, String)>,
         /// `durable_writes`.
         durable_writes: bool,
+        /// ScyllaDB's `AND tablets = {'enabled': ...}` (`'initial': n` enables them): `None`
+        /// when absent.
+        tablets: Option<bool>,
     },
     /// `CREATE TABLE`.
     CreateTable {
@@ -395,6 +398,8 @@ pub(crate) enum Statement {
         wheres: Vec<Relation>,
         /// `IF EXISTS`.
         if_exists: bool,
+        /// `IF col = term AND ...`.
+        conditions: Vec<(String, Term)>,
         /// `USING TIMESTAMP`.
         timestamp: Option<Term>,
     },
@@ -408,6 +413,8 @@ pub(crate) enum Statement {
         wheres: Vec<Relation>,
         /// `IF EXISTS`.
         if_exists: bool,
+        /// `IF col = term AND ...`.
+        conditions: Vec<(String, Term)>,
         /// `USING TIMESTAMP`.
         timestamp: Option<Term>,
     },
@@ -468,6 +475,37 @@ impl Statement {
             | Statement::CreateTable { table, .. }
             | Statement::DropTable { table, .. }
             | Statement::Truncate { table } => Some(table),
+            _ => None,
+        }
+    }
+
+    /// Whether the statement is a lightweight transaction (has an `IF` clause), or a batch
+    /// holding one.
+    pub(crate) fn is_conditional(&self) -> bool {
+        match self {
+            Statement::Insert { if_not_exists, .. } => *if_not_exists,
+            Statement::Update {
+                if_exists,
+                conditions,
+                ..
+            }
+            | Statement::Delete {
+                if_exists,
+                conditions,
+                ..
+            } => *if_exists || !conditions.is_empty(),
+            Statement::Batch { statements, .. } => statements.iter().any(Self::is_conditional),
+            _ => false,
+        }
+    }
+
+    /// The statement's own `USING TIMESTAMP`.
+    pub(crate) fn using_timestamp(&self) -> Option<&Term> {
+        match self {
+            Statement::Insert { timestamp, .. }
+            | Statement::Update { timestamp, .. }
+            | Statement::Delete { timestamp, .. }
+            | Statement::Batch { timestamp, .. } => timestamp.as_ref(),
             _ => None,
         }
     }
@@ -1035,14 +1073,28 @@ impl Parser {
         })
     }
 
-    fn if_exists_tail(&mut self) -> PResult<bool> {
-        if self.eat_kw("if") {
-            if self.eat_kw("exists") {
-                return Ok(true);
-            }
-            return unsupported("conditional updates other than IF EXISTS");
+    /// `IF EXISTS` or `IF col = term AND ...` after UPDATE and DELETE: (if exists, conditions).
+    fn if_tail(&mut self) -> PResult<(bool, Vec<(String, Term)>)> {
+        if !self.eat_kw("if") {
+            return Ok((false, Vec::new()));
         }
-        Ok(false)
+        if self.eat_kw("exists") {
+            return Ok((true, Vec::new()));
+        }
+        let mut conditions = Vec::new();
+        loop {
+            let col = self.ident()?;
+            if !self.eat_sym("=") {
+                return unsupported(
+                    "conditional updates other than IF EXISTS and IF column = value",
+                );
+            }
+            conditions.push((col, self.term()?));
+            if !self.eat_kw("and") {
+                break;
+            }
+        }
+        Ok((false, conditions))
     }
 
     fn update(&mut self) -> PResult<Statement> {
@@ -1072,12 +1124,13 @@ impl Parser {
         }
         self.expect_kw("where")?;
         let wheres = self.where_clause()?;
-        let if_exists = self.if_exists_tail()?;
+        let (if_exists, conditions) = self.if_tail()?;
         Ok(Statement::Update {
             table,
             assignments,
             wheres,
             if_exists,
+            conditions,
             timestamp,
         })
     }
@@ -1100,12 +1153,13 @@ impl Parser {
         let timestamp = self.using()?;
         self.expect_kw("where")?;
         let wheres = self.where_clause()?;
-        let if_exists = self.if_exists_tail()?;
+        let (if_exists, conditions) = self.if_tail()?;
         Ok(Statement::Delete {
             table,
             columns,
             wheres,
             if_exists,
+            conditions,
             timestamp,
         })
     }
@@ -1173,6 +1227,7 @@ impl Parser {
             self.expect_kw("with")?;
             let mut replication = None;
             let mut durable_writes = true;
+            let mut tablets = None;
             loop {
                 let opt = self.ident()?;
                 self.expect_sym("=")?;
@@ -1196,6 +1251,24 @@ impl Parser {
                         Literal::Bool(b) => durable_writes = b,
                         _ => return syntax("durable_writes must be true or false"),
                     },
+                    "tablets" => {
+                        let Literal::Map(entries) = self.literal()? else {
+                            return syntax("tablets must be a map");
+                        };
+                        for (k, v) in entries {
+                            match (k, v) {
+                                (Literal::Str(k), Literal::Bool(b)) if k == "enabled" => {
+                                    tablets = Some(b);
+                                }
+                                (Literal::Str(k), Literal::Int(_)) if k == "initial" => {
+                                    tablets = Some(true);
+                                }
+                                (k, _) => {
+                                    return syntax(format!("unknown tablets option {k}"));
+                                }
+                            }
+                        }
+                    }
                     other => return unsupported(format!("keyspace option '{other}'")),
                 }
                 if !self.eat_kw("and") {
@@ -1210,6 +1283,7 @@ impl Parser {
                 if_not_exists,
                 replication,
                 durable_writes,
+                tablets,
             });
         }
         if self.eat_kw("table") || self.eat_kw("columnfamily") {
