@@ -52,6 +52,19 @@ use load::build_served;
 use rollouts::RolloutTable;
 use status::{Refused, SwapLog};
 
+/// Whether this hot hit should also touch moka: every [`TOUCH_EVERY`]th hit of the calling
+/// thread, counted in a thread-local so the hit path writes no shared cache line for it.
+fn next_touch() -> bool {
+    thread_local! {
+        static HITS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+    HITS.with(|hits| {
+        let n = hits.get().wrapping_add(1);
+        hits.set(n);
+        n % TOUCH_EVERY == 0
+    })
+}
+
 /// Weighs a cached slot for the cache's two bounds at once: at least its real size in bytes,
 /// so the cache never holds more than `max_bytes`; and at least `max_bytes / capacity`, so it
 /// never holds more than `capacity` keys.
@@ -145,8 +158,6 @@ pub struct ModelRegistry {
     store_healthy: AtomicBool,
     swaps: SwapLog,
     stats: RegistryStats,
-    /// Hot hits, for sampling which ones also touch moka.
-    touches: AtomicU64,
     rollouts: RolloutTable,
     /// Whether the last rollout read succeeded (failures are logged on the change only).
     rollout_reads_ok: AtomicBool,
@@ -183,7 +194,6 @@ impl ModelRegistry {
             store_healthy: AtomicBool::new(true),
             swaps: SwapLog::default(),
             stats: RegistryStats::default(),
-            touches: AtomicU64::new(0),
             rollouts: RolloutTable::default(),
             rollout_reads_ok: AtomicBool::new(true),
         }
@@ -251,7 +261,7 @@ impl ModelRegistry {
     async fn hot_slot(&self, key: &str, hits: &mut u64) -> Option<Slot> {
         if let Some(slot) = self.hot.get(key) {
             *hits += 1;
-            if self.touches.fetch_add(1, Ordering::Relaxed) % TOUCH_EVERY == 0 {
+            if next_touch() {
                 // Hot reads bypass moka; tell it now and then which keys are in use, so its
                 // eviction keeps the popular ones.
                 let _ = self.cache.get(key).await;
