@@ -18,6 +18,11 @@ use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Regi
 use super::{record::Reason, report::Divergence};
 use crate::model::Prediction;
 
+/// Keys whose activity is kept one by one, at most. Past it, the least busy half is dropped
+/// (their records stay in the totals), so memory stays bounded at 10^6 keys while the busiest
+/// keys, the ones the status page and the per-key series show, are kept.
+const MAX_TRACKED_KEYS: usize = 20_000;
+
 /// Recent scores kept per key for the status page's histogram.
 const RECENT_SCORES: usize = 256;
 
@@ -168,6 +173,19 @@ fn reason_index(reason: Reason) -> usize {
         .iter()
         .position(|r| *r == reason)
         .expect("every reason is in Reason::ALL")
+}
+
+/// Drops all but the `keep` busiest keys (by records scored and dead letters).
+fn keep_busiest(keys: &mut HashMap<String, KeyActivity>, keep: usize) {
+    let mut counts: Vec<u64> = keys.values().map(|a| a.scored + a.dead).collect();
+    if counts.len() <= keep {
+        return;
+    }
+    let cut = counts.len() - keep;
+    let (_, threshold, _) = counts.select_nth_unstable(cut);
+    let threshold = *threshold;
+    // Keys above the threshold stay; ties at it are dropped, so at most `keep` stay.
+    keys.retain(|_, a| a.scored + a.dead > threshold);
 }
 
 /// Unix milliseconds of `t` (0 before the epoch).
@@ -328,6 +346,9 @@ impl Metrics {
         {
             let mut keys = self.keys.lock().expect("metrics lock");
             for (key, t) in tally.keys {
+                if keys.len() >= MAX_TRACKED_KEYS && !keys.contains_key(&key) {
+                    keep_busiest(&mut keys, MAX_TRACKED_KEYS / 2);
+                }
                 let a = keys.entry(key).or_default();
                 a.scored += t.scored;
                 a.canary += t.canary;
@@ -440,6 +461,41 @@ mod tests {
         );
         assert_eq!(batched.scoring.get_sample_count(), 4);
         assert!((direct.scoring.get_sample_sum() - batched.scoring.get_sample_sum()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn per_key_activity_stays_bounded_and_keeps_the_busiest_keys() {
+        let m = Metrics::default();
+        // One busy key, then many keys seen once each.
+        let mut busy = BatchTally::default();
+        busy.keys.insert(
+            "busy".into(),
+            KeyTally {
+                scored: 1000,
+                ..KeyTally::default()
+            },
+        );
+        m.record_batch(busy);
+        for batch in 0..50 {
+            let mut t = BatchTally::default();
+            for i in 0..1000 {
+                t.keys.insert(
+                    format!("k{batch}-{i}"),
+                    KeyTally {
+                        scored: 1,
+                        ..KeyTally::default()
+                    },
+                );
+            }
+            m.record_batch(t);
+        }
+        let keys = m.key_activity();
+        assert!(
+            keys.len() <= MAX_TRACKED_KEYS,
+            "{} keys tracked",
+            keys.len()
+        );
+        assert_eq!(keys["busy"].scored, 1000);
     }
 
     #[test]
