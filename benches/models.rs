@@ -88,32 +88,7 @@ fn logistic(n: usize) -> ModelSpec {
 /// tests a random feature at a threshold drawn from that feature's distribution, so a record
 /// goes either way about half the time and paths vary from record to record.
 fn full_tree(rng: &mut Rng, n_features: usize, depth: u32) -> TreeSpec {
-    let splits = (1usize << depth) - 1;
-    let nodes = (1usize << (depth + 1)) - 1;
-    let mut t = TreeSpec {
-        feature: Vec::with_capacity(nodes),
-        threshold: Vec::with_capacity(nodes),
-        left: Vec::with_capacity(nodes),
-        right: Vec::with_capacity(nodes),
-        value: Vec::with_capacity(nodes),
-    };
-    for i in 0..nodes {
-        if i < splits {
-            let f = rng.below(n_features);
-            t.feature.push(f as i64);
-            t.threshold.push(feature(rng, f));
-            t.left.push(2 * i as i64 + 1);
-            t.right.push(2 * i as i64 + 2);
-            t.value.push(vec![]);
-        } else {
-            t.feature.push(-2);
-            t.threshold.push(-2.0);
-            t.left.push(-1);
-            t.right.push(-1);
-            t.value.push(vec![rng.range(0.0, 100.0)]);
-        }
-    }
-    t
+    keyscore_testkit::specs::full_tree(rng, n_features, depth, feature, 100.0)
 }
 
 fn forest(n_features: usize, trees: usize, depth: u32) -> ModelSpec {

@@ -19,7 +19,7 @@ use std::{
 
 use keyscore::{
     model::{
-        spec::{Activation, LayerSpec, OutputSpec, ParamsSpec, ThresholdPrecision, TreeSpec},
+        spec::{Activation, LayerSpec, OutputSpec, ParamsSpec, ThresholdPrecision},
         ModelSpec,
     },
     registry::{ModelRegistry, RegistryConfig},
@@ -78,32 +78,8 @@ fn logistic_spec(rng: &mut Xoshiro256StarStar) -> String {
 
 /// A forest of `trees` full trees of depth `depth`.
 fn forest_spec(rng: &mut Xoshiro256StarStar, trees: usize, depth: u32) -> String {
-    let splits = (1usize << depth) - 1;
-    let nodes = (1usize << (depth + 1)) - 1;
     let tree = |rng: &mut Xoshiro256StarStar| {
-        let mut t = TreeSpec {
-            feature: Vec::with_capacity(nodes),
-            threshold: Vec::with_capacity(nodes),
-            left: Vec::with_capacity(nodes),
-            right: Vec::with_capacity(nodes),
-            value: Vec::with_capacity(nodes),
-        };
-        for i in 0..nodes {
-            if i < splits {
-                t.feature.push(rng.below(FEATURES) as i64);
-                t.threshold.push(rng.range(-1.0, 1.0));
-                t.left.push(2 * i as i64 + 1);
-                t.right.push(2 * i as i64 + 2);
-                t.value.push(vec![]);
-            } else {
-                t.feature.push(-2);
-                t.threshold.push(-2.0);
-                t.left.push(-1);
-                t.right.push(-1);
-                t.value.push(vec![rng.range(0.0, 10.0)]);
-            }
-        }
-        t
+        keyscore_testkit::specs::full_tree(rng, FEATURES, depth, |r, _| r.range(-1.0, 1.0), 10.0)
     };
     spec(
         ParamsSpec::RandomForest {

@@ -12,3 +12,42 @@ pub const UNKNOWN_KIND_SPEC: &str = r#"{"format_version":1,"features":["a","b"],
 
 /// A spec that decodes but cannot build: two features, one coefficient.
 pub const SHAPE_MISMATCH_SPEC: &str = r#"{"format_version":1,"features":["a","b"],"model":{"kind":"linear","coefficients":[1.0],"intercept":0.5},"output":{"type":"regression"}}"#;
+
+/// A full binary tree of `depth` splits for benchmarks, in the spec's flat layout: node `i`
+/// splits on a feature drawn uniformly from `n_features` at `threshold(rng, feature)`, its
+/// children are `2i + 1` and `2i + 2`, and each leaf holds one value drawn from
+/// `[0, leaf_max)`. Draws happen in node order, so a seed gives the same tree every time.
+pub fn full_tree(
+    rng: &mut keyscore::synth::Xoshiro256StarStar,
+    n_features: usize,
+    depth: u32,
+    threshold: impl Fn(&mut keyscore::synth::Xoshiro256StarStar, usize) -> f64,
+    leaf_max: f64,
+) -> keyscore::model::spec::TreeSpec {
+    let splits = (1usize << depth) - 1;
+    let nodes = (1usize << (depth + 1)) - 1;
+    let mut t = keyscore::model::spec::TreeSpec {
+        feature: Vec::with_capacity(nodes),
+        threshold: Vec::with_capacity(nodes),
+        left: Vec::with_capacity(nodes),
+        right: Vec::with_capacity(nodes),
+        value: Vec::with_capacity(nodes),
+    };
+    for i in 0..nodes {
+        if i < splits {
+            let f = rng.below(n_features);
+            t.feature.push(f as i64);
+            t.threshold.push(threshold(rng, f));
+            t.left.push(2 * i as i64 + 1);
+            t.right.push(2 * i as i64 + 2);
+            t.value.push(vec![]);
+        } else {
+            t.feature.push(-2);
+            t.threshold.push(-2.0);
+            t.left.push(-1);
+            t.right.push(-1);
+            t.value.push(vec![rng.range(0.0, leaf_max)]);
+        }
+    }
+    t
+}
