@@ -122,6 +122,42 @@ impl EmbeddedModelStore {
         })
         .await
     }
+
+    /// Applies `row` to every item, one write transaction (one sync to disk) per
+    /// [`WRITE_BATCH`] items, and returns one result per item. A row refused on its own (a
+    /// version that exists, one that does not) fails only its item; a failing file rolls the
+    /// chunk back and fails the call.
+    async fn write_rows<I, T, F>(
+        &self,
+        context: &'static str,
+        items: &[I],
+        row: F,
+    ) -> Result<Vec<Result<T, Error>>, Error>
+    where
+        I: Clone + Send + 'static,
+        T: Send + 'static,
+        F: Fn(&Connection, &I) -> Result<T, Error> + Clone + Send + 'static,
+    {
+        let mut out = Vec::with_capacity(items.len());
+        for chunk in items.chunks(WRITE_BATCH) {
+            let chunk = chunk.to_vec();
+            let row = row.clone();
+            let results = self
+                .write(context, move |tx| {
+                    let mut results = Vec::with_capacity(chunk.len());
+                    for item in &chunk {
+                        match row(tx, item) {
+                            Err(err) if err.is_transient() => return Err(err),
+                            result => results.push(result),
+                        }
+                    }
+                    Ok(results)
+                })
+                .await?;
+            out.extend(results);
+        }
+        Ok(out)
+    }
 }
 
 #[async_trait::async_trait]
@@ -152,26 +188,10 @@ impl ModelStore for EmbeddedModelStore {
         &self,
         items: &[NewVersion],
     ) -> Result<Vec<Result<i64, Error>>, Error> {
-        let mut out = Vec::with_capacity(items.len());
-        // One transaction (one sync to disk) per chunk instead of one per version.
-        for chunk in items.chunks(WRITE_BATCH) {
-            let chunk = chunk.to_vec();
-            let results = self
-                .write("storing model versions", move |tx| {
-                    let mut results = Vec::with_capacity(chunk.len());
-                    for item in &chunk {
-                        match insert_version_row(tx, &item.key, item.version, &item.spec_json) {
-                            // The file failed: roll the chunk back and fail the call.
-                            Err(err) if err.is_transient() => return Err(err),
-                            result => results.push(result),
-                        }
-                    }
-                    Ok(results)
-                })
-                .await?;
-            out.extend(results);
-        }
-        Ok(out)
+        self.write_rows("storing model versions", items, |tx, item| {
+            insert_version_row(tx, &item.key, item.version, &item.spec_json)
+        })
+        .await
     }
 
     async fn activate(&self, key: &str, version: i64) -> Result<(), Error> {
@@ -187,24 +207,10 @@ impl ModelStore for EmbeddedModelStore {
         &self,
         items: &[(String, i64)],
     ) -> Result<Vec<Result<(), Error>>, Error> {
-        let mut out = Vec::with_capacity(items.len());
-        for chunk in items.chunks(WRITE_BATCH) {
-            let chunk = chunk.to_vec();
-            let results = self
-                .write("activating model versions", move |tx| {
-                    let mut results = Vec::with_capacity(chunk.len());
-                    for (key, version) in &chunk {
-                        match check_key(key).and_then(|()| activate_row(tx, key, *version)) {
-                            Err(err) if err.is_transient() => return Err(err),
-                            result => results.push(result),
-                        }
-                    }
-                    Ok(results)
-                })
-                .await?;
-            out.extend(results);
-        }
-        Ok(out)
+        self.write_rows("activating model versions", items, |tx, (key, version)| {
+            check_key(key).and_then(|()| activate_row(tx, key, *version))
+        })
+        .await
     }
 
     async fn rollback(&self, key: &str) -> Result<i64, Error> {
