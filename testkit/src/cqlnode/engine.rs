@@ -15,7 +15,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::frame::{ColSpec, CqlError, ErrorCode, Value};
 use super::parser::{self, Describe, InValues, Op, Relation, Selector, Statement, TableRef, Term};
-use super::types::{decode_collection, encode_collection, CqlType, Literal};
+use super::types::{
+    date_of_millis, decode_collection, encode_collection, CqlType, Literal, DATE_EPOCH,
+};
 use super::Flavor;
 
 /// Keyspaces that exist on every node and cannot be changed by clients.
@@ -88,6 +90,9 @@ const SCYLLA_SYSTEM_TABLES: &[&str] = &[
 /// 28087887 bytes is too large for the maximum size of 16777216").
 pub(crate) const DEFAULT_MAX_MUTATION_SIZE: usize = 16 * 1024 * 1024;
 
+/// The largest TTL, in seconds: 20 years (Cassandra's `Attributes.MAX_TTL`).
+const MAX_TTL: i32 = 20 * 365 * 24 * 60 * 60;
+
 /// The role of a column in its table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -128,6 +133,8 @@ pub(crate) struct TableDef {
     pub(crate) id: [u8; 16],
     /// `WITH comment`.
     pub(crate) comment: String,
+    /// `WITH default_time_to_live`: seconds, 0 for none.
+    pub(crate) default_ttl: i32,
 }
 
 impl TableDef {
@@ -168,6 +175,18 @@ struct Cell {
     /// `None` is a tombstone.
     value: Option<Vec<u8>>,
     ts: i64,
+    /// When a cell written with a TTL expires: milliseconds since the epoch, node clock.
+    expires: Option<i64>,
+}
+
+impl Cell {
+    /// The value, unless the cell is a tombstone or has expired at `now` (milliseconds).
+    fn live(&self, now: i64) -> Option<&Vec<u8>> {
+        if self.expires.is_some_and(|e| e <= now) {
+            return None;
+        }
+        self.value.as_ref()
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -175,19 +194,27 @@ struct Row {
     ck: Vec<Vec<u8>>,
     /// The liveness marker INSERT writes, with its timestamp.
     marker: Option<i64>,
+    /// When the marker expires (an INSERT with a TTL): milliseconds since the epoch.
+    marker_expires: Option<i64>,
     deleted_at: Option<i64>,
     cells: BTreeMap<usize, Cell>,
 }
 
 impl Row {
-    fn is_live(&self) -> bool {
-        self.marker.is_some() || self.cells.values().any(|c| c.value.is_some())
+    /// Whether the row exists at `now` (milliseconds): a live row marker or a live cell. A row
+    /// whose cells and marker have all expired is gone, as in Cassandra, where an expired cell
+    /// is a tombstone ("If the field is not updated within the TTL it is deleted", ScyllaDB
+    /// manual, CQL > Expiring Data with Time to Live).
+    fn is_live(&self, now: i64) -> bool {
+        self.marker.is_some() && self.marker_expires.is_none_or(|e| e > now)
+            || self.cells.values().any(|c| c.live(now).is_some())
     }
 
     fn delete(&mut self, ts: i64) {
         self.deleted_at = Some(self.deleted_at.map_or(ts, |d| d.max(ts)));
         if self.marker.is_some_and(|m| m <= ts) {
             self.marker = None;
+            self.marker_expires = None;
         }
         self.cells.retain(|_, c| c.ts > ts);
     }
@@ -301,6 +328,8 @@ pub(crate) struct Engine {
     max_mutation_size: usize,
     /// Bytes written so far per (keyspace, partition key) by the request under way.
     mutation_sizes: HashMap<(String, Vec<u8>), usize>,
+    /// Milliseconds added to the clock TTLs run on (unit tests move time forward with it).
+    ttl_clock_ahead: i64,
 }
 
 /// The serialized components of a partition key.
@@ -340,6 +369,11 @@ fn now_micros() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros() as i64)
         .unwrap_or(0)
+}
+
+/// The node's clock in milliseconds, the clock TTLs run on.
+fn now_millis() -> i64 {
+    now_micros() / 1000
 }
 
 fn text(s: &str) -> Option<Vec<u8>> {
@@ -482,6 +516,7 @@ impl PagePosition {
 enum Projection {
     Column(usize),
     WriteTime(usize),
+    Ttl(usize),
     Constant(Option<Vec<u8>>),
 }
 
@@ -498,6 +533,7 @@ impl Engine {
             flavor,
             max_mutation_size: DEFAULT_MAX_MUTATION_SIZE,
             mutation_sizes: HashMap::new(),
+            ttl_clock_ahead: 0,
         };
         for ks in SYSTEM_KEYSPACES {
             e.keyspaces.insert(
@@ -545,6 +581,11 @@ impl Engine {
     pub(crate) fn next_timestamp(&mut self) -> i64 {
         self.last_ts = now_micros().max(self.last_ts + 1);
         self.last_ts
+    }
+
+    /// The clock TTLs are set and checked on, in milliseconds: the node's clock.
+    fn ttl_clock(&self) -> i64 {
+        now_millis() + self.ttl_clock_ahead
     }
 
     /// A new version 1 (time-based) UUID.
@@ -623,6 +664,15 @@ impl Engine {
         let (bind_specs, pk_indexes) = self.bind_metadata(&statement, markers, keyspace)?;
         let result_specs = match &statement {
             Statement::Select { .. } => self.select_specs(&statement, keyspace)?,
+            // ScyllaDB's answer to a conditional statement has the same columns every time, so
+            // its PREPARE result carries them (see `cas_result`); Cassandra's varies and is
+            // left out.
+            s
+            @ (Statement::Insert { .. } | Statement::Update { .. } | Statement::Delete { .. })
+                if self.flavor == Flavor::Scylla6 && s.is_conditional() =>
+            {
+                self.cas_specs(s, keyspace)?
+            }
             _ => Vec::new(),
         };
         let mut id = Vec::with_capacity(16);
@@ -640,6 +690,35 @@ impl Engine {
         };
         self.prepared.insert(id.clone(), prepared.clone());
         Ok((id, prepared))
+    }
+
+    /// The columns of ScyllaDB's answer to a conditional INSERT, UPDATE or DELETE: `[applied]`,
+    /// then every column for IF EXISTS and IF NOT EXISTS, else the condition's columns, in
+    /// table order.
+    fn cas_specs(&self, stmt: &Statement, current: Option<&str>) -> Result<Vec<ColSpec>, CqlError> {
+        let table = stmt.table().expect("writes name a table");
+        let def = &self.table(table, current)?.def;
+        let (all, conditions): (bool, &[(String, Term)]) = match stmt {
+            Statement::Insert { if_not_exists, .. } => (*if_not_exists, &[]),
+            Statement::Update {
+                if_exists,
+                conditions,
+                ..
+            }
+            | Statement::Delete {
+                if_exists,
+                conditions,
+                ..
+            } => (*if_exists, conditions),
+            _ => (false, &[]),
+        };
+        let mut specs = vec![def.spec("[applied]", CqlType::Boolean)];
+        for c in &def.columns {
+            if all || conditions.iter().any(|(n, _)| *n == c.name) {
+                specs.push(def.spec(&c.name, c.ty.clone()));
+            }
+        }
+        Ok(specs)
     }
 
     /// A prepared statement by id.
@@ -726,6 +805,7 @@ impl Engine {
             }
         }
         let timestamp_spec = |def: &TableDef| def.spec("[timestamp]", CqlType::BigInt);
+        let ttl_spec = |def: &TableDef| def.spec("[ttl]", CqlType::Int);
         match stmt {
             Statement::Batch {
                 statements,
@@ -753,6 +833,7 @@ impl Engine {
                 columns,
                 values,
                 timestamp,
+                ttl,
                 ..
             } => {
                 let def = &self.table(table, current)?.def;
@@ -769,6 +850,9 @@ impl Engine {
                 if let Some(t) = timestamp {
                     term_bind(t, timestamp_spec(def), specs)?;
                 }
+                if let Some(t) = ttl {
+                    term_bind(t, ttl_spec(def), specs)?;
+                }
                 pk_marker.push(pk);
             }
             Statement::Update {
@@ -777,11 +861,15 @@ impl Engine {
                 wheres,
                 conditions,
                 timestamp,
+                ttl,
                 ..
             } => {
                 let def = &self.table(table, current)?.def;
                 if let Some(t) = timestamp {
                     term_bind(t, timestamp_spec(def), specs)?;
+                }
+                if let Some(t) = ttl {
+                    term_bind(t, ttl_spec(def), specs)?;
                 }
                 for (c, t) in assignments.iter().chain(conditions) {
                     let col = &def.columns[def.column(c)?];
@@ -905,7 +993,12 @@ impl Engine {
         }
     }
 
-    /// Runs one of the native functions the node knows.
+    /// Runs one of the native functions the node knows: `now()` / `currentTimeUUID()`,
+    /// `uuid()`, `currentTimestamp()`, `currentDate()` (the UTC day of the node's clock),
+    /// `toTimestamp(timeuuid|date|timestamp)`, `toUnixTimestamp(...)` and
+    /// `toDate(timeuuid|timestamp|date)` ("toDate: Converts either a timeuuid or a timestamp to
+    /// a date type"; "currentDate: Returns the current date/time as a date", Cassandra
+    /// documentation, CQL > Functions, and the Amazon Keyspaces guide, "Built-in functions").
     fn call(&mut self, name: &str, args: &[Term]) -> Result<(CqlType, Vec<u8>), CqlError> {
         let timeuuid_millis = |u: &[u8]| -> i64 {
             let low = u64::from(u32::from_be_bytes([u[0], u[1], u[2], u[3]]));
@@ -921,7 +1014,11 @@ impl Engine {
                 CqlType::Timestamp,
                 (now_micros() / 1000).to_be_bytes().to_vec(),
             )),
-            ("totimestamp" | "tounixtimestamp", [arg]) => {
+            ("currentdate", []) => Ok((
+                CqlType::Date,
+                date_of_millis(now_millis()).to_be_bytes().to_vec(),
+            )),
+            ("totimestamp" | "tounixtimestamp" | "todate", [arg]) => {
                 let (ty, b) = match arg {
                     Term::Func(n, a) => self.call(n, a)?,
                     Term::Lit(l) => (
@@ -939,18 +1036,21 @@ impl Engine {
                 let ms = match ty {
                     CqlType::TimeUuid => timeuuid_millis(&b),
                     CqlType::Timestamp => i64::from_be_bytes(b.try_into().unwrap_or_default()),
+                    CqlType::Date => {
+                        let days = u32::from_be_bytes(b.try_into().unwrap_or_default());
+                        (i64::from(days) - i64::from(DATE_EPOCH)) * 86_400_000
+                    }
                     other => {
                         return Err(CqlError::invalid(format!(
-                            "{name}() takes a timeuuid or a timestamp, not {other}"
+                            "{name}() takes a timeuuid, a timestamp or a date, not {other}"
                         )))
                     }
                 };
-                let rty = if name == "totimestamp" {
-                    CqlType::Timestamp
-                } else {
-                    CqlType::BigInt
-                };
-                Ok((rty, ms.to_be_bytes().to_vec()))
+                Ok(match name {
+                    "totimestamp" => (CqlType::Timestamp, ms.to_be_bytes().to_vec()),
+                    "todate" => (CqlType::Date, date_of_millis(ms).to_be_bytes().to_vec()),
+                    _ => (CqlType::BigInt, ms.to_be_bytes().to_vec()),
+                })
             }
             _ => Err(CqlError::invalid(format!(
                 "function {name}() with {} arguments is not supported by the test node",
@@ -1324,6 +1424,43 @@ impl Engine {
         })
     }
 
+    /// When the cells of a write expire (milliseconds on the node's clock), or `None` for
+    /// cells that never expire: from the statement's `USING TTL` (a null TTL is 0, an unset one
+    /// is the default), else the table's `default_time_to_live`; 0 means no TTL. "Setting TTL
+    /// on a column using the INSERT or UPDATE command overrides the table TTL" (DataStax CQL
+    /// reference, "Expiring data with TTL example"), and "The expiration time is always
+    /// calculated as now() on the Coordinator + TTL ... a value given via USING TIMESTAMP is
+    /// not taken into an account" (ScyllaDB manual, CQL > Expiring Data with Time to Live).
+    /// Cassandra counts whole seconds (`Attributes.getTimeToLive`, with its limits and
+    /// messages); the node counts milliseconds, so a cell lives its full TTL.
+    fn expiry(
+        &mut self,
+        ttl: Option<&Term>,
+        def: &TableDef,
+        values: &[Value],
+        now: i64,
+    ) -> Result<Option<i64>, CqlError> {
+        let secs = match ttl {
+            None => def.default_ttl,
+            Some(t) => match self.eval(t, &CqlType::Int, values)? {
+                Value::Set(b) => i32::from_be_bytes(b.try_into().unwrap_or_default()),
+                Value::Null => 0,
+                Value::Unset => def.default_ttl,
+            },
+        };
+        if secs < 0 {
+            return Err(CqlError::invalid(format!(
+                "A TTL must be greater or equal to 0, but was {secs}"
+            )));
+        }
+        if secs > MAX_TTL {
+            return Err(CqlError::invalid(format!(
+                "ttl is too large. requested ({secs}) maximum ({MAX_TTL})"
+            )));
+        }
+        Ok((secs > 0).then(|| now + i64::from(secs) * 1000))
+    }
+
     fn timestamp_value(&mut self, t: &Term, values: &[Value]) -> Result<i64, CqlError> {
         match self.eval(t, &CqlType::BigInt, values)? {
             Value::Set(b) => Ok(i64::from_be_bytes(b.try_into().unwrap_or_default())),
@@ -1538,12 +1675,15 @@ impl Engine {
                 values: terms,
                 if_not_exists,
                 timestamp,
+                ttl,
                 ..
             } => {
                 let ts = match timestamp {
                     Some(t) => self.timestamp_value(t, values)?,
                     None => default_ts,
                 };
+                let now = self.ttl_clock();
+                let expires = self.expiry(ttl.as_ref(), &def, values, now)?;
                 let mut pk: Vec<Option<Vec<u8>>> = vec![None; def.pk_len];
                 let mut ck: Vec<Option<Vec<u8>>> = vec![None; def.ck_len];
                 let mut cells = Vec::new();
@@ -1597,36 +1737,34 @@ impl Engine {
                         + cells.iter().map(|(_, v)| value_len(v)).sum::<usize>();
                     self.account(&def, &pk, bytes)?;
                 }
+                let flavor = self.flavor;
                 let table = self.table_mut(table_ref, current)?;
                 if *if_not_exists && cond == Cond::Check {
-                    return Ok(applied(&def, read_row(table, &pk, &ck).is_none()));
+                    return Ok(applied(&def, read_row(table, &pk, &ck, now).is_none()));
                 }
+                let mut answer = None;
                 if *if_not_exists && cond == Cond::Evaluate {
-                    if let Some(existing) = read_row(table, &pk, &ck) {
-                        let mut specs = vec![def.spec("[applied]", CqlType::Boolean)];
-                        specs.extend(def.columns.iter().map(|c| def.spec(&c.name, c.ty.clone())));
-                        let mut row = vec![Some(vec![0u8])];
-                        row.extend(existing);
-                        return Ok(Outcome::Rows {
-                            specs,
-                            rows: vec![row],
-                            paging_state: None,
-                        });
+                    // IF NOT EXISTS answers with every column of the existing row.
+                    let existing = read_row(table, &pk, &ck, now);
+                    let all: Vec<usize> = (0..def.columns.len()).collect();
+                    let holds = existing.is_none();
+                    let result = cas_result(flavor, &def, &all, existing, holds);
+                    if !holds {
+                        return Ok(result);
                     }
+                    answer = Some(result);
                 }
                 let row = upsert_row(table, &pk, &ck, ts);
                 if let Some(row) = row {
                     if row.marker.is_none_or(|m| m <= ts) {
                         row.marker = Some(ts);
+                        row.marker_expires = expires;
                     }
                     for (idx, v) in cells {
-                        set_cell(row, idx, v, ts);
+                        set_cell(row, idx, v, ts, expires, now);
                     }
                 }
-                if *if_not_exists && cond == Cond::Evaluate {
-                    return Ok(applied(&def, true));
-                }
-                Ok(Outcome::Void)
+                Ok(answer.unwrap_or(Outcome::Void))
             }
             Statement::Update {
                 assignments,
@@ -1634,12 +1772,15 @@ impl Engine {
                 if_exists,
                 conditions,
                 timestamp,
+                ttl,
                 ..
             } => {
                 let ts = match timestamp {
                     Some(t) => self.timestamp_value(t, values)?,
                     None => default_ts,
                 };
+                let now = self.ttl_clock();
+                let expires = self.expiry(ttl.as_ref(), &def, values, now)?;
                 let r = self.restrict(&def, wheres, values)?;
                 let partitions = self.full_key(&def, &r, "UPDATE")?;
                 let mut cells = Vec::new();
@@ -1661,32 +1802,38 @@ impl Engine {
                         self.account(&def, pk, bytes)?;
                     }
                 }
+                let flavor = self.flavor;
                 let table = self.table_mut(table_ref, current)?;
+                let mut answer = None;
                 if conditional && cond != Cond::Skip {
                     if partitions.len() != 1 {
                         return Err(CqlError::invalid(
                             "IN on the partition key is not supported with conditional updates",
                         ));
                     }
-                    let failed =
-                        condition_failure(table, &partitions[0], &r.ck_eq, *if_exists, &wanted);
-                    match (cond, failed) {
-                        (Cond::Check, failed) => return Ok(applied(&def, failed.is_none())),
-                        (_, Some(answer)) => return Ok(answer),
-                        (_, None) => {}
+                    let (holds, result) = check_condition(
+                        flavor,
+                        table,
+                        &partitions[0],
+                        &r.ck_eq,
+                        *if_exists,
+                        &wanted,
+                        now,
+                    );
+                    match cond {
+                        Cond::Check => return Ok(applied(&def, holds)),
+                        _ if !holds => return Ok(result),
+                        _ => answer = Some(result),
                     }
                 }
                 for pk in &partitions {
                     if let Some(row) = upsert_row(table, pk, &r.ck_eq, ts) {
                         for (idx, v) in &cells {
-                            set_cell(row, *idx, v.clone(), ts);
+                            set_cell(row, *idx, v.clone(), ts, expires, now);
                         }
                     }
                 }
-                if conditional && cond == Cond::Evaluate {
-                    return Ok(applied(&def, true));
-                }
-                Ok(Outcome::Void)
+                Ok(answer.unwrap_or(Outcome::Void))
             }
             Statement::Delete {
                 columns,
@@ -1742,19 +1889,29 @@ impl Engine {
                         self.account(&def, pk, bytes)?;
                     }
                 }
+                let flavor = self.flavor;
+                let now = self.ttl_clock();
                 let table = self.table_mut(table_ref, current)?;
+                let mut answer = None;
                 if conditional && cond != Cond::Skip {
                     if partitions.len() != 1 || !whole_row {
                         return Err(CqlError::invalid(
                             "a conditional DELETE needs a single row (the full primary key)",
                         ));
                     }
-                    let failed =
-                        condition_failure(table, &partitions[0], &r.ck_eq, *if_exists, &wanted);
-                    match (cond, failed) {
-                        (Cond::Check, failed) => return Ok(applied(&def, failed.is_none())),
-                        (_, Some(answer)) => return Ok(answer),
-                        (_, None) => {}
+                    let (holds, result) = check_condition(
+                        flavor,
+                        table,
+                        &partitions[0],
+                        &r.ck_eq,
+                        *if_exists,
+                        &wanted,
+                        now,
+                    );
+                    match cond {
+                        Cond::Check => return Ok(applied(&def, holds)),
+                        _ if !holds => return Ok(result),
+                        _ => answer = Some(result),
                     }
                 }
                 for pk in &partitions {
@@ -1771,15 +1928,12 @@ impl Engine {
                             row.delete(ts);
                         } else {
                             for i in &col_idx {
-                                set_cell(row, *i, Value::Null, ts);
+                                set_cell(row, *i, Value::Null, ts, None, now);
                             }
                         }
                     }
                 }
-                if conditional && cond == Cond::Evaluate {
-                    return Ok(applied(&def, true));
-                }
-                Ok(Outcome::Void)
+                Ok(answer.unwrap_or(Outcome::Void))
             }
             _ => unreachable!("write() is called for INSERT, UPDATE and DELETE"),
         }
@@ -1875,6 +2029,17 @@ impl Engine {
                     let name = alias.clone().unwrap_or_else(|| format!("writetime({c})"));
                     specs.push(def.spec(&name, CqlType::BigInt));
                     proj.push(Projection::WriteTime(i));
+                }
+                Selector::Ttl(c) => {
+                    let i = def.column(c)?;
+                    if !matches!(def.columns[i].kind, Kind::Regular) {
+                        return Err(CqlError::invalid(format!(
+                            "Cannot use selection function ttl on PRIMARY KEY part {c}"
+                        )));
+                    }
+                    let name = alias.clone().unwrap_or_else(|| format!("ttl({c})"));
+                    specs.push(def.spec(&name, CqlType::Int));
+                    proj.push(Projection::Ttl(i));
                 }
                 Selector::CountStar => {
                     count = true;
@@ -1982,6 +2147,7 @@ impl Engine {
             ),
             _ => None,
         };
+        let now = self.ttl_clock();
         let tbl = self.table(table, exec.keyspace)?;
         let keys: Vec<Vec<u8>> = match &r.partitions {
             Some(ps) => {
@@ -2013,7 +2179,7 @@ impl Engine {
                 Box::new(part.rows.iter())
             };
             for row in iter {
-                if !row.is_live() || !r.matches(&def, &row.ck) {
+                if !row.is_live(now) || !r.matches(&def, &row.ck) {
                     continue;
                 }
                 if let Some(s) = &start {
@@ -2043,13 +2209,22 @@ impl Engine {
                         Projection::Column(i) => match def.columns[*i].kind {
                             Kind::PartitionKey(k) => Some(part.pk[k].clone()),
                             Kind::Clustering(k, _) => Some(row.ck[k].clone()),
-                            Kind::Regular => row.cells.get(i).and_then(|c| c.value.clone()),
+                            Kind::Regular => row.cells.get(i).and_then(|c| c.live(now).cloned()),
                         },
                         Projection::WriteTime(i) => row
                             .cells
                             .get(i)
-                            .filter(|c| c.value.is_some())
+                            .filter(|c| c.live(now).is_some())
                             .map(|c| c.ts.to_be_bytes().to_vec()),
+                        // The whole seconds left, rounded up, as Cassandra's `TTL()` counts
+                        // them from its second-precision clock.
+                        Projection::Ttl(i) => row
+                            .cells
+                            .get(i)
+                            .filter(|c| c.live(now).is_some())
+                            .and_then(|c| c.expires)
+                            .map(|e| (((e - now) + 999) / 1000) as i32)
+                            .map(|left| left.to_be_bytes().to_vec()),
                         Projection::Constant(v) => v.clone(),
                     })
                     .collect();
@@ -2213,6 +2388,7 @@ impl Engine {
             clustering,
             order,
             comment,
+            default_ttl,
         } = stmt
         else {
             unreachable!("create_table() is called for CREATE TABLE");
@@ -2240,6 +2416,23 @@ impl Engine {
         if partition_key.is_empty() {
             return Err(CqlError::invalid(
                 "No PRIMARY KEY specifed (exactly one required)",
+            ));
+        }
+        // Cassandra's `TableParams.validate`.
+        if *default_ttl < 0 {
+            return Err(CqlError::new(
+                ErrorCode::Syntax,
+                format!(
+                    "default_time_to_live must be greater than or equal to 0 (got {default_ttl})"
+                ),
+            ));
+        }
+        if *default_ttl > MAX_TTL {
+            return Err(CqlError::new(
+                ErrorCode::Syntax,
+                format!(
+                    "default_time_to_live must be less than or equal to {MAX_TTL} (got {default_ttl})"
+                ),
             ));
         }
         let find = |n: &str| columns.iter().find(|(c, _)| c == n).map(|(_, t)| t.clone());
@@ -2314,6 +2507,7 @@ impl Engine {
             ck_len: clustering.len(),
             id: random_uuid(),
             comment: comment.clone(),
+            default_ttl: *default_ttl,
         };
         self.keyspaces
             .get_mut(&ks)
@@ -2427,7 +2621,7 @@ impl Engine {
                             ]),
                         ),
                         ("crc_check_chance", Some(1.0f64.to_be_bytes().to_vec())),
-                        ("default_time_to_live", int(0)),
+                        ("default_time_to_live", int(d.default_ttl)),
                         ("extensions", Some(encode_collection(std::iter::empty::<Vec<&[u8]>>()))),
                         ("flags", text_set(&["compound"])),
                         ("gc_grace_seconds", int(864_000)),
@@ -2524,21 +2718,36 @@ fn applied(def: &TableDef, yes: bool) -> Outcome {
     }
 }
 
-/// Checks an `IF EXISTS` or `IF col = value AND ...` clause against the row at a primary key:
-/// `None` when it holds, else the answer of a statement whose condition failed (`[applied]`
-/// false, with the current values of the columns in the condition, as Cassandra answers).
-/// A missing row or cell equals null, as in Cassandra's `ColumnCondition`.
-fn condition_failure(
+/// Checks an `IF EXISTS` or `IF col = value AND ...` clause against the row at a primary key
+/// at `now`: whether it holds, and the answer of the statement.
+///
+/// A missing row or cell equals null: `IF r = null` holds when the row is missing or `r` is
+/// null, and `IF r = 5` does not hold on a missing row. Cassandra's own tests show both
+/// (`InsertUpdateIfConditionTest.testConditionalUpdate`: on an empty table `UPDATE ... IF v1 = 4`
+/// answers `[applied] = false`, and `DELETE ... IF v1 IN (null)` answers `true`; on a row whose
+/// `v3` is null, `DELETE v1 ... IF v3 = null` answers `true`), as `ColumnCondition` compares a
+/// missing cell as null.
+fn check_condition(
+    flavor: Flavor,
     table: &Table,
     pk: &[Vec<u8>],
     ck: &[Vec<u8>],
     if_exists: bool,
     wanted: &[(usize, Option<Vec<u8>>)],
-) -> Option<Outcome> {
+    now: i64,
+) -> (bool, Outcome) {
     let def = &table.def;
-    let row = read_row(table, pk, ck);
+    let row = read_row(table, pk, ck, now);
     if if_exists {
-        return row.is_none().then(|| applied(def, false));
+        // IF EXISTS answers with every column of the row (ScyllaDB's result set; Cassandra
+        // answers `[applied]` alone, the row being missing when it fails).
+        let holds = row.is_some();
+        let all: Vec<usize> = (0..def.columns.len()).collect();
+        let result = match flavor {
+            Flavor::Cassandra4 => applied(def, holds),
+            Flavor::Scylla6 => cas_result(flavor, def, &all, row, holds),
+        };
+        return (holds, result);
     }
     let holds = wanted.iter().all(|(idx, want)| {
         let have = row.as_ref().and_then(|r| r[*idx].as_ref());
@@ -2548,21 +2757,53 @@ fn condition_failure(
             _ => false,
         }
     });
-    if holds {
-        return None;
+    let columns: Vec<usize> = wanted.iter().map(|(idx, _)| *idx).collect();
+    (holds, cas_result(flavor, def, &columns, row, holds))
+}
+
+/// The answer of a lightweight transaction: `[applied]`, then the current values of `columns`
+/// (indexes into the table's columns, answered in table order, each once) the way the server
+/// played answers:
+///
+/// * Cassandra answers `[applied] = true` alone; when the condition fails it adds the current
+///   values of the columns, unless the row is missing, when `[applied] = false` is alone
+///   (`InsertUpdateIfConditionTest`: `UPDATE ... IF v1 = ?` answers `row(false)` on an empty
+///   table and `row(false, 2)` on a row with `v1 = 2`; `INSERT ... IF NOT EXISTS` answers the
+///   whole row; the Python driver manual, "Lightweight Transactions", describes the same
+///   columns).
+/// * ScyllaDB "always returns the old version of the row, regardless of whether the condition
+///   is true or not", so "result set metadata doesn't change from execution to execution"
+///   (ScyllaDB Knowledge Base, "How does ScyllaDB LWT Differ from Apache Cassandra ?"): the
+///   same columns whatever the outcome, null when the row is missing (ScyllaDB's
+///   `modification_statement::build_cas_result_set_metadata` picks the condition's columns, or
+///   every column for IF EXISTS and IF NOT EXISTS).
+fn cas_result(
+    flavor: Flavor,
+    def: &TableDef,
+    columns: &[usize],
+    row: Option<Vec<Option<Vec<u8>>>>,
+    holds: bool,
+) -> Outcome {
+    let with_values = match flavor {
+        Flavor::Cassandra4 => !holds && row.is_some(),
+        Flavor::Scylla6 => true,
+    };
+    if !with_values {
+        return applied(def, holds);
     }
     let mut specs = vec![def.spec("[applied]", CqlType::Boolean)];
-    let mut cells = vec![Some(vec![0u8])];
-    for (idx, _) in wanted {
-        let c = &def.columns[*idx];
-        specs.push(def.spec(&c.name, c.ty.clone()));
-        cells.push(row.as_ref().and_then(|r| r[*idx].clone()));
+    let mut cells = vec![Some(vec![u8::from(holds)])];
+    for (idx, c) in def.columns.iter().enumerate() {
+        if columns.contains(&idx) {
+            specs.push(def.spec(&c.name, c.ty.clone()));
+            cells.push(row.as_ref().and_then(|r| r[idx].clone()));
+        }
     }
-    Some(Outcome::Rows {
+    Outcome::Rows {
         specs,
         rows: vec![cells],
         paging_state: None,
-    })
+    }
 }
 
 /// Refuses `USING TIMESTAMP` on a lightweight transaction: a conditional write is timestamped
@@ -2600,15 +2841,20 @@ fn value_len(v: &Value) -> usize {
     }
 }
 
-/// The live row at a primary key, as `SELECT *` cells.
-fn read_row(table: &Table, pk: &[Vec<u8>], ck: &[Vec<u8>]) -> Option<Vec<Option<Vec<u8>>>> {
+/// The live row at a primary key at `now` (milliseconds), as `SELECT *` cells.
+fn read_row(
+    table: &Table,
+    pk: &[Vec<u8>],
+    ck: &[Vec<u8>],
+    now: i64,
+) -> Option<Vec<Option<Vec<u8>>>> {
     let part = table.partitions.get(&partition_key_bytes(pk))?;
     let i = part
         .rows
         .binary_search_by(|r| table.def.cmp_ck(&r.ck, ck))
         .ok()?;
     let row = &part.rows[i];
-    if !row.is_live() {
+    if !row.is_live(now) {
         return None;
     }
     Some(
@@ -2620,7 +2866,7 @@ fn read_row(table: &Table, pk: &[Vec<u8>], ck: &[Vec<u8>]) -> Option<Vec<Option<
             .map(|(i, c)| match c.kind {
                 Kind::PartitionKey(k) => Some(pk[k].clone()),
                 Kind::Clustering(k, _) => Some(ck[k].clone()),
-                Kind::Regular => row.cells.get(&i).and_then(|c| c.value.clone()),
+                Kind::Regular => row.cells.get(&i).and_then(|c| c.live(now).cloned()),
             })
             .collect(),
     )
@@ -2665,22 +2911,28 @@ fn upsert_row<'a>(
     Some(row)
 }
 
-/// Last-write-wins on one cell; an unset value leaves it alone.
-fn set_cell(row: &mut Row, idx: usize, v: Value, ts: i64) {
+/// Last-write-wins on one cell; an unset value leaves it alone. `expires` is when a value
+/// written with a TTL expires (milliseconds); a null written is a tombstone and never expires.
+/// At equal timestamps a tombstone (or a cell expired at `now`) beats a live cell, and of two
+/// live cells the larger value wins.
+fn set_cell(row: &mut Row, idx: usize, v: Value, ts: i64, expires: Option<i64>, now: i64) {
     let value = match v {
         Value::Unset => return,
         Value::Null => None,
         Value::Set(b) => Some(b),
     };
+    let expires = if value.is_some() { expires } else { None };
     let wins = match row.cells.get(&idx) {
         None => true,
         Some(old) => {
+            let old_live = old.live(now);
             ts > old.ts
-                || ts == old.ts && (value.is_none() || (old.value.is_some() && value > old.value))
+                || ts == old.ts
+                    && (value.is_none() || (old_live.is_some() && value.as_ref() > old_live))
         }
     };
     if wins {
-        row.cells.insert(idx, Cell { value, ts });
+        row.cells.insert(idx, Cell { value, ts, expires });
     }
 }
 
@@ -2766,6 +3018,9 @@ fn create_table(def: &TableDef) -> String {
     if !def.comment.is_empty() {
         options.push(format!("comment = {}", cql_string(&def.comment)));
     }
+    if def.default_ttl != 0 {
+        options.push(format!("default_time_to_live = {}", def.default_ttl));
+    }
     if !options.is_empty() {
         out.push_str(" WITH ");
         out.push_str(&options.join("\n    AND "));
@@ -2790,7 +3045,302 @@ fn put_system_row(t: &mut Table, cells: Cells<'_>) {
     if let Some(row) = upsert_row(t, &pk, &ck, 0) {
         row.marker = Some(0);
         for (i, v) in regular {
-            set_cell(row, i, v.map_or(Value::Null, Value::Set), 0);
+            set_cell(row, i, v.map_or(Value::Null, Value::Set), 0, None, 0);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(flavor: Flavor) -> Engine {
+        let identity = Identity {
+            address: IpAddr::from([127, 0, 0, 1]),
+            port: 9042,
+            host_id: random_uuid(),
+            cluster_name: "test".to_string(),
+            token: 0,
+        };
+        let mut e = Engine::new(identity, flavor);
+        run(
+            &mut e,
+            "CREATE KEYSPACE ks WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}",
+        );
+        e
+    }
+
+    fn run_with(e: &mut Engine, cql: &str, values: &[Value]) -> Result<Outcome, CqlError> {
+        let (stmt, markers) = parse(cql)?;
+        assert_eq!(markers, values.len(), "{cql}");
+        let exec = Exec {
+            keyspace: Some("ks"),
+            ..Exec::default()
+        };
+        e.execute(&stmt, values, exec)
+    }
+
+    fn run(e: &mut Engine, cql: &str) -> Outcome {
+        run_with(e, cql, &[]).unwrap_or_else(|err| panic!("{cql}: {}", err.message))
+    }
+
+    /// Result rows: cells, row by row.
+    type Rows = Vec<Vec<Option<Vec<u8>>>>;
+
+    /// (column names, rows) of a Rows outcome.
+    fn rows(outcome: Outcome) -> (Vec<String>, Rows) {
+        match outcome {
+            Outcome::Rows { specs, rows, .. } => {
+                (specs.into_iter().map(|s| s.name).collect(), rows)
+            }
+            other => panic!("not rows: {other:?}"),
+        }
+    }
+
+    fn int(v: i32) -> Option<Vec<u8>> {
+        Some(v.to_be_bytes().to_vec())
+    }
+
+    #[test]
+    fn dates_come_from_literals_and_functions_and_key_partitions() {
+        let mut e = node(Flavor::Cassandra4);
+        run(
+            &mut e,
+            "CREATE TABLE changes (day date, bucket int, changed_at timestamp, key text, \
+             revision int, PRIMARY KEY ((day, bucket), changed_at, key))",
+        );
+        run(
+            &mut e,
+            "INSERT INTO changes (day, bucket, changed_at, key, revision) \
+             VALUES (currentDate(), 3, currentTimestamp(), 'paris', 1)",
+        );
+        run(
+            &mut e,
+            "INSERT INTO changes (day, bucket, changed_at, key, revision) \
+             VALUES ('2024-03-01', 3, '2024-03-01 10:00:00', 'lyon', 2)",
+        );
+        let today = date_of_millis(now_millis()).to_be_bytes().to_vec();
+        let (_, found) = rows(
+            run_with(
+                &mut e,
+                "SELECT key, changed_at, revision FROM changes WHERE day = ? AND bucket = ? \
+                 AND changed_at > ?",
+                &[
+                    Value::Set(today.clone()),
+                    Value::Set(3i32.to_be_bytes().to_vec()),
+                    Value::Set(0i64.to_be_bytes().to_vec()),
+                ],
+            )
+            .unwrap(),
+        );
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0][0].as_deref(), Some(&b"paris"[..]));
+        let (_, found) = rows(run(
+            &mut e,
+            "SELECT key FROM changes WHERE day = '2024-03-01' AND bucket = 3",
+        ));
+        assert_eq!(found, [[Some(b"lyon".to_vec())]]);
+        // toDate of a timeuuid and of a timestamp, toTimestamp of a date.
+        let (_, found) = rows(run(
+            &mut e,
+            "SELECT toDate(now()), toDate(currentTimestamp()), currentDate() FROM changes \
+             WHERE day = '2024-03-01' AND bucket = 3",
+        ));
+        let d = Some(today);
+        assert_eq!(found[0], [d.clone(), d.clone(), d]);
+        let (_, found) = rows(run(
+            &mut e,
+            "SELECT toTimestamp(toDate(currentTimestamp())) FROM changes \
+             WHERE day = '2024-03-01' AND bucket = 3",
+        ));
+        let midnight = now_millis().div_euclid(86_400_000) * 86_400_000;
+        assert_eq!(found[0][0], Some(midnight.to_be_bytes().to_vec()));
+        let err = run_with(
+            &mut e,
+            "INSERT INTO changes (day, bucket, changed_at, key) VALUES ('2024-02-30', 1, 0, 'x')",
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.message.contains("2024-02-30"), "{}", err.message);
+    }
+
+    #[test]
+    fn cells_with_a_ttl_expire_and_rows_without_live_cells_go() {
+        let mut e = node(Flavor::Cassandra4);
+        run(
+            &mut e,
+            "CREATE TABLE kv (k int, c int, v int, w int, PRIMARY KEY (k, c)) \
+             WITH CLUSTERING ORDER BY (c DESC) AND default_time_to_live = 10",
+        );
+        // 1: table default (10 s); 2: USING TTL 0 overrides it; 3: UPDATE with a TTL creates
+        // no row marker; 4: an INSERT without TTL keeps its marker, its v expires.
+        run(&mut e, "INSERT INTO kv (k, c, v) VALUES (1, 1, 1)");
+        run(
+            &mut e,
+            "INSERT INTO kv (k, c, v) VALUES (1, 2, 2) USING TTL 0",
+        );
+        run(
+            &mut e,
+            "UPDATE kv USING TTL 2 SET v = 3 WHERE k = 1 AND c = 3",
+        );
+        run(
+            &mut e,
+            "INSERT INTO kv (k, c, w) VALUES (1, 4, 4) USING TTL 0",
+        );
+        run_with(
+            &mut e,
+            "UPDATE kv USING TTL ? SET v = 4 WHERE k = 1 AND c = 4",
+            &[Value::Set(2i32.to_be_bytes().to_vec())],
+        )
+        .unwrap();
+        let select = "SELECT c, v, TTL(v) FROM kv WHERE k = 1";
+        let (names, found) = rows(run(&mut e, select));
+        assert_eq!(names, ["c", "v", "ttl(v)"]);
+        assert_eq!(
+            found,
+            [
+                [int(4), int(4), int(2)],
+                [int(3), int(3), int(2)],
+                [int(2), int(2), None],
+                [int(1), int(1), int(10)],
+            ]
+        );
+        e.ttl_clock_ahead = 2_000;
+        let (_, found) = rows(run(&mut e, select));
+        assert_eq!(
+            found,
+            [
+                [int(4), None, None],
+                [int(2), int(2), None],
+                [int(1), int(1), int(8)]
+            ]
+        );
+        e.ttl_clock_ahead = 10_000;
+        let (_, found) = rows(run(&mut e, "SELECT c FROM kv WHERE k = 1"));
+        assert_eq!(found, [[int(4)], [int(2)]]);
+        // The row whose marker and cells expired fails IF EXISTS, as a missing row.
+        let (_, found) = rows(run(
+            &mut e,
+            "DELETE FROM kv WHERE k = 1 AND c = 1 IF EXISTS",
+        ));
+        assert_eq!(found, [[Some(vec![0])]]);
+
+        let err = run_with(
+            &mut e,
+            "INSERT INTO kv (k, c) VALUES (1, 9) USING TTL -1",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.message,
+            "A TTL must be greater or equal to 0, but was -1"
+        );
+        let err = run_with(
+            &mut e,
+            "CREATE TABLE bad (k int PRIMARY KEY) WITH default_time_to_live = -5",
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            err.message.contains("default_time_to_live"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn the_default_ttl_is_in_the_schema_and_describe() {
+        let mut e = node(Flavor::Cassandra4);
+        run(
+            &mut e,
+            "CREATE TABLE kv (k int PRIMARY KEY, v int) WITH default_time_to_live = 3600",
+        );
+        let (_, found) = rows(run(
+            &mut e,
+            "SELECT default_time_to_live FROM system_schema.tables \
+             WHERE keyspace_name = 'ks' AND table_name = 'kv'",
+        ));
+        assert_eq!(found, [[int(3600)]]);
+        let (_, found) = rows(run(&mut e, "DESCRIBE TABLE ks.kv"));
+        let create = String::from_utf8(found[0][3].clone().unwrap()).unwrap();
+        assert!(create.contains("default_time_to_live = 3600"), "{create}");
+        let (stmt, _) = parse(&create).unwrap();
+        assert!(matches!(
+            stmt,
+            Statement::CreateTable {
+                default_ttl: 3600,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn null_conditions_hold_on_missing_rows_and_null_cells() {
+        for flavor in [Flavor::Cassandra4, Flavor::Scylla6] {
+            let mut e = node(flavor);
+            run(&mut e, "CREATE TABLE t (k int PRIMARY KEY, v int, r int)");
+            let update = "UPDATE t SET v = ?, r = ? WHERE k = ? IF r = ?";
+            let lwt = |e: &mut Engine, v: i32, r: i32, k: i32, cond: Value| {
+                let set = |x: i32| Value::Set(x.to_be_bytes().to_vec());
+                rows(run_with(e, update, &[set(v), set(r), set(k), cond]).unwrap())
+            };
+            // A missing row: IF r = 5 does not apply, IF r = null applies.
+            let (names, found) = lwt(&mut e, 1, 1, 1, Value::Set(5i32.to_be_bytes().to_vec()));
+            match flavor {
+                Flavor::Cassandra4 => {
+                    assert_eq!(names, ["[applied]"]);
+                    assert_eq!(found, [[Some(vec![0])]]);
+                }
+                Flavor::Scylla6 => {
+                    assert_eq!(names, ["[applied]", "r"]);
+                    assert_eq!(found, [[Some(vec![0]), None]]);
+                }
+            }
+            let (_, found) = lwt(&mut e, 1, 1, 1, Value::Null);
+            assert_eq!(found[0][0], Some(vec![1]), "{flavor:?}");
+            // r = 1 now: IF r = null does not apply, and the answer carries r.
+            let (names, found) = lwt(&mut e, 2, 2, 1, Value::Null);
+            assert_eq!(names, ["[applied]", "r"]);
+            assert_eq!(found, [[Some(vec![0]), int(1)]]);
+            // A row with a null r (a primary-key-only INSERT writes a row marker).
+            run(&mut e, "INSERT INTO t (k) VALUES (2)");
+            let (_, found) = rows(run(&mut e, "SELECT k, v FROM t WHERE k = 2"));
+            assert_eq!(found, [[int(2), None]]);
+            let (names, found) = lwt(&mut e, 7, 7, 2, Value::Null);
+            assert_eq!(found[0][0], Some(vec![1]));
+            match flavor {
+                Flavor::Cassandra4 => assert_eq!(names, ["[applied]"]),
+                Flavor::Scylla6 => assert_eq!(found, [[Some(vec![1]), None]]),
+            }
+            let (_, found) = rows(run(&mut e, "SELECT v, r FROM t WHERE k = 2"));
+            assert_eq!(found, [[int(7), int(7)]]);
+            // ScyllaDB reports the answer's columns when the statement is prepared.
+            let (_, prepared) = e.prepare(update, Some("ks")).unwrap();
+            let names: Vec<String> = prepared.result_specs.into_iter().map(|s| s.name).collect();
+            match flavor {
+                Flavor::Cassandra4 => assert!(names.is_empty()),
+                Flavor::Scylla6 => assert_eq!(names, ["[applied]", "r"]),
+            }
+        }
+    }
+
+    #[test]
+    fn blob_literals_and_large_blobs_round_trip() {
+        let mut e = node(Flavor::Cassandra4);
+        run(&mut e, "CREATE TABLE b (k int PRIMARY KEY, data blob)");
+        run(&mut e, "INSERT INTO b (k, data) VALUES (1, 0xCafe00)");
+        run(&mut e, "INSERT INTO b (k, data) VALUES (2, 0x)");
+        let big = vec![0xA5u8; 1024 * 1024];
+        run_with(
+            &mut e,
+            "INSERT INTO b (k, data) VALUES (3, ?)",
+            &[Value::Set(big.clone())],
+        )
+        .unwrap();
+        let (_, found) = rows(run(&mut e, "SELECT data FROM b WHERE k IN (1, 2, 3)"));
+        assert_eq!(
+            found,
+            [[Some(vec![0xca, 0xfe, 0])], [Some(vec![])], [Some(big)]]
+        );
     }
 }

@@ -34,16 +34,21 @@
 //!   `max_mutation_size` (16 MiB) are refused with Invalid
 //!   ([`CqlTestNode::set_max_frame_size`], [`CqlTestNode::set_max_mutation_size`]);
 //! * as ScyllaDB 6 ([`CqlTestNode::start_as`] with [`Flavor::Scylla6`]), keyspaces have tablets
-//!   by default and refuse lightweight transactions.
+//!   by default and refuse lightweight transactions;
+//! * cells written with a TTL (`USING TTL`, else the table's `default_time_to_live`) expire on
+//!   the node's clock, and a row left with no live cell and no live row marker is gone;
+//! * an `IF col = value` condition compares a missing row or cell as null, and a lightweight
+//!   transaction answers with the columns its server flavor answers with (Cassandra: the
+//!   condition's current values only when it fails on an existing row; ScyllaDB: always).
 //!
-//! Not modelled: consistency levels (every level succeeds on the one replica), replication,
-//! TTL and expiry, lightweight transactions beyond a check-and-write under one lock (`IF
-//! EXISTS`, `IF NOT EXISTS`, `IF col = value`), counters,
+//! Not modelled: consistency levels (every level succeeds on the one replica, serial ones
+//! included), replication, lightweight transactions beyond a check-and-write under one lock
+//! (`IF EXISTS`, `IF NOT EXISTS`, `IF col = value`), counters,
 //! static columns, secondary indexes, materialized views, user types, tuples, authentication,
 //! compression, tracing and pushed events. Server-side DESCRIBE (what cqlsh 6 sends to a
 //! Cassandra 4.0+ server) covers KEYSPACES, TABLES, KEYSPACE, TABLE, `[FULL] SCHEMA` and a bare
 //! name, with CREATE statements of what the node models (no table options but the
-//! clustering order and comment).
+//! clustering order, comment and default_time_to_live).
 //!
 //! [`CqlTestNode::execute_local`] writes straight to the node's data while clients are cut off;
 //! [`clients`] runs `cqlsh`, Python and the `keyscore` binary against a node.

@@ -305,6 +305,8 @@ pub(crate) enum Selector {
     Column(String),
     /// `WRITETIME(col)`.
     WriteTime(String),
+    /// `TTL(col)`: the seconds left before the cell expires, null without a TTL.
+    Ttl(String),
     /// `COUNT(*)` or `COUNT(1)`.
     CountStar,
     /// A function of constants, such as `toTimestamp(now())`.
@@ -353,6 +355,8 @@ pub(crate) enum Statement {
         order: Vec<(String, bool)>,
         /// `WITH comment = '...'`.
         comment: String,
+        /// `WITH default_time_to_live = n` (seconds; 0 for none).
+        default_ttl: i32,
     },
     /// `DROP KEYSPACE`.
     DropKeyspace {
@@ -387,6 +391,8 @@ pub(crate) enum Statement {
         if_not_exists: bool,
         /// `USING TIMESTAMP`.
         timestamp: Option<Term>,
+        /// `USING TTL`.
+        ttl: Option<Term>,
     },
     /// `UPDATE`.
     Update {
@@ -402,6 +408,8 @@ pub(crate) enum Statement {
         conditions: Vec<(String, Term)>,
         /// `USING TIMESTAMP`.
         timestamp: Option<Term>,
+        /// `USING TTL`.
+        ttl: Option<Term>,
     },
     /// `DELETE`.
     Delete {
@@ -844,21 +852,36 @@ impl Parser {
         Ok(lit)
     }
 
-    fn using(&mut self) -> PResult<Option<Term>> {
-        let mut ts = None;
+    /// `USING TIMESTAMP t AND TTL n` (either, in either order): (timestamp, ttl).
+    fn using(&mut self) -> PResult<(Option<Term>, Option<Term>)> {
+        let (mut ts, mut ttl) = (None, None);
         if self.eat_kw("using") {
             loop {
                 if self.eat_kw("timestamp") {
                     ts = Some(self.term()?);
-                } else if self.is_kw("ttl") {
-                    return unsupported("USING TTL (expiring data)");
+                } else if self.eat_kw("ttl") {
+                    ttl = Some(self.term()?);
                 } else {
-                    return self.fail("expected TIMESTAMP");
+                    return self.fail("expected TIMESTAMP or TTL");
                 }
                 if !self.eat_kw("and") {
                     break;
                 }
             }
+        }
+        Ok((ts, ttl))
+    }
+
+    /// `USING TIMESTAMP` where a TTL has no meaning (DELETE, BATCH): Cassandra refuses a TTL
+    /// there ("TTL is not supported for DELETE" / "Global TTL on the BATCH statement is not
+    /// supported.", `Attributes` and `BatchStatement.Parsed`).
+    fn using_timestamp_only(&mut self, message: &str) -> PResult<Option<Term>> {
+        let (ts, ttl) = self.using()?;
+        if ttl.is_some() {
+            return Err(ParseError {
+                message: message.to_string(),
+                syntax: false,
+            });
         }
         Ok(ts)
     }
@@ -1006,7 +1029,12 @@ impl Parser {
                     self.expect_sym(")")?;
                     return Ok(Selector::CountStar);
                 }
-                "ttl" => return unsupported("TTL()"),
+                "ttl" => {
+                    self.pos += 2;
+                    let col = self.ident()?;
+                    self.expect_sym(")")?;
+                    return Ok(Selector::Ttl(col));
+                }
                 "token" => return unsupported("token() selectors"),
                 "cast" => return unsupported("CAST"),
                 _ => {
@@ -1051,7 +1079,7 @@ impl Parser {
             self.expect_kw("exists")?;
             if_not_exists = true;
         }
-        let timestamp = self.using()?;
+        let (timestamp, ttl) = self.using()?;
         if self.eat_kw("if") {
             self.expect_kw("not")?;
             self.expect_kw("exists")?;
@@ -1070,6 +1098,7 @@ impl Parser {
             values,
             if_not_exists,
             timestamp,
+            ttl,
         })
     }
 
@@ -1099,7 +1128,7 @@ impl Parser {
 
     fn update(&mut self) -> PResult<Statement> {
         let table = self.table_ref()?;
-        let timestamp = self.using()?;
+        let (timestamp, ttl) = self.using()?;
         self.expect_kw("set")?;
         let mut assignments = Vec::new();
         loop {
@@ -1132,6 +1161,7 @@ impl Parser {
             if_exists,
             conditions,
             timestamp,
+            ttl,
         })
     }
 
@@ -1150,7 +1180,7 @@ impl Parser {
         }
         self.expect_kw("from")?;
         let table = self.table_ref()?;
-        let timestamp = self.using()?;
+        let timestamp = self.using_timestamp_only("TTL is not supported for DELETE")?;
         self.expect_kw("where")?;
         let wheres = self.where_clause()?;
         let (if_exists, conditions) = self.if_tail()?;
@@ -1174,7 +1204,8 @@ impl Parser {
             BatchKind::Logged
         };
         self.expect_kw("batch")?;
-        let timestamp = self.using()?;
+        let timestamp =
+            self.using_timestamp_only("Global TTL on the BATCH statement is not supported.")?;
         let mut statements = Vec::new();
         loop {
             while self.eat_sym(";") {}
@@ -1378,6 +1409,7 @@ impl Parser {
         }
         let mut order = Vec::new();
         let mut comment = String::new();
+        let mut default_ttl = 0;
         if self.eat_kw("with") {
             loop {
                 if self.eat_kw("clustering") {
@@ -1406,7 +1438,12 @@ impl Parser {
                     let value = self.literal()?;
                     match (opt.as_str(), value) {
                         ("comment", Literal::Str(s)) => comment = s,
-                        ("default_time_to_live", Literal::Int(0)) => {}
+                        ("default_time_to_live", Literal::Int(n)) => {
+                            default_ttl = i32::try_from(n).map_err(|_| ParseError {
+                                message: format!("default_time_to_live {n} is out of range"),
+                                syntax: false,
+                            })?;
+                        }
                         (
                             "gc_grace_seconds"
                             | "bloom_filter_fp_chance"
@@ -1441,6 +1478,7 @@ impl Parser {
             clustering,
             order,
             comment,
+            default_ttl,
         })
     }
 
@@ -1551,11 +1589,50 @@ mod tests {
 
     #[test]
     fn unsupported_features_are_named() {
-        let err = parse("INSERT INTO t (a) VALUES (1) USING TTL 10").unwrap_err();
-        assert!(err.message.contains("TTL"), "{}", err.message);
+        let err = parse("DELETE FROM t USING TTL 10 WHERE a = 1").unwrap_err();
+        assert_eq!(err.message, "TTL is not supported for DELETE");
         assert!(!err.syntax);
         let err = parse("SELEC a FROM t").unwrap_err();
         assert!(err.syntax);
+    }
+
+    #[test]
+    fn ttls_parse_in_using_clauses_and_table_options() {
+        let (s, n) =
+            parse("INSERT INTO t (a, b) VALUES (?, ?) USING TTL ? AND TIMESTAMP ?").unwrap();
+        assert_eq!(n, 4);
+        let Statement::Insert { ttl, timestamp, .. } = s else {
+            panic!("not an insert")
+        };
+        assert_eq!((ttl, timestamp), (Some(Term::Bind(2)), Some(Term::Bind(3))));
+        let (s, _) = parse("UPDATE t USING TIMESTAMP 5 AND TTL 60 SET b = 1 WHERE a = 1").unwrap();
+        let Statement::Update { ttl, .. } = s else {
+            panic!("not an update")
+        };
+        assert_eq!(ttl, Some(Term::Lit(Literal::Int(60))));
+        let (s, _) = parse(
+            "CREATE TABLE t (a int, c int, b int, PRIMARY KEY (a, c)) \
+             WITH CLUSTERING ORDER BY (c DESC) AND default_time_to_live = 3600",
+        )
+        .unwrap();
+        let Statement::CreateTable {
+            default_ttl, order, ..
+        } = s
+        else {
+            panic!("not a create table")
+        };
+        assert_eq!((default_ttl, order), (3600, vec![("c".to_string(), true)]));
+        let err =
+            parse("BEGIN BATCH USING TTL 5 INSERT INTO t (a) VALUES (1) APPLY BATCH").unwrap_err();
+        assert_eq!(
+            err.message,
+            "Global TTL on the BATCH statement is not supported."
+        );
+        let (s, _) = parse("SELECT TTL(b) FROM t WHERE a = 1").unwrap();
+        let Statement::Select { selectors, .. } = s else {
+            panic!("not a select")
+        };
+        assert_eq!(selectors, Some(vec![(Selector::Ttl("b".into()), None)]));
     }
 
     #[test]

@@ -41,6 +41,9 @@ pub(crate) enum CqlType {
     TimeUuid,
     /// `inet`: 4 or 16 bytes.
     Inet,
+    /// `date`: days as a 4-byte unsigned integer with the Unix epoch at 2^31 (see
+    /// [`DATE_EPOCH`]).
+    Date,
     /// `list<T>`.
     List(Box<CqlType>),
     /// `set<T>`.
@@ -68,6 +71,7 @@ impl CqlType {
             "text" | "varchar" => CqlType::Text,
             "timeuuid" => CqlType::TimeUuid,
             "inet" => CqlType::Inet,
+            "date" => CqlType::Date,
             other => {
                 return Err(format!(
                     "column type '{other}' is not supported by the test node"
@@ -114,6 +118,7 @@ impl CqlType {
             CqlType::Text => 0x000D,
             CqlType::TimeUuid => 0x000F,
             CqlType::Inet => 0x0010,
+            CqlType::Date => 0x0011,
             CqlType::SmallInt => 0x0013,
             CqlType::TinyInt => 0x0014,
             CqlType::List(_) => 0x0020,
@@ -145,7 +150,7 @@ impl CqlType {
         };
         match self {
             CqlType::BigInt | CqlType::Timestamp | CqlType::Double => fixed(8),
-            CqlType::Int | CqlType::Float => fixed(4),
+            CqlType::Int | CqlType::Float | CqlType::Date => fixed(4),
             CqlType::SmallInt => fixed(2),
             CqlType::TinyInt | CqlType::Boolean => fixed(1),
             CqlType::Uuid => fixed(16),
@@ -247,6 +252,9 @@ impl CqlType {
             (CqlType::Timestamp, Literal::Str(s)) => parse_timestamp(s)
                 .map(|ms| ms.to_be_bytes().to_vec())
                 .ok_or_else(|| format!("unable to parse a timestamp from '{s}'")),
+            (CqlType::Date, Literal::Str(s)) => parse_date(s)
+                .map(|d| d.to_be_bytes().to_vec())
+                .ok_or_else(|| format!("unable to coerce '{s}' to a formatted date (long)")),
             (CqlType::Uuid, Literal::Uuid(u)) => Ok(u.to_vec()),
             (CqlType::TimeUuid, Literal::Uuid(u)) => {
                 self.validate(u)?;
@@ -311,6 +319,7 @@ impl fmt::Display for CqlType {
             CqlType::Text => f.write_str("text"),
             CqlType::TimeUuid => f.write_str("timeuuid"),
             CqlType::Inet => f.write_str("inet"),
+            CqlType::Date => f.write_str("date"),
             CqlType::List(t) => write!(f, "list<{t}>"),
             CqlType::Set(t) => write!(f, "set<{t}>"),
             CqlType::Map(k, v) => write!(f, "map<{k}, {v}>"),
@@ -479,6 +488,56 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// The serialized `date` of 1970-01-01. A `date` is "an unsigned integer representing days
+/// with epoch centered at 2^31 (unix epoch January 1st, 1970)" (CQL native protocol v4
+/// specification, section 6.17 "date"; the DataStax C++ driver manual, "The date and time
+/// Types": "The date type uses an unsigned 32-bit integer ... to represent the number of days
+/// with Epoch centered at 2^31"). Serialized big-endian, so byte order is date order.
+pub(crate) const DATE_EPOCH: u32 = 1 << 31;
+
+/// The serialized `date` of the day holding `ms` milliseconds since the Unix epoch (UTC).
+pub(crate) fn date_of_millis(ms: i64) -> u32 {
+    (ms.div_euclid(86_400_000) + i64::from(DATE_EPOCH)) as u32
+}
+
+/// Parses a `date` literal, `'yyyy-mm-dd'` (the DataStax CQL reference, "Date column": "date
+/// string format: <yyyy>-<mm>-<dd>"), into its serialized value; an impossible day (such as
+/// February 30th) is refused.
+pub(crate) fn parse_date(s: &str) -> Option<u32> {
+    let parts: Vec<&str> = s.trim().split('-').collect();
+    let [y, m, d] = parts.as_slice() else {
+        return None;
+    };
+    let num = |t: &str| -> Option<i64> {
+        (!t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| t.parse().ok())
+            .flatten()
+    };
+    let (y, m, d) = (num(y)?, num(m)?, num(d)?);
+    if !(1..=12).contains(&m) || d < 1 {
+        return None;
+    }
+    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if d > month_days[(m - 1) as usize] {
+        return None;
+    }
+    u32::try_from(days_from_civil(y, m, d) + i64::from(DATE_EPOCH)).ok()
+}
+
 /// Parses the timestamp strings CQL accepts: `yyyy-mm-dd`, optionally followed by
 /// `[ T]HH:MM[:SS[.fff]]` and a zone (`Z`, `+hhmm`, `+hh:mm`); no zone means UTC. Returns
 /// milliseconds since the epoch.
@@ -556,5 +615,28 @@ mod tests {
             Some(1_709_296_200_500)
         );
         assert_eq!(parse_timestamp("yesterday"), None);
+    }
+
+    #[test]
+    fn dates_count_days_from_an_epoch_at_two_to_the_31() {
+        assert_eq!(parse_date("1970-01-01"), Some(1 << 31));
+        assert_eq!(parse_date("1969-12-31"), Some((1 << 31) - 1));
+        // 2024-03-01 is 19783 days after the epoch (`date -u -d 2024-03-01 +%s` / 86400).
+        assert_eq!(parse_date("2024-03-01"), Some((1 << 31) + 19_783));
+        assert_eq!(parse_date("2024-02-29"), Some((1 << 31) + 19_782));
+        assert_eq!(parse_date("2023-02-29"), None);
+        assert_eq!(parse_date("2024-03-01 10:00"), None);
+        assert_eq!(date_of_millis(1_709_296_200_000), (1 << 31) + 19_783);
+        assert_eq!(date_of_millis(-1), (1 << 31) - 1);
+        let date = CqlType::simple("date").unwrap();
+        assert_eq!(
+            date.serialize_literal(&Literal::Str("2024-03-01".into())),
+            Ok(((1u32 << 31) + 19_783).to_be_bytes().to_vec())
+        );
+        assert!(date.validate(&[0, 0, 0]).is_err());
+        let mut option = Vec::new();
+        date.write_option(&mut option);
+        assert_eq!(option, [0x00, 0x11]);
+        assert_eq!(date.to_string(), "date");
     }
 }
