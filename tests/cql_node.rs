@@ -456,8 +456,8 @@ async fn unsupported_statements_fail_naming_the_feature() {
     let (_node, session) = node_with_schema().await;
     let cases = [
         (
-            "INSERT INTO keyscore.active_models (key, version) VALUES ('a', 1) USING TTL 60",
-            "TTL",
+            "DELETE FROM keyscore.active_models USING TTL 60 WHERE key = 'a'",
+            "TTL is not supported for DELETE",
         ),
         (
             "SELECT key FROM keyscore.active_models WHERE version = 1 ALLOW FILTERING",
