@@ -9,11 +9,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use keyscore::model::spec_checksum;
-use keyscore_testkit::cqlnode::clients::{self, keyscore, repo_path, utc_day, ScorerProcess};
+use keyscore_testkit::cqlnode::clients::{self, keyscore, repo_path, ScorerProcess};
 use keyscore_testkit::cqlnode::CqlTestNode;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
-use scylla::value::CqlTimestamp;
+use scylla::value::{CqlDate, CqlTimestamp};
 use serde_json::Value;
 
 /// The features of every seed model.
@@ -215,19 +215,6 @@ fn linear_prediction(spec: &Value, record: &serde_json::Map<String, Value>) -> f
     y
 }
 
-/// `seed/activate.cql` with today's UTC day in place of `:today`, as its header tells users to
-/// do with `sed`.
-fn activation_file_for_today(dir: &std::path::Path) -> std::path::PathBuf {
-    let cql = std::fs::read_to_string(repo_path("seed/activate.cql")).expect("seed/activate.cql");
-    let path = dir.join("activate.cql");
-    std::fs::write(
-        &path,
-        cql.replace(":today", &format!("'{}'", clients::utc_today())),
-    )
-    .unwrap();
-    path
-}
-
 /// The data scientist's CQL file, run with cqlsh while `keyscore score` is scoring paris
 /// records: the scorer switches from v2 to v3 within a few polls, never goes back, scores with
 /// exactly the spec in the file, and loses nothing. `keyscore rollback` then returns to v2,
@@ -250,8 +237,7 @@ async fn cqlsh_activation_reaches_a_running_scorer() {
     assert!(scored.iter().all(|s| s.key == "paris" && s.version == 2));
 
     // cqlsh runs while records keep flowing.
-    let dir = tempfile::tempdir().unwrap();
-    let file = activation_file_for_today(dir.path());
+    let file = repo_path("seed/activate.cql");
     let port = node.addr().port().to_string();
     let cqlsh_started = Instant::now();
     let cqlsh_run = tokio::spawn({
@@ -295,8 +281,11 @@ async fn cqlsh_activation_reaches_a_running_scorer() {
     let seen_ms = v3.seen_at.duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
     let feed = session
         .query_unpaged(
-            "SELECT changed_at, key, version FROM keyscore.model_changes WHERE day = ?",
-            (utc_day(seen_ms),),
+            "SELECT changed_at, key, version FROM keyscore.model_changes \
+             WHERE day = ? AND bucket = 0",
+            (CqlDate(
+                ((1i64 << 31) + seen_ms.div_euclid(86_400_000)) as u32,
+            ),),
         )
         .await
         .unwrap()
@@ -406,13 +395,16 @@ async fn cqlsh_activation_reaches_a_running_scorer() {
     assert!(show.contains(&spec_checksum(&spec_text)), "{show}");
 }
 
-/// The file run as is, without today's day filled in, fails loudly on the batch and activates
-/// nothing: `:today` is a bind marker cqlsh has no value for.
+/// The file is a compare-and-set: run against a pointer that moved since the revision it
+/// names, cqlsh reports `[applied] False` and paris keeps the version another writer set; the
+/// feed row it still writes changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn activation_file_without_the_day_is_refused() {
+async fn a_stale_activation_file_is_not_applied() {
     let cqlsh = clients::python_tool("cqlsh");
     let (node, store) = node_with_store().await;
     seed(&store, "paris", &[1, 2], 2).await;
+    // Another writer moves paris first: revision 2 (v1), then the file expects revision 1.
+    keyscore(&store, &["activate", "--key", "paris", "--version", "1"]).await;
     let port = node.addr().port().to_string();
     let file = repo_path("seed/activate.cql");
     let out = clients::run_client(
@@ -421,20 +413,33 @@ async fn activation_file_without_the_day_is_refused() {
         &[],
     )
     .await;
+    assert!(out.success, "cqlsh ran the file: {}", out.stderr);
     assert!(
-        !out.success,
-        "cqlsh reports the failed batch with its exit status\nstdout:\n{}\nstderr:\n{}",
-        out.stdout, out.stderr
+        out.stdout.contains("False"),
+        "cqlsh shows the update did not apply:\n{}",
+        out.stdout
     );
-    assert!(
-        out.stderr.contains("activate.cql:3") && out.stderr.contains("marker"),
-        "the error names the marker: {}",
-        out.stderr
-    );
-    eprintln!("cqlsh on the file as is: {}", out.stderr.trim());
     let list = keyscore(&store, &["list"]).await;
     let paris = list.lines().find(|l| l.starts_with("paris ")).unwrap();
-    assert!(paris.contains(" v2 "), "paris is still on v2: {paris}");
+    assert!(paris.contains(" v1 "), "paris is still on v1: {paris}");
+    let session = connect(&node).await;
+    let (version, previous, revision): (Option<i64>, Option<i64>, Option<i64>) = session
+        .query_unpaged(
+            "SELECT version, previous_version, revision FROM keyscore.active_models \
+             WHERE key = 'paris'",
+            (),
+        )
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap()
+        .single_row()
+        .unwrap();
+    assert_eq!(
+        (version, previous, revision),
+        (Some(1), Some(2), Some(2)),
+        "the pointer is the other writer's, whole"
+    );
 }
 
 /// `seed/upload_model.py` (Python cassandra-driver and `keyscore_sklearn`) trains, uploads and

@@ -49,7 +49,7 @@ async fn data_survives_reopening_the_file() {
     // The rollback target and the feed position survive too.
     assert_eq!(store.rollback(&key).await.unwrap(), 1);
     assert!(store.active(&key).await.unwrap().unwrap().revision > revision);
-    let changes = store.changes_since(cursor).await.unwrap();
+    let changes = store.changes_since(cursor.clone()).await.unwrap();
     assert_eq!(changes.keys, [key.as_str()]);
     assert!(changes.next > cursor);
 }
@@ -98,7 +98,7 @@ async fn concurrent_puts_without_version_get_distinct_numbers() {
 async fn the_cursor_of_an_empty_store_is_the_start_and_nothing_changed() {
     let (_dir, store) = fresh_store();
     let cursor = store.cursor().await.unwrap();
-    let changes = store.changes_since(cursor).await.unwrap();
+    let changes = store.changes_since(cursor.clone()).await.unwrap();
     assert!(changes.keys.is_empty());
     assert_eq!(changes.next, cursor);
 }

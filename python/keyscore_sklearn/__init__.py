@@ -23,19 +23,34 @@ from .export import (
     to_json,
     write_json,
 )
-from .store import UnknownVersionError, VersionExistsError, activate, upload
+from .store import (
+    ConcurrentChangeError,
+    NothingToRollBackError,
+    SpecTooLargeError,
+    UnknownVersionError,
+    VersionExistsError,
+    activate,
+    canonical_text,
+    rollback,
+    upload,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ConcurrentChangeError",
     "FORMAT_VERSION",
+    "NothingToRollBackError",
     "SUPPORTED",
+    "SpecTooLargeError",
     "UnknownVersionError",
     "UnsupportedEstimatorError",
     "VersionExistsError",
     "activate",
+    "canonical_text",
     "dumps",
     "export",
+    "rollback",
     "to_json",
     "upload",
     "write_json",

@@ -217,7 +217,9 @@ async fn upload_many(
         // Read everything once to check it, then again to store it.
         let items: Vec<NewVersion> = items.collect::<anyhow::Result<_>>()?;
         for item in &items {
-            if let Err(err) = check_key(&item.key).and_then(|()| check_spec(&item.spec_json)) {
+            if let Err(err) =
+                check_key(&item.key).and_then(|()| check_spec(&item.spec_json).map(drop))
+            {
                 tally.refuse(&item.key, &err.to_string());
             }
         }

@@ -195,11 +195,46 @@ impl Model {
 mod score;
 
 /// The checksum keyscore reports for a spec: the first 16 hex digits of the SHA-256 of the
-/// spec's stored text.
+/// spec's canonical text ([`canonical_spec_text`]), so the same spec has the same checksum
+/// whether it was stored compact by keyscore or the Python package, or pretty-printed by hand.
 pub fn spec_checksum(spec_text: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(spec_text.as_bytes());
+    let digest = spec_sha256(&canonical_spec_text(spec_text));
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The SHA-256 of `text`'s bytes.
+pub fn spec_sha256(text: &str) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(text.as_bytes()).into()
+}
+
+/// A spec's canonical text: the JSON with every whitespace character outside strings removed.
+/// Key order, number spelling and string contents are kept as written, so any writer (this
+/// crate, the Python package, a hand-written CQL insert) can produce the same text with a
+/// few lines of code and no JSON re-serialisation. Meant for valid JSON; other text is
+/// compacted the same way and stays invalid.
+pub fn canonical_spec_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    for c in text.chars() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+            out.push(c);
+        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -369,5 +404,33 @@ mod tests {
             let back = ModelSpec::from_json(s.to_json().as_bytes()).unwrap();
             prop_assert_eq!(back, s);
         }
+    }
+
+    #[test]
+    fn canonical_text_drops_whitespace_outside_strings_only() {
+        let pretty =
+            "{\n  \"features\": [\"a b\", \"c\\\"\\t d\"],\r\n\t\"x\": 1.000 , \"é\": \" \"\n}\n";
+        assert_eq!(
+            super::canonical_spec_text(pretty),
+            "{\"features\":[\"a b\",\"c\\\"\\t d\"],\"x\":1.000,\"é\":\" \"}"
+        );
+        // The canonical text means the same JSON.
+        let a: serde_json::Value = serde_json::from_str(pretty).unwrap();
+        let b: serde_json::Value =
+            serde_json::from_str(&super::canonical_spec_text(pretty)).unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn the_checksum_is_the_same_for_pretty_and_compact_text() {
+        let pretty = "{\n  \"a\": [1, 2]\n}\n";
+        assert_eq!(
+            super::spec_checksum(pretty),
+            super::spec_checksum("{\"a\":[1,2]}")
+        );
+        assert_ne!(
+            super::spec_checksum("{\"a\":[1,2]}"),
+            super::spec_checksum("{\"a\":[2,1]}")
+        );
     }
 }

@@ -120,11 +120,11 @@ impl ModelRegistry {
     /// Returns how many keys the feed reported.
     pub async fn poll(&self) -> Result<usize, Error> {
         let mut cursor = self.cursor.lock().await;
-        let from = match *cursor {
-            Some(c) => c,
+        let from = match cursor.as_ref() {
+            Some(c) => c.clone(),
             None => {
                 let c = self.store_call(self.store.cursor()).await?;
-                *cursor = Some(c);
+                *cursor = Some(c.clone());
                 // Anything activated before the first cursor is read by lazy loads, but a
                 // key loaded before this point must be checked once.
                 self.resync().await?;

@@ -233,18 +233,20 @@ impl ModelStore for MemoryModelStore {
     }
 
     async fn cursor(&self) -> Result<ChangeCursor, Error> {
-        Ok(ChangeCursor(self.state().feed.len() as i64))
+        Ok(ChangeCursor::at(self.state().feed.len() as i64))
     }
 
     async fn changes_since(&self, cursor: ChangeCursor) -> Result<Changes, Error> {
         let state = self.state();
-        let from = usize::try_from(cursor.0).unwrap_or(0).min(state.feed.len());
+        let from = usize::try_from(cursor.position())
+            .unwrap_or(0)
+            .min(state.feed.len());
         let mut keys: Vec<String> = state.feed[from..].to_vec();
         keys.sort_unstable();
         keys.dedup();
         Ok(Changes {
             keys,
-            next: ChangeCursor(state.feed.len() as i64),
+            next: ChangeCursor::at(state.feed.len() as i64),
         })
     }
 

@@ -72,6 +72,22 @@ pub struct NewVersion {
     pub spec_json: String,
 }
 
+/// Settings of [`ModelStore::init_with`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InitOptions {
+    /// The keyspace replication for a CQL store: a CQL map such as
+    /// `{'class': 'NetworkTopologyStrategy', 'dc1': 3}`, or `DC=N[,DC=N...]` for
+    /// NetworkTopologyStrategy. `None` is one replica (SimpleStrategy), for development only.
+    pub replication: Option<String>,
+}
+
+/// What [`ModelStore::init_with`] did, for the user.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InitReport {
+    /// One line per decision worth telling (the keyspace's replication, tablets, warnings).
+    pub notes: Vec<String>,
+}
+
 /// How many keys a backend's batched reads ask for at once, at most.
 pub const READ_BATCH: usize = 512;
 
@@ -124,9 +140,69 @@ pub fn check_share(share: f64) -> Result<(), Error> {
     }
 }
 
-/// An opaque position in a store's change feed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ChangeCursor(pub i64);
+/// A position in a store's change feed, opaque to callers: pass the `next` of one
+/// [`ModelStore::changes_since`] to the next call. A backend whose feed is ordered by writers'
+/// clocks (CQL) re-reads a window behind the position for late rows, and the cursor remembers
+/// the changes of that window it already reported so they are not reported again. Cursors
+/// compare by position alone.
+#[derive(Debug, Clone, Default)]
+pub struct ChangeCursor {
+    position: i64,
+    /// Sorted identities of the changes already reported in the re-read window.
+    seen: Option<Arc<[u64]>>,
+}
+
+impl ChangeCursor {
+    /// A cursor at `position` that has seen nothing.
+    pub fn at(position: i64) -> Self {
+        Self {
+            position,
+            seen: None,
+        }
+    }
+
+    /// A cursor at `position` that has already reported the changes identified by `seen`.
+    pub fn with_seen(position: i64, mut seen: Vec<u64>) -> Self {
+        seen.sort_unstable();
+        seen.dedup();
+        Self {
+            position,
+            seen: (!seen.is_empty()).then(|| seen.into()),
+        }
+    }
+
+    /// The position: a backend's sequence number or timestamp.
+    pub fn position(&self) -> i64 {
+        self.position
+    }
+
+    /// Whether the change identified by `id` was already reported.
+    pub fn has_seen(&self, id: u64) -> bool {
+        self.seen
+            .as_ref()
+            .is_some_and(|seen| seen.binary_search(&id).is_ok())
+    }
+}
+
+impl PartialEq for ChangeCursor {
+    fn eq(&self, other: &Self) -> bool {
+        self.position == other.position
+    }
+}
+
+impl Eq for ChangeCursor {}
+
+impl PartialOrd for ChangeCursor {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ChangeCursor {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.position.cmp(&other.position)
+    }
+}
 
 /// Keys whose active version changed, and the cursor to ask from next.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -147,8 +223,17 @@ pub trait ModelStore: Send + Sync + std::fmt::Debug {
     /// Creates the schema if it does not exist. Idempotent.
     async fn init(&self) -> Result<(), Error>;
 
+    /// Creates the schema like [`ModelStore::init`], with the placement settings of stores
+    /// that have them, and says what it did. The default ignores the options.
+    async fn init_with(&self, options: &InitOptions) -> Result<InitReport, Error> {
+        let _ = options;
+        self.init().await?;
+        Ok(InitReport::default())
+    }
+
     /// Stores a model version for `key`. The spec is checked first with the same
-    /// [`ModelSpec::build`] the service uses, so an invalid model never reaches the store.
+    /// [`ModelSpec::build`] the service uses, so an invalid model never reaches the store, and
+    /// stored in its canonical, compact form ([`model::canonical_spec_text`]).
     /// `version` picks the number (from 1; refused if it exists); `None` takes the newest
     /// version plus one (1 for a new key). Returns the version written. Does not activate it.
     /// Fails with [`Error::InvalidModel`], [`Error::InvalidKey`], [`Error::InvalidVersion`] or
@@ -165,8 +250,8 @@ pub trait ModelStore: Send + Sync + std::fmt::Debug {
         if let Some(v) = version.filter(|v| *v < 1) {
             return Err(Error::InvalidVersion(v));
         }
-        check_spec(spec_json)?;
-        self.insert_version(key, version, spec_json).await
+        let canonical = check_spec(spec_json)?;
+        self.insert_version(key, version, &canonical).await
     }
 
     /// The backend's write behind [`ModelStore::put_version`]: stores `spec_json` as given,
@@ -249,9 +334,13 @@ pub trait ModelStore: Send + Sync + std::fmt::Debug {
                 })
                 .and_then(|()| check_spec(&item.spec_json));
             match checked {
-                Ok(()) => {
+                Ok(canonical) => {
                     results.push(None);
-                    valid.push(item.clone());
+                    valid.push(NewVersion {
+                        key: item.key.clone(),
+                        version: item.version,
+                        spec_json: canonical,
+                    });
                 }
                 Err(err) => results.push(Some(Err(err))),
             }
@@ -385,11 +474,12 @@ async fn open_embedded(path: &str) -> Result<EmbeddedModelStore, Error> {
         .map_err(|err| Error::unavailable_from("opening the SQLite store failed", err))?
 }
 
-/// Checks a spec before it is stored: it must decode and build.
-pub fn check_spec(spec_json: &str) -> Result<(), Error> {
+/// Checks a spec before it is stored (it must decode and build) and returns the text to
+/// store: its canonical, compact form ([`model::canonical_spec_text`]).
+pub fn check_spec(spec_json: &str) -> Result<String, Error> {
     let spec = ModelSpec::from_json(spec_json.as_bytes()).map_err(Error::InvalidModel)?;
     spec.build().map_err(Error::InvalidModel)?;
-    Ok(())
+    Ok(model::canonical_spec_text(spec_json))
 }
 
 /// Checks a model key: 1 to 200 characters, no control characters.
@@ -456,6 +546,18 @@ pub enum Error {
     NoCanary {
         /// The key.
         key: String,
+    },
+    /// The spec is larger than the store accepts; nothing was written.
+    #[error(
+        "model refused: the spec is {bytes} bytes as stored, over this store's limit of {limit} \
+         bytes (max_spec_bytes); make the model smaller (fewer or shallower trees) or raise the \
+         limit"
+    )]
+    SpecTooLarge {
+        /// The spec's size as it would be stored (compressed, for the CQL store).
+        bytes: u64,
+        /// The limit.
+        limit: u64,
     },
     /// The store URL is malformed.
     #[error("bad store URL: {0}")]

@@ -1,58 +1,60 @@
 //! The ScyllaDB / Cassandra backend, on the `scylla` driver.
 //!
-//! Tables (see `cql/*.cql`): `model_versions` holds every version, clustered newest first;
-//! `active_models` holds the pointer per key; `model_changes` is the change feed, partitioned
-//! by UTC day. An activation is one logged batch that moves the pointer and appends the feed
-//! row, so either both land or neither does.
+//! Tables (see `cql/*.cql`): `model_versions` holds every version (small specs inline, large
+//! ones compressed into `model_spec_chunks`, see [`specs`]); `active_models` holds the pointer
+//! per key; `model_rollouts` the canary and shadow per key; `model_changes` is the change feed,
+//! partitioned by (UTC day, bucket), see [`feed`].
 //!
-//! * **Revision.** An activation's revision is the write time (microseconds) of the pointer.
-//!   The batch carries an explicit timestamp, the later of this machine's clock and the
-//!   current pointer's write time plus one, so revisions of a key strictly increase (and the
-//!   newer pointer wins) even when writers' clocks disagree.
-//! * **Feed.** A cursor is a writer's clock in milliseconds; see [`feed`] for the day
-//!   partitions and the look-back that tolerates clock skew. A hand-made
-//!   `UPDATE active_models` without a feed row is not seen by the feed; the registry's
-//!   periodic resync picks it up.
-//! * **Races.** `put_version` reads, then inserts: two uploaders writing the same explicit
-//!   version of one key at the same moment may both succeed, and the later write wins. Upload
-//!   with `None` from a single place (CI) or pick distinct versions. Two concurrent
-//!   activations of one key both land in the feed; the later timestamp wins the pointer.
+//! One write protocol, the same for keyscore, the Python package and plain CQL:
 //!
-//! * **Rollouts.** `model_rollouts` holds a key's canary and shadow version; each change is
-//!   one logged batch with a feed row, timestamped like an activation, and its revision is
-//!   `WRITETIME(changed_at)`. Promotion activates the canary's version, then ends the canary
-//!   (two batches; in between the candidate is both active and canary, which scores the
-//!   same).
+//! * **Versions are written once**: `INSERT ... IF NOT EXISTS` on (key, version). A retried
+//!   upload whose row is already there with the same SHA-256 succeeds; any other existing row
+//!   is [`Error::VersionExists`].
+//! * **Pointers move by compare-and-set**: read the key's `revision`, then
+//!   `UPDATE active_models SET version, previous_version, revision = revision + 1 ... IF
+//!   revision = <read>` (a lightweight transaction on the key's one row, serial consistency
+//!   LOCAL_SERIAL). Of two writers that read the same revision exactly one applies; the other
+//!   re-reads and tries again. So revisions never tie, never come from a clock, `version` and
+//!   `previous_version` always come from one write, and an activation reported as done is the
+//!   stored state. Rollouts move the same way on `model_rollouts.revision`.
+//! * **Then the feed row**, a separate write (a conditional batch cannot span partitions, and a
+//!   logged batch across partitions is not isolated). It only tells running processes which keys
+//!   to re-read; if it is lost, their periodic resync finds the change.
+//!
+//! Lightweight transactions need a keyspace without tablets on ScyllaDB 6.0 to 2025.3;
+//! [`ModelStore::init_with`] creates it so and refuses to use one that has them.
 //!
 //! Statements are prepared on first use (the tables must exist, so after `init`) and cached;
-//! the rollout statements separately, so a keyspace created before `model_rollouts` existed
-//! keeps serving until `init` adds it.
+//! the rollout statements separately, so a store without `model_rollouts` still serves.
 
 mod config;
 mod errors;
 mod feed;
 mod schema;
+mod specs;
 mod statements;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::statement::prepared::PreparedStatement;
-use scylla::statement::Statement;
-use scylla::value::CqlTimestamp;
+use scylla::statement::{Consistency, Statement};
+use scylla::value::{CqlDate, CqlTimestamp, CqlValue, Row};
 use tokio::sync::OnceCell;
+use uuid::Uuid;
 
 use self::config::CqlConfig;
 use self::errors::{corrupt, execution_error, pager_error, row_error, session_error};
+use self::specs::{Body, EncodedSpec, Layout, StoredSpec};
 use self::statements::{RolloutStatements, Statements};
 use super::{
-    check_key, check_share, ActiveModel, Canary, ChangeCursor, Changes, Error, KeySummary,
-    ModelStore, Pointer as StorePointer, Rollout, StoredModel,
+    check_key, check_share, ActiveModel, Canary, ChangeCursor, Changes, Error, InitOptions,
+    InitReport, KeySummary, ModelStore, NewVersion, Pointer as StorePointer, Rollout, StoredModel,
 };
 use crate::model::ModelSpec;
 
@@ -62,11 +64,22 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long opening a connection to a node may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Reads in flight at once for one batched call ([`ModelStore::active_many`]).
-const CONCURRENT_READS: usize = 32;
+/// Requests in flight at once for one batched call (reads of many keys, bulk writes, feed
+/// partitions).
+const CONCURRENT_REQUESTS: usize = 32;
 
 /// How long one schema statement of `init` may take (schema changes are slower).
 const SCHEMA_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How many times a compare-and-set is tried against concurrent writers before giving up.
+const CAS_ATTEMPTS: u32 = 50;
+
+/// The largest stored spec by default (compressed bytes): far below the 16 MiB mutation and
+/// frame limits, which chunking keeps every request under anyway.
+pub(crate) const DEFAULT_MAX_SPEC_BYTES: u64 = 8 << 20;
+
+/// How far behind the newest feed row a poll re-reads by default.
+pub(crate) const DEFAULT_FEED_LOOK_BACK: Duration = Duration::from_secs(30);
 
 /// A model store in a ScyllaDB or Cassandra keyspace.
 pub struct CqlModelStore {
@@ -74,6 +87,12 @@ pub struct CqlModelStore {
     session: Session,
     statements: OnceCell<Statements>,
     rollout_statements: OnceCell<RolloutStatements>,
+    /// The largest spec stored, compressed bytes.
+    max_spec_bytes: u64,
+    /// How far behind its position a feed poll re-reads, milliseconds.
+    look_back_ms: i64,
+    /// Who changes pointers, for `active_models.changed_by`.
+    actor: String,
 }
 
 impl fmt::Debug for CqlModelStore {
@@ -84,14 +103,37 @@ impl fmt::Debug for CqlModelStore {
     }
 }
 
-/// The active pointer as stored.
-struct Pointer {
-    version: i64,
+/// A key's row in `active_models` as stored. A key uploaded but never activated has a row
+/// with no version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct PointerRow {
+    version: Option<i64>,
     previous: Option<i64>,
-    /// `WRITETIME(version)`, microseconds.
-    written_at: i64,
+    /// The compare-and-set counter; `None` before the first activation.
+    revision: Option<i64>,
 }
 
+/// A key's row in `model_rollouts` as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+struct RolloutRow {
+    canary: Option<Canary>,
+    shadow: Option<i64>,
+    revision: Option<i64>,
+}
+
+/// `canary_version, canary_share, shadow_version, revision` of `model_rollouts`.
+type RolloutColumns = (Option<i64>, Option<f64>, Option<i64>, Option<i64>);
+
+/// Who is acting, for the audit columns: the OS user and host, when known.
+fn actor() -> String {
+    let user = std::env::var("USER").unwrap_or_default();
+    let host = std::env::var("HOSTNAME").unwrap_or_default();
+    match (user.is_empty(), host.is_empty()) {
+        (false, false) => format!("keyscore:{user}@{host}"),
+        (false, true) => format!("keyscore:{user}"),
+        _ => "keyscore".to_string(),
+    }
+}
 impl CqlModelStore {
     /// Connects to `HOST[:PORT][,HOST[:PORT]...][/KEYSPACE]` (the store URL after `cql://`;
     /// port 9042 and keyspace `keyscore` by default). A login, if the cluster needs one, comes
@@ -101,6 +143,7 @@ impl CqlModelStore {
         let config = CqlConfig::parse(rest, |name| std::env::var(name).ok())?;
         let profile = ExecutionProfile::builder()
             .request_timeout(Some(REQUEST_TIMEOUT))
+            .consistency(Consistency::LocalQuorum)
             .build();
         let mut builder = SessionBuilder::new()
             .known_nodes(&config.nodes)
@@ -119,12 +162,25 @@ impl CqlModelStore {
             session,
             statements: OnceCell::new(),
             rollout_statements: OnceCell::new(),
+            max_spec_bytes: DEFAULT_MAX_SPEC_BYTES,
+            look_back_ms: DEFAULT_FEED_LOOK_BACK.as_millis() as i64,
+            actor: actor(),
         })
     }
 
     /// The keyspace this store uses.
     pub fn keyspace(&self) -> &str {
         &self.config.keyspace
+    }
+
+    /// Sets the largest spec this store writes, in stored (compressed) bytes.
+    pub fn set_max_spec_bytes(&mut self, bytes: u64) {
+        self.max_spec_bytes = bytes;
+    }
+
+    /// Sets how far behind the newest row it saw a feed poll re-reads.
+    pub fn set_feed_look_back(&mut self, look_back: Duration) {
+        self.look_back_ms = i64::try_from(look_back.as_millis()).unwrap_or(i64::MAX);
     }
 
     /// The prepared statements, preparing them on first use.
@@ -161,149 +217,495 @@ impl CqlModelStore {
             .map_err(|err| corrupt(context, err))
     }
 
-    async fn read_rollout(&self, key: &str) -> Result<Option<Rollout>, Error> {
-        let st = self.rollout_statements().await?;
-        let row: Option<RolloutRow> = self
-            .read_row("reading the canary and shadow", &st.read, (key,))
+    /// Runs a lightweight transaction and answers whether it applied (the `[applied]` column
+    /// both Cassandra and ScyllaDB put first in a conditional statement's answer).
+    async fn compare_and_set(
+        &self,
+        context: &str,
+        statement: &PreparedStatement,
+        values: impl scylla::serialize::row::SerializeRow,
+    ) -> Result<bool, Error> {
+        let row: Option<Row> = self.read_row(context, statement, values).await?;
+        match row.and_then(|r| r.columns.into_iter().next().flatten()) {
+            Some(CqlValue::Boolean(applied)) => Ok(applied),
+            other => Err(Error::corrupt(format!(
+                "{context}: a conditional write answered {other:?} where [applied] was expected"
+            ))),
+        }
+    }
+
+    /// Runs a prepared statement over every page, decoding rows as `R`.
+    async fn read_all<R>(
+        &self,
+        context: &str,
+        statement: &PreparedStatement,
+        values: impl scylla::serialize::row::SerializeRow,
+    ) -> Result<Vec<R>, Error>
+    where
+        R: for<'frame, 'metadata> scylla::deserialize::row::DeserializeRow<'frame, 'metadata>
+            + 'static,
+    {
+        self.session
+            .execute_iter(statement.clone(), values)
+            .await
+            .map_err(|err| pager_error(context, err))?
+            .rows_stream::<R>()
+            .map_err(|err| corrupt(context, err))?
+            .map(|row| row.map_err(|err| row_error(context, err)))
+            .try_collect()
+            .await
+    }
+
+    async fn read_pointer(&self, st: &Statements, key: &str) -> Result<PointerRow, Error> {
+        let row: Option<(Option<i64>, Option<i64>, Option<i64>)> = self
+            .read_row("reading the active pointer", &st.pointer, (key,))
+            .await?;
+        Ok(
+            row.map_or_else(PointerRow::default, |(version, previous, revision)| {
+                PointerRow {
+                    version,
+                    previous,
+                    revision,
+                }
+            }),
+        )
+    }
+
+    async fn version_exists(
+        &self,
+        st: &Statements,
+        key: &str,
+        version: i64,
+    ) -> Result<bool, Error> {
+        let row: Option<(i64,)> = self
+            .read_row(
+                "checking a model version",
+                &st.version_exists,
+                (key, version),
+            )
+            .await?;
+        Ok(row.is_some())
+    }
+
+    async fn require_version(&self, st: &Statements, key: &str, version: i64) -> Result<(), Error> {
+        if self.version_exists(st, key, version).await? {
+            Ok(())
+        } else {
+            Err(Error::NoSuchVersion {
+                key: key.to_string(),
+                version,
+            })
+        }
+    }
+
+    /// The spec columns of (key, version), or `None` when the version does not exist.
+    async fn read_stored_spec(
+        &self,
+        st: &Statements,
+        key: &str,
+        version: i64,
+    ) -> Result<Option<StoredSpec>, Error> {
+        type SpecColumns = (
+            Option<String>,
+            Option<String>,
+            Option<Uuid>,
+            Option<i32>,
+            Option<i64>,
+            Option<String>,
+        );
+        let row: Option<SpecColumns> = self
+            .read_row("reading a model version", &st.version_spec, (key, version))
             .await?;
         Ok(row.map(
-            |(canary_version, canary_share, shadow, written_at)| Rollout {
-                canary: canary_version
-                    .zip(canary_share)
-                    .map(|(version, share)| Canary { version, share }),
-                shadow,
-                revision: written_at.unwrap_or(0),
+            |(spec, encoding, spec_id, chunks, size, sha256)| StoredSpec {
+                spec,
+                encoding,
+                spec_id,
+                chunks,
+                size,
+                sha256,
             },
         ))
     }
 
-    /// Writes one rollout change with its feed row (naming `feed_version`) in one logged
-    /// batch, timestamped after the rollout it replaces.
-    async fn write_rollout(
-        &self,
-        key: &str,
-        change: RolloutChange,
-        feed_version: i64,
-    ) -> Result<(), Error> {
-        let st = self.rollout_statements().await?;
-        let current = self.read_rollout(key).await?.map(|r| r.revision);
-        let now_ms = feed::now_millis();
-        let feed_row = (
-            feed::day_of(now_ms),
-            CqlTimestamp(now_ms),
-            key,
-            feed_version,
-        );
-        let context = "changing a canary or shadow";
-        let result = match change {
-            RolloutChange::Canary(canary) => {
-                let mut batch = st.set_canary.clone();
-                batch.set_timestamp(Some(write_timestamp(now_ms, current)));
-                self.session
-                    .batch(
-                        &batch,
-                        (
-                            (
-                                canary.map(|c| c.version),
-                                canary.map(|c| c.share),
-                                CqlTimestamp(now_ms),
-                                key,
-                            ),
-                            feed_row,
-                        ),
-                    )
-                    .await
-            }
-            RolloutChange::Shadow(version) => {
-                let mut batch = st.set_shadow.clone();
-                batch.set_timestamp(Some(write_timestamp(now_ms, current)));
-                self.session
-                    .batch(&batch, ((version, CqlTimestamp(now_ms), key), feed_row))
-                    .await
-            }
-        };
-        result.map_err(|err| execution_error(context, err))?;
-        Ok(())
-    }
-
-    async fn read_pointer(&self, st: &Statements, key: &str) -> Result<Option<Pointer>, Error> {
-        let row: Option<(Option<i64>, Option<i64>, Option<i64>)> = self
-            .read_row("reading the active pointer", &st.pointer, (key,))
-            .await?;
-        Ok(match row {
-            Some((Some(version), previous, written_at)) => Some(Pointer {
-                version,
-                previous,
-                written_at: written_at.unwrap_or(0),
-            }),
-            // A row with no version (a hand-made partial write) is no active version.
-            _ => None,
-        })
-    }
-
+    /// The spec text of (key, version), reassembled from chunks when it was stored so and
+    /// checked against its size and SHA-256; `None` when the version does not exist.
     async fn read_spec(
         &self,
         st: &Statements,
         key: &str,
         version: i64,
     ) -> Result<Option<String>, Error> {
-        let row: Option<(Option<String>,)> = self
-            .read_row("reading a model version", &st.version_spec, (key, version))
-            .await?;
-        match row {
-            None => Ok(None),
-            Some((Some(spec),)) => Ok(Some(spec)),
-            Some((None,)) => Err(Error::corrupt(format!(
-                "{key} version {version} has no spec in model_versions; upload a new version"
-            ))),
+        let Some(stored) = self.read_stored_spec(st, key, version).await? else {
+            return Ok(None);
+        };
+        let what = format!("{key} version {version}");
+        match stored.layout(&what)? {
+            Layout::Inline(text) => {
+                stored.check(&what, &text)?;
+                Ok(Some(text))
+            }
+            Layout::Chunked { spec_id, count } => {
+                let chunks: Vec<(i32, Vec<u8>)> = self
+                    .read_all("reading a model's spec chunks", &st.chunks, (spec_id,))
+                    .await?;
+                // Decompressing a large spec takes milliseconds: off the reactor.
+                tokio::task::spawn_blocking(move || stored.assemble(&what, count, chunks))
+                    .await
+                    .map_err(|err| Error::unavailable_from("reading a model's spec failed", err))?
+                    .map(Some)
+            }
         }
     }
 
-    /// Points `key` at `version`, remembering `previous`, and appends the feed row, in one
-    /// logged batch.
+    /// Writes the feed row of a change that was applied. The change is done whatever happens
+    /// here: a feed row that cannot be written is logged, and running processes find the
+    /// change at their next resync.
+    async fn announce(&self, st: &Statements, key: &str, version: i64, revision: i64) {
+        let now_ms = feed::now_millis();
+        let values = (
+            CqlDate(feed::cql_date(feed::day_number(now_ms))),
+            feed::bucket_of(key),
+            CqlTimestamp(now_ms),
+            key,
+            version,
+            revision,
+        );
+        let mut last_error = None;
+        for _ in 0..3 {
+            match self
+                .session
+                .execute_unpaged(&st.insert_change, &values)
+                .await
+            {
+                Ok(_) => return,
+                Err(err) => last_error = Some(err),
+            }
+        }
+        if let Some(err) = last_error {
+            let err = execution_error("writing the change feed", err);
+            tracing::warn!(
+                key,
+                revision,
+                error = %crate::telemetry::ErrorChain(&err),
+                "The change is stored but its feed row is not; running processes pick it up at \
+                 their next resync."
+            );
+        }
+    }
+
+    /// Moves `key`'s pointer by compare-and-set: reads the pointer, asks `decide` what to
+    /// write (`Ok(None)` to write nothing), checks that the version to write exists, and
+    /// writes it if the revision is still the one read; on a lost race, reads again. Returns
+    /// the pointer written (or the one left alone).
     async fn move_pointer(
         &self,
-        st: &Statements,
         key: &str,
-        version: i64,
-        previous: Option<i64>,
-        current_written_at: Option<i64>,
+        decide: impl Fn(&PointerRow) -> Result<Option<(i64, Option<i64>)>, Error>,
+    ) -> Result<PointerRow, Error> {
+        let st = self.statements().await?;
+        let context = "moving the active pointer";
+        for attempt in 0..CAS_ATTEMPTS {
+            let current = self.read_pointer(st, key).await?;
+            let Some((version, previous)) = decide(&current)? else {
+                return Ok(current);
+            };
+            self.require_version(st, key, version).await?;
+            let revision = current.revision.unwrap_or(0) + 1;
+            let wanted = PointerRow {
+                version: Some(version),
+                previous,
+                revision: Some(revision),
+            };
+            let applied = self
+                .compare_and_set(
+                    context,
+                    &st.move_pointer,
+                    (
+                        version,
+                        previous,
+                        revision,
+                        self.actor.as_str(),
+                        CqlTimestamp(feed::now_millis()),
+                        key,
+                        current.revision,
+                    ),
+                )
+                .await;
+            let applied = match applied {
+                Ok(applied) => applied,
+                // The outcome of a timed-out transaction is unknown: the stored pointer says.
+                Err(err) => {
+                    if self.read_pointer(st, key).await.ok() == Some(wanted) {
+                        true
+                    } else {
+                        return Err(err);
+                    }
+                }
+            };
+            if applied {
+                self.announce(st, key, version, revision).await;
+                return Ok(wanted);
+            }
+            back_off(attempt).await;
+        }
+        Err(Error::unavailable(format!(
+            "{key}'s active pointer changed {CAS_ATTEMPTS} times while this change was tried; \
+             retry"
+        )))
+    }
+
+    async fn read_rollout_row(
+        &self,
+        st: &RolloutStatements,
+        key: &str,
+    ) -> Result<Option<RolloutRow>, Error> {
+        let row: Option<RolloutColumns> = self
+            .read_row("reading the canary and shadow", &st.read, (key,))
+            .await?;
+        Ok(row.map(
+            |(canary_version, canary_share, shadow, revision)| RolloutRow {
+                canary: canary_version
+                    .zip(canary_share)
+                    .map(|(version, share)| Canary { version, share }),
+                shadow,
+                revision,
+            },
+        ))
+    }
+
+    /// Changes `key`'s rollout by compare-and-set, like [`CqlModelStore::move_pointer`].
+    async fn change_rollout(&self, key: &str, change: RolloutChange) -> Result<(), Error> {
+        let st = self.rollout_statements().await?;
+        let pointers = self.statements().await?;
+        let context = "changing a canary or shadow";
+        for attempt in 0..CAS_ATTEMPTS {
+            let current = self.read_rollout_row(st, key).await?.unwrap_or_default();
+            let (canary, shadow) = match change {
+                RolloutChange::Canary(canary) => (canary, current.shadow),
+                RolloutChange::Shadow(shadow) => (current.canary, shadow),
+            };
+            let revision = current.revision.unwrap_or(0) + 1;
+            let applied = self
+                .compare_and_set(
+                    context,
+                    &st.write,
+                    (
+                        canary.map(|c| c.version),
+                        canary.map(|c| c.share),
+                        shadow,
+                        revision,
+                        CqlTimestamp(feed::now_millis()),
+                        key,
+                        current.revision,
+                    ),
+                )
+                .await;
+            let wanted = RolloutRow {
+                canary,
+                shadow,
+                revision: Some(revision),
+            };
+            let applied = match applied {
+                Ok(applied) => applied,
+                Err(err) => {
+                    if self.read_rollout_row(st, key).await.ok().flatten() == Some(wanted) {
+                        true
+                    } else {
+                        return Err(err);
+                    }
+                }
+            };
+            if applied {
+                let named = match change {
+                    RolloutChange::Canary(c) => c.map_or(0, |c| c.version),
+                    RolloutChange::Shadow(v) => v.unwrap_or(0),
+                };
+                self.announce(pointers, key, named, revision).await;
+                return Ok(());
+            }
+            back_off(attempt).await;
+        }
+        Err(Error::unavailable(format!(
+            "{key}'s rollout changed {CAS_ATTEMPTS} times while this change was tried; retry"
+        )))
+    }
+
+    /// Writes the chunks of a chunked spec, a bounded number at a time.
+    async fn write_chunks(
+        &self,
+        st: &Statements,
+        spec_id: Uuid,
+        chunks: &[Vec<u8>],
     ) -> Result<(), Error> {
-        let now_ms = feed::now_millis();
-        let mut batch = st.activate.clone();
-        batch.set_timestamp(Some(write_timestamp(now_ms, current_written_at)));
-        self.session
-            .batch(
-                &batch,
-                (
-                    (version, previous, key),
-                    (feed::day_of(now_ms), CqlTimestamp(now_ms), key, version),
-                ),
-            )
-            .await
-            .map_err(|err| execution_error("activating a model version", err))?;
+        for (start, group) in (0..chunks.len())
+            .step_by(4)
+            .map(|s| (s, &chunks[s..(s + 4).min(chunks.len())]))
+        {
+            let writes: Vec<_> = group
+                .iter()
+                .enumerate()
+                .map(|(i, data)| {
+                    let number = i32::try_from(start + i).unwrap_or(i32::MAX);
+                    self.session
+                        .execute_unpaged(&st.insert_chunk, (spec_id, number, data.as_slice()))
+                })
+                .collect();
+            for result in futures::future::join_all(writes).await {
+                result.map_err(|err| execution_error("storing a model's spec chunk", err))?;
+            }
+        }
         Ok(())
+    }
+
+    /// Removes the chunks of an upload whose version row did not land. Best effort: leftover
+    /// chunks only take space, and `keyscore prune` removes them.
+    async fn forget_chunks(&self, st: &Statements, spec_id: Uuid) {
+        if let Err(err) = self
+            .session
+            .execute_unpaged(&st.delete_chunks, (spec_id,))
+            .await
+        {
+            tracing::debug!(%spec_id, error = %err, "Could not remove the chunks of a refused upload.");
+        }
+    }
+
+    /// One upload: the chunks, then the version row with `IF NOT EXISTS`, then the bare key
+    /// in `active_models` for listings.
+    async fn upload(&self, key: &str, version: Option<i64>, spec_json: &str) -> Result<i64, Error> {
+        let st = self.statements().await?;
+        let encoded = EncodedSpec::new(spec_json, self.max_spec_bytes)?;
+        let author = ModelSpec::from_json(spec_json.as_bytes())
+            .ok()
+            .and_then(|spec| spec.metadata)
+            .and_then(|meta| meta.author);
+        let (inline, spec_id, chunks) = match &encoded.body {
+            Body::Inline(text) => (Some(text.as_str()), None, None),
+            Body::Chunked { spec_id, chunks } => (None, Some(*spec_id), Some(chunks.as_slice())),
+        };
+        if let (Some(spec_id), Some(chunks)) = (spec_id, chunks) {
+            self.write_chunks(st, spec_id, chunks).await?;
+        }
+        let mut number = match version {
+            Some(v) => v,
+            None => {
+                let newest: Option<(i64,)> = self
+                    .read_row("finding the newest version", &st.versions_of, (key,))
+                    .await?;
+                newest.map_or(1, |(v,)| v + 1)
+            }
+        };
+        let context = "storing a model version";
+        for attempt in 0..CAS_ATTEMPTS {
+            let values = (
+                key,
+                number,
+                inline,
+                encoded.encoding(),
+                spec_id,
+                chunks.map(|c| i32::try_from(c.len()).unwrap_or(i32::MAX)),
+                encoded.size,
+                encoded.sha256.as_str(),
+                author.as_deref(),
+                CqlTimestamp(feed::now_millis()),
+            );
+            let applied = match self
+                .compare_and_set(context, &st.insert_version, values)
+                .await
+            {
+                Ok(applied) => applied,
+                // Unknown outcome: treated as "not applied" below, where a row with our
+                // checksum counts as ours.
+                Err(err) if err.is_transient() => false,
+                Err(err) => return Err(err),
+            };
+            if applied {
+                self.touch_key(st, key).await?;
+                return Ok(number);
+            }
+            let existing = self.read_stored_spec(st, key, number).await?;
+            let ours = existing.as_ref().is_some_and(|row| {
+                row.sha256.as_deref() == Some(encoded.sha256.as_str()) && row.spec_id == spec_id
+            });
+            if ours {
+                self.touch_key(st, key).await?;
+                return Ok(number);
+            }
+            if existing.is_none() {
+                // The write timed out and did not land: try the same number again.
+                back_off(attempt).await;
+                continue;
+            }
+            match version {
+                Some(v) => {
+                    if let Some(spec_id) = spec_id {
+                        self.forget_chunks(st, spec_id).await;
+                    }
+                    // The same spec uploaded again under the same number is a retry.
+                    if existing.is_some_and(|row| row.sha256.as_deref() == Some(&encoded.sha256)) {
+                        return Ok(v);
+                    }
+                    return Err(Error::VersionExists {
+                        key: key.to_string(),
+                        version: v,
+                    });
+                }
+                None => number += 1,
+            }
+        }
+        Err(Error::unavailable(format!(
+            "{key}: {CAS_ATTEMPTS} version numbers were taken by concurrent uploads; retry"
+        )))
+    }
+
+    /// Makes `key` appear in listings before its first activation.
+    async fn touch_key(&self, st: &Statements, key: &str) -> Result<(), Error> {
+        self.session
+            .execute_unpaged(&st.touch_key, (key,))
+            .await
+            .map_err(|err| execution_error("listing the key", err))?;
+        Ok(())
+    }
+
+    /// Runs `op` on each item with a bounded number in flight, answers in order; a transient
+    /// failure fails the whole call, any other fails its item only.
+    async fn each<'a, T, R, F, Fut>(
+        &'a self,
+        items: &'a [T],
+        op: F,
+    ) -> Result<Vec<Result<R, Error>>, Error>
+    where
+        F: Fn(&'a T) -> Fut,
+        Fut: std::future::Future<Output = Result<R, Error>>,
+    {
+        let mut results: Vec<Result<R, Error>> = Vec::with_capacity(items.len());
+        for chunk in items.chunks(CONCURRENT_REQUESTS) {
+            let calls: Vec<Fut> = chunk.iter().map(&op).collect();
+            results.extend(futures::future::join_all(calls).await);
+            if let Some(pos) = results
+                .iter()
+                .position(|r| r.as_ref().is_err_and(Error::is_transient))
+            {
+                return Err(results.swap_remove(pos).err().expect("an error"));
+            }
+        }
+        Ok(results)
     }
 }
 
-/// `canary_version, canary_share, shadow_version, WRITETIME(changed_at)` of `model_rollouts`.
-type RolloutRow = (Option<i64>, Option<f64>, Option<i64>, Option<i64>);
+/// Waits a little before another compare-and-set attempt, longer after each lost race, with
+/// jitter so that writers that collided do not collide again.
+async fn back_off(attempt: u32) {
+    let jitter = u64::from(Uuid::new_v4().as_bytes()[0]) % 5;
+    let ms = (1u64 << attempt.min(6)) + jitter;
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
 
 /// One change of a key's rollout.
 #[derive(Debug, Clone, Copy)]
 enum RolloutChange {
     Canary(Option<Canary>),
     Shadow(Option<i64>),
-}
-
-/// The write timestamp (microseconds) of an activation: this machine's clock, but always
-/// after the pointer it replaces so the new pointer wins and the revision increases.
-fn write_timestamp(now_ms: i64, current_written_at: Option<i64>) -> i64 {
-    let now_us = now_ms.saturating_mul(1000);
-    match current_written_at {
-        Some(current) => now_us.max(current.saturating_add(1)),
-        None => now_us,
-    }
 }
 
 #[async_trait::async_trait]
@@ -313,13 +715,91 @@ impl ModelStore for CqlModelStore {
     }
 
     async fn init(&self) -> Result<(), Error> {
-        for cql in schema::schema_statements(&self.config.keyspace) {
-            let mut statement = Statement::new(cql.as_str());
+        self.init_with(&InitOptions::default()).await.map(drop)
+    }
+
+    async fn init_with(&self, options: &InitOptions) -> Result<InitReport, Error> {
+        let ks = &self.config.keyspace;
+        let mut report = InitReport::default();
+        let context = "creating the schema";
+        let run = |cql: String| async move {
+            let mut statement = Statement::new(cql);
             statement.set_request_timeout(Some(SCHEMA_TIMEOUT));
             self.session
                 .query_unpaged(statement, ())
                 .await
-                .map_err(|err| execution_error("creating the schema", err))?;
+                .map_err(|err| execution_error(context, err))
+        };
+        // What is this? ScyllaDB has system.versions; Cassandra does not.
+        let scylla = match self
+            .session
+            .query_unpaged("SELECT version FROM system.versions", ())
+            .await
+        {
+            Ok(result) => result
+                .into_rows_result()
+                .ok()
+                .and_then(|rows| rows.maybe_first_row::<(Option<String>,)>().ok().flatten())
+                .and_then(|(v,)| v),
+            Err(_) => None,
+        };
+        let scylla_version = scylla.as_deref().and_then(schema::scylla_version);
+        let no_lwt_with_tablets = scylla_version.is_some_and(schema::refuses_lwt_with_tablets);
+        let exists = self
+            .session
+            .query_unpaged(
+                "SELECT keyspace_name FROM system_schema.keyspaces WHERE keyspace_name = ?",
+                (ks.as_str(),),
+            )
+            .await
+            .map_err(|err| execution_error(context, err))?
+            .into_rows_result()
+            .map_err(|err| corrupt(context, err))?
+            .rows_num()
+            > 0;
+        let server = match &scylla {
+            Some(v) => format!("ScyllaDB {v}"),
+            None => "Cassandra".to_string(),
+        };
+        if exists {
+            report.notes.push(format!(
+                "keyspace {ks} exists ({server}); its replication is left as it is"
+            ));
+            if no_lwt_with_tablets && self.keyspace_has_tablets(ks).await? {
+                return Err(Error::rejected(format!(
+                    "keyspace {ks} uses tablets, and {server} refuses lightweight transactions \
+                     (which keyscore's writes use) in tablets keyspaces; create a keyspace with \
+                     AND tablets = {{'enabled': false}} (README, \"Production keyspace\") or \
+                     upgrade to ScyllaDB 2025.4 or later"
+                )));
+            }
+        } else {
+            let (replication, development) =
+                schema::replication_map(options.replication.as_deref())?;
+            run(schema::create_keyspace(
+                ks,
+                &replication,
+                no_lwt_with_tablets,
+            ))
+            .await?;
+            report.notes.push(format!(
+                "created keyspace {ks} on {server} with replication {replication}"
+            ));
+            if no_lwt_with_tablets {
+                report.notes.push(format!(
+                    "tablets are off in {ks}: {server} refuses lightweight transactions in \
+                     tablets keyspaces, and every keyscore write is one"
+                ));
+            }
+            if development {
+                report.notes.push(format!(
+                    "warning: {ks} keeps one replica (SimpleStrategy), for development only; \
+                     for production give --replication DC=N (NetworkTopologyStrategy)"
+                ));
+            }
+        }
+        for cql in schema::table_statements(ks) {
+            run(cql).await?;
         }
         self.session.await_schema_agreement().await.map_err(|err| {
             Error::unavailable_from(
@@ -328,7 +808,7 @@ impl ModelStore for CqlModelStore {
                 err,
             )
         })?;
-        Ok(())
+        Ok(report)
     }
 
     async fn insert_version(
@@ -337,142 +817,99 @@ impl ModelStore for CqlModelStore {
         version: Option<i64>,
         spec_json: &str,
     ) -> Result<i64, Error> {
-        let st = self.statements().await?;
-        let version = match version {
-            Some(v) => {
-                if self.read_spec(st, key, v).await?.is_some() {
-                    return Err(Error::VersionExists {
-                        key: key.to_string(),
-                        version: v,
-                    });
-                }
-                v
-            }
-            None => {
-                let newest: Option<(i64,)> = self
-                    .read_row("finding the newest version", &st.newest_version, (key,))
-                    .await?;
-                newest.map_or(1, |(v,)| v + 1)
-            }
-        };
-        let author = ModelSpec::from_json(spec_json.as_bytes())
-            .ok()
-            .and_then(|spec| spec.metadata)
-            .and_then(|meta| meta.author);
-        self.session
-            .execute_unpaged(
-                &st.insert_version,
-                (
-                    key,
-                    version,
-                    spec_json,
-                    author,
-                    CqlTimestamp(feed::now_millis()),
-                ),
-            )
-            .await
-            .map_err(|err| execution_error("storing a model version", err))?;
-        Ok(version)
+        self.upload(key, version, spec_json).await
+    }
+
+    async fn insert_versions(
+        &self,
+        items: &[NewVersion],
+    ) -> Result<Vec<Result<i64, Error>>, Error> {
+        self.each(items, |item| {
+            self.upload(&item.key, item.version, &item.spec_json)
+        })
+        .await
     }
 
     async fn activate(&self, key: &str, version: i64) -> Result<(), Error> {
         check_key(key)?;
-        let st = self.statements().await?;
-        if self.read_spec(st, key, version).await?.is_none() {
-            return Err(Error::NoSuchVersion {
-                key: key.to_string(),
-                version,
-            });
-        }
-        let pointer = self.read_pointer(st, key).await?;
-        let previous = match &pointer {
+        self.move_pointer(key, |current| {
             // Re-activating the active version keeps the rollback target.
-            Some(p) if p.version == version => p.previous,
-            Some(p) => Some(p.version),
-            None => None,
-        };
-        let written_at = pointer.map(|p| p.written_at);
-        self.move_pointer(st, key, version, previous, written_at)
+            let previous = if current.version == Some(version) {
+                current.previous
+            } else {
+                current.version
+            };
+            Ok(Some((version, previous)))
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn activate_many(
+        &self,
+        items: &[(String, i64)],
+    ) -> Result<Vec<Result<(), Error>>, Error> {
+        self.each(items, |(key, version)| self.activate(key, *version))
             .await
     }
 
     async fn rollback(&self, key: &str) -> Result<i64, Error> {
         check_key(key)?;
-        let st = self.statements().await?;
-        let Some(Pointer {
-            version: current,
-            previous: Some(previous),
-            written_at,
-        }) = self.read_pointer(st, key).await?
-        else {
-            return Err(Error::NothingToRollBack {
-                key: key.to_string(),
-            });
-        };
-        if self.read_spec(st, key, previous).await?.is_none() {
-            return Err(Error::NoSuchVersion {
-                key: key.to_string(),
-                version: previous,
-            });
-        }
-        self.move_pointer(st, key, previous, Some(current), Some(written_at))
+        let moved = self
+            .move_pointer(key, |current| match (current.version, current.previous) {
+                (Some(active), Some(previous)) => Ok(Some((previous, Some(active)))),
+                _ => Err(Error::NothingToRollBack {
+                    key: key.to_string(),
+                }),
+            })
             .await?;
-        Ok(previous)
+        Ok(moved.version.expect("a rollback writes a version"))
     }
 
     async fn active(&self, key: &str) -> Result<Option<ActiveModel>, Error> {
         let st = self.statements().await?;
-        let Some(pointer) = self.read_pointer(st, key).await? else {
+        let pointer = self.read_pointer(st, key).await?;
+        let Some(version) = pointer.version else {
             return Ok(None);
         };
-        let spec_json = self
-            .read_spec(st, key, pointer.version)
-            .await?
-            .ok_or_else(|| {
-                Error::corrupt(format!(
-                    "active_models points {key} at version {}, which model_versions does not \
-                     hold; activate an existing version",
-                    pointer.version
-                ))
-            })?;
+        let spec_json = self.read_spec(st, key, version).await?.ok_or_else(|| {
+            Error::corrupt(format!(
+                "active_models points {key} at version {version}, which model_versions does \
+                 not hold; activate an existing version"
+            ))
+        })?;
         Ok(Some(ActiveModel {
             model: StoredModel {
                 key: key.to_string(),
-                version: pointer.version,
+                version,
                 spec_json,
             },
-            revision: pointer.written_at,
+            revision: pointer.revision.unwrap_or(0),
         }))
     }
 
     async fn active_many(&self, keys: &[String]) -> Result<Vec<Option<ActiveModel>>, Error> {
-        // Concurrent prepared reads, a bounded number in flight, answers in order.
-        let mut out = Vec::with_capacity(keys.len());
-        for chunk in keys.chunks(CONCURRENT_READS) {
-            let reads: Vec<_> = chunk.iter().map(|key| self.active(key)).collect();
-            out.extend(futures::future::try_join_all(reads).await?);
-        }
-        Ok(out)
+        self.each(keys, |key| self.active(key))
+            .await?
+            .into_iter()
+            .collect()
     }
 
     async fn pointers(&self, keys: &[String]) -> Result<Vec<Option<StorePointer>>, Error> {
         let st = self.statements().await?;
-        let mut out = Vec::with_capacity(keys.len());
-        for chunk in keys.chunks(CONCURRENT_READS) {
-            let reads: Vec<_> = chunk.iter().map(|key| self.read_pointer(st, key)).collect();
-            out.extend(
-                futures::future::try_join_all(reads)
-                    .await?
-                    .into_iter()
-                    .map(|p| {
-                        p.map(|p| StorePointer {
-                            version: p.version,
-                            revision: p.written_at,
-                        })
-                    }),
-            );
-        }
-        Ok(out)
+        Ok(self
+            .each(keys, |key| self.read_pointer(st, key))
+            .await?
+            .into_iter()
+            .collect::<Result<Vec<_>, Error>>()?
+            .into_iter()
+            .map(|p| {
+                p.version.map(|version| StorePointer {
+                    version,
+                    revision: p.revision.unwrap_or(0),
+                })
+            })
+            .collect())
     }
 
     async fn version(&self, key: &str, version: i64) -> Result<Option<StoredModel>, Error> {
@@ -488,7 +925,12 @@ impl ModelStore for CqlModelStore {
     }
 
     async fn rollout(&self, key: &str) -> Result<Option<Rollout>, Error> {
-        self.read_rollout(key).await
+        let st = self.rollout_statements().await?;
+        Ok(self.read_rollout_row(st, key).await?.map(|row| Rollout {
+            canary: row.canary,
+            shadow: row.shadow,
+            revision: row.revision.unwrap_or(0),
+        }))
     }
 
     async fn set_canary(&self, key: &str, canary: Option<Canary>) -> Result<(), Error> {
@@ -496,129 +938,123 @@ impl ModelStore for CqlModelStore {
         if let Some(c) = canary {
             check_share(c.share)?;
             let st = self.statements().await?;
-            if self.read_spec(st, key, c.version).await?.is_none() {
-                return Err(Error::NoSuchVersion {
-                    key: key.to_string(),
-                    version: c.version,
-                });
-            }
+            self.require_version(st, key, c.version).await?;
         }
-        self.write_rollout(
-            key,
-            RolloutChange::Canary(canary),
-            canary.map_or(0, |c| c.version),
-        )
-        .await
+        self.change_rollout(key, RolloutChange::Canary(canary))
+            .await
     }
 
     async fn set_shadow(&self, key: &str, version: Option<i64>) -> Result<(), Error> {
         check_key(key)?;
         if let Some(v) = version {
             let st = self.statements().await?;
-            if self.read_spec(st, key, v).await?.is_none() {
-                return Err(Error::NoSuchVersion {
-                    key: key.to_string(),
-                    version: v,
-                });
-            }
+            self.require_version(st, key, v).await?;
         }
-        self.write_rollout(key, RolloutChange::Shadow(version), version.unwrap_or(0))
+        self.change_rollout(key, RolloutChange::Shadow(version))
             .await
     }
 
+    /// Pages through `active_models` (small rows, no specs), then reads each key's version
+    /// numbers from its own partition, a bounded number at a time.
     async fn list(&self) -> Result<Vec<KeySummary>, Error> {
         let context = "listing models";
         let st = self.statements().await?;
-        let mut keys: BTreeMap<String, KeySummary> = BTreeMap::new();
-        let mut rows = self
-            .session
-            .execute_iter(st.all_versions.clone(), ())
-            .await
-            .map_err(|err| pager_error(context, err))?
-            .rows_stream::<(String, i64)>()
-            .map_err(|err| corrupt(context, err))?;
-        while let Some((key, version)) = rows
-            .try_next()
-            .await
-            .map_err(|err| row_error(context, err))?
-        {
-            keys.entry(key.clone())
-                .or_insert_with(|| KeySummary {
-                    key,
-                    active: None,
-                    versions: Vec::new(),
-                })
-                .versions
-                .push(version);
-        }
-        let mut rows = self
-            .session
-            .execute_iter(st.all_active.clone(), ())
-            .await
-            .map_err(|err| pager_error(context, err))?
-            .rows_stream::<(String, Option<i64>)>()
-            .map_err(|err| corrupt(context, err))?;
-        while let Some((key, version)) = rows
-            .try_next()
-            .await
-            .map_err(|err| row_error(context, err))?
-        {
-            if let Some(summary) = keys.get_mut(&key) {
-                summary.active = version;
+        let pointers: Vec<(String, Option<i64>)> =
+            self.read_all(context, &st.all_pointers, ()).await?;
+        let active: BTreeMap<String, Option<i64>> = pointers.into_iter().collect();
+        let keys: Vec<String> = active.keys().cloned().collect();
+        let versions = self
+            .each(&keys, |key| async move {
+                self.read_all::<(i64,)>(context, &st.versions_of, (key.as_str(),))
+                    .await
+            })
+            .await?;
+        let mut out = Vec::with_capacity(keys.len());
+        for (key, versions) in keys.into_iter().zip(versions) {
+            let mut versions: Vec<i64> = versions?.into_iter().map(|(v,)| v).collect();
+            if versions.is_empty() {
+                continue;
             }
+            versions.sort_unstable();
+            out.push(KeySummary {
+                active: active.get(&key).copied().flatten(),
+                key,
+                versions,
+            });
         }
-        let mut summaries: Vec<KeySummary> = keys.into_values().collect();
-        for summary in &mut summaries {
-            summary.versions.sort_unstable();
-        }
-        Ok(summaries)
+        Ok(out)
     }
 
     async fn cursor(&self) -> Result<ChangeCursor, Error> {
-        Ok(ChangeCursor(feed::now_millis()))
+        Ok(ChangeCursor::at(feed::now_millis()))
     }
 
     async fn changes_since(&self, cursor: ChangeCursor) -> Result<Changes, Error> {
         let context = "reading the change feed";
         let st = self.statements().await?;
-        let bound = CqlTimestamp(feed::lookback_bound(cursor.0));
+        let now_ms = feed::now_millis();
+        let bound = feed::lookback_bound(cursor.position(), self.look_back_ms);
+        let partitions: Vec<(i64, i32)> = feed::feed_days(bound, now_ms)
+            .into_iter()
+            .flat_map(|day| (0..feed::FEED_BUCKETS).map(move |bucket| (day, bucket)))
+            .collect();
+        let reads = self
+            .each(&partitions, |&(day, bucket)| async move {
+                self.read_all::<(CqlTimestamp, String, Option<i64>)>(
+                    context,
+                    &st.feed,
+                    (CqlDate(feed::cql_date(day)), bucket, CqlTimestamp(bound)),
+                )
+                .await
+            })
+            .await?;
         let mut keys = BTreeSet::new();
-        let mut next = cursor;
-        for day in feed::feed_days(cursor.0, feed::now_millis()) {
-            let mut rows = self
-                .session
-                .execute_iter(st.feed_day.clone(), (day, bound))
-                .await
-                .map_err(|err| pager_error(context, err))?
-                .rows_stream::<(String, CqlTimestamp)>()
-                .map_err(|err| corrupt(context, err))?;
-            while let Some((key, CqlTimestamp(at))) = rows
-                .try_next()
-                .await
-                .map_err(|err| row_error(context, err))?
-            {
-                next = next.max(ChangeCursor(at));
-                keys.insert(key);
+        let mut rows = Vec::new();
+        let mut newest = cursor.position();
+        for read in reads {
+            for (CqlTimestamp(at), key, revision) in read? {
+                let id = feed::change_id(at, &key, revision);
+                newest = newest.max(at);
+                rows.push((at, id));
+                if !cursor.has_seen(id) {
+                    keys.insert(key);
+                }
             }
         }
+        // A row from a clock ahead of ours must not carry the position past our clock, or rows
+        // written meanwhile by correct clocks would fall behind the look-back.
+        let position = newest.min(now_ms).max(cursor.position().min(now_ms));
+        let keep_from = feed::lookback_bound(position, self.look_back_ms);
+        let seen = rows
+            .into_iter()
+            .filter(|(at, _)| *at > keep_from)
+            .map(|(_, id)| id)
+            .collect();
         Ok(Changes {
             keys: keys.into_iter().collect(),
-            next,
+            next: ChangeCursor::with_seen(position, seen),
         })
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_activation_is_written_after_the_pointer_it_replaces() {
-        assert_eq!(write_timestamp(1_000, None), 1_000_000);
-        assert_eq!(write_timestamp(1_000, Some(10)), 1_000_000);
-        // The replaced pointer came from a clock ahead of ours.
-        assert_eq!(write_timestamp(1_000, Some(5_000_000)), 5_000_001);
-        // Two activations within the same millisecond.
-        assert_eq!(write_timestamp(1_000, Some(1_000_000)), 1_000_001);
+impl CqlModelStore {
+    /// Whether `keyspace` uses ScyllaDB tablets (it has a `system_schema.scylla_keyspaces` row
+    /// with `initial_tablets` set).
+    async fn keyspace_has_tablets(&self, keyspace: &str) -> Result<bool, Error> {
+        let context = "reading the keyspace's settings";
+        let row: Option<(Option<i32>,)> = self
+            .session
+            .query_unpaged(
+                "SELECT initial_tablets FROM system_schema.scylla_keyspaces \
+                 WHERE keyspace_name = ?",
+                (keyspace,),
+            )
+            .await
+            .map_err(|err| execution_error(context, err))?
+            .into_rows_result()
+            .map_err(|err| corrupt(context, err))?
+            .maybe_first_row()
+            .map_err(|err| corrupt(context, err))?;
+        Ok(matches!(row, Some((Some(_),))))
     }
 }

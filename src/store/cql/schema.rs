@@ -1,12 +1,17 @@
 //! The CQL schema: the numbered files of `cql/`, embedded in the binary and applied in order
-//! with the store's keyspace in place of `keyscore`.
+//! with the store's keyspace in place of `keyscore`, and the keyspace `init` creates: its
+//! replication, and tablets turned off on the ScyllaDB versions that refuse lightweight
+//! transactions in tablets keyspaces.
 
-/// The schema files, in the order `init` applies them.
-const SCHEMA_FILES: [(&str, &str); 5] = [
-    (
-        "001_keyspace.cql",
-        include_str!("../../../cql/001_keyspace.cql"),
-    ),
+use crate::store::Error;
+
+/// The development keyspace file: documentation of the keyspace `init` creates when given no
+/// replication; `init` builds the statement itself ([`create_keyspace`]).
+#[cfg(test)]
+const KEYSPACE_FILE: &str = include_str!("../../../cql/001_keyspace.cql");
+
+/// The table files, in the order `init` applies them.
+const TABLE_FILES: [(&str, &str); 4] = [
     (
         "010_model_versions.cql",
         include_str!("../../../cql/010_model_versions.cql"),
@@ -28,13 +33,78 @@ const SCHEMA_FILES: [(&str, &str); 5] = [
 /// The keyspace name the schema files are written with.
 const FILE_KEYSPACE: &str = "keyscore";
 
-/// Every schema statement for `keyspace`, in order.
-pub(crate) fn schema_statements(keyspace: &str) -> Vec<String> {
-    SCHEMA_FILES
+/// Every table statement for `keyspace`, in order.
+pub(crate) fn table_statements(keyspace: &str) -> Vec<String> {
+    TABLE_FILES
         .iter()
         .flat_map(|(_, text)| split_statements(text))
         .map(|statement| substitute_keyspace(&statement, keyspace))
         .collect()
+}
+
+/// A replication given to `init`, as the CQL map of `CREATE KEYSPACE`: `None` is the
+/// development default (SimpleStrategy, one replica; `true` in the answer says so), `DC=N,...`
+/// is NetworkTopologyStrategy, and text in braces is taken as a CQL map naming its class.
+pub(crate) fn replication_map(given: Option<&str>) -> Result<(String, bool), Error> {
+    let Some(given) = given.map(str::trim).filter(|g| !g.is_empty()) else {
+        return Ok((
+            "{'class': 'SimpleStrategy', 'replication_factor': 1}".to_string(),
+            true,
+        ));
+    };
+    if given.starts_with('{') {
+        if !given.ends_with('}') || !given.contains("'class'") {
+            return Err(Error::Url(format!(
+                "bad --replication '{given}': a CQL map must be in braces and name its 'class', \
+                 e.g. {{'class': 'NetworkTopologyStrategy', 'dc1': 3}}"
+            )));
+        }
+        let dev = given.contains("SimpleStrategy");
+        return Ok((given.to_string(), dev));
+    }
+    let mut entries = vec!["'class': 'NetworkTopologyStrategy'".to_string()];
+    for pair in given.split(',') {
+        let bad = || {
+            Error::Url(format!(
+                "bad --replication '{given}': use DC=N[,DC=N...], e.g. dc1=3, or a CQL map"
+            ))
+        };
+        let (dc, n) = pair.split_once('=').ok_or_else(bad)?;
+        let (dc, n) = (dc.trim(), n.trim());
+        let n: u32 = n.parse().map_err(|_| bad())?;
+        if dc.is_empty() || n == 0 || dc.contains('\'') {
+            return Err(bad());
+        }
+        entries.push(format!("'{dc}': {n}"));
+    }
+    Ok((format!("{{{}}}", entries.join(", ")), false))
+}
+
+/// `CREATE KEYSPACE IF NOT EXISTS` with `replication`, and tablets off when asked.
+pub(crate) fn create_keyspace(keyspace: &str, replication: &str, tablets_off: bool) -> String {
+    let tablets = if tablets_off {
+        " AND tablets = {'enabled': false}"
+    } else {
+        ""
+    };
+    format!("CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {replication}{tablets}")
+}
+
+/// ScyllaDB's version as (major, minor), from `system.versions`; `None` for other text.
+pub(crate) fn scylla_version(text: &str) -> Option<(u32, u32)> {
+    let mut parts = text.trim().split(['.', '-', '~']);
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next().and_then(|m| m.parse().ok()).unwrap_or(0);
+    Some((major, minor))
+}
+
+/// Whether a ScyllaDB of `version` creates keyspaces with tablets (6.0 on, for
+/// NetworkTopologyStrategy keyspaces) but refuses lightweight transactions in them (before
+/// 2025.4). ScyllaDB 2025.3 documentation, Lightweight Transactions: "The LWT feature is not
+/// supported in keyspaces with tablets enabled"; 2025.4 lifts it.
+pub(crate) fn refuses_lwt_with_tablets(version: (u32, u32)) -> bool {
+    let (major, minor) = version;
+    (6..2025).contains(&major) || (major == 2025 && minor < 4)
 }
 
 /// Splits CQL text into statements at `;`, dropping `--`, `//` and `/* */` comments and
@@ -149,32 +219,84 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_schema_has_one_statement_per_object_in_file_order() {
-        let statements = schema_statements("keyscore");
-        assert_eq!(statements.len(), 5, "{statements:#?}");
-        assert!(statements[0].starts_with("CREATE KEYSPACE IF NOT EXISTS keyscore"));
-        assert!(statements[1].starts_with("CREATE TABLE IF NOT EXISTS keyscore.model_versions"));
-        assert!(statements[2].starts_with("CREATE TABLE IF NOT EXISTS keyscore.active_models"));
-        assert!(statements[3].starts_with("CREATE TABLE IF NOT EXISTS keyscore.model_changes"));
-        assert!(statements[4].starts_with("CREATE TABLE IF NOT EXISTS keyscore.model_rollouts"));
-        for statement in &statements {
+    fn the_tables_come_in_file_order() {
+        let statements = table_statements("keyscore");
+        let starts = [
+            "CREATE TABLE IF NOT EXISTS keyscore.model_versions",
+            "CREATE TABLE IF NOT EXISTS keyscore.model_spec_chunks",
+            "CREATE TABLE IF NOT EXISTS keyscore.active_models",
+            "CREATE TABLE IF NOT EXISTS keyscore.model_changes",
+            "CREATE TABLE IF NOT EXISTS keyscore.model_rollouts",
+        ];
+        assert_eq!(statements.len(), starts.len(), "{statements:#?}");
+        for (statement, start) in statements.iter().zip(starts) {
+            assert!(statement.starts_with(start), "{statement}");
             assert!(!statement.contains("--"), "comment left in {statement}");
             assert!(!statement.ends_with(';'), "{statement}");
         }
+        assert!(statements[3].contains("default_time_to_live = 1209600"));
     }
 
     #[test]
     fn the_keyspace_replaces_keyscore_everywhere_it_names_the_keyspace() {
-        let statements = schema_statements("ks_test_42");
-        assert!(statements[0].starts_with("CREATE KEYSPACE IF NOT EXISTS ks_test_42\n"));
-        assert!(statements[0].contains("'replication_factor': 1"));
-        assert!(statements[1].contains("ks_test_42.model_versions ("));
-        assert!(statements[2].contains("ks_test_42.active_models ("));
-        assert!(statements[3].contains("ks_test_42.model_changes ("));
-        assert!(statements[4].contains("ks_test_42.model_rollouts ("));
-        for statement in &statements {
+        for statement in table_statements("ks_test_42") {
             assert!(!statement.contains("keyscore"), "{statement}");
+            assert!(statement.contains("ks_test_42."), "{statement}");
         }
+        let keyspace = split_statements(KEYSPACE_FILE);
+        assert_eq!(keyspace.len(), 1);
+        assert_eq!(
+            substitute_keyspace(&keyspace[0], "dev"),
+            create_keyspace("dev", &replication_map(None).unwrap().0, false)
+                .replace(" WITH", "\n  WITH"),
+            "the development keyspace file and init's default differ"
+        );
+    }
+
+    #[test]
+    fn replication_is_nts_per_datacenter_or_a_given_map() {
+        assert_eq!(
+            replication_map(None).unwrap(),
+            (
+                "{'class': 'SimpleStrategy', 'replication_factor': 1}".to_string(),
+                true
+            )
+        );
+        assert_eq!(
+            replication_map(Some("dc1=3, dc2=2")).unwrap(),
+            (
+                "{'class': 'NetworkTopologyStrategy', 'dc1': 3, 'dc2': 2}".to_string(),
+                false
+            )
+        );
+        let map = "{'class': 'NetworkTopologyStrategy', 'eu': 3}";
+        assert_eq!(
+            replication_map(Some(map)).unwrap(),
+            (map.to_string(), false)
+        );
+        for bad in ["dc1", "dc1=0", "dc1=x", "{'dc1': 3}", "=3"] {
+            let err = replication_map(Some(bad)).unwrap_err();
+            assert!(err.to_string().contains("--replication"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn tablets_are_turned_off_only_where_they_refuse_lwt() {
+        assert_eq!(scylla_version("6.2.0"), Some((6, 2)));
+        assert_eq!(scylla_version("2025.3.1-0.2025"), Some((2025, 3)));
+        assert_eq!(scylla_version("5.4.9"), Some((5, 4)));
+        assert_eq!(scylla_version("n/a"), None);
+        assert!(!refuses_lwt_with_tablets((5, 4)));
+        assert!(refuses_lwt_with_tablets((6, 0)));
+        assert!(refuses_lwt_with_tablets((2025, 1)));
+        assert!(refuses_lwt_with_tablets((2025, 3)));
+        assert!(!refuses_lwt_with_tablets((2025, 4)));
+        assert!(!refuses_lwt_with_tablets((2026, 1)));
+        assert_eq!(
+            create_keyspace("k", "{'class': 'NetworkTopologyStrategy', 'dc1': 3}", true),
+            "CREATE KEYSPACE IF NOT EXISTS k WITH replication = {'class': \
+             'NetworkTopologyStrategy', 'dc1': 3} AND tablets = {'enabled': false}"
+        );
     }
 
     #[test]

@@ -3,159 +3,199 @@
 
 use scylla::client::session::Session;
 use scylla::errors::ExecutionError;
-use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
+use scylla::statement::SerialConsistency;
 
 use super::errors::execution_error;
 use crate::store::Error;
 
 /// The prepared statements, one per query shape.
 pub(super) struct Statements {
-    /// `SELECT spec FROM model_versions WHERE key = ? AND version = ?`
+    /// `SELECT spec, encoding, spec_id, chunks, size, sha256 FROM model_versions WHERE key = ?
+    /// AND version = ?`
     pub(super) version_spec: PreparedStatement,
-    /// `SELECT version FROM model_versions WHERE key = ? LIMIT 1`
-    pub(super) newest_version: PreparedStatement,
-    /// `INSERT INTO model_versions (key, version, spec, author, created_at) VALUES (...)`
+    /// `SELECT version FROM model_versions WHERE key = ? AND version = ?`: whether a version
+    /// exists, without reading its spec.
+    pub(super) version_exists: PreparedStatement,
+    /// `SELECT version FROM model_versions WHERE key = ?`: a key's versions, newest first.
+    pub(super) versions_of: PreparedStatement,
+    /// `INSERT INTO model_versions (...) VALUES (...) IF NOT EXISTS`
     pub(super) insert_version: PreparedStatement,
-    /// `SELECT version, previous_version, WRITETIME(version) FROM active_models WHERE key = ?`
+    /// `INSERT INTO model_spec_chunks (spec_id, chunk, data) VALUES (?, ?, ?)`
+    pub(super) insert_chunk: PreparedStatement,
+    /// `SELECT chunk, data FROM model_spec_chunks WHERE spec_id = ?`
+    pub(super) chunks: PreparedStatement,
+    /// `DELETE FROM model_spec_chunks WHERE spec_id = ?`
+    pub(super) delete_chunks: PreparedStatement,
+    /// `INSERT INTO active_models (key) VALUES (?)`: lists a key before its first activation.
+    pub(super) touch_key: PreparedStatement,
+    /// `SELECT version, previous_version, revision FROM active_models WHERE key = ?`
     pub(super) pointer: PreparedStatement,
-    /// The pointer update and the feed insert, as one logged batch.
-    pub(super) activate: Batch,
-    /// `SELECT key, changed_at FROM model_changes WHERE day = ? AND changed_at > ?`
-    pub(super) feed_day: PreparedStatement,
-    /// `SELECT key, version FROM model_versions`
-    pub(super) all_versions: PreparedStatement,
+    /// `UPDATE active_models SET ... WHERE key = ? IF revision = ?`
+    pub(super) move_pointer: PreparedStatement,
+    /// `INSERT INTO model_changes (day, bucket, changed_at, key, version, revision) ...`
+    pub(super) insert_change: PreparedStatement,
+    /// `SELECT changed_at, key, revision FROM model_changes WHERE day = ? AND bucket = ? AND
+    /// changed_at > ?`
+    pub(super) feed: PreparedStatement,
     /// `SELECT key, version FROM active_models`
-    pub(super) all_active: PreparedStatement,
+    pub(super) all_pointers: PreparedStatement,
+}
+
+/// Prepares `cql`; `idempotent` marks statements the driver may retry safely.
+async fn prepare(
+    session: &Session,
+    cql: String,
+    idempotent: bool,
+) -> Result<PreparedStatement, Error> {
+    let mut statement = session.prepare(cql.as_str()).await.map_err(|err| {
+        let err = ExecutionError::PrepareError(err);
+        execution_error(&format!("preparing '{cql}'"), err)
+    })?;
+    statement.set_is_idempotent(idempotent);
+    Ok(statement)
+}
+
+/// Prepares a lightweight transaction: serial consistency LOCAL_SERIAL (Paxos among the local
+/// datacenter's replicas), and not idempotent (a retried compare-and-set that already applied
+/// answers "not applied"; keyscore re-reads and decides instead).
+async fn prepare_lwt(session: &Session, cql: String) -> Result<PreparedStatement, Error> {
+    let mut statement = prepare(session, cql, false).await?;
+    statement.set_serial_consistency(Some(SerialConsistency::LocalSerial));
+    Ok(statement)
 }
 
 impl Statements {
     pub(super) async fn prepare(session: &Session, ks: &str) -> Result<Self, Error> {
-        let prepare = |cql: String, idempotent: bool| async move {
-            let mut statement = session.prepare(cql.as_str()).await.map_err(|err| {
-                let err = ExecutionError::PrepareError(err);
-                execution_error(&format!("preparing '{cql}'"), err)
-            })?;
-            statement.set_is_idempotent(idempotent);
-            Ok::<_, Error>(statement)
-        };
-        let update_pointer = prepare(
-            format!(
-                "UPDATE {ks}.active_models SET version = ?, previous_version = ? WHERE key = ?"
-            ),
-            true,
-        )
-        .await?;
-        let insert_change = prepare(
-            format!(
-                "INSERT INTO {ks}.model_changes (day, changed_at, key, version) VALUES (?, ?, ?, ?)"
-            ),
-            true,
-        )
-        .await?;
-        let mut activate = Batch::new(BatchType::Logged);
-        activate.append_statement(update_pointer);
-        activate.append_statement(insert_change);
-        // Explicit timestamps make a retried batch write the same cells again.
-        activate.set_is_idempotent(true);
         Ok(Self {
             version_spec: prepare(
-                format!("SELECT spec FROM {ks}.model_versions WHERE key = ? AND version = ?"),
-                true,
-            )
-            .await?,
-            newest_version: prepare(
-                format!("SELECT version FROM {ks}.model_versions WHERE key = ? LIMIT 1"),
-                true,
-            )
-            .await?,
-            insert_version: prepare(
+                session,
                 format!(
-                    "INSERT INTO {ks}.model_versions (key, version, spec, author, created_at) \
-                     VALUES (?, ?, ?, ?, ?)"
+                    "SELECT spec, encoding, spec_id, chunks, size, sha256 FROM {ks}.model_versions \
+                     WHERE key = ? AND version = ?"
                 ),
-                false,
+                true,
+            )
+            .await?,
+            version_exists: prepare(
+                session,
+                format!("SELECT version FROM {ks}.model_versions WHERE key = ? AND version = ?"),
+                true,
+            )
+            .await?,
+            versions_of: prepare(
+                session,
+                format!("SELECT version FROM {ks}.model_versions WHERE key = ?"),
+                true,
+            )
+            .await?,
+            insert_version: prepare_lwt(
+                session,
+                format!(
+                    "INSERT INTO {ks}.model_versions \
+                     (key, version, spec, encoding, spec_id, chunks, size, sha256, author, created_at) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS"
+                ),
+            )
+            .await?,
+            insert_chunk: prepare(
+                session,
+                format!("INSERT INTO {ks}.model_spec_chunks (spec_id, chunk, data) VALUES (?, ?, ?)"),
+                true,
+            )
+            .await?,
+            chunks: prepare(
+                session,
+                format!("SELECT chunk, data FROM {ks}.model_spec_chunks WHERE spec_id = ?"),
+                true,
+            )
+            .await?,
+            delete_chunks: prepare(
+                session,
+                format!("DELETE FROM {ks}.model_spec_chunks WHERE spec_id = ?"),
+                true,
+            )
+            .await?,
+            touch_key: prepare(
+                session,
+                format!("INSERT INTO {ks}.active_models (key) VALUES (?)"),
+                true,
             )
             .await?,
             pointer: prepare(
+                session,
                 format!(
-                    "SELECT version, previous_version, WRITETIME(version) \
-                     FROM {ks}.active_models WHERE key = ?"
+                    "SELECT version, previous_version, revision FROM {ks}.active_models \
+                     WHERE key = ?"
                 ),
                 true,
             )
             .await?,
-            activate,
-            feed_day: prepare(
+            move_pointer: prepare_lwt(
+                session,
                 format!(
-                    "SELECT key, changed_at FROM {ks}.model_changes \
-                     WHERE day = ? AND changed_at > ?"
+                    "UPDATE {ks}.active_models SET version = ?, previous_version = ?, \
+                     revision = ?, changed_by = ?, changed_at = ? WHERE key = ? IF revision = ?"
+                ),
+            )
+            .await?,
+            insert_change: prepare(
+                session,
+                format!(
+                    "INSERT INTO {ks}.model_changes \
+                     (day, bucket, changed_at, key, version, revision) VALUES (?, ?, ?, ?, ?, ?)"
                 ),
                 true,
             )
             .await?,
-            all_versions: prepare(
-                format!("SELECT key, version FROM {ks}.model_versions"),
+            feed: prepare(
+                session,
+                format!(
+                    "SELECT changed_at, key, revision FROM {ks}.model_changes \
+                     WHERE day = ? AND bucket = ? AND changed_at > ?"
+                ),
                 true,
             )
             .await?,
-            all_active: prepare(format!("SELECT key, version FROM {ks}.active_models"), true)
-                .await?,
+            all_pointers: prepare(
+                session,
+                format!("SELECT key, version FROM {ks}.active_models"),
+                true,
+            )
+            .await?,
         })
     }
 }
 
 /// The prepared statements of `model_rollouts`.
 pub(super) struct RolloutStatements {
-    /// `SELECT canary_version, canary_share, shadow_version, WRITETIME(changed_at) ...`
+    /// `SELECT canary_version, canary_share, shadow_version, revision ... WHERE key = ?`
     pub(super) read: PreparedStatement,
-    /// The canary update and the feed insert, as one logged batch.
-    pub(super) set_canary: Batch,
-    /// The shadow update and the feed insert, as one logged batch.
-    pub(super) set_shadow: Batch,
+    /// `UPDATE model_rollouts SET ... WHERE key = ? IF revision = ?`
+    pub(super) write: PreparedStatement,
 }
 
 impl RolloutStatements {
     pub(super) async fn prepare(session: &Session, ks: &str) -> Result<Self, Error> {
-        let prepare = |cql: String| async move {
-            let mut statement = session.prepare(cql.as_str()).await.map_err(|err| {
-                let err = ExecutionError::PrepareError(err);
-                execution_error(&format!("preparing '{cql}'"), err)
-            })?;
-            statement.set_is_idempotent(true);
-            Ok::<_, Error>(statement)
-        };
-        let insert_change = prepare(format!(
-            "INSERT INTO {ks}.model_changes (day, changed_at, key, version) VALUES (?, ?, ?, ?)"
-        ))
-        .await?;
-        let batch = |update: PreparedStatement| {
-            let mut batch = Batch::new(BatchType::Logged);
-            batch.append_statement(update);
-            batch.append_statement(insert_change.clone());
-            batch.set_is_idempotent(true);
-            batch
-        };
         Ok(Self {
-            read: prepare(format!(
-                "SELECT canary_version, canary_share, shadow_version, WRITETIME(changed_at) \
-                 FROM {ks}.model_rollouts WHERE key = ?"
-            ))
+            read: prepare(
+                session,
+                format!(
+                    "SELECT canary_version, canary_share, shadow_version, revision \
+                     FROM {ks}.model_rollouts WHERE key = ?"
+                ),
+                true,
+            )
             .await?,
-            set_canary: batch(
-                prepare(format!(
+            write: prepare_lwt(
+                session,
+                format!(
                     "UPDATE {ks}.model_rollouts SET canary_version = ?, canary_share = ?, \
-                     changed_at = ? WHERE key = ?"
-                ))
-                .await?,
-            ),
-            set_shadow: batch(
-                prepare(format!(
-                    "UPDATE {ks}.model_rollouts SET shadow_version = ?, changed_at = ? \
-                     WHERE key = ?"
-                ))
-                .await?,
-            ),
+                     shadow_version = ?, revision = ?, changed_at = ? WHERE key = ? \
+                     IF revision = ?"
+                ),
+            )
+            .await?,
         })
     }
 }

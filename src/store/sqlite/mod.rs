@@ -340,7 +340,7 @@ impl ModelStore for EmbeddedModelStore {
                 [],
                 |row| row.get(0),
             )
-            .map(ChangeCursor)
+            .map(ChangeCursor::at)
             .map_err(sqlite_error("reading the change feed"))
         })
         .await
@@ -355,7 +355,7 @@ impl ModelStore for EmbeddedModelStore {
                 )
                 .map_err(sqlite_error(context))?;
             let rows = stmt
-                .query_map([cursor.0], |row| {
+                .query_map([cursor.position()], |row| {
                     Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
                 })
                 .map_err(sqlite_error(context))?;
@@ -366,7 +366,9 @@ impl ModelStore for EmbeddedModelStore {
             for row in rows {
                 let (key, seq) = row.map_err(sqlite_error(context))?;
                 changes.keys.push(key);
-                changes.next = changes.next.max(ChangeCursor(seq));
+                if seq > changes.next.position() {
+                    changes.next = ChangeCursor::at(seq);
+                }
             }
             Ok(changes)
         })
