@@ -51,3 +51,38 @@ pub fn full_tree(
     }
     t
 }
+
+/// A random-forest spec of at least `bytes` bytes of JSON, for tests of large specs: full trees
+/// of depth 10 over 8 features with full-precision thresholds drawn from a normal distribution
+/// (as a scikit-learn forest's are: they compress about as badly), seeded so a seed gives the
+/// same text every time.
+pub fn large_forest_json(bytes: usize, seed: u64) -> String {
+    use keyscore::model::spec::{OutputSpec, ParamsSpec, ThresholdPrecision, FORMAT_VERSION};
+    let mut rng = keyscore::synth::Xoshiro256StarStar::new(seed);
+    let first = full_tree(&mut rng, 8, 10, |rng, _| rng.normal(), 100.0);
+    let per_tree = serde_json::to_string(&first)
+        .expect("a tree serialises")
+        .len()
+        .max(1);
+    let mut trees = vec![first];
+    while trees.len() * per_tree < bytes {
+        trees.push(full_tree(&mut rng, 8, 10, |rng, _| rng.normal(), 100.0));
+    }
+    let spec = keyscore::model::ModelSpec {
+        format_version: FORMAT_VERSION,
+        features: (0..8).map(|i| format!("f{i}")).collect(),
+        scaler: None,
+        model: ParamsSpec::RandomForest {
+            trees,
+            threshold_precision: ThresholdPrecision::F64,
+        },
+        output: OutputSpec::Regression,
+        metadata: None,
+    };
+    let text = serde_json::to_string(&spec).expect("a spec serialises");
+    assert!(
+        text.len() >= bytes,
+        "the forest came out smaller than asked"
+    );
+    text
+}

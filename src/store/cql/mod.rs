@@ -74,9 +74,11 @@ const SCHEMA_TIMEOUT: Duration = Duration::from_secs(60);
 /// How many times a compare-and-set is tried against concurrent writers before giving up.
 const CAS_ATTEMPTS: u32 = 50;
 
-/// The largest stored spec by default (compressed bytes): far below the 16 MiB mutation and
-/// frame limits, which chunking keeps every request under anyway.
-pub(crate) const DEFAULT_MAX_SPEC_BYTES: u64 = 8 << 20;
+/// The largest stored spec by default, in compressed bytes. Every request stays at one
+/// 512 KiB chunk, far below the 16 MiB mutation and frame limits, so this bounds what one
+/// version may take in the cluster (a default scikit-learn forest of 100 unbounded trees is
+/// ~110 MB of JSON and ~47 MB compressed, over it; one of ~50 MB of JSON, ~21 MB, under it).
+pub(crate) const DEFAULT_MAX_SPEC_BYTES: u64 = 32 << 20;
 
 /// How far behind the newest feed row a poll re-reads by default.
 pub(crate) const DEFAULT_FEED_LOOK_BACK: Duration = Duration::from_secs(30);
