@@ -3,14 +3,19 @@
 //! another CA, a certificate that does not name the server, and a plaintext client are refused
 //! with messages that say so; TLS settings that cannot work (a client certificate without its
 //! key, an unreadable CA file) are refused before any connection; a local datacenter routes
-//! requests to that datacenter only.
+//! requests to that datacenter only. The Python uploader's connection
+//! (`python/tests/test_connection.py`, run here against a node requiring client certificates)
+//! writes over TLS what keyscore then reads.
+//!
+//! The Python test needs a Python with the project's packages: `KEYSCORE_PYTHON` (see
+//! `tests/run-all.sh`); it fails naming the variable when it is missing.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use keyscore::store::{self, CqlOptions, Error, ModelStore};
-use keyscore_testkit::cqlnode::clients::repo_path;
+use keyscore_testkit::cqlnode::clients::{self, repo_path};
 use keyscore_testkit::cqlnode::CqlTestNode;
 use keyscore_testkit::tls::{TestPki, SERVER_NAME};
 
@@ -309,4 +314,65 @@ async fn a_local_datacenter_routes_requests_to_that_datacenter_only() {
         .expect("a read returns before the deadline")
         .expect_err("no node of the local datacenter takes the read");
     assert!(err.is_transient(), "{err:?}");
+}
+
+#[tokio::test]
+async fn the_python_uploader_writes_over_tls_what_keyscore_reads() {
+    let pki = TestPki::new();
+    let node = CqlTestNode::start_tls_with_client_auth(
+        pki.server_chain_pem(),
+        pki.server_key_pem(),
+        pki.ca_pem(),
+    )
+    .await;
+    let options = CqlOptions {
+        tls_cert_file: Some(pki.client_cert_file()),
+        tls_key_file: Some(pki.client_key_file()),
+        ..trusting(pki.ca_file())
+    };
+    let store = open(&url(&node), &options)
+        .await
+        .expect("keyscore connects with its client certificate");
+    store.init().await.expect("init over TLS");
+
+    let key = keyscore_testkit::unique_key("tls-python");
+    let test_file = repo_path("python/tests/test_connection.py");
+    let python_dir = repo_path("python");
+    let addr = node.addr().to_string();
+    let out = clients::run_client(
+        &clients::python(),
+        &[
+            "-m",
+            "pytest",
+            "-q",
+            "-rs",
+            "-p",
+            "no:cacheprovider",
+            &test_file.to_string_lossy(),
+        ],
+        &[
+            // This tree's package, not an installed copy.
+            ("PYTHONPATH", &python_dir.to_string_lossy()),
+            ("KEYSCORE_TEST_TLS_CQL_NODE", &addr),
+            ("KEYSCORE_TEST_TLS_DIR", &pki.dir().to_string_lossy()),
+            ("KEYSCORE_TEST_TLS_KEY", &key),
+        ],
+    )
+    .await;
+    assert!(
+        out.success && !out.stdout.contains("skipped") && out.stdout.contains(" passed"),
+        "pytest {} ({}):\n{}\n{}",
+        test_file.display(),
+        out.status,
+        out.stdout,
+        out.stderr
+    );
+
+    let active = store
+        .active(&key)
+        .await
+        .expect("active over TLS")
+        .expect("the Python test activated a version");
+    assert_eq!(active.model.version, 1);
+    store::check_spec(&active.model.spec_json).expect("the uploaded spec builds");
 }

@@ -11,7 +11,8 @@
 >>> keyscore_sklearn.write_json(spec, "model.json")  # doctest: +SKIP
 
 Then ``keyscore upload --key paris model.json``, or :func:`upload` with a cassandra-driver
-session, and ``keyscore activate --key paris --version N`` (or :func:`activate`).
+session (:func:`connect` opens one with keyscore's TLS, datacenter and login settings), and
+``keyscore activate --key paris --version N`` (or :func:`activate`).
 """
 
 from .export import (
@@ -23,17 +24,20 @@ from .export import (
     to_json,
     write_json,
 )
+from .connection import ConnectionSettingsError, connect
 from .store import UnknownVersionError, VersionExistsError, activate, upload
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ConnectionSettingsError",
     "FORMAT_VERSION",
     "SUPPORTED",
     "UnknownVersionError",
     "UnsupportedEstimatorError",
     "VersionExistsError",
     "activate",
+    "connect",
     "dumps",
     "export",
     "to_json",

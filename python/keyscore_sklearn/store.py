@@ -1,8 +1,10 @@
 """Upload specs to keyscore's CQL store (ScyllaDB or Cassandra) and activate them.
 
-Works with any cassandra-driver ``Session`` (``session.execute(query, params)``). Writes the
-tables of keyscore's ``cql/`` schema: ``model_versions`` (immutable versions),
-``active_models`` (the active pointer) and ``model_changes`` (the change feed keyscore polls).
+Works with any cassandra-driver ``Session`` (``session.execute(query, params)``);
+:func:`keyscore_sklearn.connection.connect` opens one with keyscore's settings (TLS, local
+datacenter, login from the same ``KEYSCORE_CQL_*`` environment variables). Writes the tables of
+keyscore's ``cql/`` schema: ``model_versions`` (immutable versions), ``active_models`` (the
+active pointer) and ``model_changes`` (the change feed keyscore polls).
 """
 
 from __future__ import annotations
