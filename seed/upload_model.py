@@ -4,14 +4,14 @@ activate it.
     pip install -e ./python[cassandra]
     python seed/upload_model.py --hosts 127.0.0.1 --port 9042 --keyspace keyscore --key paris --activate
 
-The keyspace and tables must exist (`keyscore init`). The model predicts a delivery time in
-minutes from `distance_km` and `items`, on data generated here.
+The keyspace and tables must exist (`keyscore init`). For a cluster with TLS, a local datacenter
+or a login, set the KEYSCORE_CQL_* variables keyscore reads (KEYSCORE_CQL_TLS_CA_FILE, ...). The
+model predicts a delivery time in minutes from `distance_km` and `items`, on data generated here.
 """
 
 import argparse
 
 import numpy as np
-from cassandra.cluster import Cluster
 from sklearn.ensemble import RandomForestRegressor
 
 import keyscore_sklearn
@@ -37,9 +37,10 @@ def main():
         model, ["distance_km", "items"], author=args.author, metrics={"r2_train": model.score(x, y)}
     )
 
-    cluster = Cluster(args.hosts.split(","), port=args.port)
+    # TLS, the local datacenter and the login come from the KEYSCORE_CQL_* variables keyscore
+    # reads too (see keyscore_sklearn.connection).
+    session = keyscore_sklearn.connect(args.hosts, port=args.port)
     try:
-        session = cluster.connect()
         version = keyscore_sklearn.upload(session, args.key, spec, keyspace=args.keyspace)
         print(f"Uploaded {args.key} version {version}.")
         if args.activate:
@@ -48,7 +49,7 @@ def main():
         else:
             print(f"Activate it with: keyscore activate --key {args.key} --version {version}")
     finally:
-        cluster.shutdown()
+        session.cluster.shutdown()
 
 
 if __name__ == "__main__":

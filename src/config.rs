@@ -8,13 +8,19 @@
 //! `KEYSCORE__KAFKA__OPTIONS__SASL_PASSWORD` ... see [`Config::apply_env`]). A value is read as
 //! a TOML value when it parses as one (numbers, booleans, `["a", "b"]`) and as a string
 //! otherwise.
+//!
+//! The CQL connection settings also have the short names the Python uploader reads
+//! ([`crate::store::CQL_ENV_OVERRIDES`]): `KEYSCORE_CQL_LOCAL_DC`, `KEYSCORE_CQL_TLS_CA_FILE`,
+//! `KEYSCORE_CQL_TLS_CERT_FILE`, `KEYSCORE_CQL_TLS_KEY_FILE` and `KEYSCORE_CQL_TLS_SERVER_NAME`
+//! set `[store.cql]` fields, always as strings; an empty value unsets the field. A
+//! `KEYSCORE__STORE__CQL__FIELD` variable for the same field wins over them.
 
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    ops::OpsConfig, registry::StoreConfig, stream::kafka::KafkaConfig,
+    ops::OpsConfig, registry::StoreConfig, store::CQL_ENV_OVERRIDES, stream::kafka::KafkaConfig,
     stream::record::RecordsConfig,
 };
 
@@ -94,11 +100,24 @@ impl Config {
 
     /// Applies `KEYSCORE__SECTION__FIELD[__KEY]=value` overrides to a parsed document. Map
     /// keys under `options` keep dots: `KEYSCORE__KAFKA__OPTIONS__SASL.USERNAME` sets
-    /// `sasl.username` (names are lower-cased).
+    /// `sasl.username` (names are lower-cased). The short `KEYSCORE_CQL_*` names of
+    /// [`crate::store::CQL_ENV_OVERRIDES`] are applied first.
     pub fn apply_env(
         doc: &mut toml::Table,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<(), Error> {
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        for (name, value) in &env {
+            let Some(&(_, field)) = CQL_ENV_OVERRIDES.iter().find(|(var, _)| var == name) else {
+                continue;
+            };
+            let cql = section(doc, &["store", "cql"], name)?;
+            if value.is_empty() {
+                cql.remove(field);
+            } else {
+                cql.insert(field.to_string(), toml::Value::String(value.clone()));
+            }
+        }
         for (name, value) in env {
             let Some(path) = name.strip_prefix(ENV_PREFIX) else {
                 continue;
@@ -115,20 +134,33 @@ impl Config {
                 .ok()
                 .and_then(|mut t| t.remove("v"))
                 .unwrap_or(toml::Value::String(value));
-            let mut table = &mut *doc;
-            for part in &parts[..parts.len() - 1] {
-                let entry = table
-                    .entry(part.clone())
-                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-                table = entry.as_table_mut().ok_or_else(|| Error::Invalid {
-                    origin: format!(" in environment variable {name}"),
-                    message: format!("'{part}' is not a section"),
-                })?;
-            }
-            table.insert(parts[parts.len() - 1].clone(), parsed);
+            let sections: Vec<&str> = parts[..parts.len() - 1]
+                .iter()
+                .map(String::as_str)
+                .collect();
+            section(doc, &sections, &name)?.insert(parts[parts.len() - 1].clone(), parsed);
         }
         Ok(())
     }
+}
+
+/// The table at `path` in `doc`, created when missing; `name` is the variable being applied.
+fn section<'a>(
+    doc: &'a mut toml::Table,
+    path: &[&str],
+    name: &str,
+) -> Result<&'a mut toml::Table, Error> {
+    let mut table = doc;
+    for part in path {
+        let entry = table
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = entry.as_table_mut().ok_or_else(|| Error::Invalid {
+            origin: format!(" in environment variable {name}"),
+            message: format!("'{part}' is not a section"),
+        })?;
+    }
+    Ok(table)
 }
 
 #[cfg(test)]
@@ -219,6 +251,64 @@ mod tests {
             // The mechanism is not a secret; the rest of sasl.* is redacted.
             assert!(text.contains("PLAIN") && !text.contains("svc"), "{text}");
         }
+    }
+
+    #[test]
+    fn cql_settings_come_from_the_file_and_the_short_environment_names() {
+        let file = "[store.cql]\nlocal_dc = 'file-dc'\ntls_server_name = 'file.example'\n";
+        let c = Config::from_toml_with_env(file, "", env(&[])).unwrap();
+        assert_eq!(c.store.cql.local_dc.as_deref(), Some("file-dc"));
+        assert_eq!(c.store.cql.max_spec_bytes, 32 << 20);
+        assert_eq!(c.store.cql.feed_look_back_ms, 30_000);
+
+        let c = Config::from_toml_with_env(
+            file,
+            "",
+            env(&[
+                ("KEYSCORE_CQL_LOCAL_DC", "eu-west"),
+                ("KEYSCORE_CQL_TLS_CA_FILE", "/etc/keyscore/ca.pem"),
+                ("KEYSCORE_CQL_TLS_CERT_FILE", "client.pem"),
+                ("KEYSCORE_CQL_TLS_KEY_FILE", "client.key"),
+                // Read as a string even though it would parse as a TOML number.
+                ("KEYSCORE_CQL_TLS_SERVER_NAME", "1234"),
+            ]),
+        )
+        .unwrap();
+        let cql = &c.store.cql;
+        assert_eq!(cql.local_dc.as_deref(), Some("eu-west"));
+        assert_eq!(
+            cql.tls_ca_file.as_deref(),
+            Some(Path::new("/etc/keyscore/ca.pem"))
+        );
+        assert_eq!(cql.tls_cert_file.as_deref(), Some(Path::new("client.pem")));
+        assert_eq!(cql.tls_key_file.as_deref(), Some(Path::new("client.key")));
+        assert_eq!(cql.tls_server_name.as_deref(), Some("1234"));
+        assert!(cql.tls());
+    }
+
+    #[test]
+    fn an_empty_short_cql_variable_unsets_the_field_and_the_long_name_wins() {
+        let c = Config::from_toml_with_env(
+            "[store.cql]\nlocal_dc = 'file-dc'\ntls_server_name = 'file.example'\n",
+            "",
+            env(&[
+                ("KEYSCORE__STORE__CQL__TLS_SERVER_NAME", "long.example"),
+                ("KEYSCORE_CQL_TLS_SERVER_NAME", "short.example"),
+                ("KEYSCORE_CQL_LOCAL_DC", ""),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.store.cql.local_dc, None);
+        assert_eq!(c.store.cql.tls_server_name.as_deref(), Some("long.example"));
+        assert!(!c.store.cql.tls());
+    }
+
+    #[test]
+    fn unknown_cql_settings_are_refused_with_their_name() {
+        let err = Config::from_toml_with_env("[store.cql]\ntls_ca = 'x'\n", "", env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tls_ca"), "{err}");
     }
 
     #[test]

@@ -11,7 +11,8 @@
 >>> keyscore_sklearn.write_json(spec, "model.json")  # doctest: +SKIP
 
 Then ``keyscore upload --key paris model.json``, or :func:`upload` with a cassandra-driver
-session, and ``keyscore activate --key paris --version N`` (or :func:`activate`).
+session (:func:`connect` opens one with keyscore's TLS, datacenter and login settings), and
+``keyscore activate --key paris --version N`` (or :func:`activate`).
 """
 
 from .export import (
@@ -23,6 +24,7 @@ from .export import (
     to_json,
     write_json,
 )
+from .connection import ConnectionSettingsError, connect
 from .store import (
     ConcurrentChangeError,
     NothingToRollBackError,
@@ -39,6 +41,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ConcurrentChangeError",
+    "ConnectionSettingsError",
     "FORMAT_VERSION",
     "NothingToRollBackError",
     "SUPPORTED",
@@ -48,6 +51,7 @@ __all__ = [
     "VersionExistsError",
     "activate",
     "canonical_text",
+    "connect",
     "dumps",
     "export",
     "rollback",

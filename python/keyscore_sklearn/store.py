@@ -1,6 +1,8 @@
 """Upload specs to keyscore's CQL store (ScyllaDB or Cassandra), activate and roll back.
 
-Works with any cassandra-driver ``Session``. Follows the one write protocol every keyscore
+Works with any cassandra-driver ``Session``; :func:`keyscore_sklearn.connection.connect` opens
+one with keyscore's settings (TLS, local datacenter, login from the same ``KEYSCORE_CQL_*``
+environment variables). Follows the one write protocol every keyscore
 writer uses (see keyscore's ``cql/`` schema files):
 
 * a version is written once, with ``INSERT ... IF NOT EXISTS`` on ``model_versions``; a spec

@@ -167,7 +167,7 @@ impl Context {
 
     /// Opens the configured store.
     pub(crate) async fn open_store(&self) -> anyhow::Result<Arc<dyn ModelStore>> {
-        crate::store::open(&self.config.store.url)
+        crate::store::open_with(&self.config.store.url, &self.config.store.cql)
             .await
             .with_context(|| {
                 format!(

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::store::CqlOptions;
+
 /// `[store]`: the model store and the registry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -25,6 +27,9 @@ pub struct StoreConfig {
     /// The key whose model scores records whose key has no model (default `_default`; empty
     /// string disables the fallback).
     pub fallback_key: String,
+    /// `[store.cql]`: TLS, the local datacenter and other settings of a `cql://` store (see
+    /// [`CqlOptions`]; every field has a default).
+    pub cql: CqlOptions,
 }
 
 impl Default for StoreConfig {
@@ -36,6 +41,7 @@ impl Default for StoreConfig {
             cache_capacity: 100_000,
             cache_max_bytes: 2 << 30,
             fallback_key: "_default".into(),
+            cql: CqlOptions::default(),
         }
     }
 }

@@ -7,7 +7,7 @@
 //!   file that survives restarts and can be inspected with `sqlite3`.
 //! * `cql://HOST:PORT[,HOST:PORT...]/KEYSPACE`: ScyllaDB or Cassandra, [`CqlModelStore`]. A
 //!   user name and password come from `KEYSCORE_CQL_USERNAME` / `KEYSCORE_CQL_PASSWORD` and are
-//!   never logged.
+//!   never logged; TLS and the local datacenter from [`CqlOptions`] (see [`open_with`]).
 //! * `memory://`: [`MemoryModelStore`], held in the process and gone with it; for tests,
 //!   benchmarks and trying things out. Every `open("memory://")` is a new, empty store.
 //!
@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-pub use cql::CqlModelStore;
+pub use cql::{CqlModelStore, CqlOptions, CQL_ENV_OVERRIDES};
 pub use memory::MemoryModelStore;
 pub use sqlite::EmbeddedModelStore;
 
@@ -448,12 +448,18 @@ pub trait ModelStore: Send + Sync + std::fmt::Debug {
 }
 
 /// Opens the store a URL names: `sqlite://PATH`, a bare path, `cql://HOSTS/KEYSPACE`, or
-/// `memory://`.
+/// `memory://`; a CQL store with the default [`CqlOptions`] (plaintext, every datacenter).
 pub async fn open(url: &str) -> Result<Arc<dyn ModelStore>, Error> {
+    open_with(url, &CqlOptions::default()).await
+}
+
+/// Opens the store a URL names, like [`open`], connecting to a CQL store as `cql` says (TLS,
+/// local datacenter). `cql` is ignored for other stores.
+pub async fn open_with(url: &str, cql: &CqlOptions) -> Result<Arc<dyn ModelStore>, Error> {
     if url == "memory://" {
         Ok(Arc::new(MemoryModelStore::default()))
     } else if let Some(rest) = url.strip_prefix("cql://") {
-        Ok(Arc::new(CqlModelStore::connect(rest).await?))
+        Ok(Arc::new(CqlModelStore::connect_with(rest, cql).await?))
     } else if let Some(path) = url.strip_prefix("sqlite://") {
         Ok(Arc::new(open_embedded(path).await?))
     } else if url.contains("://") {
@@ -562,6 +568,16 @@ pub enum Error {
     /// The store URL is malformed.
     #[error("bad store URL: {0}")]
     Url(String),
+    /// A store setting is unusable (a TLS file that cannot be read or parsed, a client
+    /// certificate without its key); nothing was contacted.
+    #[error("bad store setting: {what}")]
+    Setting {
+        /// What is wrong, and what to do about it.
+        what: String,
+        /// The underlying error, when there is one.
+        #[source]
+        source: Option<Cause>,
+    },
     /// The database could not be reached or failed; retry later.
     #[error("store unavailable: {what}")]
     Unavailable {
@@ -599,6 +615,22 @@ impl Error {
     /// Whether retrying later may succeed (the database was unreachable or timed out).
     pub fn is_transient(&self) -> bool {
         matches!(self, Error::Unavailable { .. })
+    }
+
+    /// [`Error::Setting`] without an underlying error.
+    pub fn setting(what: impl Into<String>) -> Self {
+        Error::Setting {
+            what: what.into(),
+            source: None,
+        }
+    }
+
+    /// [`Error::Setting`] caused by `source`.
+    pub fn setting_from(what: impl Into<String>, source: impl Into<Cause>) -> Self {
+        Error::Setting {
+            what: what.into(),
+            source: Some(source.into()),
+        }
     }
 
     /// [`Error::Unavailable`] without an underlying error.

@@ -9,6 +9,7 @@
 //!   on demand, over the `memory://` engine by default.
 //! * [`specs`]: model specs the store tests write.
 //! * [`rounds`]: interleaved rounds, the benches' summaries that hold up on a busy machine.
+//! * [`tls`]: certificates made at run time for the TLS tests.
 //!
 //! It is a dev-dependency of keyscore and never published: the keyscore binary does not link it.
 //!
@@ -24,6 +25,7 @@ pub mod cqlnode;
 pub mod faulty;
 pub mod rounds;
 pub mod specs;
+pub mod tls;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -1,6 +1,10 @@
-//! Parsing a `cql://` store URL and the credentials from the environment.
+//! Parsing a `cql://` store URL and the credentials from the environment, and the CQL
+//! connection settings of `[store.cql]`.
 
 use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
 
 use super::super::Error;
 
@@ -15,6 +19,78 @@ pub(crate) const USERNAME_ENV: &str = "KEYSCORE_CQL_USERNAME";
 
 /// The environment variable holding the CQL password.
 pub(crate) const PASSWORD_ENV: &str = "KEYSCORE_CQL_PASSWORD";
+
+/// The environment variables that override `[store.cql]` fields, as (variable, field).
+/// Credentials are not among them: they come from [`USERNAME_ENV`] and [`PASSWORD_ENV`] only.
+pub const CQL_ENV_OVERRIDES: &[(&str, &str)] = &[
+    ("KEYSCORE_CQL_LOCAL_DC", "local_dc"),
+    ("KEYSCORE_CQL_TLS_CA_FILE", "tls_ca_file"),
+    ("KEYSCORE_CQL_TLS_CERT_FILE", "tls_cert_file"),
+    ("KEYSCORE_CQL_TLS_KEY_FILE", "tls_key_file"),
+    ("KEYSCORE_CQL_TLS_SERVER_NAME", "tls_server_name"),
+];
+
+/// `[store.cql]`: how keyscore connects to a ScyllaDB or Cassandra cluster. Only read for a
+/// `cql://` store URL. Every field may be left out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CqlOptions {
+    /// The datacenter to send requests to (default: none, every node the driver knows). When
+    /// set, requests go to that datacenter's nodes only, never failing over to another, and
+    /// read and write at LOCAL_QUORUM (lightweight transactions at LOCAL_SERIAL). Override:
+    /// `KEYSCORE_CQL_LOCAL_DC`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_dc: Option<String>,
+    /// A PEM file with the certificate authorities that sign the nodes' certificates (default:
+    /// none, plaintext). Setting it turns TLS on. Override: `KEYSCORE_CQL_TLS_CA_FILE`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca_file: Option<PathBuf>,
+    /// A PEM file with keyscore's client certificate chain, for clusters that require client
+    /// certificates (default: none). Needs `tls_key_file` and `tls_ca_file`. Override:
+    /// `KEYSCORE_CQL_TLS_CERT_FILE`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// A PEM file with the private key of `tls_cert_file` (default: none). Override:
+    /// `KEYSCORE_CQL_TLS_KEY_FILE`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key_file: Option<PathBuf>,
+    /// The name the nodes' certificates must carry (default: none, in which case a node's
+    /// certificate must name the address keyscore connects to, or a host name written in the
+    /// store URL). Set it when the certificates name hosts and nodes are reached by address.
+    /// Override: `KEYSCORE_CQL_TLS_SERVER_NAME`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_server_name: Option<String>,
+    /// The largest model spec stored, in bytes as stored (zstd-compressed for specs over
+    /// 256 KiB; default 33554432, 32 MiB). Each request carries at most one 512 KiB chunk
+    /// whatever this is.
+    pub max_spec_bytes: u64,
+    /// How far behind the newest change it read a watcher reads the change feed again, in
+    /// milliseconds, for rows that land late or come from clocks behind its own (default
+    /// 30000). Each poll re-reads the rows of this window.
+    pub feed_look_back_ms: u64,
+}
+
+impl Default for CqlOptions {
+    fn default() -> Self {
+        Self {
+            local_dc: None,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_server_name: None,
+            max_spec_bytes: super::DEFAULT_MAX_SPEC_BYTES,
+            feed_look_back_ms: u64::try_from(super::DEFAULT_FEED_LOOK_BACK.as_millis())
+                .unwrap_or(u64::MAX),
+        }
+    }
+}
+
+impl CqlOptions {
+    /// Whether connections use TLS (a CA file is set).
+    pub fn tls(&self) -> bool {
+        self.tls_ca_file.is_some()
+    }
+}
 
 /// Where a [`super::CqlModelStore`] connects, parsed from
 /// `HOST[:PORT][,HOST[:PORT]...][/KEYSPACE]`.

@@ -15,8 +15,9 @@ pub(super) fn session_error(config: &CqlConfig, err: NewSessionError) -> Error {
         }
         _ => Error::unavailable_from(
             format!(
-                "cannot connect to {}; check that the hosts are up and reachable and, if the \
-                 cluster requires a login, KEYSCORE_CQL_USERNAME and KEYSCORE_CQL_PASSWORD",
+                "cannot connect to {}; check that the hosts are up and reachable, if the \
+                 cluster requires TLS, [store.cql] tls_ca_file (KEYSCORE_CQL_TLS_CA_FILE) and, \
+                 if it requires a login, KEYSCORE_CQL_USERNAME and KEYSCORE_CQL_PASSWORD",
                 config.describe()
             ),
             err,

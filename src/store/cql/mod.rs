@@ -28,6 +28,7 @@
 //! the rollout statements separately, so a store without `model_rollouts` still serves.
 
 mod config;
+mod connection;
 mod errors;
 mod feed;
 mod schema;
@@ -43,13 +44,16 @@ use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::statement::prepared::PreparedStatement;
-use scylla::statement::{Consistency, Statement};
+use scylla::statement::Statement;
 use scylla::value::{CqlDate, CqlTimestamp, CqlValue, Row};
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
+pub use self::config::{CqlOptions, CQL_ENV_OVERRIDES};
+
 use self::config::CqlConfig;
-use self::errors::{corrupt, execution_error, pager_error, row_error, session_error};
+use self::connection::ConnectionSettings;
+use self::errors::{corrupt, execution_error, pager_error, row_error};
 use self::specs::{Body, EncodedSpec, Layout, StoredSpec};
 use self::statements::{RolloutStatements, Statements};
 use super::{
@@ -140,32 +144,45 @@ impl CqlModelStore {
     /// Connects to `HOST[:PORT][,HOST[:PORT]...][/KEYSPACE]` (the store URL after `cql://`;
     /// port 9042 and keyspace `keyscore` by default). A login, if the cluster needs one, comes
     /// from `KEYSCORE_CQL_USERNAME` and `KEYSCORE_CQL_PASSWORD`. The keyspace need not exist
-    /// yet: [`ModelStore::init`] creates it.
+    /// yet: [`ModelStore::init`] creates it. Plaintext, every datacenter: see
+    /// [`CqlModelStore::connect_with`] for TLS and a local datacenter.
     pub async fn connect(rest: &str) -> Result<Self, Error> {
+        Self::connect_with(rest, &CqlOptions::default()).await
+    }
+
+    /// Connects like [`CqlModelStore::connect`], with TLS and a local datacenter as `options`
+    /// say. Its files are read and checked before any connection is made.
+    pub async fn connect_with(rest: &str, options: &CqlOptions) -> Result<Self, Error> {
         let config = CqlConfig::parse(rest, |name| std::env::var(name).ok())?;
-        let profile = ExecutionProfile::builder()
-            .request_timeout(Some(REQUEST_TIMEOUT))
-            .consistency(Consistency::LocalQuorum)
+        let settings = ConnectionSettings::new(&config, options)?;
+        let profile = settings
+            .profile(ExecutionProfile::builder().request_timeout(Some(REQUEST_TIMEOUT)))
             .build();
         let mut builder = SessionBuilder::new()
             .known_nodes(&config.nodes)
             .connection_timeout(CONNECT_TIMEOUT)
             .default_execution_profile_handle(profile.into_handle());
+        builder = settings.session(builder);
         if let Some(login) = &config.credentials {
             builder = builder.user(login.username.clone(), login.password.clone());
         }
         let session = builder
             .build()
             .await
-            .map_err(|err| session_error(&config, err))?;
-        tracing::debug!(store = %config.describe(), "Connected to the CQL store.");
+            .map_err(|err| settings.session_error(&config, err))?;
+        tracing::debug!(
+            store = %config.describe(),
+            tls = settings.tls(),
+            local_dc = options.local_dc.as_deref().unwrap_or(""),
+            "Connected to the CQL store."
+        );
         Ok(Self {
             config,
             session,
             statements: OnceCell::new(),
             rollout_statements: OnceCell::new(),
-            max_spec_bytes: DEFAULT_MAX_SPEC_BYTES,
-            look_back_ms: DEFAULT_FEED_LOOK_BACK.as_millis() as i64,
+            max_spec_bytes: options.max_spec_bytes,
+            look_back_ms: i64::try_from(options.feed_look_back_ms).unwrap_or(i64::MAX),
             actor: actor(),
         })
     }

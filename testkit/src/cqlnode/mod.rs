@@ -50,6 +50,10 @@
 //! name, with CREATE statements of what the node models (no table options but the
 //! clustering order, comment and default_time_to_live).
 //!
+//! [`CqlTestNode::start_tls`] listens for TLS only (rustls), with a certificate chain and key
+//! the test gives (see [`crate::tls::TestPki`]); [`CqlTestNode::start_tls_with_client_auth`]
+//! also requires a client certificate signed by a given authority.
+//!
 //! [`CqlTestNode::execute_local`] writes straight to the node's data while clients are cut off;
 //! [`clients`] runs `cqlsh`, Python and the `keyscore` binary against a node.
 
@@ -64,8 +68,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -133,6 +137,8 @@ struct Shared {
     fault_generation: Mutex<u64>,
     /// The largest frame accepted, header included.
     max_frame_size: AtomicUsize,
+    /// Set when the node listens for TLS only.
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// A running test node. Dropping it stops the node.
@@ -189,8 +195,49 @@ impl CqlTestNode {
         Self::start_flavor_on(addr, Flavor::Cassandra4).await
     }
 
+    /// Starts a node on 127.0.0.1 on a free port, playing Cassandra 4, that accepts TLS
+    /// connections only, presenting `cert_chain_pem` (the node's certificate first) with the
+    /// private key `key_pem`. A client that does not start with a TLS handshake is
+    /// disconnected. Panics if the certificate or key is unusable.
+    pub async fn start_tls(cert_chain_pem: &str, key_pem: &str) -> CqlTestNode {
+        Self::start_tls_inner(cert_chain_pem, key_pem, None).await
+    }
+
+    /// Starts a node like [`CqlTestNode::start_tls`] that also requires every client to
+    /// present a certificate signed by `client_ca_pem`.
+    pub async fn start_tls_with_client_auth(
+        cert_chain_pem: &str,
+        key_pem: &str,
+        client_ca_pem: &str,
+    ) -> CqlTestNode {
+        Self::start_tls_inner(cert_chain_pem, key_pem, Some(client_ca_pem)).await
+    }
+
+    async fn start_tls_inner(
+        cert_chain_pem: &str,
+        key_pem: &str,
+        client_ca_pem: Option<&str>,
+    ) -> CqlTestNode {
+        let config = tls_config(cert_chain_pem, key_pem, client_ca_pem);
+        Self::start_with(
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+            Flavor::Cassandra4,
+            Some(config),
+        )
+        .await
+        .expect("the CQL test node binds 127.0.0.1:0")
+    }
+
     /// Starts a node on `addr` (port 0 picks a free one), playing `flavor`.
     pub async fn start_flavor_on(addr: SocketAddr, flavor: Flavor) -> std::io::Result<CqlTestNode> {
+        Self::start_with(addr, flavor, None).await
+    }
+
+    async fn start_with(
+        addr: SocketAddr,
+        flavor: Flavor,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> std::io::Result<CqlTestNode> {
         let listener = bind(addr)?;
         let addr = listener.local_addr()?;
         let mut host_id = engine::random_uuid();
@@ -210,6 +257,7 @@ impl CqlTestNode {
             log: Mutex::new(Vec::new()),
             fault_generation: Mutex::new(0),
             max_frame_size: AtomicUsize::new(DEFAULT_MAX_FRAME_SIZE),
+            tls,
         });
         let accept = tokio::spawn(accept_loop(listener, shared.clone()));
         Ok(CqlTestNode {
@@ -378,12 +426,75 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             continue;
         }
         let _ = stream.set_nodelay(true);
-        tokio::spawn(serve(stream, shared.clone()));
+        match shared.tls.clone() {
+            None => {
+                tokio::spawn(serve(stream, shared.clone()));
+            }
+            Some(config) => {
+                let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    let mut kill = shared.kill.subscribe();
+                    kill.borrow_and_update();
+                    // A client that fails the handshake (a plaintext client, a certificate
+                    // refused either way) is disconnected, as a real node does.
+                    tokio::select! {
+                        accepted = acceptor.accept(stream) => {
+                            if let Ok(stream) = accepted {
+                                serve(stream, shared).await;
+                            }
+                        }
+                        _ = kill.changed() => {}
+                    }
+                });
+            }
+        }
     }
 }
 
+/// The TLS side of a node's listener; panics if the PEM texts are unusable.
+fn tls_config(
+    cert_chain_pem: &str,
+    key_pem: &str,
+    client_ca_pem: Option<&str>,
+) -> Arc<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let chain = CertificateDer::pem_slice_iter(cert_chain_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .expect("the node's certificate chain is PEM");
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).expect("the node's key is PEM");
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("TLS 1.2 and 1.3");
+    let builder = match client_ca_pem {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(ca.as_bytes()) {
+                roots
+                    .add(cert.expect("the client CA is PEM"))
+                    .expect("the client CA is a CA certificate");
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .expect("a client certificate verifier");
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let config = builder
+        .with_single_cert(chain, key)
+        .expect("the node's key matches its certificate");
+    Arc::new(config)
+}
+
 /// Serves one connection until the client closes it or the node kills it.
-async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, shared: Arc<Shared>) {
     let mut kill = shared.kill.subscribe();
     kill.borrow_and_update();
     let mut keyspace: Option<String> = None;
