@@ -16,7 +16,7 @@ use scylla::client::session_builder::SessionBuilder;
 use scylla::errors::{DbError, ExecutionError, RequestAttemptError};
 use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::unprepared::Statement;
-use scylla::value::CqlTimestamp;
+use scylla::value::{CqlDate, CqlTimestamp};
 
 async fn connect(node: &CqlTestNode) -> Session {
     SessionBuilder::new()
@@ -64,6 +64,9 @@ fn db_error(err: &ExecutionError) -> Option<(&DbError, &str)> {
     }
 }
 
+/// 2024-03-01 as a CQL `date`: days since 1970-01-01 (19,783) plus 2^31.
+const MARCH_1_2024: CqlDate = CqlDate((1 << 31) + 19_783);
+
 const INSERT_VERSION: &str = "INSERT INTO keyscore.model_versions (key, version, spec, author, created_at) VALUES (?, ?, ?, ?, ?)";
 
 #[tokio::test]
@@ -77,9 +80,9 @@ async fn driver_metadata_describes_the_schema() {
     let mv = &ks.tables["model_versions"];
     assert_eq!(mv.partition_key, ["key"]);
     assert_eq!(mv.clustering_key, ["version"]);
-    assert_eq!(mv.columns.len(), 5);
+    assert_eq!(mv.columns.len(), 10);
     let changes = &ks.tables["model_changes"];
-    assert_eq!(changes.partition_key, ["day"]);
+    assert_eq!(changes.partition_key, ["day", "bucket"]);
     assert_eq!(changes.clustering_key, ["changed_at", "key"]);
     assert_eq!(state.get_nodes_info().len(), 1, "one node, no peers");
 }
@@ -254,7 +257,7 @@ async fn batches_apply_atomically() {
         .await
         .unwrap();
     let change = session
-        .prepare("INSERT INTO keyscore.model_changes (day, changed_at, key, version) VALUES (?, ?, ?, ?)")
+        .prepare("INSERT INTO keyscore.model_changes (day, bucket, changed_at, key, version) VALUES (?, 0, ?, ?, ?)")
         .await
         .unwrap();
     let mut batch = Batch::new(BatchType::Logged);
@@ -265,7 +268,7 @@ async fn batches_apply_atomically() {
             &batch,
             (
                 (2i64, 1i64, "paris"),
-                ("2024-03-01", CqlTimestamp(1_709_296_200_000), "paris", 2i64),
+                (MARCH_1_2024, CqlTimestamp(1_709_296_200_000), "paris", 2i64),
             ),
         )
         .await
@@ -289,7 +292,7 @@ async fn batches_apply_atomically() {
             &batch,
             (
                 (3i64, 2i64, "paris"),
-                ("2024-03-01", None::<CqlTimestamp>, "paris", 3i64),
+                (MARCH_1_2024, None::<CqlTimestamp>, "paris", 3i64),
             ),
         )
         .await
@@ -313,11 +316,11 @@ async fn batches_apply_atomically() {
 
     // The feed query: a clustering range within one day.
     let feed = session
-        .prepare("SELECT changed_at, key, version FROM keyscore.model_changes WHERE day = ? AND changed_at > ?")
+        .prepare("SELECT changed_at, key, version FROM keyscore.model_changes WHERE day = ? AND bucket = 0 AND changed_at > ?")
         .await
         .unwrap();
     let rows = session
-        .execute_unpaged(&feed, ("2024-03-01", CqlTimestamp(0)))
+        .execute_unpaged(&feed, (MARCH_1_2024, CqlTimestamp(0)))
         .await
         .unwrap()
         .into_rows_result()
@@ -328,7 +331,7 @@ async fn batches_apply_atomically() {
         [(CqlTimestamp(1_709_296_200_000), "paris".to_string(), 2)]
     );
     let later = session
-        .execute_unpaged(&feed, ("2024-03-01", CqlTimestamp(1_709_296_200_000)))
+        .execute_unpaged(&feed, (MARCH_1_2024, CqlTimestamp(1_709_296_200_000)))
         .await
         .unwrap()
         .into_rows_result()
@@ -814,7 +817,7 @@ async fn cqlsh_runs_a_script_file() {
     assert_eq!(created.0, 1_709_296_200_000);
     let changes = session
         .query_unpaged(
-            "SELECT key, version FROM keyscore.model_changes WHERE day = '2024-03-01'",
+            "SELECT key, version FROM keyscore.model_changes WHERE day = '2024-03-01' AND bucket = 0",
             &[],
         )
         .await

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use keyscore::registry::{ModelRegistry, RegistryConfig};
 use keyscore::store::{CqlModelStore, ModelStore};
 use keyscore::stream::{Input, Outcome, Reason, RecordFormat, Scorer};
-use keyscore_testkit::cqlnode::clients::{keyscore, repo_path, utc_today, ScorerProcess};
+use keyscore_testkit::cqlnode::clients::{keyscore, repo_path, ScorerProcess};
 use keyscore_testkit::cqlnode::{CqlTestNode, Fault};
 use tokio_util::sync::CancellationToken;
 
@@ -222,16 +222,18 @@ async fn scorer_rides_out_a_node_stop_and_restart() {
 /// A data scientist who still reaches the cluster activates paris v2 while the scorer is cut
 /// off: written on the node directly, past its fault.
 fn activate_paris_v2_behind_the_fault(node: &CqlTestNode) {
-    node.execute_local(&format!(
-        "BEGIN BATCH \
-           UPDATE keyscore.active_models SET version = 2, previous_version = 1 \
-           WHERE key = 'paris'; \
-           INSERT INTO keyscore.model_changes (day, changed_at, key, version) \
-           VALUES ('{}', toTimestamp(now()), 'paris', 2); \
-         APPLY BATCH;",
-        utc_today()
-    ))
+    // The plain-CQL protocol (seed/activate.cql): compare-and-set on the revision, then the
+    // feed row.
+    node.execute_local(
+        "UPDATE keyscore.active_models SET version = 2, previous_version = 1, revision = 2 \
+         WHERE key = 'paris' IF revision = 1",
+    )
     .expect("the activation is written on the node");
+    node.execute_local(
+        "INSERT INTO keyscore.model_changes (day, bucket, changed_at, key, version, revision) \
+         VALUES (currentDate(), 0, currentTimestamp(), 'paris', 2, 2)",
+    )
+    .expect("the feed row is written on the node");
 }
 
 /// Sends a paris record to a `keyscore score` process; returns the version that scored it.

@@ -13,7 +13,8 @@ pub struct OpsConfig {
     /// Per-key metric series are exported for at most this many keys by traffic, plus at most
     /// this many more keys whose served version lags the store (default 20).
     pub top_keys: usize,
-    /// How often the status view re-reads the store's key listing, in ms (default 5000).
+    /// How often the status view re-reads the active pointers of the keys it shows (at most
+    /// 1,000: the busiest and any refused), in ms (default 5000).
     pub store_scan_interval_ms: u64,
 }
 

@@ -1,6 +1,13 @@
-//! The keys as the operations endpoint shows them: the store's listing (re-read every
-//! `[ops] store_scan_interval_ms`), what the registry serves, and what the scorer counted, joined
-//! per key. The status page and the per-key metric series read the same rows.
+//! The keys as the operations endpoint shows them: the store's active pointers of the keys this
+//! process works with (re-read every `[ops] store_scan_interval_ms`), what the registry serves,
+//! and what the scorer counted, joined per key. The status page and the per-key metric series
+//! read the same rows.
+//!
+//! The scan never lists the whole store: it reads the pointers (no specs) of at most
+//! [`SCAN_KEYS`] keys this process works with (any whose newest version it refused, then the
+//! busiest it scored), in the store's batched pointer reads, and the first [`SCAN_KEYS`] keys
+//! of the store in one bounded read (so a small store shows all its keys). Its cost per scan is
+//! bounded by that, whether the store holds 10 keys or 10^6.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -16,7 +23,10 @@ use crate::{
     telemetry::ErrorChain,
 };
 
-/// What the store's key listing said, and when.
+/// The most keys one scan reads pointers for.
+pub(super) const SCAN_KEYS: usize = 1_000;
+
+/// What the store's pointers said, and when.
 #[derive(Debug, Default)]
 pub(super) struct StoreView {
     pub(super) at: Option<SystemTime>,
@@ -48,28 +58,66 @@ pub(super) struct KeyView {
 }
 
 impl KeyView {
-    /// Re-reads the store's key listing.
+    /// Re-reads the active pointers of the keys this process works with (see the module
+    /// documentation).
     pub(super) async fn scan_store(&self) {
-        // One scan at a time, so an older listing never overwrites a newer one.
+        // One scan at a time, so an older view never overwrites a newer one.
         let _scanning = self.scanning.lock().await;
-        let result = self.registry.store().list().await;
+        let keys = self.scan_keys();
+        let store = self.registry.store();
+        let result = match store.pointers(&keys).await {
+            Ok(pointers) => store
+                .first_keys(SCAN_KEYS)
+                .await
+                .map(|first| (pointers, first)),
+            Err(err) => Err(err),
+        };
         let mut view = self.store_view.lock().expect("store view lock");
         match result {
-            Ok(keys) => {
-                view.active = keys.into_iter().map(|k| (k.key, k.active)).collect();
+            Ok((pointers, first)) => {
+                view.active = first.into_iter().collect();
+                view.active.extend(
+                    keys.into_iter()
+                        .zip(pointers)
+                        .map(|(key, pointer)| (key, pointer.map(|p| p.version))),
+                );
                 view.at = Some(SystemTime::now());
                 view.error = None;
             }
             Err(err) => {
                 if view.error.is_none() {
-                    warn!(error = %ErrorChain(&err), "Listing the model store for the status view failed.");
+                    warn!(error = %ErrorChain(&err), "Reading the model store's pointers for the status view failed.");
                 }
                 view.error = Some(ErrorChain(&err).to_string());
             }
         }
     }
 
-    /// Every key known to the store listing, the registry or the metrics, busiest first.
+    /// The keys a scan reads: those whose newest version this process refused, then the
+    /// busiest it scored, then the others it serves, at most [`SCAN_KEYS`].
+    fn scan_keys(&self) -> Vec<String> {
+        let status = self.registry.key_status();
+        let mut keys: Vec<String> = status
+            .iter()
+            .filter(|s| s.refused_version.is_some())
+            .map(|s| s.key.clone())
+            .collect();
+        let mut busiest: Vec<(String, u64)> = self
+            .metrics
+            .key_activity()
+            .into_iter()
+            .map(|(key, activity)| (key, activity.scored))
+            .collect();
+        busiest.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        keys.extend(busiest.into_iter().map(|(key, _)| key));
+        keys.extend(status.into_iter().map(|s| s.key));
+        let mut seen = std::collections::HashSet::new();
+        keys.retain(|key| seen.insert(key.clone()));
+        keys.truncate(SCAN_KEYS);
+        keys
+    }
+
+    /// Every key known to the store scan, the registry or the metrics, busiest first.
     pub(super) fn rows(&self) -> Vec<KeyRow> {
         let (scan_at, active) = {
             let view = self.store_view.lock().expect("store view lock");

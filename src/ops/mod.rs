@@ -17,8 +17,8 @@
 //!
 //! A key lags when this process serves a different version than the store names active: the
 //! new version was refused (it does not build), or the watcher has not picked it up yet. The
-//! store's side comes from a listing re-read every `[ops] store_scan_interval_ms`; a key whose
-//! model was swapped after the last listing is not judged until the next one.
+//! store's side comes from the pointers of its keys re-read every `[ops] store_scan_interval_ms`; a key whose
+//! model was swapped after the last scan is not judged until the next one.
 
 mod config;
 mod exposition;
@@ -121,7 +121,7 @@ impl Ops {
         &self.keys.metrics
     }
 
-    /// Listens on `listen` and serves until `cancel` fires; also re-reads the store listing
+    /// Listens on `listen` and serves until `cancel` fires; also re-reads the store's pointers
     /// every `store_scan_interval_ms`. Returns the bound address (useful with port 0).
     pub async fn start(
         self: &Arc<Self>,
@@ -147,7 +147,7 @@ impl Ops {
         Ok(addr)
     }
 
-    /// Re-reads the store's key listing now.
+    /// Re-reads the store's pointers of the shown keys now.
     pub async fn scan_store(&self) {
         self.keys.scan_store().await;
     }

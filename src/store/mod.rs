@@ -285,6 +285,16 @@ pub trait ModelStore: Send + Sync + std::fmt::Debug {
     /// Every key with its versions, sorted by key.
     async fn list(&self) -> Result<Vec<KeySummary>, Error>;
 
+    /// Up to `limit` keys with their active versions (`None` for keys never activated), the
+    /// first in the backend's own order, without reading specs: a bounded look at a store of
+    /// any size. The default reads [`ModelStore::list`]; backends override it with a bounded
+    /// read.
+    async fn first_keys(&self, limit: usize) -> Result<Vec<(String, Option<i64>)>, Error> {
+        let mut keys = self.list().await?;
+        keys.truncate(limit);
+        Ok(keys.into_iter().map(|k| (k.key, k.active)).collect())
+    }
+
     /// The feed's current end: changes after this point are returned by
     /// [`ModelStore::changes_since`].
     async fn cursor(&self) -> Result<ChangeCursor, Error>;

@@ -58,6 +58,7 @@ macro_rules! conformance_tests {
             reactivating_the_active_version_keeps_the_rollback_target,
             version_reads_the_exact_spec,
             list_shows_sorted_keys_versions_and_active,
+            first_keys_is_bounded_and_names_active_versions,
             changes_since_reports_every_changed_key,
             changes_since_next_cursor_misses_nothing,
             canary_and_shadow_are_stored_and_announced_on_the_feed,
@@ -449,6 +450,23 @@ pub async fn list_shows_sorted_keys_versions_and_active(store: &dyn ModelStore) 
             summary(&c, None, &[1]),
         ]
     );
+}
+
+/// `first_keys` returns at most the number asked, each key with the version `active` reports.
+pub async fn first_keys_is_bounded_and_names_active_versions(store: &dyn ModelStore) {
+    let key = unique_key("first");
+    put(store, &key, Some(1), VALID_SPEC).await;
+    put(store, &key, Some(2), VALID_SPEC_2).await;
+    store.activate(&key, 2).await.unwrap();
+    let inactive = unique_key("first");
+    put(store, &inactive, Some(1), VALID_SPEC).await;
+    assert!(store.first_keys(0).await.unwrap().is_empty());
+    let two = store.first_keys(2).await.unwrap();
+    assert!(!two.is_empty() && two.len() <= 2, "{two:?}");
+    for (key, active) in store.first_keys(50).await.unwrap() {
+        let stored = store.active(&key).await.unwrap().map(|a| a.model.version);
+        assert_eq!(active, stored, "{key}");
+    }
 }
 
 /// After activations and rollbacks, `changes_since(cursor taken before)` names every changed

@@ -7,6 +7,7 @@ driver built from system_schema, writes rows with simple and prepared statements
 reads them back, and prints one JSON object describing what it saw.
 """
 
+import datetime
 import json
 import logging
 import sys
@@ -60,15 +61,16 @@ def main():
     activate = BatchStatement()
     activate.add(
         session.prepare(
-            "UPDATE active_models SET version = ?, previous_version = ? WHERE key = ?"
+            "UPDATE active_models SET version = ?, previous_version = ?, revision = ? WHERE key = ?"
         ),
-        (4, 1, "lyon"),
+        (4, 1, 1, "lyon"),
     )
     activate.add(
         session.prepare(
-            "INSERT INTO model_changes (day, changed_at, key, version) VALUES (?, ?, ?, ?)"
+            "INSERT INTO model_changes (day, bucket, changed_at, key, version, revision)"
+            " VALUES (?, ?, ?, ?, ?, ?)"
         ),
-        ("2024-03-01", 1709296200000, "lyon", 4),
+        (datetime.date(2024, 3, 1), 0, 1709296200000, "lyon", 4, 1),
     )
     session.execute(activate)
 

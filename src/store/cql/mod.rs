@@ -973,6 +973,21 @@ impl ModelStore for CqlModelStore {
             .await
     }
 
+    /// One page of `active_models` (small rows, no specs), in token order.
+    async fn first_keys(&self, limit: usize) -> Result<Vec<(String, Option<i64>)>, Error> {
+        if limit == 0 {
+            // CQL refuses LIMIT 0 ("LIMIT must be strictly positive").
+            return Ok(Vec::new());
+        }
+        let st = self.statements().await?;
+        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+        let mut out: Vec<(String, Option<i64>)> = self
+            .read_all("listing keys", &st.first_pointers, (limit,))
+            .await?;
+        out.sort_unstable();
+        Ok(out)
+    }
+
     /// Pages through `active_models` (small rows, no specs), then reads each key's version
     /// numbers from its own partition, a bounded number at a time.
     async fn list(&self) -> Result<Vec<KeySummary>, Error> {

@@ -40,6 +40,8 @@ pub(super) struct Statements {
     pub(super) feed: PreparedStatement,
     /// `SELECT key, version FROM active_models`
     pub(super) all_pointers: PreparedStatement,
+    /// `SELECT key, version FROM active_models LIMIT ?`
+    pub(super) first_pointers: PreparedStatement,
 }
 
 /// Prepares `cql`; `idempotent` marks statements the driver may retry safely.
@@ -160,6 +162,12 @@ impl Statements {
             all_pointers: prepare(
                 session,
                 format!("SELECT key, version FROM {ks}.active_models"),
+                true,
+            )
+            .await?,
+            first_pointers: prepare(
+                session,
+                format!("SELECT key, version FROM {ks}.active_models LIMIT ?"),
                 true,
             )
             .await?,

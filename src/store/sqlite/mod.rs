@@ -292,6 +292,25 @@ impl ModelStore for EmbeddedModelStore {
         .await
     }
 
+    async fn first_keys(&self, limit: usize) -> Result<Vec<(String, Option<i64>)>, Error> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.call(move |conn| {
+            let context = "listing keys";
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT k.key, (SELECT a.version FROM active_models a WHERE a.key = k.key) \
+                     FROM (SELECT DISTINCT key FROM model_versions ORDER BY key LIMIT ?1) k",
+                )
+                .map_err(sqlite_error(context))?;
+            let rows = stmt
+                .query_map([limit], |row| Ok((row.get(0)?, row.get(1)?)))
+                .map_err(sqlite_error(context))?;
+            rows.collect::<Result<Vec<_>, _>>()
+                .map_err(sqlite_error(context))
+        })
+        .await
+    }
+
     async fn list(&self) -> Result<Vec<KeySummary>, Error> {
         self.call(|conn| {
             let context = "listing models";
