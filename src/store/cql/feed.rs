@@ -65,8 +65,7 @@ pub(crate) fn feed_days(bound: i64, now_ms: i64) -> Vec<i64> {
     (first.max(last - (MAX_FEED_DAYS - 1))..=last).collect()
 }
 
-/// The identity of one feed row: its time, key and revision (two changes of a key within the
-/// same millisecond share a row; the later one's revision makes it a new row to report).
+/// The identity of one feed row: its time, key and revision (its primary key).
 pub(crate) fn change_id(changed_at: i64, key: &str, revision: Option<i64>) -> u64 {
     let mut hasher = DefaultHasher::new();
     (changed_at, key, revision).hash(&mut hasher);
