@@ -421,3 +421,56 @@ fn bulk_upload_reports_bad_specs_by_key_and_stores_the_rest_or_nothing() {
     assert_eq!(row(&list, "paris").unwrap()[1], "v3");
     assert_eq!(row(&list, "rome").unwrap()[1], "v1");
 }
+
+/// `prune` keeps the newest versions and those in use, says what it removes, removes nothing
+/// on a dry run, and a retry removes nothing more.
+#[test]
+fn prune_keeps_the_newest_and_those_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("models.db");
+    ok(keyscore(&store, &["init"]));
+    for v in 1..=5 {
+        let file = dir.path().join(format!("v{v}.json"));
+        std::fs::write(&file, linear_spec(v).to_string()).unwrap();
+        ok(keyscore(
+            &store,
+            &["upload", "--key", "rome", &file.to_string_lossy()],
+        ));
+    }
+    ok(keyscore(
+        &store,
+        &["activate", "--key", "rome", "--version", "1"],
+    ));
+    ok(keyscore(
+        &store,
+        &["activate", "--key", "rome", "--version", "2"],
+    ));
+    let dry = ok(keyscore(
+        &store,
+        &["prune", "--key", "rome", "--keep", "1", "--dry-run"],
+    ));
+    assert!(
+        dry.contains("rome: would remove v3 v4; kept v1 v2 v5 (v1 v2 in use"),
+        "{dry}"
+    );
+    assert!(dry.contains("nothing was changed"), "{dry}");
+    let list = ok(keyscore(&store, &["list"]));
+    assert!(
+        row(&list, "rome")
+            .unwrap()
+            .ends_with(&["v1", "v2", "v3", "v4", "v5"]),
+        "{list}"
+    );
+    let out = ok(keyscore(&store, &["prune", "--key", "rome", "--keep", "1"]));
+    assert!(out.contains("rome: removed v3 v4"), "{out}");
+    let list = ok(keyscore(&store, &["list"]));
+    assert!(
+        row(&list, "rome").unwrap().ends_with(&["v1", "v2", "v5"]),
+        "{list}"
+    );
+    let again = ok(keyscore(&store, &["prune", "--all-keys", "--keep", "1"]));
+    assert!(again.contains("rome: removed nothing"), "{again}");
+    // Without a key or --all-keys, clap refuses.
+    let out = keyscore(&store, &["prune", "--keep", "1"]);
+    assert!(!out.status.success());
+}

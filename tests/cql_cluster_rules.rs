@@ -296,3 +296,29 @@ async fn a_rollback_racing_an_activation_keeps_the_pointer_whole() {
         "rollback returned {rolled_to}, pointer is {version:?}/{previous:?}"
     );
 }
+
+/// A keyspace whose tables an older keyscore made (`CREATE TABLE IF NOT EXISTS` keeps them) is
+/// refused by `init`, naming the missing columns.
+#[tokio::test]
+async fn init_refuses_tables_made_by_an_older_keyscore() {
+    let node = CqlTestNode::start().await;
+    let raw = session(&node).await;
+    raw.query_unpaged(
+        "CREATE KEYSPACE old WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}",
+        (),
+    )
+    .await
+    .unwrap();
+    raw.query_unpaged(
+        "CREATE TABLE old.active_models (key text PRIMARY KEY, version bigint, previous_version bigint)",
+        (),
+    )
+    .await
+    .unwrap();
+    let err = store(&node, "old").await.init().await.unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("old.active_models") && message.contains("lacks revision"),
+        "{message}"
+    );
+}

@@ -8,6 +8,7 @@ mod init;
 mod list;
 mod produce;
 mod promote;
+mod prune;
 mod rollback;
 mod score;
 mod serve;
@@ -70,6 +71,8 @@ pub enum Command {
     Shadow(shadow::Args),
     /// List keys with their active version and stored versions.
     List(list::Args),
+    /// Remove old versions of a key (or every key), keeping the newest and those in use.
+    Prune(prune::Args),
     /// Show a key's active (or a given) version.
     Show(show::Args),
     /// Score JSON lines from a file or stdin; scored lines to stdout, dead letters to stderr.
@@ -108,6 +111,7 @@ impl Cli {
             Command::Canary(a) => canary::run(&ctx, a).await,
             Command::Promote(a) => promote::run(&ctx, a).await,
             Command::Shadow(a) => shadow::run(&ctx, a).await,
+            Command::Prune(a) => prune::run(&ctx, a).await,
             Command::List(a) => list::run(&ctx, a).await,
             Command::Show(a) => show::run(&ctx, a).await,
             Command::Score(a) => score::run(&ctx, a).await,

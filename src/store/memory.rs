@@ -198,6 +198,7 @@ impl ModelStore for MemoryModelStore {
             .map(|key| {
                 state.active.get(key).map(|p| StorePointer {
                     version: p.version,
+                    previous: p.previous,
                     revision: p.revision,
                 })
             })
@@ -230,6 +231,23 @@ impl ModelStore for MemoryModelStore {
             }
         }
         Ok(out)
+    }
+
+    async fn versions(&self, key: &str) -> Result<Vec<i64>, Error> {
+        let state = self.state();
+        Ok(state
+            .versions
+            .range((key.to_string(), i64::MIN)..=(key.to_string(), i64::MAX))
+            .map(|((_, v), _)| *v)
+            .collect())
+    }
+
+    async fn delete_versions(&self, key: &str, versions: &[i64]) -> Result<(), Error> {
+        let mut state = self.state();
+        for version in versions {
+            state.versions.remove(&(key.to_string(), *version));
+        }
+        Ok(())
     }
 
     async fn cursor(&self) -> Result<ChangeCursor, Error> {

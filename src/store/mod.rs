@@ -57,6 +57,8 @@ pub struct ActiveModel {
 pub struct Pointer {
     /// The active version.
     pub version: i64,
+    /// The version a rollback returns to, when known.
+    pub previous: Option<i64>,
     /// The revision of the activation that made it active (see [`ActiveModel::revision`]).
     pub revision: i64,
 }
@@ -70,6 +72,18 @@ pub struct NewVersion {
     pub version: Option<i64>,
     /// The spec JSON.
     pub spec_json: String,
+}
+
+/// What [`ModelStore::prune`] removed (or, on a dry run, would remove) and kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// The versions removed, ascending.
+    pub removed: Vec<i64>,
+    /// The versions kept, ascending.
+    pub kept: Vec<i64>,
+    /// Of those kept, the ones kept because something names them (active, rollback target,
+    /// canary, shadow), ascending.
+    pub protected: Vec<i64>,
 }
 
 /// Settings of [`ModelStore::init_with`].
@@ -285,6 +299,69 @@ pub trait ModelStore: Send + Sync + std::fmt::Debug {
     /// Every key with its versions, sorted by key.
     async fn list(&self) -> Result<Vec<KeySummary>, Error>;
 
+    /// The versions stored for `key`, ascending (empty for an unknown key). The default reads
+    /// [`ModelStore::list`]; backends override it with a read of the one key.
+    async fn versions(&self, key: &str) -> Result<Vec<i64>, Error> {
+        Ok(self
+            .list()
+            .await?
+            .into_iter()
+            .find(|k| k.key == key)
+            .map(|k| k.versions)
+            .unwrap_or_default())
+    }
+
+    /// The backend's write behind [`ModelStore::prune`]: removes `versions` of `key` (missing
+    /// ones are skipped). The default refuses with [`Error::Rejected`].
+    async fn delete_versions(&self, key: &str, versions: &[i64]) -> Result<(), Error> {
+        let _ = (key, versions);
+        Err(Error::rejected(format!(
+            "{} does not support removing versions",
+            self.describe()
+        )))
+    }
+
+    /// Removes all but the newest `keep` versions of `key`, never the active version, the one
+    /// a rollback returns to, or a running canary or shadow. With `dry_run`, removes nothing
+    /// and says what it would remove. Safe to retry. Do not activate an old version of the key
+    /// while it runs: a version removed between this call's read of the pointer and its delete
+    /// would leave the pointer naming a missing version.
+    async fn prune(&self, key: &str, keep: usize, dry_run: bool) -> Result<Pruned, Error> {
+        check_key(key)?;
+        let versions = self.versions(key).await?;
+        let pointer = self
+            .pointers(std::slice::from_ref(&key.to_string()))
+            .await?
+            .pop()
+            .flatten();
+        let rollout = self.rollout(key).await?.unwrap_or_default();
+        let mut protected: Vec<i64> = [
+            pointer.map(|p| p.version),
+            pointer.and_then(|p| p.previous),
+            rollout.canary.map(|c| c.version),
+            rollout.shadow,
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|v| versions.contains(v))
+        .collect();
+        protected.sort_unstable();
+        protected.dedup();
+        let newest: Vec<i64> = versions.iter().rev().take(keep).copied().collect();
+        let (mut kept, removed): (Vec<i64>, Vec<i64>) = versions
+            .iter()
+            .partition(|v| newest.contains(v) || protected.contains(v));
+        kept.sort_unstable();
+        if !dry_run && !removed.is_empty() {
+            self.delete_versions(key, &removed).await?;
+        }
+        Ok(Pruned {
+            removed,
+            kept,
+            protected,
+        })
+    }
+
     /// Up to `limit` keys with their active versions (`None` for keys never activated), the
     /// first in the backend's own order, without reading specs: a bounded look at a store of
     /// any size. The default reads [`ModelStore::list`]; backends override it with a bounded
@@ -324,6 +401,7 @@ pub trait ModelStore: Send + Sync + std::fmt::Debug {
             .map(|a| {
                 a.map(|a| Pointer {
                     version: a.model.version,
+                    previous: None,
                     revision: a.revision,
                 })
             })

@@ -59,6 +59,7 @@ macro_rules! conformance_tests {
             version_reads_the_exact_spec,
             list_shows_sorted_keys_versions_and_active,
             first_keys_is_bounded_and_names_active_versions,
+            prune_keeps_the_newest_and_every_version_in_use,
             changes_since_reports_every_changed_key,
             changes_since_next_cursor_misses_nothing,
             canary_and_shadow_are_stored_and_announced_on_the_feed,
@@ -467,6 +468,51 @@ pub async fn first_keys_is_bounded_and_names_active_versions(store: &dyn ModelSt
         let stored = store.active(&key).await.unwrap().map(|a| a.model.version);
         assert_eq!(active, stored, "{key}");
     }
+}
+
+/// `prune` removes all but the newest versions, never the active one, the rollback target or
+/// the canary; a dry run removes nothing; a retry removes nothing more.
+pub async fn prune_keeps_the_newest_and_every_version_in_use(store: &dyn ModelStore) {
+    let key = unique_key("prune");
+    for v in 1..=6 {
+        put(store, &key, Some(v), VALID_SPEC).await;
+    }
+    store.activate(&key, 2).await.unwrap();
+    store.activate(&key, 3).await.unwrap();
+    store
+        .set_canary(
+            &key,
+            Some(Canary {
+                version: 1,
+                share: 0.1,
+            }),
+        )
+        .await
+        .unwrap();
+    let dry = store.prune(&key, 1, true).await.unwrap();
+    assert_eq!(dry.removed, [4, 5]);
+    assert_eq!(dry.kept, [1, 2, 3, 6]);
+    assert_eq!(dry.protected, [1, 2, 3]);
+    assert_eq!(
+        store.versions(&key).await.unwrap(),
+        [1, 2, 3, 4, 5, 6],
+        "a dry run removed versions"
+    );
+    let pruned = store.prune(&key, 1, false).await.unwrap();
+    assert_eq!(pruned, dry);
+    assert_eq!(store.versions(&key).await.unwrap(), [1, 2, 3, 6]);
+    assert_eq!(store.version(&key, 4).await.unwrap(), None);
+    assert!(
+        store
+            .prune(&key, 1, false)
+            .await
+            .unwrap()
+            .removed
+            .is_empty(),
+        "a retry removed more"
+    );
+    assert_eq!(store.active(&key).await.unwrap().unwrap().model.version, 3);
+    assert_eq!(store.rollback(&key).await.unwrap(), 2);
 }
 
 /// After activations and rollbacks, `changes_since(cursor taken before)` names every changed

@@ -26,7 +26,7 @@ use std::{
 use async_trait::async_trait;
 use keyscore::store::{
     ActiveModel, Canary, ChangeCursor, Changes, Error, KeySummary, MemoryModelStore, ModelStore,
-    Rollout, StoredModel,
+    Pointer, Rollout, StoredModel,
 };
 
 use crate::conformance::Fixture;
@@ -195,6 +195,28 @@ impl<S: ModelStore> ModelStore for FaultyStore<S> {
     async fn list(&self) -> Result<Vec<KeySummary>, Error> {
         self.check()?;
         self.inner.list().await
+    }
+
+    async fn pointers(&self, keys: &[String]) -> Result<Vec<Option<Pointer>>, Error> {
+        for key in keys {
+            self.check_key(key)?;
+        }
+        self.inner.pointers(keys).await
+    }
+
+    async fn versions(&self, key: &str) -> Result<Vec<i64>, Error> {
+        self.check_key(key)?;
+        self.inner.versions(key).await
+    }
+
+    async fn delete_versions(&self, key: &str, versions: &[i64]) -> Result<(), Error> {
+        self.check_key(key)?;
+        self.inner.delete_versions(key, versions).await
+    }
+
+    async fn first_keys(&self, limit: usize) -> Result<Vec<(String, Option<i64>)>, Error> {
+        self.check()?;
+        self.inner.first_keys(limit).await
     }
 
     async fn cursor(&self) -> Result<ChangeCursor, Error> {

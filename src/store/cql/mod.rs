@@ -820,6 +820,7 @@ impl ModelStore for CqlModelStore {
         for cql in schema::table_statements(ks) {
             run(cql).await?;
         }
+        self.check_columns(ks).await?;
         self.session.await_schema_agreement().await.map_err(|err| {
             Error::unavailable_from(
                 "the cluster's nodes did not agree on the new schema; run init again once \
@@ -925,6 +926,7 @@ impl ModelStore for CqlModelStore {
             .map(|p| {
                 p.version.map(|version| StorePointer {
                     version,
+                    previous: p.previous,
                     revision: p.revision.unwrap_or(0),
                 })
             })
@@ -971,6 +973,40 @@ impl ModelStore for CqlModelStore {
         }
         self.change_rollout(key, RolloutChange::Shadow(version))
             .await
+    }
+
+    async fn versions(&self, key: &str) -> Result<Vec<i64>, Error> {
+        let st = self.statements().await?;
+        let mut versions: Vec<i64> = self
+            .read_all::<(i64,)>("listing a key's versions", &st.versions_of, (key,))
+            .await?
+            .into_iter()
+            .map(|(v,)| v)
+            .collect();
+        versions.sort_unstable();
+        Ok(versions)
+    }
+
+    /// Removes each version's row, then its chunks (a reader that finds the row reads the
+    /// chunks after; one that finds no row reads no chunks).
+    async fn delete_versions(&self, key: &str, versions: &[i64]) -> Result<(), Error> {
+        let st = self.statements().await?;
+        for &version in versions {
+            let Some(stored) = self.read_stored_spec(st, key, version).await? else {
+                continue;
+            };
+            self.session
+                .execute_unpaged(&st.delete_version, (key, version))
+                .await
+                .map_err(|err| execution_error("removing a model version", err))?;
+            if let Some(spec_id) = stored.spec_id {
+                self.session
+                    .execute_unpaged(&st.delete_chunks, (spec_id,))
+                    .await
+                    .map_err(|err| execution_error("removing a model's spec chunks", err))?;
+            }
+        }
+        Ok(())
     }
 
     /// One page of `active_models` (small rows, no specs), in token order.
@@ -1072,6 +1108,44 @@ impl ModelStore for CqlModelStore {
 }
 
 impl CqlModelStore {
+    /// Refuses tables made by an older keyscore (`CREATE TABLE IF NOT EXISTS` leaves them as
+    /// they are), naming what is missing.
+    async fn check_columns(&self, keyspace: &str) -> Result<(), Error> {
+        let context = "checking the schema";
+        for (table, wanted) in schema::REQUIRED_COLUMNS {
+            let rows = self
+                .session
+                .query_unpaged(
+                    "SELECT column_name FROM system_schema.columns \
+                     WHERE keyspace_name = ? AND table_name = ?",
+                    (keyspace, *table),
+                )
+                .await
+                .map_err(|err| execution_error(context, err))?
+                .into_rows_result()
+                .map_err(|err| corrupt(context, err))?;
+            let have: BTreeSet<String> = rows
+                .rows::<(String,)>()
+                .map_err(|err| corrupt(context, err))?
+                .filter_map(Result::ok)
+                .map(|(c,)| c)
+                .collect();
+            let missing: Vec<&str> = wanted
+                .iter()
+                .copied()
+                .filter(|c| !have.contains(*c))
+                .collect();
+            if !missing.is_empty() {
+                return Err(Error::rejected(format!(
+                    "{keyspace}.{table} was created by an older keyscore and lacks {}; \
+                     create a new keyspace with `keyscore init` and upload the models again",
+                    missing.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Whether `keyspace` uses ScyllaDB tablets (it has a `system_schema.scylla_keyspaces` row
     /// with `initial_tablets` set).
     async fn keyspace_has_tablets(&self, keyspace: &str) -> Result<bool, Error> {

@@ -30,6 +30,25 @@ const TABLE_FILES: [(&str, &str); 4] = [
     ),
 ];
 
+/// Columns this keyscore relies on, per table: `init` refuses a keyspace whose tables (made by
+/// an older keyscore) lack them.
+pub(crate) const REQUIRED_COLUMNS: &[(&str, &[&str])] = &[
+    (
+        "model_versions",
+        &["encoding", "spec_id", "chunks", "size", "sha256"],
+    ),
+    ("model_spec_chunks", &["spec_id", "chunk", "data"]),
+    (
+        "active_models",
+        &["version", "previous_version", "revision"],
+    ),
+    (
+        "model_changes",
+        &["day", "bucket", "changed_at", "revision"],
+    ),
+    ("model_rollouts", &["revision"]),
+];
+
 /// The keyspace name the schema files are written with.
 const FILE_KEYSPACE: &str = "keyscore";
 

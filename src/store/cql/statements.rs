@@ -27,6 +27,8 @@ pub(super) struct Statements {
     pub(super) chunks: PreparedStatement,
     /// `DELETE FROM model_spec_chunks WHERE spec_id = ?`
     pub(super) delete_chunks: PreparedStatement,
+    /// `DELETE FROM model_versions WHERE key = ? AND version = ?`
+    pub(super) delete_version: PreparedStatement,
     /// `INSERT INTO active_models (key) VALUES (?)`: lists a key before its first activation.
     pub(super) touch_key: PreparedStatement,
     /// `SELECT version, previous_version, revision FROM active_models WHERE key = ?`
@@ -115,6 +117,12 @@ impl Statements {
             delete_chunks: prepare(
                 session,
                 format!("DELETE FROM {ks}.model_spec_chunks WHERE spec_id = ?"),
+                true,
+            )
+            .await?,
+            delete_version: prepare(
+                session,
+                format!("DELETE FROM {ks}.model_versions WHERE key = ? AND version = ?"),
                 true,
             )
             .await?,

@@ -264,7 +264,13 @@ impl ModelStore for EmbeddedModelStore {
             keys.iter()
                 .map(|key| {
                     read_pointer(&tx, key)
-                        .map(|p| p.map(|(version, _, revision)| Pointer { version, revision }))
+                        .map(|p| {
+                            p.map(|(version, previous, revision)| Pointer {
+                                version,
+                                previous,
+                                revision,
+                            })
+                        })
                         .map_err(sqlite_error(context))
                 })
                 .collect()
@@ -288,6 +294,44 @@ impl ModelStore for EmbeddedModelStore {
                 version,
                 spec_json,
             }))
+        })
+        .await
+    }
+
+    async fn versions(&self, key: &str) -> Result<Vec<i64>, Error> {
+        let key = key.to_string();
+        self.call(move |conn| {
+            let context = "listing a key's versions";
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT version FROM model_versions WHERE key = ?1 ORDER BY version",
+                )
+                .map_err(sqlite_error(context))?;
+            let rows = stmt
+                .query_map([&key], |row| row.get(0))
+                .map_err(sqlite_error(context))?;
+            rows.collect::<Result<Vec<i64>, _>>()
+                .map_err(sqlite_error(context))
+        })
+        .await
+    }
+
+    async fn delete_versions(&self, key: &str, versions: &[i64]) -> Result<(), Error> {
+        let key = key.to_string();
+        let versions = versions.to_vec();
+        self.call(move |conn| {
+            let context = "removing versions";
+            let tx = conn.transaction().map_err(sqlite_error(context))?;
+            {
+                let mut stmt = tx
+                    .prepare_cached("DELETE FROM model_versions WHERE key = ?1 AND version = ?2")
+                    .map_err(sqlite_error(context))?;
+                for version in &versions {
+                    stmt.execute(params![key, version])
+                        .map_err(sqlite_error(context))?;
+                }
+            }
+            tx.commit().map_err(sqlite_error(context))
         })
         .await
     }
