@@ -36,7 +36,7 @@ INLINE_MAX = 256 * 1024
 #: The largest chunk of a compressed spec.
 CHUNK_BYTES = 512 * 1024
 #: The largest stored (compressed) spec by default; ``KEYSCORE_CQL_MAX_SPEC_BYTES`` changes it.
-DEFAULT_MAX_SPEC_BYTES = 8 << 20
+DEFAULT_MAX_SPEC_BYTES = 32 << 20
 #: Buckets of the change feed's day partitions.
 FEED_BUCKETS = 16
 #: How many times a compare-and-set is tried against concurrent writers.
