@@ -12,7 +12,10 @@
 
 Then ``keyscore upload --key paris model.json``, or :func:`upload` with a cassandra-driver
 session (:func:`connect` opens one with keyscore's TLS, datacenter and login settings), and
-``keyscore activate --key paris --version N`` (or :func:`activate`).
+``keyscore activate --key paris --version N`` (or :func:`activate`). :func:`upload_many` and
+:func:`activate_many` do the same for many keys at once, concurrently;
+:func:`upload_many_embedded` uploads many keys through the ``keyscore`` command (the embedded
+SQLite store, or any store URL).
 """
 
 from .export import (
@@ -26,23 +29,30 @@ from .export import (
 )
 from .connection import ConnectionSettingsError, connect
 from .store import (
+    BulkReport,
     ConcurrentChangeError,
+    KeyscoreCommandError,
     NothingToRollBackError,
     SpecTooLargeError,
     UnknownVersionError,
     VersionExistsError,
     activate,
+    activate_many,
     canonical_text,
     rollback,
     upload,
+    upload_many,
+    upload_many_embedded,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BulkReport",
     "ConcurrentChangeError",
     "ConnectionSettingsError",
     "FORMAT_VERSION",
+    "KeyscoreCommandError",
     "NothingToRollBackError",
     "SUPPORTED",
     "SpecTooLargeError",
@@ -50,6 +60,7 @@ __all__ = [
     "UnsupportedEstimatorError",
     "VersionExistsError",
     "activate",
+    "activate_many",
     "canonical_text",
     "connect",
     "dumps",
@@ -57,5 +68,7 @@ __all__ = [
     "rollback",
     "to_json",
     "upload",
+    "upload_many",
+    "upload_many_embedded",
     "write_json",
 ]

@@ -5,7 +5,8 @@
 //! Bulk uploads go through the store in chunks ([`CHUNK`] specs: one transaction on SQLite),
 //! with the same checks as a single upload. A spec that does not build is reported by key with
 //! its reason and nothing of it is stored; the rest still go in, unless `--all-or-nothing`,
-//! which checks every spec first and stores nothing if any is refused.
+//! which checks every spec first and stores nothing if any is refused. `--report FILE` writes
+//! each spec's outcome as a JSON line, for programs that upload (the Python package).
 
 use std::{
     io::{BufRead, IsTerminal as _},
@@ -50,6 +51,11 @@ pub struct Args {
     /// With --dir or --jsonl: check every spec first and store nothing if any is refused.
     #[arg(long)]
     pub all_or_nothing: bool,
+    /// With --dir or --jsonl: write one JSON line per spec to FILE, in input order:
+    /// `{"key": ..., "version": N, "activated": BOOL}` when stored, with `"error": "..."` when
+    /// refused (no version) or stored but not activated. A spec without a line was not stored.
+    #[arg(long, value_name = "FILE", conflicts_with = "key")]
+    pub report: Option<PathBuf>,
 }
 
 pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> {
@@ -167,6 +173,19 @@ struct Tally {
     activated: u64,
     refused: Vec<(String, String)>,
     refused_total: u64,
+    /// The `--report` file.
+    report: Option<std::io::BufWriter<std::fs::File>>,
+}
+
+/// One line of the `--report` file.
+#[derive(serde::Serialize)]
+struct Outcome<'a> {
+    key: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<i64>,
+    activated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
 }
 
 impl Tally {
@@ -175,6 +194,17 @@ impl Tally {
         if self.refused.len() < LISTED_REFUSALS {
             self.refused.push((key.to_string(), why.to_string()));
         }
+    }
+
+    /// Writes `outcomes` to the `--report` file, if any.
+    fn report(&mut self, outcomes: &[Outcome<'_>]) -> anyhow::Result<()> {
+        if let Some(file) = &mut self.report {
+            for outcome in outcomes {
+                serde_json::to_writer(&mut *file, outcome).context("writing the --report file")?;
+                std::io::Write::write_all(file, b"\n").context("writing the --report file")?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -208,6 +238,11 @@ async fn upload_many(
 ) -> anyhow::Result<()> {
     let store = ctx.open_store().await?;
     let mut tally = Tally::default();
+    if let Some(path) = &args.report {
+        let file = std::fs::File::create(path)
+            .with_context(|| format!("creating the report file {}", path.display()))?;
+        tally.report = Some(std::io::BufWriter::new(file));
+    }
     let mut progress = Progress {
         started: Instant::now(),
         tty: std::io::stderr().is_terminal(),
@@ -216,14 +251,23 @@ async fn upload_many(
     if args.all_or_nothing {
         // Read everything once to check it, then again to store it.
         let items: Vec<NewVersion> = items.collect::<anyhow::Result<_>>()?;
+        let mut outcomes = Vec::new();
         for item in &items {
             if let Err(err) =
                 check_key(&item.key).and_then(|()| check_spec(&item.spec_json).map(drop))
             {
                 tally.refuse(&item.key, &err.to_string());
+                outcomes.push(Outcome {
+                    key: &item.key,
+                    version: None,
+                    activated: false,
+                    error: Some(err.to_string()),
+                });
             }
         }
         if tally.refused_total > 0 {
+            tally.report(&outcomes)?;
+            finish_report(&mut tally)?;
             print_refusals(&tally);
             bail!(
                 "{} of {} specs were refused; nothing was stored (--all-or-nothing)",
@@ -251,6 +295,7 @@ async fn upload_many(
         }
     }
     progress.show(&tally, true);
+    finish_report(&mut tally)?;
     println!(
         "uploaded {} of {} specs{}; {} refused",
         tally.stored,
@@ -285,11 +330,28 @@ async fn store_chunk(
         .put_versions(chunk)
         .await
         .context("storing model versions")?;
+    let mut outcomes: Vec<Outcome<'_>> = chunk
+        .iter()
+        .map(|item| Outcome {
+            key: &item.key,
+            version: None,
+            activated: false,
+            error: None,
+        })
+        .collect();
     let mut stored = Vec::with_capacity(chunk.len());
-    for (item, result) in chunk.iter().zip(results) {
+    let mut stored_at = Vec::with_capacity(chunk.len());
+    for (i, result) in results.into_iter().enumerate() {
         match result {
-            Ok(version) => stored.push((item.key.clone(), version)),
-            Err(err) => tally.refuse(&item.key, &err.to_string()),
+            Ok(version) => {
+                outcomes[i].version = Some(version);
+                stored.push((chunk[i].key.clone(), version));
+                stored_at.push(i);
+            }
+            Err(err) => {
+                tally.refuse(&chunk[i].key, &err.to_string());
+                outcomes[i].error = Some(err.to_string());
+            }
         }
     }
     tally.stored += stored.len() as u64;
@@ -298,12 +360,26 @@ async fn store_chunk(
             .activate_many(&stored)
             .await
             .context("activating model versions")?;
-        for ((key, _), result) in stored.iter().zip(results) {
+        for (&i, result) in stored_at.iter().zip(results) {
             match result {
-                Ok(()) => tally.activated += 1,
-                Err(err) => tally.refuse(key, &err.to_string()),
+                Ok(()) => {
+                    tally.activated += 1;
+                    outcomes[i].activated = true;
+                }
+                Err(err) => {
+                    tally.refuse(&chunk[i].key, &err.to_string());
+                    outcomes[i].error = Some(err.to_string());
+                }
             }
         }
+    }
+    tally.report(&outcomes)
+}
+
+/// Flushes the `--report` file, if any.
+fn finish_report(tally: &mut Tally) -> anyhow::Result<()> {
+    if let Some(file) = &mut tally.report {
+        std::io::Write::flush(file).context("writing the --report file")?;
     }
     Ok(())
 }
