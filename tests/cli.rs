@@ -401,6 +401,36 @@ fn bulk_upload_reports_bad_specs_by_key_and_stores_the_rest_or_nothing() {
     assert_eq!(list.lines().count(), 1 + 999, "{list}");
     assert_eq!(row(&list, "k0499").unwrap()[1], "v1");
     assert!(row(&list, "k0500").is_none());
+    // Pages: 400 at a time, each ending with the command for the next; together every key once.
+    let mut listed = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut args = vec!["list", "--limit", "400"];
+        if let Some(token) = &after {
+            args.extend(["--after", token.as_str()]);
+        }
+        let out = keyscore(&store, &args);
+        assert!(out.status.success());
+        let page = String::from_utf8_lossy(&out.stdout).to_string();
+        let rows: Vec<String> = page.lines().skip(1).map(|l| l.to_string()).collect();
+        assert!(rows.len() <= 400, "{page}");
+        listed.extend(rows);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        match err.split("keyscore list --after ").nth(1) {
+            Some(rest) => after = rest.split_whitespace().next().map(str::to_string),
+            None => break,
+        }
+    }
+    assert_eq!(listed.len(), 999);
+    assert_eq!(
+        listed,
+        ok(keyscore(&store, &["list", "--limit", "7", "--all"]))
+            .lines()
+            .skip(1)
+            .map(str::to_string)
+            .collect::<Vec<_>>(),
+        "--all pages through the same rows"
+    );
     let shown = ok(keyscore(&store, &["show", "--key", "k0999"]));
     assert!(shown.contains("999"), "{shown}");
 
@@ -417,7 +447,8 @@ fn bulk_upload_reports_bad_specs_by_key_and_stores_the_rest_or_nothing() {
         out.contains("uploaded 2 of 2 specs, 2 activated; 0 refused"),
         "{out}"
     );
-    let list = ok(keyscore(&store, &["list"]));
+    // 1,001 keys now: past the default page of 1,000.
+    let list = ok(keyscore(&store, &["list", "--all"]));
     assert_eq!(row(&list, "paris").unwrap()[1], "v3");
     assert_eq!(row(&list, "rome").unwrap()[1], "v1");
 }

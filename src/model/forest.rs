@@ -2,16 +2,22 @@
 //!
 //! At build time every tree is checked (children in range, no cycle, no node with two parents;
 //! all iteratively, so depth is unbounded) and re-laid out breadth-first into one packed array
-//! shared by all trees, with the two children of a split in adjacent slots. A node is 16 bytes,
-//! four to a cache line. A leaf points at itself with an infinite threshold, so stepping from a
-//! leaf stays there: that lets scoring walk [`LANES`] trees in lockstep for each tree's depth,
-//! overlapping their memory latencies, without a leaf test in the loop. Leaf values live in a
-//! separate flat array.
+//! shared by all trees, with the two children of a split in adjacent slots. A node is a
+//! threshold, a feature index and a child index: 16 bytes with `f64` thresholds, 12 with `f32`
+//! ones (forests whose features are rounded to `f32`, as scikit-learn's are).
+//!
+//! A leaf's threshold is a NaN whose payload is the leaf's number (its values are at
+//! `number * width` in a separate flat array), and its child index is its own index minus one:
+//! no feature is ever `<=` a NaN, so a step from a leaf goes "right", back to the leaf itself.
+//! That lets scoring walk [`LANES`] trees in lockstep for each tree's depth, overlapping their
+//! memory latencies, without a leaf test in the loop and without a per-node side array.
 //!
 //! Scoring follows scikit-learn exactly: a record goes left when `x[feature] <= threshold`
 //! (with the feature first rounded to `f32` for `f32` forests, done once per record before
 //! scoring); the forest's output is the sum of the trees' leaf values in tree order, divided
-//! by the number of trees.
+//! by the number of trees. An `f32` node keeps the largest `f32` not above the spec's `f64`
+//! threshold: for a feature that is itself an `f32` value, `x <= t` and `x <= that` always
+//! agree, so the smaller node changes no prediction.
 
 use std::collections::VecDeque;
 
@@ -25,27 +31,97 @@ use super::{
 /// Trees walked together.
 const LANES: usize = 4;
 
+/// A node's threshold type: `f64`, or `f32` for forests whose features are rounded to `f32`.
+trait Threshold: Copy + std::fmt::Debug {
+    /// The largest leaf number a NaN of this type can carry, plus one.
+    const LEAVES: u64;
+    /// A leaf numbered `n` (less than [`Threshold::LEAVES`]).
+    fn leaf(n: u64) -> Self;
+    /// The number of a leaf made by [`Threshold::leaf`].
+    fn leaf_number(self) -> usize;
+    /// Whether `x` goes left: `x <= threshold`; never at a leaf.
+    fn goes_left(x: f64, threshold: Self) -> bool;
+}
+
+impl Threshold for f64 {
+    const LEAVES: u64 = 1 << 32;
+    fn leaf(n: u64) -> Self {
+        f64::from_bits(0x7ff8_0000_0000_0000 | n)
+    }
+    fn leaf_number(self) -> usize {
+        (self.to_bits() & 0xffff_ffff) as usize
+    }
+    #[inline(always)]
+    fn goes_left(x: f64, threshold: Self) -> bool {
+        x <= threshold
+    }
+}
+
+impl Threshold for f32 {
+    /// A quiet `f32` NaN has 22 payload bits.
+    const LEAVES: u64 = 1 << 22;
+    fn leaf(n: u64) -> Self {
+        f32::from_bits(0x7fc0_0000 | n as u32)
+    }
+    fn leaf_number(self) -> usize {
+        (self.to_bits() & 0x003f_ffff) as usize
+    }
+    #[inline(always)]
+    fn goes_left(x: f64, threshold: Self) -> bool {
+        x <= f64::from(threshold)
+    }
+}
+
+/// The largest `f32` not above `t`: for every `f32` value `x`, `x <= t` exactly when
+/// `x <= f32_floor(t)`.
+fn f32_floor(t: f64) -> f32 {
+    let near = t as f32;
+    if f64::from(near) > t {
+        next_below(near)
+    } else {
+        near
+    }
+}
+
+/// The next `f32` below `x`, for `x` above `-inf` and not NaN (`f32::next_down` needs a newer
+/// Rust than the crate's minimum).
+fn next_below(x: f32) -> f32 {
+    if x == 0.0 {
+        -f32::from_bits(1)
+    } else if x > 0.0 {
+        f32::from_bits(x.to_bits() - 1)
+    } else {
+        f32::from_bits(x.to_bits() + 1)
+    }
+}
+
 /// One packed node.
 #[derive(Debug, Clone, Copy)]
-struct Node {
-    /// Go left when `x[feature] <= threshold`; `+inf` at a leaf.
-    threshold: f64,
-    /// Feature index of a split; 0 at a leaf.
+struct Node<T> {
+    /// Go left when `x[feature] <= threshold`; a NaN carrying the leaf number at a leaf.
+    threshold: T,
+    /// Feature index of a split; 0 at a leaf (every model has a feature 0).
     feature: u32,
-    /// A split's left child (its right child is `next + 1`); a leaf's own index.
+    /// A split's left child (its right child is `next + 1`); a leaf's own index minus one
+    /// (wrapping).
     next: u32,
+}
+
+/// The nodes of every tree, with thresholds of one type.
+#[derive(Debug, Clone)]
+enum Nodes {
+    F64(Vec<Node<f64>>),
+    F32(Vec<Node<f32>>),
 }
 
 #[derive(Debug, Clone)]
 pub(super) struct Forest {
-    nodes: Vec<Node>,
-    /// Per node: a leaf's offset into `values` (unused for splits).
-    leaf_values: Vec<u32>,
+    nodes: Nodes,
     /// Index in `nodes` of each tree's root, in tree order.
     roots: Vec<u32>,
     /// Per tree: the most splits on a path from its root to a leaf.
     depths: Vec<u32>,
-    /// Leaf values, `width` per leaf.
+    /// Leaf values, `width` per leaf, leaves numbered in layout order.
     values: Vec<f64>,
     /// 1 for regression, the class count for classification.
     width: usize,
@@ -57,11 +133,11 @@ impl Forest {
     /// Heap bytes held.
     pub(super) fn heap_bytes(&self) -> usize {
         use super::vec_bytes;
-        vec_bytes(&self.nodes)
-            + vec_bytes(&self.leaf_values)
-            + vec_bytes(&self.roots)
-            + vec_bytes(&self.depths)
-            + vec_bytes(&self.values)
+        let nodes = match &self.nodes {
+            Nodes::F64(n) => vec_bytes(n),
+            Nodes::F32(n) => vec_bytes(n),
+        };
+        nodes + vec_bytes(&self.roots) + vec_bytes(&self.depths) + vec_bytes(&self.values)
     }
 
     pub(super) fn build(
@@ -77,102 +153,84 @@ impl Forest {
             Output::Regression => 1,
             Output::Classification(classes) => classes.len(),
         };
-        let mut forest = Forest {
+        let mut layout = Layout {
             nodes: Vec::new(),
-            leaf_values: Vec::new(),
             roots: Vec::with_capacity(trees.len()),
             depths: Vec::with_capacity(trees.len()),
             values: Vec::new(),
-            width,
-            classification: matches!(output, Output::Classification(_)),
-            precision,
+            leaves: 0,
         };
         for (t, tree) in trees.iter().enumerate() {
             check_tree(tree, t, n_features, width)?;
-            forest.push_tree(tree)?;
+            layout.push_tree(tree)?;
         }
-        Ok(forest)
+        let Layout {
+            mut nodes,
+            roots,
+            depths,
+            mut values,
+            leaves,
+        } = layout;
+        values.shrink_to_fit();
+        let nodes = if precision == ThresholdPrecision::F32 && leaves < f32::LEAVES {
+            Nodes::F32(
+                nodes
+                    .iter()
+                    .map(|n| Node {
+                        threshold: if n.threshold.is_nan() {
+                            f32::leaf(n.threshold.leaf_number() as u64)
+                        } else {
+                            f32_floor(n.threshold)
+                        },
+                        feature: n.feature,
+                        next: n.next,
+                    })
+                    .collect(),
+            )
+        } else {
+            nodes.shrink_to_fit();
+            Nodes::F64(nodes)
+        };
+        Ok(Forest {
+            nodes,
+            roots,
+            depths,
+            values,
+            width,
+            classification: matches!(output, Output::Classification(_)),
+            precision,
+        })
     }
 
     pub(super) fn rounds_to_f32(&self) -> bool {
         self.precision == ThresholdPrecision::F32
     }
 
-    /// Appends a checked tree breadth-first; unreachable nodes are dropped.
-    fn push_tree(&mut self, tree: &TreeSpec) -> Result<(), Error> {
-        let too_big = || invalid("random_forest has more than 4294967295 nodes or leaf values");
-        let slot = |n: usize| u32::try_from(n).map_err(|_| too_big());
-        let root = slot(self.nodes.len())?;
-        self.roots.push(root);
-        let placeholder = Node {
-            threshold: f64::INFINITY,
-            feature: 0,
-            next: 0,
-        };
-        self.nodes.push(placeholder);
-        self.leaf_values.push(0);
-        let mut depth = 0;
-        // (node id in the spec, slot in `nodes`, splits above it)
-        let mut queue = VecDeque::from([(0usize, root as usize, 0u32)]);
-        while let Some((id, at, above)) = queue.pop_front() {
-            let (left, right) = (tree.left[id], tree.right[id]);
-            self.nodes[at] = if left == -1 {
-                depth = depth.max(above);
-                self.leaf_values[at] = slot(self.values.len())?;
-                self.values.extend_from_slice(&tree.value[id]);
-                Node {
-                    threshold: f64::INFINITY,
-                    feature: 0,
-                    next: at as u32,
-                }
-            } else {
-                let next = self.nodes.len();
-                slot(next + 1)?;
-                self.nodes.extend([placeholder, placeholder]);
-                self.leaf_values.extend([0, 0]);
-                // Checked: in range and non-negative.
-                queue.push_back((left as usize, next, above + 1));
-                queue.push_back((right as usize, next + 1, above + 1));
-                Node {
-                    threshold: tree.threshold[id],
-                    feature: tree.feature[id] as u32,
-                    next: next as u32,
-                }
-            };
-        }
-        self.depths.push(depth);
-        Ok(())
-    }
-
-    /// Walks `L` trees together from their roots for `steps` steps (their greatest depth) and
-    /// returns the offsets in `values` of the leaves `x` reaches.
-    #[inline]
-    fn leaves<const L: usize>(&self, roots: [u32; L], steps: u32, x: &[f64]) -> [usize; L] {
-        let mut at = roots;
-        for _ in 0..steps {
-            for a in &mut at {
-                let node = self.nodes[*a as usize];
-                let left = x[node.feature as usize] <= node.threshold;
-                *a = node.next + u32::from(!left);
-            }
-        }
-        at.map(|a| self.leaf_values[a as usize] as usize)
-    }
-
     /// Calls `f` with the offset in `values` of each tree's leaf, in tree order.
     #[inline]
-    fn for_each_leaf(&self, x: &[f64], mut f: impl FnMut(usize)) {
+    fn for_each_leaf(&self, x: &[f64], f: impl FnMut(usize)) {
+        match &self.nodes {
+            Nodes::F64(nodes) => self.walk(nodes, x, f),
+            Nodes::F32(nodes) => self.walk(nodes, x, f),
+        }
+    }
+
+    #[inline]
+    fn walk<T: Threshold>(&self, nodes: &[Node<T>], x: &[f64], mut f: impl FnMut(usize)) {
+        let width = self.width;
         let roots = self.roots.chunks_exact(LANES);
         let depths = self.depths.chunks_exact(LANES);
         let (rest_roots, rest_depths) = (roots.remainder(), depths.remainder());
         for (r, d) in roots.zip(depths) {
             let steps = d.iter().copied().max().unwrap_or(0);
             let roots: [u32; LANES] = r.try_into().expect("chunks of LANES");
-            self.leaves(roots, steps, x).into_iter().for_each(&mut f);
+            leaves(nodes, roots, steps, x)
+                .into_iter()
+                .for_each(|leaf| f(leaf * width));
         }
         for (&r, &d) in rest_roots.iter().zip(rest_depths) {
-            let [leaf] = self.leaves([r], d, x);
-            f(leaf);
+            let [leaf] = leaves(nodes, [r], d, x);
+            f(leaf * width);
         }
     }
 
@@ -199,6 +257,86 @@ impl Forest {
             *p /= n_trees;
         }
         classify(p)
+    }
+}
+
+/// Walks `L` trees together from their roots for `steps` steps (their greatest depth) and
+/// returns the numbers of the leaves `x` reaches.
+#[inline]
+fn leaves<T: Threshold, const L: usize>(
+    nodes: &[Node<T>],
+    roots: [u32; L],
+    steps: u32,
+    x: &[f64],
+) -> [usize; L] {
+    let mut at = roots;
+    for _ in 0..steps {
+        for a in &mut at {
+            let node = nodes[*a as usize];
+            let left = T::goes_left(x[node.feature as usize], node.threshold);
+            *a = node.next.wrapping_add(u32::from(!left));
+        }
+    }
+    at.map(|a| nodes[a as usize].threshold.leaf_number())
+}
+
+/// A forest being laid out, with `f64` thresholds.
+struct Layout {
+    nodes: Vec<Node<f64>>,
+    roots: Vec<u32>,
+    depths: Vec<u32>,
+    values: Vec<f64>,
+    /// Leaves laid out so far.
+    leaves: u64,
+}
+
+impl Layout {
+    /// Appends a checked tree breadth-first; unreachable nodes are dropped.
+    fn push_tree(&mut self, tree: &TreeSpec) -> Result<(), Error> {
+        let too_big = || invalid("random_forest has more than 4294967295 nodes or leaves");
+        let slot = |n: usize| u32::try_from(n).map_err(|_| too_big());
+        let root = slot(self.nodes.len())?;
+        self.roots.push(root);
+        let placeholder = Node {
+            threshold: f64::INFINITY,
+            feature: 0,
+            next: 0,
+        };
+        self.nodes.push(placeholder);
+        let mut depth = 0;
+        // (node id in the spec, slot in `nodes`, splits above it)
+        let mut queue = VecDeque::from([(0usize, root as usize, 0u32)]);
+        while let Some((id, at, above)) = queue.pop_front() {
+            let (left, right) = (tree.left[id], tree.right[id]);
+            self.nodes[at] = if left == -1 {
+                depth = depth.max(above);
+                if self.leaves >= f64::LEAVES {
+                    return Err(too_big());
+                }
+                let number = self.leaves;
+                self.leaves += 1;
+                self.values.extend_from_slice(&tree.value[id]);
+                Node {
+                    threshold: f64::leaf(number),
+                    feature: 0,
+                    next: (at as u32).wrapping_sub(1),
+                }
+            } else {
+                let next = self.nodes.len();
+                slot(next + 1)?;
+                self.nodes.extend([placeholder, placeholder]);
+                // Checked: in range and non-negative.
+                queue.push_back((left as usize, next, above + 1));
+                queue.push_back((right as usize, next + 1, above + 1));
+                Node {
+                    threshold: tree.threshold[id],
+                    feature: tree.feature[id] as u32,
+                    next: next as u32,
+                }
+            };
+        }
+        self.depths.push(depth);
+        Ok(())
     }
 }
 
@@ -458,6 +596,91 @@ mod tests {
             s.build().unwrap().predict(&[0.3]).unwrap(),
             Prediction::Value(1.0)
         );
+    }
+
+    #[test]
+    fn f32_nodes_keep_every_comparison_of_an_f32_feature() {
+        use super::{f32_floor, next_below, Threshold};
+        let next_above = |x: f32| -next_below(-x);
+        // Thresholds as scikit-learn makes them (midpoints of two f32 values, in f64), others
+        // anywhere, and the f32 values around each: `x <= t` never changes.
+        let mut rng = crate::synth::Xoshiro256StarStar::new(7);
+        for i in 0..200_000 {
+            let a = (rng.uniform() - 0.5) * 10f64.powi((i % 40) - 20);
+            let a32 = a as f32;
+            let t = if i % 2 == 0 {
+                (f64::from(a32) + f64::from(next_above(a32))) / 2.0
+            } else {
+                a
+            };
+            let t32 = f32_floor(t);
+            for x in [
+                next_below(a32),
+                a32,
+                next_above(a32),
+                next_above(next_above(a32)),
+            ] {
+                let x = f64::from(x);
+                assert_eq!(x <= t, f32::goes_left(x, t32), "x {x:e} t {t:e}");
+            }
+        }
+        for t in [f64::MAX, -f64::MAX, 1e39, -1e39] {
+            let t32 = f32_floor(t);
+            for x in [f32::MAX, -f32::MAX, 0.0, f32::INFINITY, f32::NEG_INFINITY] {
+                let x = f64::from(x);
+                assert_eq!(x <= t, f32::goes_left(x, t32), "x {x:e} t {t:e}");
+            }
+        }
+        assert_eq!(std::mem::size_of::<super::Node<f32>>(), 12);
+        assert_eq!(std::mem::size_of::<super::Node<f64>>(), 16);
+        for n in [0, 1, (1 << 22) - 1] {
+            assert_eq!(f32::leaf(n).leaf_number() as u64, n);
+            assert!(!f32::goes_left(0.0, f32::leaf(n)));
+        }
+        for n in [0, 1, u64::from(u32::MAX)] {
+            assert_eq!(f64::leaf(n).leaf_number() as u64, n);
+        }
+    }
+
+    #[test]
+    fn f32_forests_are_smaller_and_score_the_same() {
+        let mut rng = crate::synth::Xoshiro256StarStar::new(11);
+        // Full trees of depth 6 over 4 features, thresholds in f64 anywhere in [-2, 2).
+        let trees = (0..20)
+            .map(|_| {
+                let splits = (1 << 6) - 1;
+                let nodes: Vec<_> = (0..2 * splits + 1)
+                    .map(|i| {
+                        if i < splits {
+                            let (f, t) = (rng.below(4) as i64, rng.range(-2.0, 2.0));
+                            split(f, t, 2 * i + 1, 2 * i + 2)
+                        } else {
+                            leaf(&[rng.normal()])
+                        }
+                    })
+                    .collect();
+                tree(&nodes)
+            })
+            .collect::<Vec<_>>();
+        let f64_spec = spec(4, forest(trees.clone()), OutputSpec::Regression);
+        let mut f32_spec = f64_spec.clone();
+        let ParamsSpec::RandomForest {
+            threshold_precision,
+            ..
+        } = &mut f32_spec.model
+        else {
+            unreachable!()
+        };
+        *threshold_precision = ThresholdPrecision::F32;
+        let (wide, narrow) = (f64_spec.build().unwrap(), f32_spec.build().unwrap());
+        assert!(narrow.heap_bytes() < wide.heap_bytes() * 9 / 10);
+        for _ in 0..5_000 {
+            // Features already f32 values: the f64 forest then compares as scikit-learn does.
+            let x: Vec<f64> = (0..4)
+                .map(|_| f64::from((rng.uniform() * 4.0 - 2.0) as f32))
+                .collect();
+            assert_eq!(wide.predict(&x).unwrap(), narrow.predict(&x).unwrap());
+        }
     }
 
     #[test]

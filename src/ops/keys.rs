@@ -67,9 +67,9 @@ impl KeyView {
         let store = self.registry.store();
         let result = match store.pointers(&keys).await {
             Ok(pointers) => store
-                .first_keys(SCAN_KEYS)
+                .key_page(None, SCAN_KEYS)
                 .await
-                .map(|first| (pointers, first)),
+                .map(|first| (pointers, first.keys)),
             Err(err) => Err(err),
         };
         let mut view = self.store_view.lock().expect("store view lock");

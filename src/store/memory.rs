@@ -8,10 +8,11 @@
 //! trying keyscore out; nothing in it survives a restart.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::{Mutex, MutexGuard};
 
 use super::{
-    check_key, check_share, ActiveModel, Canary, ChangeCursor, Changes, Error, KeySummary,
+    check_key, check_share, ActiveModel, Canary, ChangeCursor, Changes, Error, KeyPage, KeySummary,
     ModelStore, Pointer as StorePointer, Rollout, StoredModel,
 };
 
@@ -231,6 +232,28 @@ impl ModelStore for MemoryModelStore {
             }
         }
         Ok(out)
+    }
+
+    async fn key_page(&self, after: Option<&str>, limit: usize) -> Result<KeyPage, Error> {
+        let state = self.state();
+        let start = match after {
+            Some(after) => Bound::Excluded((after.to_string(), i64::MAX)),
+            None => Bound::Unbounded,
+        };
+        let mut keys: Vec<(String, Option<i64>)> = Vec::new();
+        for (key, _) in state
+            .versions
+            .range((start, Bound::Unbounded))
+            .map(|(k, _)| k)
+        {
+            if keys.len() > limit {
+                break;
+            }
+            if keys.last().is_none_or(|(last, _)| last != key) {
+                keys.push((key.clone(), state.active.get(key).map(|p| p.version)));
+            }
+        }
+        Ok(KeyPage::from_sorted(keys, limit))
     }
 
     async fn versions(&self, key: &str) -> Result<Vec<i64>, Error> {

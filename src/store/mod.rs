@@ -116,6 +116,31 @@ pub struct KeySummary {
     pub versions: Vec<i64>,
 }
 
+/// One page of keys from [`ModelStore::key_page`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KeyPage {
+    /// Keys with their active versions (`None` for a key never activated).
+    pub keys: Vec<(String, Option<i64>)>,
+    /// Where the next page starts, or `None` after the last page. Opaque to callers: pass it
+    /// back to [`ModelStore::key_page`] as `after`.
+    pub next: Option<String>,
+}
+
+impl KeyPage {
+    /// A page of a backend that lists keys in key order: `keys` is up to `limit + 1` keys
+    /// after the previous page's last, the extra one only telling that another page follows.
+    pub fn from_sorted(mut keys: Vec<(String, Option<i64>)>, limit: usize) -> Self {
+        let more = keys.len() > limit;
+        keys.truncate(limit);
+        let next = if more {
+            keys.last().map(|(key, _)| key.clone())
+        } else {
+            None
+        };
+        KeyPage { keys, next }
+    }
+}
+
 /// A candidate version that scores a share of a key's records.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Canary {
@@ -362,14 +387,22 @@ pub trait ModelStore: Send + Sync + std::fmt::Debug {
         })
     }
 
-    /// Up to `limit` keys with their active versions (`None` for keys never activated), the
-    /// first in the backend's own order, without reading specs: a bounded look at a store of
-    /// any size. The default reads [`ModelStore::list`]; backends override it with a bounded
-    /// read.
-    async fn first_keys(&self, limit: usize) -> Result<Vec<(String, Option<i64>)>, Error> {
-        let mut keys = self.list().await?;
-        keys.truncate(limit);
-        Ok(keys.into_iter().map(|k| (k.key, k.active)).collect())
+    /// One page of at most `limit` keys with their active versions (`None` for keys never
+    /// activated), in the backend's own order, without reading specs: a bounded look at a
+    /// store of any size. `after` is the previous page's [`KeyPage::next`] (`None` for the
+    /// first page). The default reads [`ModelStore::list`]; backends override it with a
+    /// bounded read.
+    async fn key_page(&self, after: Option<&str>, limit: usize) -> Result<KeyPage, Error> {
+        let keys = self.list().await?;
+        let start = after.map_or(0, |after| keys.partition_point(|k| k.key.as_str() <= after));
+        Ok(KeyPage::from_sorted(
+            keys[start..]
+                .iter()
+                .take(limit.saturating_add(1))
+                .map(|k| (k.key.clone(), k.active))
+                .collect(),
+            limit,
+        ))
     }
 
     /// The feed's current end: changes after this point are returned by

@@ -58,7 +58,7 @@ macro_rules! conformance_tests {
             reactivating_the_active_version_keeps_the_rollback_target,
             version_reads_the_exact_spec,
             list_shows_sorted_keys_versions_and_active,
-            first_keys_is_bounded_and_names_active_versions,
+            key_pages_cover_every_key_once_and_name_active_versions,
             prune_keeps_the_newest_and_every_version_in_use,
             changes_since_reports_every_changed_key,
             changes_since_next_cursor_misses_nothing,
@@ -453,21 +453,42 @@ pub async fn list_shows_sorted_keys_versions_and_active(store: &dyn ModelStore) 
     );
 }
 
-/// `first_keys` returns at most the number asked, each key with the version `active` reports.
-pub async fn first_keys_is_bounded_and_names_active_versions(store: &dyn ModelStore) {
-    let key = unique_key("first");
-    put(store, &key, Some(1), VALID_SPEC).await;
-    put(store, &key, Some(2), VALID_SPEC_2).await;
-    store.activate(&key, 2).await.unwrap();
-    let inactive = unique_key("first");
-    put(store, &inactive, Some(1), VALID_SPEC).await;
-    assert!(store.first_keys(0).await.unwrap().is_empty());
-    let two = store.first_keys(2).await.unwrap();
-    assert!(!two.is_empty() && two.len() <= 2, "{two:?}");
-    for (key, active) in store.first_keys(50).await.unwrap() {
-        let stored = store.active(&key).await.unwrap().map(|a| a.model.version);
-        assert_eq!(active, stored, "{key}");
+/// `key_page` pages through every key once, each page at most the size asked, each key with
+/// the version `active` reports; a page of 0 keys is empty.
+pub async fn key_pages_cover_every_key_once_and_name_active_versions(store: &dyn ModelStore) {
+    let mut mine = BTreeSet::new();
+    for i in 0..7 {
+        let key = unique_key("page");
+        put(store, &key, Some(1), VALID_SPEC).await;
+        if i % 2 == 0 {
+            put(store, &key, Some(2), VALID_SPEC_2).await;
+            store.activate(&key, 2).await.unwrap();
+        }
+        mine.insert(key);
     }
+    assert!(store.key_page(None, 0).await.unwrap().keys.is_empty());
+    let mut seen = BTreeSet::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store.key_page(after.as_deref(), 3).await.unwrap();
+        assert!(page.keys.len() <= 3, "{page:?}");
+        for (key, active) in &page.keys {
+            assert!(seen.insert(key.clone()), "{key} listed twice");
+            if mine.contains(key) {
+                let stored = store.active(key).await.unwrap().map(|a| a.model.version);
+                assert_eq!(*active, stored, "{key}");
+            }
+        }
+        match page.next {
+            Some(next) => {
+                assert!(!page.keys.is_empty(), "an empty page promised another");
+                after = Some(next);
+            }
+            None => break,
+        }
+    }
+    let missing: Vec<_> = mine.difference(&seen).collect();
+    assert!(missing.is_empty(), "pages missed {missing:?}");
 }
 
 /// `prune` removes all but the newest versions, never the active one, the rollback target or

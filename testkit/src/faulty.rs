@@ -25,8 +25,8 @@ use std::{
 
 use async_trait::async_trait;
 use keyscore::store::{
-    ActiveModel, Canary, ChangeCursor, Changes, Error, KeySummary, MemoryModelStore, ModelStore,
-    Pointer, Rollout, StoredModel,
+    ActiveModel, Canary, ChangeCursor, Changes, Error, KeyPage, KeySummary, MemoryModelStore,
+    ModelStore, Pointer, Rollout, StoredModel,
 };
 
 use crate::conformance::Fixture;
@@ -214,9 +214,9 @@ impl<S: ModelStore> ModelStore for FaultyStore<S> {
         self.inner.delete_versions(key, versions).await
     }
 
-    async fn first_keys(&self, limit: usize) -> Result<Vec<(String, Option<i64>)>, Error> {
+    async fn key_page(&self, after: Option<&str>, limit: usize) -> Result<KeyPage, Error> {
         self.check()?;
-        self.inner.first_keys(limit).await
+        self.inner.key_page(after, limit).await
     }
 
     async fn cursor(&self) -> Result<ChangeCursor, Error> {

@@ -37,12 +37,14 @@ mod statements;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::ops::ControlFlow;
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
+use scylla::response::PagingState;
 use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::Statement;
 use scylla::value::{CqlDate, CqlTimestamp, CqlValue, Row};
@@ -58,7 +60,8 @@ use self::specs::{Body, EncodedSpec, Layout, StoredSpec};
 use self::statements::{RolloutStatements, Statements};
 use super::{
     check_key, check_share, ActiveModel, Canary, ChangeCursor, Changes, Error, InitOptions,
-    InitReport, KeySummary, ModelStore, NewVersion, Pointer as StorePointer, Rollout, StoredModel,
+    InitReport, KeyPage, KeySummary, ModelStore, NewVersion, Pointer as StorePointer, Rollout,
+    StoredModel,
 };
 use crate::model::ModelSpec;
 
@@ -1010,18 +1013,45 @@ impl ModelStore for CqlModelStore {
     }
 
     /// One page of `active_models` (small rows, no specs), in token order.
-    async fn first_keys(&self, limit: usize) -> Result<Vec<(String, Option<i64>)>, Error> {
-        if limit == 0 {
-            // CQL refuses LIMIT 0 ("LIMIT must be strictly positive").
-            return Ok(Vec::new());
-        }
+    /// Pages of `active_models` in token order (small rows, no specs): the driver's paging
+    /// state, hex-encoded, is the next page's start, so a page costs one or a few requests
+    /// whatever the table's size, and no key is skipped or repeated while pages are read.
+    async fn key_page(&self, after: Option<&str>, limit: usize) -> Result<KeyPage, Error> {
+        let context = "listing keys";
+        let mut paging = match after {
+            None => PagingState::start(),
+            Some(token) => PagingState::new_from_raw_bytes(hex::decode(token).map_err(|_| {
+                Error::rejected(format!("{token:?} is not a page token of this store"))
+            })?),
+        };
         let st = self.statements().await?;
-        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
-        let mut out: Vec<(String, Option<i64>)> = self
-            .read_all("listing keys", &st.first_pointers, (limit,))
-            .await?;
-        out.sort_unstable();
-        Ok(out)
+        let mut keys: Vec<(String, Option<i64>)> = Vec::new();
+        while keys.len() < limit {
+            let mut statement = st.all_pointers.clone();
+            // Bounded: a CQL page size is an i32; a short page just asks again.
+            let want = i32::try_from(limit - keys.len()).unwrap_or(i32::MAX);
+            statement.set_page_size(want);
+            let (result, response) = self
+                .session
+                .execute_single_page(&statement, (), paging)
+                .await
+                .map_err(|err| execution_error(context, err))?;
+            let rows = result
+                .into_rows_result()
+                .map_err(|err| corrupt(context, err))?;
+            for row in rows
+                .rows::<(String, Option<i64>)>()
+                .map_err(|err| corrupt(context, err))?
+            {
+                keys.push(row.map_err(|err| corrupt(context, err))?);
+            }
+            match response.into_paging_control_flow() {
+                ControlFlow::Continue(next) => paging = next,
+                ControlFlow::Break(()) => return Ok(KeyPage { keys, next: None }),
+            }
+        }
+        let next = paging.as_bytes_slice().map(hex::encode);
+        Ok(KeyPage { keys, next })
     }
 
     /// Pages through `active_models` (small rows, no specs), then reads each key's version

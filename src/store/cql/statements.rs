@@ -42,8 +42,6 @@ pub(super) struct Statements {
     pub(super) feed: PreparedStatement,
     /// `SELECT key, version FROM active_models`
     pub(super) all_pointers: PreparedStatement,
-    /// `SELECT key, version FROM active_models LIMIT ?`
-    pub(super) first_pointers: PreparedStatement,
 }
 
 /// Prepares `cql`; `idempotent` marks statements the driver may retry safely.
@@ -170,12 +168,6 @@ impl Statements {
             all_pointers: prepare(
                 session,
                 format!("SELECT key, version FROM {ks}.active_models"),
-                true,
-            )
-            .await?,
-            first_pointers: prepare(
-                session,
-                format!("SELECT key, version FROM {ks}.active_models LIMIT ?"),
                 true,
             )
             .await?,

@@ -36,7 +36,7 @@ use sql::{
 };
 
 use super::{
-    check_key, check_share, ActiveModel, Canary, ChangeCursor, Changes, Error, KeySummary,
+    check_key, check_share, ActiveModel, Canary, ChangeCursor, Changes, Error, KeyPage, KeySummary,
     ModelStore, NewVersion, Pointer, Rollout, StoredModel,
 };
 
@@ -336,23 +336,28 @@ impl ModelStore for EmbeddedModelStore {
         .await
     }
 
-    async fn first_keys(&self, limit: usize) -> Result<Vec<(String, Option<i64>)>, Error> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.call(move |conn| {
-            let context = "listing keys";
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT k.key, (SELECT a.version FROM active_models a WHERE a.key = k.key) \
-                     FROM (SELECT DISTINCT key FROM model_versions ORDER BY key LIMIT ?1) k",
-                )
-                .map_err(sqlite_error(context))?;
-            let rows = stmt
-                .query_map([limit], |row| Ok((row.get(0)?, row.get(1)?)))
-                .map_err(sqlite_error(context))?;
-            rows.collect::<Result<Vec<_>, _>>()
-                .map_err(sqlite_error(context))
-        })
-        .await
+    /// Keys in key order, from the primary key's index: `limit + 1` rows after `after`.
+    async fn key_page(&self, after: Option<&str>, limit: usize) -> Result<KeyPage, Error> {
+        let after = after.map(str::to_string);
+        let rows = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
+        let keys = self
+            .call(move |conn| {
+                let context = "listing keys";
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT k.key, (SELECT a.version FROM active_models a WHERE a.key = k.key) \
+                         FROM (SELECT DISTINCT key FROM model_versions \
+                               WHERE ?1 IS NULL OR key > ?1 ORDER BY key LIMIT ?2) k",
+                    )
+                    .map_err(sqlite_error(context))?;
+                let rows = stmt
+                    .query_map(params![after, rows], |row| Ok((row.get(0)?, row.get(1)?)))
+                    .map_err(sqlite_error(context))?;
+                rows.collect::<Result<Vec<_>, _>>()
+                    .map_err(sqlite_error(context))
+            })
+            .await?;
+        Ok(KeyPage::from_sorted(keys, limit))
     }
 
     async fn list(&self) -> Result<Vec<KeySummary>, Error> {
