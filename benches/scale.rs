@@ -10,6 +10,7 @@
 //! cargo bench --bench scale                      # 10^5 and 10^6 keys (several minutes)
 //! cargo bench --bench scale -- --keys 100000     # one size
 //! cargo bench --bench scale -- --quick           # 10^4 keys, a smoke run
+//! cargo bench --bench scale -- --keys 100000 --warm-only   # the warm phase alone, to profile
 //! ```
 
 use std::{
@@ -177,6 +178,8 @@ struct Bench {
     baseline: Option<f64>,
     /// Records per throughput phase.
     records: usize,
+    /// Only the warm phase (`--warm-only`).
+    warm_only: bool,
 }
 
 impl Bench {
@@ -266,6 +269,9 @@ impl Bench {
     fn many_keys(&mut self, dir: &std::path::Path, n: usize) {
         eprintln!("{n} keys:");
         let (store, upload_rate) = self.store_with(dir, n);
+        if self.warm_only {
+            return self.warm_only(&store, n);
+        }
         self.row(
             format!("bulk upload + activate, {n} linear-16 models (embedded)"),
             format!(
@@ -422,6 +428,26 @@ fn bytes_per_model(bench: &mut Bench) {
 
 impl Bench {
     /// Records/s over 8 keys: the baseline every many-key run is compared with.
+    /// Only the warm uniform phase, three times: for profiling the hit path.
+    fn warm_only(&mut self, store: &Arc<EmbeddedModelStore>, n: usize) {
+        let registry = self.registry(store, n);
+        let scorer = Scorer::new(Arc::clone(&registry), RecordFormat::default());
+        let keys: Vec<String> = (0..n).map(key).collect();
+        for chunk in keys.chunks(BATCH) {
+            let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            self.rt.block_on(registry.resolve_many(&refs));
+        }
+        let base = self.baseline.expect("the 8-key run comes first");
+        for round in 0..3 {
+            let warm = self.throughput(&scorer, &Keys::Uniform(n), 10 + round);
+            self.row(
+                format!("records/s over {n} keys, uniform, warm (round {round})"),
+                format!("{warm:.0} ({:.2}x the 8-key run)", warm / base),
+                "",
+            );
+        }
+    }
+
     fn eight_keys(&mut self, dir: &std::path::Path) {
         let (store, _) = self.store_with(dir, 8);
         let registry = self.registry(&store, 8);
@@ -460,10 +486,13 @@ fn main() {
         rows: Vec::new(),
         baseline: None,
         records,
+        warm_only: args.iter().any(|a| a == "--warm-only"),
     };
     // First, while the heap is fresh: RSS growth is only meaningful before big phases free
     // memory the allocator then reuses.
-    bytes_per_model(&mut bench);
+    if !bench.warm_only {
+        bytes_per_model(&mut bench);
+    }
     bench.eight_keys(dir.path());
     for n in sizes {
         bench.many_keys(dir.path(), n);

@@ -1,10 +1,12 @@
 //! The hit path's lock-free copy of the cache.
 //!
 //! A concurrent map (`papaya`, lock-free reads) from key to slot. A hit is one hash and one
-//! load, whatever the number of keys; publishing a key touches only that key's entry, so its
+//! load, whatever the number of keys; keys up to 24 bytes are held inline in the entry
+//! (`CompactString`), so comparing a key does not cost another cache miss on a heap string; publishing a key touches only that key's entry, so its
 //! cost does not grow with the number of keys held (a copy-on-write snapshot would copy its
 //! shard on every publish: O(keys) per publish, O(keys²) for a cold start).
 
+use compact_str::CompactString;
 use papaya::Operation;
 
 use super::Slot;
@@ -14,7 +16,7 @@ use super::Slot;
 /// swapped out.
 #[derive(Debug, Default)]
 pub(super) struct HotSnapshot {
-    slots: papaya::HashMap<String, Slot, foldhash::fast::RandomState>,
+    slots: papaya::HashMap<CompactString, Slot, foldhash::fast::RandomState>,
 }
 
 impl HotSnapshot {
@@ -30,7 +32,7 @@ impl HotSnapshot {
     pub(super) fn publish(&self, key: &str, slot: &Slot) {
         self.slots
             .pin()
-            .compute(key.to_string(), |held| match held {
+            .compute(CompactString::from(key), |held| match held {
                 Some((_, held)) if held.revision > slot.revision => Operation::Abort(()),
                 _ => Operation::Insert(slot.clone()),
             });
@@ -40,7 +42,7 @@ impl HotSnapshot {
     pub(super) fn remove(&self, key: &str, revision: i64) {
         self.slots
             .pin()
-            .compute(key.to_string(), |held| match held {
+            .compute(CompactString::from(key), |held| match held {
                 Some((_, held)) if held.revision <= revision => Operation::Remove,
                 _ => Operation::Abort(()),
             });

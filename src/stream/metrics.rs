@@ -144,19 +144,29 @@ pub struct BatchTally {
     pub shadow: u64,
     /// Dead letters by reason, indexed like [`Reason::ALL`].
     pub dead: [u64; Reason::ALL.len()],
-    /// Per key.
-    pub keys: HashMap<String, KeyTally>,
+    /// Per key. A key may appear more than once; its parts add up.
+    pub keys: Vec<(String, KeyTally)>,
     /// A few of the batch's dead letters.
     pub dead_notes: Vec<DeadNote>,
 }
 
 impl BatchTally {
-    /// Counts a dead letter, keeping a note of the first few.
+    /// Counts a dead letter, also in `key`'s tally when given, keeping a note of the first few.
     pub fn dead_letter(&mut self, reason: Reason, key: Option<&str>, message: &str) {
-        self.dead[reason_index(reason)] += 1;
         if let Some(key) = key {
-            self.keys.entry(key.to_string()).or_default().dead += 1;
+            let tally = KeyTally {
+                dead: 1,
+                ..KeyTally::default()
+            };
+            self.keys.push((key.to_string(), tally));
         }
+        self.note_dead_letter(reason, key, message);
+    }
+
+    /// Counts a dead letter by reason, keeping a note of the first few naming `key`, but not
+    /// in any key's tally: for callers that count their keys' dead letters themselves.
+    pub fn note_dead_letter(&mut self, reason: Reason, key: Option<&str>, message: &str) {
+        self.dead[reason_index(reason)] += 1;
         if self.dead_notes.len() < DEAD_NOTES_PER_BATCH {
             self.dead_notes.push(DeadNote {
                 at_ms: unix_ms(SystemTime::now()),
@@ -468,24 +478,24 @@ mod tests {
         let m = Metrics::default();
         // One busy key, then many keys seen once each.
         let mut busy = BatchTally::default();
-        busy.keys.insert(
+        busy.keys.push((
             "busy".into(),
             KeyTally {
                 scored: 1000,
                 ..KeyTally::default()
             },
-        );
+        ));
         m.record_batch(busy);
         for batch in 0..50 {
             let mut t = BatchTally::default();
             for i in 0..1000 {
-                t.keys.insert(
+                t.keys.push((
                     format!("k{batch}-{i}"),
                     KeyTally {
                         scored: 1,
                         ..KeyTally::default()
                     },
-                );
+                ));
             }
             m.record_batch(t);
         }
@@ -506,14 +516,14 @@ mod tests {
             scored: 2,
             ..BatchTally::default()
         };
-        t.keys.insert(
+        t.keys.push((
             "paris".into(),
             KeyTally {
                 scored: 2,
                 scores: vec![1.0, 2.0],
                 ..KeyTally::default()
             },
-        );
+        ));
         t.dead_letter(
             Reason::MissingFeature,
             Some("paris"),

@@ -12,7 +12,7 @@ use std::{sync::Arc, time::Instant};
 
 // Per-batch maps keyed by record keys: foldhash is several times faster than SipHash on short
 // keys, and HashDoS resistance is kept by its per-map random seed.
-use foldhash::{HashMap, HashSet, HashSetExt};
+use foldhash::{HashMap, HashMapExt};
 
 use super::{
     metrics::{score_value, BatchTally, KeyTally, Metrics},
@@ -127,32 +127,44 @@ impl Scorer {
             .iter()
             .map(|i| decode(i.payload, &self.format, i.key))
             .collect();
-        // Each distinct key is resolved once per batch; missing ones are loaded together.
+        // Each distinct key is resolved once per batch (missing ones are loaded together);
+        // a record refers to its key by the key's index in `keys`, so the rest of the batch
+        // hashes no key again.
+        let mut index: HashMap<&str, usize> = HashMap::with_capacity(inputs.len());
         let mut keys: Vec<&str> = Vec::new();
-        let mut seen: HashSet<&str> = HashSet::new();
-        for d in decoded.iter().flatten() {
-            if seen.insert(d.key.as_str()) {
-                keys.push(d.key.as_str());
-            }
-        }
-        let resolved = self.registry.resolve_many(&keys).await;
-        let models: HashMap<&str, KeyModels> = keys
-            .into_iter()
-            .zip(resolved)
-            .map(|(key, resolved)| {
-                let models = match resolved {
-                    Ok(resolved) => {
-                        let rollout = match &resolved {
-                            Resolved::Own(_) => self.registry.rollout(key),
-                            _ => None,
-                        };
-                        Ok((resolved, rollout))
-                    }
-                    Err(err) => Err(store_rejection(&err)),
-                };
-                (key, models)
+        let key_of: Vec<usize> = decoded
+            .iter()
+            .map(|d| match d {
+                Ok(d) => *index.entry(d.key.as_str()).or_insert_with(|| {
+                    keys.push(d.key.as_str());
+                    keys.len() - 1
+                }),
+                Err(_) => usize::MAX,
             })
             .collect();
+        drop(index);
+        let resolved = self.registry.resolve_many(&keys).await;
+        let models: Vec<KeyModels> = keys
+            .iter()
+            .zip(resolved)
+            .map(|(key, resolved)| match resolved {
+                Ok(resolved) => {
+                    let rollout = match &resolved {
+                        Resolved::Own(_) => self.registry.rollout(key),
+                        _ => None,
+                    };
+                    Ok((resolved, rollout))
+                }
+                Err(err) => Err(store_rejection(&err)),
+            })
+            .collect();
+        // Tallies of the keys scored by their own models, by key index; records scored by
+        // the fallback model count under the fallback's key.
+        let mut own: Vec<KeyTally> = std::iter::repeat_with(KeyTally::default)
+            .take(keys.len())
+            .collect();
+        // (One fallback key per registry: a short list.)
+        let mut fallback: Vec<(String, KeyTally)> = Vec::new();
         let mut scratch = Vec::with_capacity(32);
         let mut scoring = Scoring {
             outcomes: Vec::with_capacity(inputs.len()),
@@ -170,7 +182,7 @@ impl Scorer {
             let mut timed = false;
             let (outcome, own_key) = match d {
                 Err(rejection) => (Outcome::Rejected(rejection.clone()), false),
-                Ok(d) => match &models[d.key.as_str()] {
+                Ok(d) => match &models[key_of[i]] {
                     Err(rejection) => (Outcome::Rejected(rejection.clone()), false),
                     Ok((resolved, rollout)) => {
                         let canary = rollout
@@ -189,7 +201,7 @@ impl Scorer {
                         }
                         let shadow = rollout.as_ref().and_then(|r| r.shadow.as_ref());
                         if let (Outcome::Scored(primary), Some(shadow)) = (&outcome, shadow) {
-                            let tally_key = key_tally(&mut tally.keys, &d.key);
+                            let tally_key = &mut own[key_of[i]];
                             match score_decoded(d, &Resolved::Own(Arc::clone(shadow)), &mut scratch)
                             {
                                 Outcome::Scored(mut s) => {
@@ -212,7 +224,18 @@ impl Scorer {
             match &outcome {
                 Outcome::Scored(s) => {
                     tally.scored += 1;
-                    let t = key_tally(&mut tally.keys, &s.model.key);
+                    let t = if s.fallback {
+                        let at = match fallback.iter().position(|(k, _)| *k == s.model.key) {
+                            Some(at) => at,
+                            None => {
+                                fallback.push((s.model.key.clone(), KeyTally::default()));
+                                fallback.len() - 1
+                            }
+                        };
+                        &mut fallback[at].1
+                    } else {
+                        &mut own[key_of[i]]
+                    };
                     t.scored += 1;
                     if s.canary {
                         tally.canary += 1;
@@ -224,7 +247,10 @@ impl Scorer {
                     // Only keys with a model of their own are named: record keys are
                     // untrusted, and naming every one would grow the metrics without bound.
                     let key = d.as_ref().ok().filter(|_| own_key).map(|d| d.key.as_str());
-                    tally.dead_letter(r.reason, key, &r.message);
+                    if key.is_some() {
+                        own[key_of[i]].dead += 1;
+                    }
+                    tally.note_dead_letter(r.reason, key, &r.message);
                 }
             }
             scoring.outcomes.push(outcome);
@@ -239,6 +265,13 @@ impl Scorer {
             mark = now;
         }
         timings.flush();
+        tally.keys.reserve(keys.len() + fallback.len());
+        for (key, t) in keys.iter().zip(own) {
+            if t.scored > 0 || t.dead > 0 || t.shadow.compared > 0 || t.shadow.failed > 0 {
+                tally.keys.push((key.to_string(), t));
+            }
+        }
+        tally.keys.extend(fallback);
         tally.shadow = scoring.shadows.len() as u64;
         if let Some(stats) = stats {
             stats.shadow_outputs += scoring.shadows.len() as u64;
@@ -255,14 +288,6 @@ impl Scorer {
         self.metrics.record_batch(tally);
         scoring
     }
-}
-
-/// A key's tally in the batch, allocating the key only the first time it is seen.
-fn key_tally<'t>(keys: &'t mut HashMap<String, KeyTally>, key: &str) -> &'t mut KeyTally {
-    if !keys.contains_key(key) {
-        keys.insert(key.to_string(), KeyTally::default());
-    }
-    keys.get_mut(key).expect("inserted above")
 }
 
 /// The bytes a record's canary split is hashed from: its id's JSON text, else its payload.
