@@ -78,14 +78,19 @@ fn logistic_spec(rng: &mut Xoshiro256StarStar) -> String {
 }
 
 /// A forest of `trees` full trees of depth `depth`.
-fn forest_spec(rng: &mut Xoshiro256StarStar, trees: usize, depth: u32) -> String {
+fn forest_spec(
+    rng: &mut Xoshiro256StarStar,
+    trees: usize,
+    depth: u32,
+    precision: ThresholdPrecision,
+) -> String {
     let tree = |rng: &mut Xoshiro256StarStar| {
         keyscore_testkit::specs::full_tree(rng, FEATURES, depth, |r, _| r.range(-1.0, 1.0), 10.0)
     };
     spec(
         ParamsSpec::RandomForest {
             trees: (0..trees).map(|_| tree(rng)).collect(),
-            threshold_precision: ThresholdPrecision::F64,
+            threshold_precision: precision,
         },
         OutputSpec::Regression,
     )
@@ -394,12 +399,17 @@ impl Bench {
 fn bytes_per_model(bench: &mut Bench) {
     let mut rng = Xoshiro256StarStar::new(5);
     type Make = fn(&mut Xoshiro256StarStar) -> String;
-    let kinds: [(&str, Make, usize); 4] = [
+    let kinds: [(&str, Make, usize); 5] = [
         ("linear-16", linear_spec, 100_000),
         ("logistic-16", logistic_spec, 100_000),
         (
-            "forest 100 trees x depth 8",
-            |r| forest_spec(r, 100, 8),
+            "forest 100 trees x depth 8, f64 thresholds",
+            |r| forest_spec(r, 100, 8, ThresholdPrecision::F64),
+            200,
+        ),
+        (
+            "forest 100 trees x depth 8, f32 thresholds (as scikit-learn exports)",
+            |r| forest_spec(r, 100, 8, ThresholdPrecision::F32),
             200,
         ),
         ("MLP 16-64-64-1", mlp_spec, 10_000),
@@ -433,10 +443,13 @@ impl Bench {
         let registry = self.registry(store, n);
         let scorer = Scorer::new(Arc::clone(&registry), RecordFormat::default());
         let keys: Vec<String> = (0..n).map(key).collect();
+        let started = Instant::now();
         for chunk in keys.chunks(BATCH) {
             let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
             self.rt.block_on(registry.resolve_many(&refs));
         }
+        let cold = n as f64 / started.elapsed().as_secs_f64();
+        self.row(format!("cold load, {n} keys"), format!("{cold:.0} keys/s"), "");
         let base = self.baseline.expect("the 8-key run comes first");
         for round in 0..3 {
             let warm = self.throughput(&scorer, &Keys::Uniform(n), 10 + round);

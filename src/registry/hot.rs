@@ -28,6 +28,24 @@ impl HotSnapshot {
         self.slots.pin().get(key).cloned()
     }
 
+    /// The slots of `keys`, in order. Looks every key up first, holding only references, and
+    /// reads each model's header before cloning any `Arc`: with many keys each lookup is a
+    /// cache miss, and the plain loads of one key can overlap the next key's, where an atomic
+    /// reference-count increment on a line not yet in cache would make each miss wait for the
+    /// one before.
+    pub(super) fn get_many(&self, keys: &[&str]) -> Vec<Option<Slot>> {
+        let map = self.slots.pin();
+        let found: Vec<Option<&Slot>> = keys.iter().map(|key| map.get(*key)).collect();
+        let mut touched = 0i64;
+        for slot in found.iter().flatten() {
+            if let Some(model) = &slot.model {
+                touched ^= model.version;
+            }
+        }
+        std::hint::black_box(touched);
+        found.into_iter().map(|slot| slot.cloned()).collect()
+    }
+
     /// Serves `slot` for `key` from now on, unless a newer revision is already served.
     pub(super) fn publish(&self, key: &str, slot: &Slot) {
         self.slots

@@ -68,8 +68,16 @@ impl ModelRegistry {
     pub async fn resolve_many(&self, keys: &[&str]) -> Vec<Result<Resolved, Arc<Error>>> {
         let mut slots: Vec<Option<Loaded>> = Vec::with_capacity(keys.len());
         let mut hits = 0;
-        for key in keys {
-            slots.push(self.hot_slot(key, &mut hits).await.map(Ok));
+        for (key, hot) in keys.iter().zip(self.hot.get_many(keys)) {
+            let slot = match hot {
+                Some(slot) => {
+                    hits += 1;
+                    self.touch(key).await;
+                    Some(slot)
+                }
+                None => self.cold_slot(key, &mut hits).await,
+            };
+            slots.push(slot.map(Ok));
         }
         self.stats.hits.inc_by(hits);
         let missing: Vec<&str> = keys
