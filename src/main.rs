@@ -16,6 +16,8 @@ fn main() -> std::process::ExitCode {
     };
     match runtime.block_on(cli.run()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // `keyscore list | head`: the reader has what it wanted.
+        Err(err) if keyscore::cli::is_closed_pipe(&err) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
             std::process::ExitCode::FAILURE

@@ -5,9 +5,21 @@
 //! to with `--all`, and then still a page at a time, printing as it goes.
 
 use futures::{stream, StreamExt, TryStreamExt};
+use serde_json::json;
 
 /// Reads of keys' versions in flight at once.
 const READS_IN_FLIGHT: usize = 32;
+
+/// How `list` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub(crate) enum Format {
+    /// A table with a header line.
+    #[default]
+    Text,
+    /// One JSON object per key and line: `{"key", "active", "versions"}`; when more keys
+    /// follow, a last line `{"next": TOKEN}` to pass to `--after`.
+    Json,
+}
 
 /// Arguments of `keyscore list`.
 #[derive(Debug, clap::Args)]
@@ -21,11 +33,20 @@ pub struct Args {
     /// Every key, page after page.
     #[arg(long)]
     all: bool,
+    /// What to print.
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+    /// The same as `--format json`.
+    #[arg(long, conflicts_with = "format")]
+    json: bool,
 }
 
 pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> {
     let store = ctx.open_store().await?;
-    println!("{:<24} {:>7}  versions", "key", "active");
+    let format = if args.json { Format::Json } else { args.format };
+    if format == Format::Text {
+        super::write_stdout(&format!("{:<24} {:>7}  versions\n", "key", "active"))?;
+    }
     let mut after = args.after;
     loop {
         let page = store
@@ -36,16 +57,31 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
                 .buffered(READS_IN_FLIGHT)
                 .try_collect()
                 .await?;
+        let mut text = String::new();
         for ((key, active), versions) in page.keys.into_iter().zip(versions) {
-            let active = active
-                .map(|v| format!("v{v}"))
-                .unwrap_or_else(|| "-".into());
-            let versions: Vec<String> = versions.iter().map(|v| format!("v{v}")).collect();
-            println!("{key:<24} {active:>7}  {}", versions.join(" "));
+            match format {
+                Format::Json => {
+                    text.push_str(
+                        &json!({"key": key, "active": active, "versions": versions}).to_string(),
+                    );
+                    text.push('\n');
+                }
+                Format::Text => {
+                    let active = active
+                        .map(|v| format!("v{v}"))
+                        .unwrap_or_else(|| "-".into());
+                    let versions: Vec<String> = versions.iter().map(|v| format!("v{v}")).collect();
+                    text.push_str(&format!("{key:<24} {active:>7}  {}\n", versions.join(" ")));
+                }
+            }
         }
+        super::write_stdout(&text)?;
         match page.next {
             Some(next) if args.all => after = Some(next),
             Some(next) => {
+                if format == Format::Json {
+                    super::write_stdout(&format!("{}\n", json!({ "next": next })))?;
+                }
                 eprintln!(
                     "more keys follow: keyscore list --after {next} (or --all for every key)"
                 );

@@ -4,6 +4,7 @@
 mod activate;
 mod canary;
 mod demo;
+mod guard;
 mod init;
 mod list;
 mod produce;
@@ -123,6 +124,33 @@ impl Cli {
     }
 }
 
+/// The reader of stdout went away (`keyscore list | head`): the command stops, and `main` exits
+/// quietly rather than reporting an error nobody asked about.
+#[derive(Debug, thiserror::Error)]
+#[error("stdout was closed by its reader")]
+pub struct StdoutClosed;
+
+/// Whether `err`, or an error in its chain, is a write to a closed pipe.
+pub fn is_closed_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause.is::<StdoutClosed>()
+            || cause
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Writes `text` to stdout and flushes it; a closed stdout is [`StdoutClosed`] rather than the
+/// panic `println!` gives.
+pub(crate) fn write_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Err(StdoutClosed.into()),
+        result => Ok(result?),
+    }
+}
+
 /// What every subcommand gets: the resolved configuration.
 #[derive(Debug)]
 pub(crate) struct Context {
@@ -169,9 +197,22 @@ impl Context {
         self.config.records.format()
     }
 
-    /// Opens the configured store.
+    /// Opens the configured store, which must exist (a missing SQLite file is refused, naming
+    /// `keyscore init`).
     pub(crate) async fn open_store(&self) -> anyhow::Result<Arc<dyn ModelStore>> {
-        crate::store::open_with(&self.config.store.url, &self.config.store.cql)
+        self.open_store_as(crate::store::OpenMode::Existing).await
+    }
+
+    /// Opens the configured store, creating a missing SQLite file: for `init` only.
+    pub(crate) async fn create_store(&self) -> anyhow::Result<Arc<dyn ModelStore>> {
+        self.open_store_as(crate::store::OpenMode::Create).await
+    }
+
+    async fn open_store_as(
+        &self,
+        mode: crate::store::OpenMode,
+    ) -> anyhow::Result<Arc<dyn ModelStore>> {
+        crate::store::open_with_mode(&self.config.store.url, &self.config.store.cql, mode)
             .await
             .with_context(|| {
                 format!(

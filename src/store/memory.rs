@@ -12,8 +12,9 @@ use std::ops::Bound;
 use std::sync::{Mutex, MutexGuard};
 
 use super::{
-    check_key, check_share, ActiveModel, Canary, ChangeCursor, Changes, Error, KeyPage, KeySummary,
-    ModelStore, Pointer as StorePointer, Rollout, StoredModel,
+    check_key, check_share, plan_move, ActiveModel, Canary, ChangeCursor, Changes, Error, KeyPage,
+    KeySummary, ModelStore, MovePlan, Moved, Pointer as StorePointer, PointerMove, Rollout,
+    StoredModel,
 };
 
 /// A key's active pointer.
@@ -49,6 +50,13 @@ impl State {
 
     fn has_version(&self, key: &str, version: i64) -> bool {
         self.versions.contains_key(&(key.to_string(), version))
+    }
+
+    fn has_key(&self, key: &str) -> bool {
+        self.versions
+            .range((key.to_string(), i64::MIN)..=(key.to_string(), i64::MAX))
+            .next()
+            .is_some()
     }
 
     fn require_version(&self, key: &str, version: i64) -> Result<(), Error> {
@@ -175,12 +183,40 @@ impl ModelStore for MemoryModelStore {
             ..
         }) = state.active.get(key).copied()
         else {
+            if !state.has_key(key) {
+                return Err(Error::UnknownKey {
+                    key: key.to_string(),
+                });
+            }
             return Err(Error::NothingToRollBack {
                 key: key.to_string(),
             });
         };
         state.point(key, previous, Some(current));
         Ok(previous)
+    }
+
+    async fn move_active(&self, key: &str, change: PointerMove) -> Result<Moved, Error> {
+        check_key(key)?;
+        let mut state = self.state();
+        if !state.has_key(key) {
+            return Err(Error::UnknownKey {
+                key: key.to_string(),
+            });
+        }
+        let current = state.active.get(key).map(|p| (p.version, p.previous));
+        match plan_move(key, current, change)? {
+            MovePlan::Done(moved) => Ok(moved),
+            MovePlan::Write {
+                version,
+                previous,
+                outcome,
+            } => {
+                state.require_version(key, version)?;
+                state.point(key, version, previous);
+                Ok(outcome)
+            }
+        }
     }
 
     async fn active(&self, key: &str) -> Result<Option<ActiveModel>, Error> {

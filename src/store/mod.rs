@@ -63,6 +63,116 @@ pub struct Pointer {
     pub revision: i64,
 }
 
+/// A change of a key's active pointer that says what the caller expects to find, so that a
+/// retry of a change already made is recognised and leaves the store alone instead of being
+/// applied a second time. See [`ModelStore::move_active`] and [`plan_move`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PointerMove {
+    /// Make `version` the active version. A key whose active version already is `version` is
+    /// left alone. With `expect`, the active version must otherwise be `expect`.
+    Activate {
+        /// The version to activate.
+        version: i64,
+        /// The version the caller believes is active, if it says.
+        expect: Option<i64>,
+    },
+    /// Re-activate the version that was active before `from`, if `from` is active. A key whose
+    /// previous version is `from` while another is active was already rolled back from it and
+    /// is left alone.
+    RollbackFrom {
+        /// The version the caller believes is active and wants to leave.
+        from: i64,
+    },
+}
+
+/// What a [`PointerMove`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Moved {
+    /// The version active before the move (for a move already made: the version it left).
+    pub from: Option<i64>,
+    /// The version active after it.
+    pub to: i64,
+    /// Whether this call wrote anything; `false` when the store already showed the change made.
+    pub changed: bool,
+}
+
+/// What a backend does for a [`PointerMove`], decided by [`plan_move`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MovePlan {
+    /// Write this pointer (if the pointer is still the one read), with this outcome.
+    Write {
+        /// The version to make active.
+        version: i64,
+        /// The rollback target to remember.
+        previous: Option<i64>,
+        /// What to report once written.
+        outcome: Moved,
+    },
+    /// Write nothing: the change is already made.
+    Done(Moved),
+}
+
+/// Decides a [`PointerMove`] of `key` against its current pointer, `(version, previous)`, or
+/// `None` when the key has never been activated. Every backend calls this between its read of
+/// the pointer and its conditional write, so the rules are written once. The version to write
+/// must still be checked to exist by the backend.
+pub fn plan_move(
+    key: &str,
+    current: Option<(i64, Option<i64>)>,
+    change: PointerMove,
+) -> Result<MovePlan, Error> {
+    let unexpected = |expected: i64| Error::UnexpectedVersion {
+        key: key.to_string(),
+        expected,
+        active: current.map(|(v, _)| v),
+    };
+    match change {
+        PointerMove::Activate { version, expect } => match current {
+            Some((active, previous)) if active == version => Ok(MovePlan::Done(Moved {
+                from: previous,
+                to: version,
+                changed: false,
+            })),
+            Some((active, _)) if expect.is_some_and(|e| e != active) => {
+                Err(unexpected(expect.unwrap_or_default()))
+            }
+            None if expect.is_some() => Err(unexpected(expect.unwrap_or_default())),
+            _ => {
+                let from = current.map(|(v, _)| v);
+                Ok(MovePlan::Write {
+                    version,
+                    previous: from,
+                    outcome: Moved {
+                        from,
+                        to: version,
+                        changed: true,
+                    },
+                })
+            }
+        },
+        PointerMove::RollbackFrom { from } => match current {
+            Some((active, Some(previous))) if active == from => Ok(MovePlan::Write {
+                version: previous,
+                previous: Some(from),
+                outcome: Moved {
+                    from: Some(from),
+                    to: previous,
+                    changed: true,
+                },
+            }),
+            Some((active, None)) if active == from => Err(Error::NothingToRollBack {
+                key: key.to_string(),
+            }),
+            Some((active, Some(previous))) if previous == from => Ok(MovePlan::Done(Moved {
+                from: Some(from),
+                to: active,
+                changed: false,
+            })),
+            _ => Err(unexpected(from)),
+        },
+    }
+}
+
 /// One version to upload with [`ModelStore::put_versions`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewVersion {
@@ -309,6 +419,26 @@ pub trait ModelStore: Send + Sync + std::fmt::Debug {
     /// [`ModelStore::rollback`], and records the change in the feed. Re-activating the active
     /// version records a new revision and keeps the rollback target.
     async fn activate(&self, key: &str, version: i64) -> Result<(), Error>;
+
+    /// Moves `key`'s active pointer as `change` says, after checking that the pointer is what
+    /// the caller expects ([`plan_move`]): one conditional write (a compare-and-set on CQL, one
+    /// transaction on SQLite), or none when the store already shows the change made. Fails with
+    /// [`Error::UnexpectedVersion`] when the active version is another, [`Error::UnknownKey`]
+    /// for a key with no stored version, [`Error::NoSuchVersion`] for a version to activate that
+    /// does not exist, and writes nothing then.
+    async fn move_active(&self, key: &str, change: PointerMove) -> Result<Moved, Error>;
+
+    /// Fails with [`Error::UnknownKey`] when no version of `key` is stored. Provided: reads
+    /// [`ModelStore::versions`].
+    async fn require_key(&self, key: &str) -> Result<(), Error> {
+        check_key(key)?;
+        if self.versions(key).await?.is_empty() {
+            return Err(Error::UnknownKey {
+                key: key.to_string(),
+            });
+        }
+        Ok(())
+    }
 
     /// Re-activates the version that was active before the current one and returns it.
     /// Rolling back twice returns to where you started. [`Error::NothingToRollBack`] when the
@@ -568,37 +698,80 @@ pub trait ModelStore: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// Whether opening a store may create it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OpenMode {
+    /// Create a missing SQLite file (with its schema): what `keyscore init` and the library
+    /// calls [`open`] and [`open_with`] do.
+    #[default]
+    Create,
+    /// Refuse a missing SQLite file with [`Error::Missing`], so that a mistyped path is not
+    /// taken for a new, empty store. CQL and memory stores open as with [`OpenMode::Create`].
+    Existing,
+}
+
 /// Opens the store a URL names: `sqlite://PATH`, a bare path, `cql://HOSTS/KEYSPACE`, or
 /// `memory://`; a CQL store with the default [`CqlOptions`] (plaintext, every datacenter).
+/// A missing SQLite file is created.
 pub async fn open(url: &str) -> Result<Arc<dyn ModelStore>, Error> {
     open_with(url, &CqlOptions::default()).await
 }
 
 /// Opens the store a URL names, like [`open`], connecting to a CQL store as `cql` says (TLS,
-/// local datacenter). `cql` is ignored for other stores.
+/// local datacenter). `cql` is ignored for other stores. A missing SQLite file is created.
 pub async fn open_with(url: &str, cql: &CqlOptions) -> Result<Arc<dyn ModelStore>, Error> {
+    open_with_mode(url, cql, OpenMode::Create).await
+}
+
+/// Opens the store a URL names, like [`open_with`]; with [`OpenMode::Existing`] a missing
+/// SQLite file is refused rather than created. A URL that looks like a SQLite URL without its
+/// `//` (`sqlite:x.db`, `sqlite:/x.db`) is refused with the form to use.
+pub async fn open_with_mode(
+    url: &str,
+    cql: &CqlOptions,
+    mode: OpenMode,
+) -> Result<Arc<dyn ModelStore>, Error> {
     if url == "memory://" {
         Ok(Arc::new(MemoryModelStore::default()))
     } else if let Some(rest) = url.strip_prefix("cql://") {
         Ok(Arc::new(CqlModelStore::connect_with(rest, cql).await?))
     } else if let Some(path) = url.strip_prefix("sqlite://") {
-        Ok(Arc::new(open_embedded(path).await?))
+        Ok(Arc::new(open_embedded(path, mode).await?))
     } else if url.contains("://") {
         Err(Error::Url(format!(
             "unknown store URL scheme in '{}'; use sqlite://PATH, cql://HOST:PORT/KEYSPACE or memory://",
             redact_url(url)
         )))
+    } else if let Some(path) = ["sqlite:", "cql:", "memory:"]
+        .iter()
+        .find_map(|scheme| url.strip_prefix(scheme).map(|rest| (scheme, rest)))
+    {
+        let (scheme, rest) = path;
+        let example = match *scheme {
+            "sqlite:" => format!("sqlite://{rest}"),
+            "cql:" => format!("cql://{}", rest.trim_start_matches('/')),
+            _ => "memory://".to_string(),
+        };
+        Err(Error::Url(format!(
+            "'{}' is not a store URL: write {} ({scheme} is followed by //; an absolute \
+             SQLite path has three slashes, sqlite:///var/lib/models.db)",
+            redact_url(url),
+            redact_url(&example)
+        )))
     } else {
-        Ok(Arc::new(open_embedded(url).await?))
+        Ok(Arc::new(open_embedded(url, mode).await?))
     }
 }
 
 /// Opens a SQLite store off the async reactor (opening may wait for another writer's lock).
-async fn open_embedded(path: &str) -> Result<EmbeddedModelStore, Error> {
+async fn open_embedded(path: &str, mode: OpenMode) -> Result<EmbeddedModelStore, Error> {
     let path = path.to_string();
-    tokio::task::spawn_blocking(move || EmbeddedModelStore::open(path))
-        .await
-        .map_err(|err| Error::unavailable_from("opening the SQLite store failed", err))?
+    tokio::task::spawn_blocking(move || match mode {
+        OpenMode::Create => EmbeddedModelStore::open(path),
+        OpenMode::Existing => EmbeddedModelStore::open_existing(path),
+    })
+    .await
+    .map_err(|err| Error::unavailable_from("opening the SQLite store failed", err))?
 }
 
 /// Checks a spec before it is stored (it must decode and build) and returns the text to
@@ -659,6 +832,22 @@ pub enum Error {
         /// The missing version.
         version: i64,
     },
+    /// No version of the key is stored.
+    #[error("unknown key '{key}': no version of it is stored; `keyscore list` shows the keys")]
+    UnknownKey {
+        /// The key.
+        key: String,
+    },
+    /// The active version is not the one the caller said it expected; nothing was written.
+    #[error("{key}'s active version is {}, not v{expected}; nothing changed", .active.map_or("none".to_string(), |v| format!("v{v}")))]
+    UnexpectedVersion {
+        /// The key.
+        key: String,
+        /// The version the caller expected to be active.
+        expected: i64,
+        /// The version that is active, if any.
+        active: Option<i64>,
+    },
     /// Rollback had nothing to return to.
     #[error("{key} has no previous version to roll back to; activate a version explicitly")]
     NothingToRollBack {
@@ -685,6 +874,15 @@ pub enum Error {
         bytes: u64,
         /// The limit.
         limit: u64,
+    },
+    /// The SQLite file the URL names does not exist, and this command does not create stores.
+    #[error(
+        "no model store at '{path}': the file does not exist; create one with `keyscore init \
+         --store sqlite://{path}`, or fix the path"
+    )]
+    Missing {
+        /// The path of the missing file.
+        path: String,
     },
     /// The store URL is malformed.
     #[error("bad store URL: {0}")]

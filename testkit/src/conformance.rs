@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use keyscore::store::{
     Canary, ChangeCursor, CqlModelStore, EmbeddedModelStore, Error, KeySummary, MemoryModelStore,
-    ModelStore,
+    ModelStore, Moved, PointerMove,
 };
 
 use crate::specs::{SHAPE_MISMATCH_SPEC, UNKNOWN_KIND_SPEC, VALID_SPEC, VALID_SPEC_2};
@@ -65,6 +65,10 @@ macro_rules! conformance_tests {
             canary_and_shadow_are_stored_and_announced_on_the_feed,
             canary_and_shadow_refuse_bad_input,
             promote_activates_the_canary_and_ends_it,
+            rollback_from_is_safe_to_retry,
+            rollback_from_refuses_another_active_version,
+            activate_expecting_checks_the_active_version,
+            conditional_moves_refuse_an_unknown_key,
         );
     };
     (@checks $module:ident, $fresh:expr; $($check:ident),* $(,)?) => {
@@ -348,7 +352,7 @@ pub async fn rollback_with_nothing_to_return_to_is_refused(store: &dyn ModelStor
         .await
         .expect_err("rollback of an unknown key succeeded");
     assert!(
-        matches!(&err, Error::NothingToRollBack { key: k } if *k == key),
+        matches!(&err, Error::UnknownKey { key: k } if *k == key),
         "{err:?}"
     );
     put(store, &key, None, VALID_SPEC).await;
@@ -754,4 +758,190 @@ pub async fn promote_activates_the_canary_and_ends_it(store: &dyn ModelStore) {
         .keys
         .contains(&key));
     assert_eq!(store.rollback(&key).await.unwrap(), 1);
+}
+
+/// `move_active(RollbackFrom)`: the first call rolls back, a retry with the same intent is a
+/// no-op that says so and writes nothing.
+pub async fn rollback_from_is_safe_to_retry(store: &dyn ModelStore) {
+    let key = unique_key("rollbackfrom");
+    put(store, &key, None, VALID_SPEC).await;
+    put(store, &key, None, VALID_SPEC_2).await;
+    store.activate(&key, 1).await.unwrap();
+    store.activate(&key, 2).await.unwrap();
+    let change = PointerMove::RollbackFrom { from: 2 };
+    let first = store.move_active(&key, change).await.unwrap();
+    assert_eq!(
+        first,
+        Moved {
+            from: Some(2),
+            to: 1,
+            changed: true
+        }
+    );
+    assert_eq!(active_version(store, &key).await, Some(1));
+    let before = revision(store, &key).await;
+    let retry = store.move_active(&key, change).await.unwrap();
+    assert_eq!(
+        retry,
+        Moved {
+            from: Some(2),
+            to: 1,
+            changed: false
+        },
+        "a retried rollback must be recognised as done"
+    );
+    assert_eq!(active_version(store, &key).await, Some(1));
+    assert_eq!(
+        revision(store, &key).await,
+        before,
+        "a retried rollback wrote"
+    );
+}
+
+/// `move_active(RollbackFrom)` refuses when another version is active, naming it, and writes
+/// nothing; a key activated once has nothing to roll back to.
+pub async fn rollback_from_refuses_another_active_version(store: &dyn ModelStore) {
+    let key = unique_key("rollbackother");
+    for _ in 0..3 {
+        put(store, &key, None, VALID_SPEC).await;
+    }
+    store.activate(&key, 1).await.unwrap();
+    let err = store
+        .move_active(&key, PointerMove::RollbackFrom { from: 1 })
+        .await
+        .expect_err("rollback of a key activated once succeeded");
+    assert!(matches!(err, Error::NothingToRollBack { .. }), "{err:?}");
+    store.activate(&key, 2).await.unwrap();
+    store.activate(&key, 3).await.unwrap();
+    let before = revision(store, &key).await;
+    let err = store
+        .move_active(&key, PointerMove::RollbackFrom { from: 1 })
+        .await
+        .expect_err("rollback from a version that is not active succeeded");
+    assert!(
+        matches!(
+            err,
+            Error::UnexpectedVersion {
+                expected: 1,
+                active: Some(3),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("v3"), "{err}");
+    assert_eq!(active_version(store, &key).await, Some(3));
+    assert_eq!(revision(store, &key).await, before, "a refused move wrote");
+}
+
+/// `move_active(Activate)`: activating the active version writes nothing; with an expected
+/// version, another active version is refused; a missing version is refused.
+pub async fn activate_expecting_checks_the_active_version(store: &dyn ModelStore) {
+    let key = unique_key("activateexpect");
+    for _ in 0..3 {
+        put(store, &key, None, VALID_SPEC).await;
+    }
+    let first = store
+        .move_active(
+            &key,
+            PointerMove::Activate {
+                version: 1,
+                expect: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        first.changed && first.to == 1 && first.from.is_none(),
+        "{first:?}"
+    );
+    let before = revision(store, &key).await;
+    let again = store
+        .move_active(
+            &key,
+            PointerMove::Activate {
+                version: 1,
+                expect: Some(1),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(!again.changed, "{again:?}");
+    assert_eq!(
+        revision(store, &key).await,
+        before,
+        "a no-op activation wrote"
+    );
+    let err = store
+        .move_active(
+            &key,
+            PointerMove::Activate {
+                version: 3,
+                expect: Some(2),
+            },
+        )
+        .await
+        .expect_err("activation with a wrong expectation succeeded");
+    assert!(
+        matches!(
+            err,
+            Error::UnexpectedVersion {
+                expected: 2,
+                active: Some(1),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let err = store
+        .move_active(
+            &key,
+            PointerMove::Activate {
+                version: 9,
+                expect: Some(1),
+            },
+        )
+        .await
+        .expect_err("activation of a missing version succeeded");
+    assert!(
+        matches!(err, Error::NoSuchVersion { version: 9, .. }),
+        "{err:?}"
+    );
+    assert_eq!(revision(store, &key).await, before, "a refused move wrote");
+    let moved = store
+        .move_active(
+            &key,
+            PointerMove::Activate {
+                version: 3,
+                expect: Some(1),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        moved,
+        Moved {
+            from: Some(1),
+            to: 3,
+            changed: true
+        }
+    );
+    assert_eq!(store.rollback(&key).await.unwrap(), 1);
+}
+
+/// Conditional moves and `require_key` refuse a key with no stored version.
+pub async fn conditional_moves_refuse_an_unknown_key(store: &dyn ModelStore) {
+    let key = unique_key("nosuch");
+    let err = store
+        .move_active(&key, PointerMove::RollbackFrom { from: 1 })
+        .await
+        .expect_err("rollback of an unknown key succeeded");
+    assert!(matches!(err, Error::UnknownKey { .. }), "{err:?}");
+    let err = store
+        .require_key(&key)
+        .await
+        .expect_err("unknown key accepted");
+    assert!(err.to_string().contains("unknown key"), "{err}");
+    put(store, &key, None, VALID_SPEC).await;
+    store.require_key(&key).await.unwrap();
 }

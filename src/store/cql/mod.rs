@@ -59,9 +59,9 @@ use self::errors::{corrupt, execution_error, pager_error, row_error};
 use self::specs::{Body, EncodedSpec, Layout, StoredSpec};
 use self::statements::{RolloutStatements, Statements};
 use super::{
-    check_key, check_share, ActiveModel, Canary, ChangeCursor, Changes, Error, InitOptions,
-    InitReport, KeyPage, KeySummary, ModelStore, NewVersion, Pointer as StorePointer, Rollout,
-    StoredModel,
+    check_key, check_share, plan_move, ActiveModel, Canary, ChangeCursor, Changes, Error,
+    InitOptions, InitReport, KeyPage, KeySummary, ModelStore, MovePlan, Moved, NewVersion,
+    Pointer as StorePointer, PointerMove, Rollout, StoredModel,
 };
 use crate::model::ModelSpec;
 
@@ -885,8 +885,46 @@ impl ModelStore for CqlModelStore {
                     key: key.to_string(),
                 }),
             })
-            .await?;
-        Ok(moved.version.expect("a rollback writes a version"))
+            .await;
+        match moved {
+            Ok(moved) => Ok(moved.version.expect("a rollback writes a version")),
+            Err(Error::NothingToRollBack { .. }) => {
+                self.require_key(key).await?;
+                Err(Error::NothingToRollBack {
+                    key: key.to_string(),
+                })
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// One compare-and-set on the pointer's revision: [`plan_move`] decides against the
+    /// pointer read, and a pointer changed in between is read and decided again.
+    async fn move_active(&self, key: &str, change: PointerMove) -> Result<Moved, Error> {
+        check_key(key)?;
+        self.require_key(key).await?;
+        let outcome = std::sync::Mutex::new(None);
+        self.move_pointer(key, |current| {
+            let plan = plan_move(key, current.version.map(|v| (v, current.previous)), change)?;
+            let mut outcome = outcome.lock().unwrap_or_else(|p| p.into_inner());
+            Ok(match plan {
+                MovePlan::Done(moved) => {
+                    *outcome = Some(moved);
+                    None
+                }
+                MovePlan::Write {
+                    version,
+                    previous,
+                    outcome: moved,
+                } => {
+                    *outcome = Some(moved);
+                    Some((version, previous))
+                }
+            })
+        })
+        .await?;
+        let moved = outcome.into_inner().unwrap_or_else(|p| p.into_inner());
+        Ok(moved.expect("move_pointer asks the plan at least once"))
     }
 
     async fn active(&self, key: &str) -> Result<Option<ActiveModel>, Error> {

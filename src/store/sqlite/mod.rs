@@ -31,13 +31,14 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 mod sql;
 
 use sql::{
-    activate_row, configure, create_schema, feed_row, insert_version_row, move_pointer,
+    activate_row, configure, create_schema, feed_row, insert_version_row, key_exists, move_pointer,
     read_active, read_pointer, read_rollout, sqlite_error, version_exists, write_canary,
 };
 
 use super::{
-    check_key, check_share, ActiveModel, Canary, ChangeCursor, Changes, Error, KeyPage, KeySummary,
-    ModelStore, NewVersion, Pointer, Rollout, StoredModel,
+    check_key, check_share, plan_move, ActiveModel, Canary, ChangeCursor, Changes, Error, KeyPage,
+    KeySummary, ModelStore, MovePlan, Moved, NewVersion, Pointer, PointerMove, Rollout,
+    StoredModel,
 };
 
 /// Versions written (or activations made) in one transaction by the bulk calls, at most.
@@ -79,6 +80,19 @@ impl EmbeddedModelStore {
             path,
             conn: Arc::new(Mutex::new(conn)),
         })
+    }
+
+    /// Opens the SQLite file at `path` like [`EmbeddedModelStore::open`], but refuses a file
+    /// that does not exist with [`Error::Missing`] instead of creating it: for every command
+    /// but `init`, a missing file is a mistyped path, not a wish for an empty store.
+    pub fn open_existing(path: impl AsRef<Path>) -> Result<Self, Error> {
+        let path = path.as_ref();
+        if !path.as_os_str().is_empty() && !path.exists() {
+            return Err(Error::Missing {
+                path: path.display().to_string(),
+            });
+        }
+        Self::open(path)
     }
 
     /// The SQLite file's path.
@@ -221,10 +235,44 @@ impl ModelStore for EmbeddedModelStore {
             let Some((current, Some(previous), _)) =
                 read_pointer(tx, &key).map_err(sqlite_error(context))?
             else {
+                if !key_exists(tx, &key).map_err(sqlite_error(context))? {
+                    return Err(Error::UnknownKey { key });
+                }
                 return Err(Error::NothingToRollBack { key });
             };
             move_pointer(tx, &key, previous, Some(current)).map_err(sqlite_error(context))?;
             Ok(previous)
+        })
+        .await
+    }
+
+    /// One write transaction: the pointer is read, checked and moved with no other writer in
+    /// between.
+    async fn move_active(&self, key: &str, change: PointerMove) -> Result<Moved, Error> {
+        check_key(key)?;
+        let key = key.to_string();
+        self.write("moving the active pointer", move |tx| {
+            let context = "moving the active pointer";
+            if !key_exists(tx, &key).map_err(sqlite_error(context))? {
+                return Err(Error::UnknownKey { key });
+            }
+            let current = read_pointer(tx, &key)
+                .map_err(sqlite_error(context))?
+                .map(|(version, previous, _)| (version, previous));
+            match plan_move(&key, current, change)? {
+                MovePlan::Done(moved) => Ok(moved),
+                MovePlan::Write {
+                    version,
+                    previous,
+                    outcome,
+                } => {
+                    if !version_exists(tx, &key, version).map_err(sqlite_error(context))? {
+                        return Err(Error::NoSuchVersion { key, version });
+                    }
+                    move_pointer(tx, &key, version, previous).map_err(sqlite_error(context))?;
+                    Ok(outcome)
+                }
+            }
         })
         .await
     }
@@ -544,6 +592,18 @@ mod tests {
         assert!(matches!(err, Error::Url(_)), "{err:?}");
         assert!(err.to_string().contains("does not exist"), "{err}");
         assert!(!dir.path().join("missing").exists());
+    }
+
+    #[test]
+    fn open_existing_refuses_a_missing_file_and_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.db");
+        let err = EmbeddedModelStore::open_existing(&path).unwrap_err();
+        assert!(matches!(err, Error::Missing { .. }), "{err:?}");
+        assert!(err.to_string().contains("keyscore init"), "{err}");
+        assert!(!path.exists());
+        EmbeddedModelStore::open(&path).unwrap();
+        EmbeddedModelStore::open_existing(&path).unwrap();
     }
 
     #[test]

@@ -160,6 +160,14 @@ pub(super) fn version_exists(conn: &Connection, key: &str, version: i64) -> rusq
         .map(|found| found.is_some())
 }
 
+/// Whether any version of `key` is stored.
+pub(super) fn key_exists(conn: &Connection, key: &str) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT 1 FROM model_versions WHERE key = ?1 LIMIT 1")?
+        .query_row([key], |_| Ok(()))
+        .optional()
+        .map(|found| found.is_some())
+}
+
 /// Points `key` at `version`, remembering `previous`, and appends the feed row; the caller
 /// holds a write transaction.
 pub(super) fn move_pointer(

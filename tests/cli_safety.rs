@@ -1,0 +1,374 @@
+//! The `keyscore` commands that change what scores, as an operator retries them: `rollback
+//! --from`, `promote --from`, `activate --expect-version`, `canary` and `shadow` refusing what
+//! would do harm, unknown keys, versions that do not build, and stores that do not exist.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+use keyscore::store::{EmbeddedModelStore, ModelStore};
+
+const BIN: &str = env!("CARGO_BIN_EXE_keyscore");
+
+fn run(dir: &Path, store_url: &str, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("--store")
+        .arg(store_url)
+        .args(args)
+        .current_dir(dir)
+        .env_remove("KEYSCORE_CONFIG")
+        .env_remove("KEYSCORE_STORE")
+        .env("KEYSCORE_LOG", "warn")
+        .output()
+        .expect("keyscore runs")
+}
+
+fn keyscore(store: &Path, args: &[&str]) -> Output {
+    run(
+        store.parent().unwrap(),
+        &format!("sqlite://{}", store.display()),
+        args,
+    )
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "keyscore failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The stderr of a command that must fail.
+fn refused(out: Output) -> String {
+    assert!(
+        !out.status.success(),
+        "keyscore succeeded: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stderr).unwrap()
+}
+
+/// A linear spec over two features whose intercept tells the versions apart.
+fn linear_spec(intercept: usize) -> String {
+    serde_json::json!({
+        "format_version": 1,
+        "features": ["a", "b"],
+        "model": {"kind": "linear", "coefficients": [1.0, 2.0], "intercept": intercept},
+        "output": {"type": "regression"}
+    })
+    .to_string()
+}
+
+/// A store where `paris` has v1..=`versions` stored and v1 active.
+fn store_with_paris(dir: &Path, versions: usize) -> PathBuf {
+    let store = dir.join("models.db");
+    ok(keyscore(&store, &["init"]));
+    for v in 1..=versions {
+        let file = dir.join(format!("v{v}.json"));
+        std::fs::write(&file, linear_spec(v)).unwrap();
+        ok(keyscore(
+            &store,
+            &["upload", "--key", "paris", file.to_str().unwrap()],
+        ));
+    }
+    ok(keyscore(
+        &store,
+        &["activate", "--key", "paris", "--version", "1"],
+    ));
+    store
+}
+
+/// The active version `show` reports.
+fn active(store: &Path) -> String {
+    let show = ok(keyscore(store, &["show", "--key", "paris"]));
+    show.lines()
+        .find_map(|l| l.strip_prefix("version:"))
+        .unwrap_or_else(|| panic!("no version line in\n{show}"))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn rollback_from_is_a_no_op_on_retry_and_refuses_another_active_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_paris(dir.path(), 3);
+    ok(keyscore(
+        &store,
+        &["activate", "--key", "paris", "--version", "2"],
+    ));
+    let out = ok(keyscore(
+        &store,
+        &["rollback", "--key", "paris", "--from", "2"],
+    ));
+    assert_eq!(out.trim(), "rolled back paris from v2 to v1");
+    assert_eq!(active(&store), "1");
+    let out = ok(keyscore(
+        &store,
+        &["rollback", "--key", "paris", "--from", "2"],
+    ));
+    assert_eq!(
+        out.trim(),
+        "paris already rolled back from v2 to v1; nothing changed"
+    );
+    assert_eq!(active(&store), "1", "a retried rollback moved the pointer");
+    let err = refused(keyscore(
+        &store,
+        &["rollback", "--key", "paris", "--from", "3"],
+    ));
+    assert!(
+        err.contains("paris's active version is v1, not v3; nothing changed"),
+        "{err}"
+    );
+    assert_eq!(active(&store), "1");
+
+    // The plain rollback keeps working and says how to make it safe to retry.
+    let plain = keyscore(&store, &["rollback", "--key", "paris"]);
+    let hint = String::from_utf8_lossy(&plain.stderr).into_owned();
+    assert_eq!(ok(plain).trim(), "rolled back paris to v2");
+    assert!(
+        hint.contains("--from N") && hint.contains("retry"),
+        "{hint}"
+    );
+}
+
+#[test]
+fn activate_says_when_nothing_changed_and_checks_the_expected_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_paris(dir.path(), 3);
+    let out = ok(keyscore(
+        &store,
+        &["activate", "--key", "paris", "--version", "1"],
+    ));
+    assert_eq!(out.trim(), "paris v1 is already active; nothing changed");
+    let err = refused(keyscore(
+        &store,
+        &[
+            "activate",
+            "--key",
+            "paris",
+            "--version",
+            "3",
+            "--expect-version",
+            "2",
+        ],
+    ));
+    assert!(
+        err.contains("paris's active version is v1, not v2"),
+        "{err}"
+    );
+    assert_eq!(active(&store), "1");
+    let out = ok(keyscore(
+        &store,
+        &[
+            "activate",
+            "--key",
+            "paris",
+            "--version",
+            "3",
+            "--expect-version",
+            "1",
+        ],
+    ));
+    assert_eq!(out.trim(), "activated paris v3 (was v1)");
+    // A retry of the same activation: the version is active, nothing changes.
+    let out = ok(keyscore(
+        &store,
+        &[
+            "activate",
+            "--key",
+            "paris",
+            "--version",
+            "3",
+            "--expect-version",
+            "1",
+        ],
+    ));
+    assert_eq!(out.trim(), "paris v3 is already active; nothing changed");
+}
+
+#[test]
+fn canary_refuses_a_second_canary_and_the_active_version_and_promote_from_is_retry_safe() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_paris(dir.path(), 3);
+    let canary = |version: &str, extra: &[&str]| {
+        let mut args = vec!["canary", "--key", "paris", "--version", version];
+        args.extend_from_slice(&["--share", "0.1"]);
+        args.extend_from_slice(extra);
+        keyscore(&store, &args)
+    };
+    let err = refused(canary("1", &[]));
+    assert!(err.contains("paris v1 is the active version"), "{err}");
+    let err = refused(canary("2", &["--expect-version", "3"]));
+    assert!(
+        err.contains("paris's active version is v1, not v3"),
+        "{err}"
+    );
+    ok(canary("3", &["--expect-version", "1"]));
+    let again = ok(canary("3", &[]));
+    assert!(again.contains("already runs; nothing changed"), "{again}");
+    let err = refused(canary("2", &[]));
+    assert!(
+        err.contains("paris already runs a canary of v3 on 10% of its records")
+            && err.contains("--replace"),
+        "{err}"
+    );
+    let out = ok(canary("2", &["--replace"]));
+    assert!(out.starts_with("canary paris v2 on 10%"), "{out}");
+
+    // Promote from v1: the canary's v2 replaces it; a retry says it is done.
+    let out = ok(keyscore(
+        &store,
+        &["promote", "--key", "paris", "--from", "1"],
+    ));
+    assert_eq!(
+        out.trim(),
+        "promoted paris v2: it replaced v1 and the canary ended"
+    );
+    let out = ok(keyscore(
+        &store,
+        &["promote", "--key", "paris", "--from", "1"],
+    ));
+    assert_eq!(
+        out.trim(),
+        "paris already promoted from v1 to v2; nothing changed"
+    );
+    assert_eq!(active(&store), "2");
+
+    // A canary ended with rollback --from its version; the active version stays.
+    ok(canary("3", &[]));
+    let out = ok(keyscore(
+        &store,
+        &["rollback", "--key", "paris", "--from", "3"],
+    ));
+    assert!(out.contains("ended the canary of paris v3"), "{out}");
+    assert_eq!(active(&store), "2");
+    // With a canary running, rolling back from the active version is refused.
+    ok(canary("3", &[]));
+    let err = refused(keyscore(
+        &store,
+        &["rollback", "--key", "paris", "--from", "2"],
+    ));
+    assert!(
+        err.contains("paris runs a canary of v3") && err.contains("nothing changed"),
+        "{err}"
+    );
+    assert_eq!(active(&store), "2");
+}
+
+#[test]
+fn unknown_keys_are_refused_by_name_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_paris(dir.path(), 1);
+    for args in [
+        &["rollback", "--key", "nosuch"][..],
+        &["rollback", "--key", "nosuch", "--from", "1"],
+        &["shadow", "--key", "nosuch", "--clear"],
+        &["shadow", "--key", "nosuch", "--version", "1"],
+        &[
+            "canary",
+            "--key",
+            "nosuch",
+            "--version",
+            "1",
+            "--share",
+            "0.5",
+        ],
+        &["promote", "--key", "nosuch"],
+        &["activate", "--key", "nosuch", "--version", "1"],
+    ] {
+        let err = refused(keyscore(&store, args));
+        assert!(err.contains("unknown key 'nosuch'"), "{args:?}: {err}");
+    }
+    let list = ok(keyscore(&store, &["list"]));
+    assert!(!list.contains("nosuch"), "{list}");
+    let out = ok(keyscore(&store, &["shadow", "--key", "paris", "--clear"]));
+    assert_eq!(out.trim(), "paris has no shadow; nothing changed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_that_does_not_build_is_never_made_to_score() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_paris(dir.path(), 1);
+    // A version planted without the upload checks, as a hand-written insert could.
+    let direct = EmbeddedModelStore::open(&store).unwrap();
+    let bad = r#"{"format_version":1,"features":["a","b"],"model":{"kind":"linear","coefficients":[1.0,2.0,3.0],"intercept":0.0},"output":{"type":"regression"}}"#;
+    direct.insert_version("paris", Some(2), bad).await.unwrap();
+    drop(direct);
+    for args in [
+        &["activate", "--key", "paris", "--version", "2"][..],
+        &[
+            "canary",
+            "--key",
+            "paris",
+            "--version",
+            "2",
+            "--share",
+            "0.5",
+        ],
+        &["shadow", "--key", "paris", "--version", "2"],
+    ] {
+        let err = refused(keyscore(&store, args));
+        assert!(
+            err.contains("paris v2 does not build") && err.contains("coefficients"),
+            "{args:?}: {err}"
+        );
+    }
+    assert_eq!(active(&store), "1");
+    let show = ok(keyscore(
+        &store,
+        &["show", "--key", "paris", "--version", "2"],
+    ));
+    assert!(
+        show.contains("does not build") && show.contains("coefficients"),
+        "{show}"
+    );
+}
+
+#[test]
+fn only_init_creates_a_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("model.db");
+    for args in [
+        &["list"][..],
+        &["score"],
+        &["show", "--key", "paris"],
+        &["rollback", "--key", "paris"],
+    ] {
+        let err = refused(keyscore(&missing, args));
+        assert!(
+            err.contains(&format!("no model store at '{}'", missing.display()))
+                && err.contains(&format!(
+                    "keyscore init --store sqlite://{}",
+                    missing.display()
+                )),
+            "{args:?}: {err}"
+        );
+        assert!(!missing.exists(), "{args:?} created the store");
+    }
+    ok(keyscore(&missing, &["init"]));
+    assert!(missing.exists());
+    ok(keyscore(&missing, &["list"]));
+}
+
+#[test]
+fn a_sqlite_url_without_its_slashes_is_refused_with_the_form_to_use() {
+    let dir = tempfile::tempdir().unwrap();
+    for (url, form) in [
+        ("sqlite:x2.db", "write sqlite://x2.db"),
+        ("sqlite:/x.db", "write sqlite:///x.db"),
+    ] {
+        for args in [&["init"][..], &["list"]] {
+            let err = refused(run(dir.path(), url, args));
+            assert!(
+                err.contains(&format!("'{url}' is not a store URL")) && err.contains(form),
+                "{url} {args:?}: {err}"
+            );
+        }
+    }
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "files were created: {left:?}");
+}
