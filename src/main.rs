@@ -20,6 +20,9 @@ fn main() -> std::process::ExitCode {
         Err(err) if keyscore::cli::is_closed_pipe(&err) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
+            if let Some(failed) = err.downcast_ref::<keyscore::cli::Failed>() {
+                return std::process::ExitCode::from(failed.status);
+            }
             std::process::ExitCode::FAILURE
         }
     }

@@ -372,3 +372,144 @@ fn a_sqlite_url_without_its_slashes_is_refused_with_the_form_to_use() {
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert!(left.is_empty(), "files were created: {left:?}");
 }
+
+#[test]
+fn score_exit_status_says_when_too_much_was_dead_lettered_or_nothing_scored() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("models.db");
+    ok(keyscore(&store, &["init"]));
+    let spec = dir.path().join("spec.json");
+    std::fs::write(&spec, linear_spec(1)).unwrap();
+    ok(keyscore(
+        &store,
+        &[
+            "upload",
+            "--key",
+            "paris",
+            "--activate",
+            spec.to_str().unwrap(),
+        ],
+    ));
+    // 8 records of paris, 2 not JSON: 20% dead letters.
+    let mut lines: Vec<String> = (0..8)
+        .map(|i| format!(r#"{{"id":"r{i}","city":"paris","a":1,"b":2}}"#))
+        .collect();
+    lines.extend(["not json".to_string(), "{".to_string()]);
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    let input = input.to_str().unwrap();
+    let score = |extra: &[&str]| {
+        let mut args = vec!["score", "--input", input, "--output", "-"];
+        args.extend_from_slice(&["--dead-letters", "/dev/null"]);
+        args.extend_from_slice(extra);
+        keyscore(&store, &args)
+    };
+    let out = score(&["--max-dead-letter-ratio", "0.2"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 8);
+    let out = score(&["--max-dead-letter-ratio", "0.1"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("2 of 10 records are dead letters (20.00%), over --max-dead-letter-ratio 0.1"),
+        "{err}"
+    );
+    // Every record is still written before the verdict.
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 8);
+    let err = refused(score(&["--max-dead-letter-ratio", "2"]));
+    assert!(err.contains("not a ratio"), "{err}");
+
+    // No model for the key (no fallback either): every record a dead letter.
+    let other = dir.path().join("other.jsonl");
+    std::fs::write(&other, r#"{"id":"x","city":"rome","a":1,"b":2}"#).unwrap();
+    let out = keyscore(
+        &store,
+        &[
+            "score",
+            "--input",
+            other.to_str().unwrap(),
+            "--dead-letters",
+            "/dev/null",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("nothing scored: all 1 records read are dead letters"),
+        "{out:?}"
+    );
+    let help = ok(keyscore(&store, &["score", "--help"]));
+    assert!(
+        help.contains("Exit status") && help.contains("4 records read but none scored"),
+        "{help}"
+    );
+}
+
+/// Runs `args` with stdout to a pipe the test closes after the first line, as `| head -1`
+/// does, and returns the status and stderr.
+fn first_line_then_close(store: &Path, args: &[&str]) -> (std::process::ExitStatus, String) {
+    use std::io::{BufRead, BufReader, Read};
+    let mut child = Command::new(BIN)
+        .arg("--store")
+        .arg(format!("sqlite://{}", store.display()))
+        .args(args)
+        .env_remove("KEYSCORE_CONFIG")
+        .env("KEYSCORE_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(!line.is_empty());
+    drop(stdout);
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (child.wait().unwrap(), stderr)
+}
+
+#[test]
+fn list_and_score_end_quietly_when_their_reader_goes_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("models.db");
+    ok(keyscore(&store, &["init"]));
+    // Far more output than a pipe holds (64 KiB), so the writer meets the closed pipe.
+    let keys = 20_000;
+    let mut jsonl = String::new();
+    for i in 0..keys {
+        jsonl.push_str(&format!(
+            r#"{{"key":"key-with-a-longer-name-{i:06}","spec":{}}}"#,
+            linear_spec(i)
+        ));
+        jsonl.push('\n');
+    }
+    let file = dir.path().join("specs.jsonl");
+    std::fs::write(&file, jsonl).unwrap();
+    ok(keyscore(
+        &store,
+        &["upload", "--jsonl", file.to_str().unwrap(), "--activate"],
+    ));
+    let (status, stderr) = first_line_then_close(&store, &["list", "--all"]);
+    assert!(status.success(), "{status:?}: {stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+
+    let records: String = (0..keys)
+        .map(|i| {
+            format!(
+                "{{\"id\":\"r{i}\",\"city\":\"key-with-a-longer-name-{i:06}\",\"a\":1,\"b\":2}}\n"
+            )
+        })
+        .collect();
+    let input = dir.path().join("records.jsonl");
+    std::fs::write(&input, records).unwrap();
+    let (status, stderr) =
+        first_line_then_close(&store, &["score", "--input", input.to_str().unwrap()]);
+    assert!(status.success(), "{status:?}: {stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+}

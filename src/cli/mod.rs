@@ -28,7 +28,14 @@ use crate::{config::Config, store::ModelStore, telemetry::LogFormat};
 
 /// Score streaming records with per-key models whose weights live in a database.
 #[derive(Debug, Parser)]
-#[command(name = "keyscore", version, about, long_about = None)]
+#[command(
+    name = "keyscore",
+    version,
+    about,
+    long_about = None,
+    after_help = "Exit status: 0 done; 1 error; 2 bad command line; 3 `score`: dead letters over \
+                  --max-dead-letter-ratio; 4 `score`: records read but none scored."
+)]
 pub struct Cli {
     /// Config file (TOML). Environment variables `KEYSCORE__SECTION__FIELD` override it.
     #[arg(long, global = true, env = "KEYSCORE_CONFIG")]
@@ -77,6 +84,11 @@ pub enum Command {
     /// Show a key's active (or a given) version.
     Show(show::Args),
     /// Score JSON lines from a file or stdin; scored lines to stdout, dead letters to stderr.
+    #[command(
+        after_help = "Exit status: 0 every record scored or dead-lettered within \
+                            --max-dead-letter-ratio; 1 error; 3 dead letters over \
+                            --max-dead-letter-ratio; 4 records read but none scored."
+    )]
     Score(score::Args),
     /// The quickstart: seed an embedded store, stream records, swap a model mid-stream.
     Demo(demo::Args),
@@ -122,6 +134,32 @@ impl Cli {
             Command::Tail(a) => tail::run(&ctx, a).await,
         }
     }
+}
+
+/// The exit statuses of `keyscore`, documented in `--help` and the README.
+pub mod exit {
+    /// The command did what it was asked.
+    pub const OK: u8 = 0;
+    /// An error: a bad argument value, a store that cannot be opened or refused the change, an
+    /// input that cannot be read.
+    pub const ERROR: u8 = 1;
+    /// The command line could not be parsed (clap's status).
+    pub const USAGE: u8 = 2;
+    /// `score`: the share of dead letters went over `--max-dead-letter-ratio`.
+    pub const DEAD_LETTER_RATIO: u8 = 3;
+    /// `score`: records were read but none was scored (every one a dead letter).
+    pub const NOTHING_SCORED: u8 = 4;
+}
+
+/// A command's failure with its own exit status (see [`exit`]); `main` prints the message
+/// once and exits with the status.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Failed {
+    /// The exit status.
+    pub status: u8,
+    /// What went wrong, for the user.
+    pub message: String,
 }
 
 /// The reader of stdout went away (`keyscore list | head`): the command stops, and `main` exits
