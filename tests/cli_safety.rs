@@ -1,6 +1,7 @@
 //! The `keyscore` commands that change what scores, as an operator retries them: `rollback
 //! --from`, `promote --from`, `activate --expect-version`, `canary` and `shadow` refusing what
-//! would do harm, unknown keys, versions that do not build, and stores that do not exist.
+//! would do harm, unknown keys, versions that do not build, and stores that do not exist; exit
+//! statuses of `score`, closed pipes, and errors said once, naming what to fix.
 
 use std::{
     path::{Path, PathBuf},
@@ -512,4 +513,93 @@ fn list_and_score_end_quietly_when_their_reader_goes_away() {
         first_line_then_close(&store, &["score", "--input", input.to_str().unwrap()]);
     assert!(status.success(), "{status:?}: {stderr}");
     assert!(stderr.is_empty(), "{stderr}");
+}
+
+/// The one `error:` line of a failed command's stderr.
+fn error_line(out: Output) -> String {
+    let err = refused(out);
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(lines.len(), 1, "one error line expected in:\n{err}");
+    lines[0].to_string()
+}
+
+#[test]
+fn errors_are_said_once_and_name_what_to_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("models.db");
+    ok(keyscore(&store, &["init"]));
+    let upload = |name: &str, text: &str| {
+        let file = dir.path().join(name);
+        std::fs::write(&file, text).unwrap();
+        keyscore(
+            &store,
+            &["upload", "--key", "paris", file.to_str().unwrap()],
+        )
+    };
+    let line = error_line(upload(
+        "short.json",
+        r#"{"format_version":1,"features":["a","b","c"],"model":{"kind":"linear","coefficients":[1.0,2.0],"intercept":0.5},"output":{"type":"regression"}}"#,
+    ));
+    assert_eq!(
+        line,
+        "error: model refused: invalid model: coefficients has 2 entries but the model has 3 features"
+    );
+    let line = error_line(upload(
+        "nan.json",
+        r#"{"format_version":1,"features":["a","b"],"model":{"kind":"linear","coefficients":[1.0,NaN],"intercept":0.5},"output":{"type":"regression"}}"#,
+    ));
+    assert!(
+        line.contains("NaN at line 1 column 87, in model.coefficients[1]: JSON has no NaN"),
+        "{line}"
+    );
+
+    let with_config = |config: &str, env: &[(&str, &str)]| {
+        let file = dir.path().join("keyscore.toml");
+        std::fs::write(&file, config).unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--config")
+            .arg(&file)
+            .arg("--store")
+            .arg(format!("sqlite://{}", store.display()))
+            .arg("list")
+            .env_remove("KEYSCORE_STORE")
+            .env("KEYSCORE_LOG", "warn");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        (cmd.output().unwrap(), file.display().to_string())
+    };
+    let (out, file) = with_config("[store]\nrefresh_interval_ms = \"200\"\n", &[]);
+    assert_eq!(
+        error_line(out),
+        format!(
+            "error: invalid configuration in {file}: [store] refresh_interval_ms: invalid type: \
+             string \"200\", expected u64"
+        )
+    );
+    let (out, _) = with_config("", &[("KEYSCORE__STORE__REFRESH_INTERVAL_MS", "abc")]);
+    assert_eq!(
+        error_line(out),
+        "error: invalid configuration in environment variable \
+         KEYSCORE__STORE__REFRESH_INTERVAL_MS: [store] refresh_interval_ms: invalid type: \
+         string \"abc\", expected u64"
+    );
+    let (out, _) = with_config("[records]\nkey_field = \"\"\n", &[]);
+    assert!(error_line(out)
+        .contains("[records] key_field: must name the JSON field holding the model key"),);
+    let missing = dir.path().join("nosuch.toml");
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&missing)
+        .arg("list")
+        .output()
+        .unwrap();
+    let line = error_line(out);
+    assert_eq!(line.matches("No such file").count(), 1, "{line}");
+    assert!(line.contains("nosuch.toml"), "{line}");
+
+    // A driver error that repeats its cause in its own message is said once.
+    let out = run(dir.path(), "cql://127.0.0.1:1/keyscore", &["list"]);
+    let line = error_line(out);
+    assert_eq!(line.matches("Connection refused").count(), 1, "{line}");
 }
