@@ -603,3 +603,81 @@ fn errors_are_said_once_and_name_what_to_fix() {
     let line = error_line(out);
     assert_eq!(line.matches("Connection refused").count(), 1, "{line}");
 }
+
+#[test]
+fn show_and_list_say_it_all_as_text_and_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_paris(dir.path(), 3);
+    ok(keyscore(
+        &store,
+        &["activate", "--key", "paris", "--version", "2"],
+    ));
+    ok(keyscore(
+        &store,
+        &[
+            "canary",
+            "--key",
+            "paris",
+            "--version",
+            "3",
+            "--share",
+            "0.25",
+        ],
+    ));
+    ok(keyscore(
+        &store,
+        &["shadow", "--key", "paris", "--version", "1"],
+    ));
+    let show = ok(keyscore(&store, &["show", "--key", "paris"]));
+    for want in [
+        "version:   2\n",
+        "active:    v2 (rollback returns to v1)\n",
+        "canary:    v3 on 25% of records\n",
+        "shadow:    v1\n",
+        "builds:    yes\n",
+    ] {
+        assert!(show.contains(want), "{want:?} missing from\n{show}");
+    }
+    let activated = show
+        .lines()
+        .find_map(|l| l.strip_prefix("activated: "))
+        .unwrap_or_else(|| panic!("no activated line in\n{show}"));
+    assert!(
+        activated.contains('T') && activated.contains("Z by keyscore"),
+        "{activated}"
+    );
+
+    let json: serde_json::Value = serde_json::from_str(&ok(keyscore(
+        &store,
+        &["show", "--key", "paris", "--format", "json"],
+    )))
+    .unwrap();
+    assert_eq!(json["version"], 2);
+    assert_eq!(json["active"], 2);
+    assert_eq!(json["previous"], 1);
+    assert_eq!(json["canary"]["version"], 3);
+    assert_eq!(json["canary"]["share"], 0.25);
+    assert_eq!(json["shadow"], 1);
+    assert_eq!(json["builds"], true);
+    assert!(json["activated_by"]
+        .as_str()
+        .unwrap()
+        .starts_with("keyscore"));
+    assert_eq!(json["spec"]["model"]["intercept"], 2);
+    // The stored spec alone, as before.
+    let spec = ok(keyscore(&store, &["show", "--key", "paris", "--json"]));
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&spec).unwrap(),
+        json["spec"]
+    );
+
+    let list = ok(keyscore(&store, &["list", "--json"]));
+    let rows: Vec<serde_json::Value> = list
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        rows,
+        vec![serde_json::json!({"key": "paris", "active": 2, "versions": [1, 2, 3]})]
+    );
+}

@@ -63,6 +63,8 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
         .pop()
         .flatten();
     let rollout = store.rollout(key).await?.unwrap_or_default();
+    let activation = store.activation(key).await?.unwrap_or_default();
+    let activated_at = activation.at_ms.map(utc_time);
     let spec = ModelSpec::from_json(stored.spec_json.as_bytes());
     let built = spec
         .as_ref()
@@ -89,6 +91,8 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
             "previous": pointer.and_then(|p| p.previous),
             "canary": rollout.canary.map(|c| json!({"version": c.version, "share": c.share})),
             "shadow": rollout.shadow,
+            "activated_by": activation.by,
+            "activated_at": activated_at,
             "checksum": checksum,
             "kind": kind,
             "builds": problem.is_none(),
@@ -120,6 +124,16 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
         }),
     );
     line("shadow:", &rollout.shadow.map_or("none".into(), v));
+    if pointer.is_some() {
+        line(
+            "activated:",
+            &format!(
+                "{} by {}",
+                activated_at.as_deref().unwrap_or("(time not recorded)"),
+                activation.by.as_deref().unwrap_or("(not recorded)")
+            ),
+        );
+    }
     line("checksum:", &checksum);
     line("kind:", kind.as_deref().unwrap_or("?"));
     if let Ok(spec) = &spec {
@@ -140,4 +154,36 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
     }
     super::write_stdout(&text)?;
     Ok(())
+}
+
+/// `ms` (Unix milliseconds) as an RFC 3339 UTC time, to the second.
+fn utc_time(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_time_is_rfc3339() {
+        assert_eq!(super::utc_time(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::utc_time(951_782_400_000), "2000-02-29T00:00:00Z");
+        assert_eq!(super::utc_time(1_796_300_000_123), "2026-12-03T12:13:20Z");
+    }
 }

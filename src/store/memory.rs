@@ -12,17 +12,20 @@ use std::ops::Bound;
 use std::sync::{Mutex, MutexGuard};
 
 use super::{
-    check_key, check_share, plan_move, ActiveModel, Canary, ChangeCursor, Changes, Error, KeyPage,
-    KeySummary, ModelStore, MovePlan, Moved, Pointer as StorePointer, PointerMove, Rollout,
-    StoredModel,
+    actor, check_key, check_share, plan_move, Activation, ActiveModel, Canary, ChangeCursor,
+    Changes, Error, KeyPage, KeySummary, ModelStore, MovePlan, Moved, Pointer as StorePointer,
+    PointerMove, Rollout, StoredModel,
 };
 
 /// A key's active pointer.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Pointer {
     version: i64,
     previous: Option<i64>,
     revision: i64,
+    /// Who moved it last, and when (Unix milliseconds).
+    by: String,
+    at_ms: i64,
 }
 
 #[derive(Debug, Default)]
@@ -88,12 +91,17 @@ impl State {
 
     fn point(&mut self, key: &str, version: i64, previous: Option<i64>) {
         let revision = self.announce(key);
+        let at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         self.active.insert(
             key.to_string(),
             Pointer {
                 version,
                 previous,
                 revision,
+                by: actor(),
+                at_ms,
             },
         );
     }
@@ -181,7 +189,7 @@ impl ModelStore for MemoryModelStore {
             version: current,
             previous: Some(previous),
             ..
-        }) = state.active.get(key).copied()
+        }) = state.active.get(key).cloned()
         else {
             if !state.has_key(key) {
                 return Err(Error::UnknownKey {
@@ -217,6 +225,13 @@ impl ModelStore for MemoryModelStore {
                 Ok(outcome)
             }
         }
+    }
+
+    async fn activation(&self, key: &str) -> Result<Option<Activation>, Error> {
+        Ok(self.state().active.get(key).map(|p| Activation {
+            by: Some(p.by.clone()),
+            at_ms: Some(p.at_ms),
+        }))
     }
 
     async fn active(&self, key: &str) -> Result<Option<ActiveModel>, Error> {

@@ -173,6 +173,27 @@ pub fn plan_move(
     }
 }
 
+/// Who made a key's active version active, and when, as far as the store records it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Activation {
+    /// Who: `keyscore:USER@HOST` for keyscore's own writes, whatever a hand-written CQL
+    /// statement set otherwise.
+    pub by: Option<String>,
+    /// When, in milliseconds since the Unix epoch.
+    pub at_ms: Option<i64>,
+}
+
+/// Who is acting, for the stores' audit columns: the OS user and host, when known.
+pub(crate) fn actor() -> String {
+    let user = std::env::var("USER").unwrap_or_default();
+    let host = std::env::var("HOSTNAME").unwrap_or_default();
+    match (user.is_empty(), host.is_empty()) {
+        (false, false) => format!("keyscore:{user}@{host}"),
+        (false, true) => format!("keyscore:{user}"),
+        _ => "keyscore".to_string(),
+    }
+}
+
 /// One version to upload with [`ModelStore::put_versions`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewVersion {
@@ -427,6 +448,14 @@ pub trait ModelStore: Send + Sync + std::fmt::Debug {
     /// for a key with no stored version, [`Error::NoSuchVersion`] for a version to activate that
     /// does not exist, and writes nothing then.
     async fn move_active(&self, key: &str, change: PointerMove) -> Result<Moved, Error>;
+
+    /// Who made `key`'s active version active and when (the last activation, rollback or
+    /// promotion), or `None` for a key never activated. The default, for stores that keep no
+    /// record of it, is `None`.
+    async fn activation(&self, key: &str) -> Result<Option<Activation>, Error> {
+        let _ = key;
+        Ok(None)
+    }
 
     /// Fails with [`Error::UnknownKey`] when no version of `key` is stored. Provided: reads
     /// [`ModelStore::versions`].

@@ -69,6 +69,7 @@ macro_rules! conformance_tests {
             rollback_from_refuses_another_active_version,
             activate_expecting_checks_the_active_version,
             conditional_moves_refuse_an_unknown_key,
+            activation_says_who_and_when,
         );
     };
     (@checks $module:ident, $fresh:expr; $($check:ident),* $(,)?) => {
@@ -944,4 +945,33 @@ pub async fn conditional_moves_refuse_an_unknown_key(store: &dyn ModelStore) {
     assert!(err.to_string().contains("unknown key"), "{err}");
     put(store, &key, None, VALID_SPEC).await;
     store.require_key(&key).await.unwrap();
+}
+
+/// `activation` says who moved the pointer last and when; `None` for a key never activated.
+pub async fn activation_says_who_and_when(store: &dyn ModelStore) {
+    let key = unique_key("activation");
+    put(store, &key, None, VALID_SPEC).await;
+    assert_eq!(store.activation(&key).await.unwrap(), None);
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    let before = now();
+    store.activate(&key, 1).await.unwrap();
+    let after = now();
+    let activation = store
+        .activation(&key)
+        .await
+        .unwrap()
+        .expect("an activated key has an activation");
+    let at = activation.at_ms.expect("the time of the activation");
+    // The CQL store's clock is the node's, the test's is this process's: allow a second.
+    assert!(
+        before - 1000 <= at && at <= after + 1000,
+        "activated at {at}, between {before} and {after}"
+    );
+    let by = activation.by.expect("who activated");
+    assert!(by.starts_with("keyscore"), "{by}");
 }

@@ -25,8 +25,8 @@ use std::{
 
 use async_trait::async_trait;
 use keyscore::store::{
-    ActiveModel, Canary, ChangeCursor, Changes, Error, KeyPage, KeySummary, MemoryModelStore,
-    ModelStore, Moved, Pointer, PointerMove, Rollout, StoredModel,
+    Activation, ActiveModel, Canary, ChangeCursor, Changes, Error, KeyPage, KeySummary,
+    MemoryModelStore, ModelStore, Moved, Pointer, PointerMove, Rollout, StoredModel,
 };
 
 use crate::conformance::Fixture;
@@ -165,6 +165,11 @@ impl<S: ModelStore> ModelStore for FaultyStore<S> {
     async fn move_active(&self, key: &str, change: PointerMove) -> Result<Moved, Error> {
         self.check_key(key)?;
         self.inner.move_active(key, change).await
+    }
+
+    async fn activation(&self, key: &str) -> Result<Option<Activation>, Error> {
+        self.check_key(key)?;
+        self.inner.activation(key).await
     }
 
     async fn active(&self, key: &str) -> Result<Option<ActiveModel>, Error> {

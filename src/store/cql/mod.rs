@@ -59,9 +59,9 @@ use self::errors::{corrupt, execution_error, pager_error, row_error};
 use self::specs::{Body, EncodedSpec, Layout, StoredSpec};
 use self::statements::{RolloutStatements, Statements};
 use super::{
-    check_key, check_share, plan_move, ActiveModel, Canary, ChangeCursor, Changes, Error,
-    InitOptions, InitReport, KeyPage, KeySummary, ModelStore, MovePlan, Moved, NewVersion,
-    Pointer as StorePointer, PointerMove, Rollout, StoredModel,
+    actor, check_key, check_share, plan_move, Activation, ActiveModel, Canary, ChangeCursor,
+    Changes, Error, InitOptions, InitReport, KeyPage, KeySummary, ModelStore, MovePlan, Moved,
+    NewVersion, Pointer as StorePointer, PointerMove, Rollout, StoredModel,
 };
 use crate::model::ModelSpec;
 
@@ -133,16 +133,6 @@ struct RolloutRow {
 /// `canary_version, canary_share, shadow_version, revision` of `model_rollouts`.
 type RolloutColumns = (Option<i64>, Option<f64>, Option<i64>, Option<i64>);
 
-/// Who is acting, for the audit columns: the OS user and host, when known.
-fn actor() -> String {
-    let user = std::env::var("USER").unwrap_or_default();
-    let host = std::env::var("HOSTNAME").unwrap_or_default();
-    match (user.is_empty(), host.is_empty()) {
-        (false, false) => format!("keyscore:{user}@{host}"),
-        (false, true) => format!("keyscore:{user}"),
-        _ => "keyscore".to_string(),
-    }
-}
 impl CqlModelStore {
     /// Connects to `HOST[:PORT][,HOST[:PORT]...][/KEYSPACE]` (the store URL after `cql://`;
     /// port 9042 and keyspace `keyscore` by default). A login, if the cluster needs one, comes
@@ -925,6 +915,20 @@ impl ModelStore for CqlModelStore {
         .await?;
         let moved = outcome.into_inner().unwrap_or_else(|p| p.into_inner());
         Ok(moved.expect("move_pointer asks the plan at least once"))
+    }
+
+    /// `changed_by` and `changed_at` of the key's `active_models` row.
+    async fn activation(&self, key: &str) -> Result<Option<Activation>, Error> {
+        let st = self.statements().await?;
+        let row: Option<(Option<i64>, Option<String>, Option<CqlTimestamp>)> = self
+            .read_row("reading who activated a version", &st.pointer_audit, (key,))
+            .await?;
+        Ok(row.and_then(|(version, by, at)| {
+            version.map(|_| Activation {
+                by,
+                at_ms: at.map(|t| t.0),
+            })
+        }))
     }
 
     async fn active(&self, key: &str) -> Result<Option<ActiveModel>, Error> {

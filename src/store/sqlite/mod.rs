@@ -6,10 +6,11 @@
 //!   immutable; `created_at` is Unix milliseconds, `author` comes from the spec's
 //!   `metadata.author` when it has one.
 //! * `active_models (key, version, previous_version, revision)`: the active pointer per key.
-//! * `model_changes (seq, key, version, at)`: the change feed, one row per activation,
-//!   rollback, promotion or rollout change (`version` is the version concerned, 0 when a canary
-//!   or shadow ends). `seq` only grows; an activation's `revision` is its feed row's `seq`, and
-//!   a [`ChangeCursor`] is a `seq`.
+//! * `model_changes (seq, key, version, at, changed_by)`: the change feed, one row per
+//!   activation, rollback, promotion or rollout change (`version` is the version concerned, 0
+//!   when a canary or shadow ends; `changed_by` is `keyscore:USER@HOST`, added to older files
+//!   on open and NULL in their old rows). `seq` only grows; an activation's `revision` is its
+//!   feed row's `seq`, and a [`ChangeCursor`] is a `seq`.
 //! * `model_rollouts (key, canary_version, canary_share, shadow_version, revision)`: the
 //!   canary and shadow version per key (NULL when none runs); `revision` is the `seq` of the
 //!   feed row of its last change.
@@ -32,13 +33,14 @@ mod sql;
 
 use sql::{
     activate_row, configure, create_schema, feed_row, insert_version_row, key_exists, move_pointer,
-    read_active, read_pointer, read_rollout, sqlite_error, version_exists, write_canary,
+    read_activation, read_active, read_pointer, read_rollout, sqlite_error, version_exists,
+    write_canary,
 };
 
 use super::{
-    check_key, check_share, plan_move, ActiveModel, Canary, ChangeCursor, Changes, Error, KeyPage,
-    KeySummary, ModelStore, MovePlan, Moved, NewVersion, Pointer, PointerMove, Rollout,
-    StoredModel,
+    check_key, check_share, plan_move, Activation, ActiveModel, Canary, ChangeCursor, Changes,
+    Error, KeyPage, KeySummary, ModelStore, MovePlan, Moved, NewVersion, Pointer, PointerMove,
+    Rollout, StoredModel,
 };
 
 /// Versions written (or activations made) in one transaction by the bulk calls, at most.
@@ -273,6 +275,17 @@ impl ModelStore for EmbeddedModelStore {
                     Ok(outcome)
                 }
             }
+        })
+        .await
+    }
+
+    /// The `at` and `changed_by` of the feed row of the pointer's last move.
+    async fn activation(&self, key: &str) -> Result<Option<Activation>, Error> {
+        let key = key.to_string();
+        self.call(move |conn| {
+            read_activation(conn, &key)
+                .map(|row| row.map(|(at_ms, by)| Activation { by, at_ms }))
+                .map_err(sqlite_error("reading who activated a version"))
         })
         .await
     }
@@ -613,6 +626,28 @@ mod tests {
         std::fs::write(&path, vec![b'x'; 4096]).unwrap();
         let err = EmbeddedModelStore::open(&path).unwrap_err();
         assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn a_file_from_before_changed_by_gets_the_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("models.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE model_changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, \
+                 key TEXT NOT NULL, version INTEGER NOT NULL, at INTEGER NOT NULL); \
+                 INSERT INTO model_changes (key, version, at) VALUES ('paris', 1, 5); \
+                 PRAGMA user_version = 2;",
+            )
+            .unwrap();
+        }
+        let store = EmbeddedModelStore::open(&path).unwrap();
+        let conn = store.conn.lock().unwrap();
+        let by: Option<String> = conn
+            .query_row("SELECT changed_by FROM model_changes", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(by, None);
     }
 
     #[test]
