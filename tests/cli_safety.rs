@@ -218,7 +218,10 @@ fn canary_refuses_a_second_canary_and_the_active_version_and_promote_from_is_ret
         "{err}"
     );
     let out = ok(canary("2", &["--replace"]));
-    assert!(out.starts_with("canary paris v2 on 10%"), "{out}");
+    assert!(
+        out.starts_with("replaced the canary of paris v3 on 10%\ncanary paris v2 on 10%"),
+        "{out}"
+    );
 
     // Promote from v1: the canary's v2 replaces it; a retry says it is done.
     let out = ok(keyscore(

@@ -2,7 +2,7 @@
 
 use anyhow::bail;
 
-use crate::store::Canary;
+use crate::store::{Canary, CanaryChange};
 
 /// Arguments of `keyscore canary`.
 #[derive(Debug, clap::Args)]
@@ -55,27 +55,33 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
         version: args.version,
         share: args.share,
     };
-    match store.rollout(key).await?.and_then(|r| r.canary) {
-        Some(running) if running == wanted => {
-            println!(
-                "the canary of {key} v{} on {}% of its records already runs; nothing changed",
-                args.version,
-                args.share * 100.0
-            );
-            return Ok(());
-        }
-        Some(running) if !args.replace => bail!(
-            "{key} already runs a canary of v{} on {}% of its records; pass --replace to \
-             replace it, or end it with `keyscore rollback --key {key} --from {}`; nothing \
-             changed",
-            running.version,
-            running.share * 100.0,
-            running.version
-        ),
-        _ => {}
-    }
     super::guard::check_builds(store.as_ref(), key, args.version).await?;
-    store.set_canary(key, Some(wanted)).await?;
+    // One conditional write: a canary started meanwhile by someone else is not replaced
+    // without --replace.
+    let changed = store
+        .change_canary(
+            key,
+            CanaryChange::Start {
+                canary: wanted,
+                replace: args.replace,
+            },
+        )
+        .await?;
+    if !changed.changed {
+        println!(
+            "the canary of {key} v{} on {}% of its records already runs; nothing changed",
+            args.version,
+            args.share * 100.0
+        );
+        return Ok(());
+    }
+    if let Some(before) = changed.before {
+        println!(
+            "replaced the canary of {key} v{} on {}%",
+            before.version,
+            before.share * 100.0
+        );
+    }
     println!(
         "canary {key} v{} on {}% of its records; `keyscore promote --key {key}` activates it, `keyscore rollback --key {key} --from {}` ends it",
         args.version,

@@ -2,7 +2,7 @@
 
 use anyhow::bail;
 
-use crate::store::PointerMove;
+use crate::store::{CanaryChange, PointerMove};
 
 /// Arguments of `keyscore promote`.
 #[derive(Debug, clap::Args)]
@@ -58,7 +58,14 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
             },
         )
         .await?;
-    store.set_canary(key, None).await?;
+    store
+        .change_canary(
+            key,
+            CanaryChange::End {
+                version: canary.version,
+            },
+        )
+        .await?;
     println!(
         "promoted {key} v{}: it replaced v{from} and the canary ended",
         canary.version

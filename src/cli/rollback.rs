@@ -4,7 +4,7 @@
 
 use anyhow::bail;
 
-use crate::store::PointerMove;
+use crate::store::{CanaryChange, PointerMove};
 
 /// Arguments of `keyscore rollback`.
 #[derive(Debug, clap::Args)]
@@ -42,11 +42,20 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
     };
     match canary {
         Some(canary) if canary.version == from => {
-            store.set_canary(&args.key, None).await?;
-            println!(
-                "ended the canary of {} v{from}; the active version scores every record",
-                args.key
-            );
+            let ended = store
+                .change_canary(&args.key, CanaryChange::End { version: from })
+                .await?;
+            if ended.changed {
+                println!(
+                    "ended the canary of {} v{from}; the active version scores every record",
+                    args.key
+                );
+            } else {
+                println!(
+                    "the canary of {} v{from} already ended; nothing changed",
+                    args.key
+                );
+            }
             return Ok(());
         }
         Some(canary) => bail!(

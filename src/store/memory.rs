@@ -12,9 +12,9 @@ use std::ops::Bound;
 use std::sync::{Mutex, MutexGuard};
 
 use super::{
-    actor, check_key, check_share, plan_move, Activation, ActiveModel, Canary, ChangeCursor,
-    Changes, Error, KeyPage, KeySummary, ModelStore, MovePlan, Moved, Pointer as StorePointer,
-    PointerMove, Rollout, StoredModel,
+    actor, check_key, check_share, plan_canary, plan_move, Activation, ActiveModel, Canary,
+    CanaryChange, CanaryChanged, ChangeCursor, Changes, Error, KeyPage, KeySummary, ModelStore,
+    MovePlan, Moved, Pointer as StorePointer, PointerMove, Rollout, StoredModel,
 };
 
 /// A key's active pointer.
@@ -365,6 +365,31 @@ impl ModelStore for MemoryModelStore {
         }
         state.change_rollout(key, |r| r.canary = canary);
         Ok(())
+    }
+
+    async fn change_canary(&self, key: &str, change: CanaryChange) -> Result<CanaryChanged, Error> {
+        check_key(key)?;
+        if let CanaryChange::Start { canary, .. } = change {
+            check_share(canary.share)?;
+        }
+        let mut state = self.state();
+        let before = state.rollouts.get(key).and_then(|r| r.canary);
+        let Some(after) = plan_canary(key, before, change)? else {
+            return Ok(CanaryChanged {
+                before,
+                after: before,
+                changed: false,
+            });
+        };
+        if let Some(c) = after {
+            state.require_version(key, c.version)?;
+        }
+        state.change_rollout(key, |r| r.canary = after);
+        Ok(CanaryChanged {
+            before,
+            after,
+            changed: true,
+        })
     }
 
     async fn set_shadow(&self, key: &str, version: Option<i64>) -> Result<(), Error> {

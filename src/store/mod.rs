@@ -173,6 +173,66 @@ pub fn plan_move(
     }
 }
 
+/// A change of a key's canary that says what the caller expects to find, so that a retry is
+/// recognised and a canary someone else started is not silently replaced. See
+/// [`ModelStore::change_canary`] and [`plan_canary`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum CanaryChange {
+    /// Start `canary`. The same canary already running is left alone; a different one running
+    /// is refused with [`Error::CanaryRunning`] unless `replace`.
+    Start {
+        /// The canary to run.
+        canary: Canary,
+        /// Replace a different canary that runs.
+        replace: bool,
+    },
+    /// End the canary of `version`. No canary running is left alone (it was ended already); a
+    /// canary of another version is refused with [`Error::CanaryRunning`].
+    End {
+        /// The version whose canary to end.
+        version: i64,
+    },
+}
+
+/// What a [`CanaryChange`] did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CanaryChanged {
+    /// The canary running before.
+    pub before: Option<Canary>,
+    /// The canary running after.
+    pub after: Option<Canary>,
+    /// Whether this call wrote anything.
+    pub changed: bool,
+}
+
+/// Decides a [`CanaryChange`] of `key` against the canary that runs: `Ok(Some(canary))` to
+/// write `canary` (`None`: end it), `Ok(None)` to write nothing. Every backend calls this
+/// between its read of the rollout and its conditional write.
+pub fn plan_canary(
+    key: &str,
+    running: Option<Canary>,
+    change: CanaryChange,
+) -> Result<Option<Option<Canary>>, Error> {
+    match change {
+        CanaryChange::Start { canary, replace } => match running {
+            Some(r) if r == canary => Ok(None),
+            Some(r) if !replace => Err(Error::CanaryRunning {
+                key: key.to_string(),
+                running: r,
+            }),
+            _ => Ok(Some(Some(canary))),
+        },
+        CanaryChange::End { version } => match running {
+            None => Ok(None),
+            Some(r) if r.version == version => Ok(Some(None)),
+            Some(r) => Err(Error::CanaryRunning {
+                key: key.to_string(),
+                running: r,
+            }),
+        },
+    }
+}
+
 /// Who made a key's active version active, and when, as far as the store records it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Activation {
@@ -448,6 +508,20 @@ pub trait ModelStore: Send + Sync + std::fmt::Debug {
     /// for a key with no stored version, [`Error::NoSuchVersion`] for a version to activate that
     /// does not exist, and writes nothing then.
     async fn move_active(&self, key: &str, change: PointerMove) -> Result<Moved, Error>;
+
+    /// Changes `key`'s canary as `change` says, after checking the canary that runs
+    /// ([`plan_canary`]): one conditional write (a compare-and-set on CQL, one transaction on
+    /// SQLite), or none when the store already shows the change made. A canary to start must
+    /// name a stored version ([`Error::NoSuchVersion`]) with a share in (0, 1]
+    /// ([`Error::InvalidShare`]). The default, for stores without rollouts, refuses with
+    /// [`Error::Rejected`].
+    async fn change_canary(&self, key: &str, change: CanaryChange) -> Result<CanaryChanged, Error> {
+        let _ = (key, change);
+        Err(Error::rejected(format!(
+            "{} does not support canary versions",
+            self.describe()
+        )))
+    }
 
     /// Who made `key`'s active version active and when (the last activation, rollback or
     /// promotion), or `None` for a key never activated. The default, for stores that keep no
@@ -876,6 +950,18 @@ pub enum Error {
         expected: i64,
         /// The version that is active, if any.
         active: Option<i64>,
+    },
+    /// A canary runs that the change did not expect; nothing was written.
+    #[error(
+        "{key} already runs a canary of v{} on {}% of its records; pass --replace to replace it, or end \
+         it with `keyscore rollback --key {key} --from {}`; nothing changed",
+        .running.version, .running.share * 100.0, .running.version
+    )]
+    CanaryRunning {
+        /// The key.
+        key: String,
+        /// The canary that runs.
+        running: Canary,
     },
     /// Rollback had nothing to return to.
     #[error("{key} has no previous version to roll back to; activate a version explicitly")]

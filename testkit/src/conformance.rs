@@ -26,8 +26,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use keyscore::store::{
-    Canary, ChangeCursor, CqlModelStore, EmbeddedModelStore, Error, KeySummary, MemoryModelStore,
-    ModelStore, Moved, PointerMove,
+    Canary, CanaryChange, ChangeCursor, CqlModelStore, EmbeddedModelStore, Error, KeySummary,
+    MemoryModelStore, ModelStore, Moved, PointerMove,
 };
 
 use crate::specs::{SHAPE_MISMATCH_SPEC, UNKNOWN_KIND_SPEC, VALID_SPEC, VALID_SPEC_2};
@@ -70,6 +70,7 @@ macro_rules! conformance_tests {
             activate_expecting_checks_the_active_version,
             conditional_moves_refuse_an_unknown_key,
             activation_says_who_and_when,
+            change_canary_refuses_to_replace_and_is_safe_to_retry,
         );
     };
     (@checks $module:ident, $fresh:expr; $($check:ident),* $(,)?) => {
@@ -974,4 +975,81 @@ pub async fn activation_says_who_and_when(store: &dyn ModelStore) {
     );
     let by = activation.by.expect("who activated");
     assert!(by.starts_with("keyscore"), "{by}");
+}
+
+/// `change_canary`: starting the same canary again and ending an ended one write nothing; a
+/// different canary is refused unless replacing; ending another version's canary is refused.
+pub async fn change_canary_refuses_to_replace_and_is_safe_to_retry(store: &dyn ModelStore) {
+    let key = unique_key("changecanary");
+    for _ in 0..3 {
+        put(store, &key, None, VALID_SPEC).await;
+    }
+    store.activate(&key, 1).await.unwrap();
+    let c2 = Canary {
+        version: 2,
+        share: 0.1,
+    };
+    let c3 = Canary {
+        version: 3,
+        share: 0.2,
+    };
+    let start = |canary, replace| CanaryChange::Start { canary, replace };
+    let rollout_revision = || async { store.rollout(&key).await.unwrap().map(|r| r.revision) };
+    let first = store.change_canary(&key, start(c2, false)).await.unwrap();
+    assert!(
+        first.changed && first.before.is_none() && first.after == Some(c2),
+        "{first:?}"
+    );
+    let before = rollout_revision().await;
+    let again = store.change_canary(&key, start(c2, false)).await.unwrap();
+    assert!(!again.changed && again.after == Some(c2), "{again:?}");
+    let err = store
+        .change_canary(&key, start(c3, false))
+        .await
+        .expect_err("a second canary replaced the first");
+    assert!(
+        matches!(err, Error::CanaryRunning { running, .. } if running == c2),
+        "{err:?}"
+    );
+    let err = store
+        .change_canary(&key, CanaryChange::End { version: 3 })
+        .await
+        .expect_err("ending another version's canary succeeded");
+    assert!(matches!(err, Error::CanaryRunning { .. }), "{err:?}");
+    let err = store
+        .change_canary(
+            &key,
+            start(
+                Canary {
+                    version: 9,
+                    share: 0.1,
+                },
+                true,
+            ),
+        )
+        .await
+        .expect_err("a canary of a missing version started");
+    assert!(
+        matches!(err, Error::NoSuchVersion { version: 9, .. }),
+        "{err:?}"
+    );
+    assert_eq!(rollout_revision().await, before, "a refused change wrote");
+    let replaced = store.change_canary(&key, start(c3, true)).await.unwrap();
+    assert!(
+        replaced.changed && replaced.before == Some(c2) && replaced.after == Some(c3),
+        "{replaced:?}"
+    );
+    let ended = store
+        .change_canary(&key, CanaryChange::End { version: 3 })
+        .await
+        .unwrap();
+    assert!(ended.changed && ended.after.is_none(), "{ended:?}");
+    let before = rollout_revision().await;
+    let retry = store
+        .change_canary(&key, CanaryChange::End { version: 3 })
+        .await
+        .unwrap();
+    assert!(!retry.changed && retry.after.is_none(), "{retry:?}");
+    assert_eq!(rollout_revision().await, before, "a retried end wrote");
+    assert_eq!(active_version(store, &key).await, Some(1));
 }

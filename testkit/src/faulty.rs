@@ -25,8 +25,9 @@ use std::{
 
 use async_trait::async_trait;
 use keyscore::store::{
-    Activation, ActiveModel, Canary, ChangeCursor, Changes, Error, KeyPage, KeySummary,
-    MemoryModelStore, ModelStore, Moved, Pointer, PointerMove, Rollout, StoredModel,
+    Activation, ActiveModel, Canary, CanaryChange, CanaryChanged, ChangeCursor, Changes, Error,
+    KeyPage, KeySummary, MemoryModelStore, ModelStore, Moved, Pointer, PointerMove, Rollout,
+    StoredModel,
 };
 
 use crate::conformance::Fixture;
@@ -165,6 +166,11 @@ impl<S: ModelStore> ModelStore for FaultyStore<S> {
     async fn move_active(&self, key: &str, change: PointerMove) -> Result<Moved, Error> {
         self.check_key(key)?;
         self.inner.move_active(key, change).await
+    }
+
+    async fn change_canary(&self, key: &str, change: CanaryChange) -> Result<CanaryChanged, Error> {
+        self.check_key(key)?;
+        self.inner.change_canary(key, change).await
     }
 
     async fn activation(&self, key: &str) -> Result<Option<Activation>, Error> {

@@ -59,9 +59,10 @@ use self::errors::{corrupt, execution_error, pager_error, row_error};
 use self::specs::{Body, EncodedSpec, Layout, StoredSpec};
 use self::statements::{RolloutStatements, Statements};
 use super::{
-    actor, check_key, check_share, plan_move, Activation, ActiveModel, Canary, ChangeCursor,
-    Changes, Error, InitOptions, InitReport, KeyPage, KeySummary, ModelStore, MovePlan, Moved,
-    NewVersion, Pointer as StorePointer, PointerMove, Rollout, StoredModel,
+    actor, check_key, check_share, plan_canary, plan_move, Activation, ActiveModel, Canary,
+    CanaryChange, CanaryChanged, ChangeCursor, Changes, Error, InitOptions, InitReport, KeyPage,
+    KeySummary, ModelStore, MovePlan, Moved, NewVersion, Pointer as StorePointer, PointerMove,
+    Rollout, StoredModel,
 };
 use crate::model::ModelSpec;
 
@@ -486,13 +487,25 @@ impl CqlModelStore {
         ))
     }
 
-    /// Changes `key`'s rollout by compare-and-set, like [`CqlModelStore::move_pointer`].
-    async fn change_rollout(&self, key: &str, change: RolloutChange) -> Result<(), Error> {
+    /// Changes `key`'s rollout by compare-and-set, like [`CqlModelStore::move_pointer`]:
+    /// `decide` says, from the row read, what to change (`None`: nothing). Returns the row read
+    /// last and whether this call wrote.
+    async fn change_rollout(
+        &self,
+        key: &str,
+        decide: impl Fn(&RolloutRow) -> Result<Option<RolloutChange>, Error>,
+    ) -> Result<(RolloutRow, bool), Error> {
         let st = self.rollout_statements().await?;
         let pointers = self.statements().await?;
         let context = "changing a canary or shadow";
         for attempt in 0..CAS_ATTEMPTS {
             let current = self.read_rollout_row(st, key).await?.unwrap_or_default();
+            let Some(change) = decide(&current)? else {
+                return Ok((current, false));
+            };
+            if let RolloutChange::Canary(Some(c)) = change {
+                self.require_version(pointers, key, c.version).await?;
+            }
             let (canary, shadow) = match change {
                 RolloutChange::Canary(canary) => (canary, current.shadow),
                 RolloutChange::Shadow(shadow) => (current.canary, shadow),
@@ -534,7 +547,7 @@ impl CqlModelStore {
                     RolloutChange::Shadow(v) => v.unwrap_or(0),
                 };
                 self.announce(pointers, key, named, revision).await;
-                return Ok(());
+                return Ok((current, true));
             }
             back_off(attempt).await;
         }
@@ -1003,11 +1016,38 @@ impl ModelStore for CqlModelStore {
         check_key(key)?;
         if let Some(c) = canary {
             check_share(c.share)?;
-            let st = self.statements().await?;
-            self.require_version(st, key, c.version).await?;
         }
-        self.change_rollout(key, RolloutChange::Canary(canary))
+        // change_rollout checks that the canary's version exists.
+        self.change_rollout(key, |_| Ok(Some(RolloutChange::Canary(canary))))
             .await
+            .map(drop)
+    }
+
+    /// One compare-and-set on the rollout's revision: [`plan_canary`] decides against the row
+    /// read, and a row changed in between is read and decided again.
+    async fn change_canary(&self, key: &str, change: CanaryChange) -> Result<CanaryChanged, Error> {
+        check_key(key)?;
+        if let CanaryChange::Start { canary, .. } = change {
+            check_share(canary.share)?;
+        }
+        let after = std::sync::Mutex::new(None);
+        let (read, changed) = self
+            .change_rollout(key, |current| {
+                let planned = plan_canary(key, current.canary, change)?;
+                *after.lock().unwrap_or_else(|p| p.into_inner()) = planned;
+                Ok(planned.map(RolloutChange::Canary))
+            })
+            .await?;
+        let before = read.canary;
+        let after = after
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or(before);
+        Ok(CanaryChanged {
+            before,
+            after,
+            changed,
+        })
     }
 
     async fn set_shadow(&self, key: &str, version: Option<i64>) -> Result<(), Error> {
@@ -1016,8 +1056,9 @@ impl ModelStore for CqlModelStore {
             let st = self.statements().await?;
             self.require_version(st, key, v).await?;
         }
-        self.change_rollout(key, RolloutChange::Shadow(version))
+        self.change_rollout(key, |_| Ok(Some(RolloutChange::Shadow(version))))
             .await
+            .map(drop)
     }
 
     async fn versions(&self, key: &str) -> Result<Vec<i64>, Error> {

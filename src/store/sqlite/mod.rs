@@ -38,9 +38,9 @@ use sql::{
 };
 
 use super::{
-    check_key, check_share, plan_move, Activation, ActiveModel, Canary, ChangeCursor, Changes,
-    Error, KeyPage, KeySummary, ModelStore, MovePlan, Moved, NewVersion, Pointer, PointerMove,
-    Rollout, StoredModel,
+    check_key, check_share, plan_canary, plan_move, Activation, ActiveModel, Canary, CanaryChange,
+    CanaryChanged, ChangeCursor, Changes, Error, KeyPage, KeySummary, ModelStore, MovePlan, Moved,
+    NewVersion, Pointer, PointerMove, Rollout, StoredModel,
 };
 
 /// Versions written (or activations made) in one transaction by the bulk calls, at most.
@@ -541,6 +541,44 @@ impl ModelStore for EmbeddedModelStore {
                 }
             }
             write_canary(tx, &key, canary).map_err(sqlite_error(context))
+        })
+        .await
+    }
+
+    /// One write transaction: the canary is read, checked and changed with no other writer in
+    /// between.
+    async fn change_canary(&self, key: &str, change: CanaryChange) -> Result<CanaryChanged, Error> {
+        check_key(key)?;
+        if let CanaryChange::Start { canary, .. } = change {
+            check_share(canary.share)?;
+        }
+        let key = key.to_string();
+        self.write("changing a canary", move |tx| {
+            let context = "changing a canary";
+            let before = read_rollout(tx, &key)
+                .map_err(sqlite_error(context))?
+                .and_then(|r| r.canary);
+            let Some(after) = plan_canary(&key, before, change)? else {
+                return Ok(CanaryChanged {
+                    before,
+                    after: before,
+                    changed: false,
+                });
+            };
+            if let Some(c) = after {
+                if !version_exists(tx, &key, c.version).map_err(sqlite_error(context))? {
+                    return Err(Error::NoSuchVersion {
+                        key,
+                        version: c.version,
+                    });
+                }
+            }
+            write_canary(tx, &key, after).map_err(sqlite_error(context))?;
+            Ok(CanaryChanged {
+                before,
+                after,
+                changed: true,
+            })
         })
         .await
     }
