@@ -603,8 +603,31 @@ fn errors_are_said_once_and_name_what_to_fix() {
 
     // A driver error that repeats its cause in its own message is said once.
     let out = run(dir.path(), "cql://127.0.0.1:1/keyscore", &["list"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    // Logs to a pipe carry no colour codes.
+    assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
     let line = error_line(out);
     assert_eq!(line.matches("Connection refused").count(), 1, "{line}");
+}
+
+#[test]
+fn a_subcommands_help_keeps_its_own_options_apart_from_the_global_ones() {
+    let out = Command::new(BIN)
+        .args(["rollback", "--help"])
+        .output()
+        .unwrap();
+    let help = ok(out);
+    let (own, global) = help
+        .split_once("Global options:")
+        .unwrap_or_else(|| panic!("no global heading in\n{help}"));
+    assert!(
+        own.contains("--from <N>") && !own.contains("--store"),
+        "{help}"
+    );
+    assert!(
+        global.contains("--store") && !global.contains("--from"),
+        "{help}"
+    );
 }
 
 #[test]
@@ -683,4 +706,60 @@ fn show_and_list_say_it_all_as_text_and_json() {
         rows,
         vec![serde_json::json!({"key": "paris", "active": 2, "versions": [1, 2, 3]})]
     );
+}
+
+#[test]
+fn uploading_the_latest_spec_again_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_paris(dir.path(), 2);
+    // v2.json holds the latest version's spec, written with other whitespace.
+    let same = dir.path().join("same.json");
+    let pretty = serde_json::to_string_pretty(
+        &serde_json::from_str::<serde_json::Value>(&linear_spec(2)).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(&same, pretty).unwrap();
+    let out = keyscore(
+        &store,
+        &["upload", "--key", "paris", same.to_str().unwrap()],
+    );
+    let note = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(ok(out).contains("uploaded paris v3"));
+    assert!(
+        note.contains("note: the spec is identical to paris v2; v3 is a copy of it"),
+        "{note}"
+    );
+    let other = dir.path().join("v1.json");
+    let out = keyscore(
+        &store,
+        &["upload", "--key", "paris", other.to_str().unwrap()],
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).is_empty(), "{out:?}");
+    ok(out);
+}
+
+#[test]
+fn the_operations_address_is_said_without_verbose_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_paris(dir.path(), 1);
+    let empty = dir.path().join("empty.jsonl");
+    std::fs::write(&empty, "").unwrap();
+    let out = keyscore(
+        &store,
+        &[
+            "score",
+            "--input",
+            empty.to_str().unwrap(),
+            "--ops-listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    ok(out);
+    let port: u16 = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("operations endpoint listening on http://127.0.0.1:"))
+        .and_then(|rest| rest.trim_end_matches('/').parse().ok())
+        .unwrap_or_else(|| panic!("no address in {stderr}"));
+    assert_ne!(port, 0);
 }

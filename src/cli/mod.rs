@@ -26,6 +26,9 @@ use clap::{Parser, Subcommand};
 
 use crate::{config::Config, store::ModelStore, telemetry::LogFormat};
 
+/// The help heading of the options every subcommand takes.
+const GLOBAL: &str = "Global options";
+
 /// Score streaming records with per-key models whose weights live in a database.
 #[derive(Debug, Parser)]
 #[command(
@@ -38,10 +41,10 @@ use crate::{config::Config, store::ModelStore, telemetry::LogFormat};
 )]
 pub struct Cli {
     /// Config file (TOML). Environment variables `KEYSCORE__SECTION__FIELD` override it.
-    #[arg(long, global = true, env = "KEYSCORE_CONFIG")]
+    #[arg(long, global = true, env = "KEYSCORE_CONFIG", help_heading = GLOBAL)]
     pub config: Option<PathBuf>,
     /// Model store URL: sqlite://PATH or cql://HOST:PORT/KEYSPACE. Overrides the config.
-    #[arg(long, global = true, env = "KEYSCORE_STORE")]
+    #[arg(long, global = true, env = "KEYSCORE_STORE", help_heading = GLOBAL)]
     pub store: Option<String>,
     /// Log format on stderr.
     #[arg(
@@ -49,11 +52,12 @@ pub struct Cli {
         global = true,
         value_enum,
         default_value_t,
-        env = "KEYSCORE_LOG_FORMAT"
+        env = "KEYSCORE_LOG_FORMAT",
+        help_heading = GLOBAL
     )]
     pub log_format: LogFormat,
     /// Log at info level (default: warnings only for one-shot commands).
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = GLOBAL)]
     pub verbose: bool,
     /// What to do.
     #[command(subcommand)]
@@ -217,11 +221,15 @@ impl Context {
             group.cloned(),
             self.config.ops.clone(),
         ));
-        ops.start(listen, cancel.clone()).await.with_context(|| {
+        let addr = ops.start(listen, cancel.clone()).await.with_context(|| {
             format!(
                 "listening for operations on {listen}; set [ops] listen (or --ops-listen) to a free address, or \"\" to turn it off"
             )
         })?;
+        // The address (a port picked for port 0) is logged at info; below that, say it here.
+        if !tracing::enabled!(tracing::Level::INFO) {
+            eprintln!("operations endpoint listening on http://{addr}/");
+        }
         Ok(())
     }
 
