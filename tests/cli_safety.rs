@@ -763,3 +763,31 @@ fn the_operations_address_is_said_without_verbose_logs() {
         .unwrap_or_else(|| panic!("no address in {stderr}"));
     assert_ne!(port, 0);
 }
+
+#[test]
+fn a_cql_address_that_never_answers_fails_with_keyscores_message() {
+    let dir = tempfile::tempdir().unwrap();
+    // Accepts connections (the kernel completes them) and never says a word.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("cql://{}/keyscore", silent.local_addr().unwrap());
+    let out = Command::new(BIN)
+        .args(["--store", &url, "list"])
+        .current_dir(dir.path())
+        .env_remove("KEYSCORE_CONFIG")
+        .env_remove("KEYSCORE_LOG")
+        .env("KEYSCORE__STORE__CQL__CONNECT_TIMEOUT_MS", "300")
+        .output()
+        .unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(!out.status.success());
+    assert_eq!(
+        err.trim(),
+        format!(
+            "error: opening the model store {url}: store unavailable: no answer from {url} \
+             within 300 ms: the address accepts connections but no CQL node answered; check \
+             the host and port (9042 for CQL), or raise [store.cql] connect_timeout_ms"
+        ),
+        "only keyscore's message, no driver logs"
+    );
+    drop(silent);
+}

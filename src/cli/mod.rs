@@ -106,10 +106,12 @@ pub enum Command {
 
 impl Cli {
     /// The log level used when `KEYSCORE_LOG` is not set.
+    /// One-shot commands leave the CQL driver's own logs out: they say what failed in their
+    /// error, once.
     pub fn default_log_level(&self) -> &'static str {
         match (&self.command, self.verbose) {
             (_, true) | (Command::Serve(_), _) => "info",
-            _ => "warn",
+            _ => "warn,scylla=off",
         }
     }
 

@@ -69,7 +69,7 @@ use crate::model::ModelSpec;
 /// How long one request may take before it fails as [`Error::Unavailable`].
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long opening a connection to a node may take.
+/// How long connecting to the cluster may take by default ([`CqlOptions::connect_timeout_ms`]).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Requests in flight at once for one batched call (reads of many keys, bulk writes, feed
@@ -152,17 +152,28 @@ impl CqlModelStore {
         let profile = settings
             .profile(ExecutionProfile::builder().request_timeout(Some(REQUEST_TIMEOUT)))
             .build();
+        let connect_timeout = Duration::from_millis(options.connect_timeout_ms.max(1));
         let mut builder = SessionBuilder::new()
             .known_nodes(&config.nodes)
-            .connection_timeout(CONNECT_TIMEOUT)
+            .connection_timeout(connect_timeout)
             .default_execution_profile_handle(profile.into_handle());
         builder = settings.session(builder);
         if let Some(login) = &config.credentials {
             builder = builder.user(login.username.clone(), login.password.clone());
         }
-        let session = builder
-            .build()
+        // The driver's own timeout covers opening a connection, not a node that accepts it
+        // and then never answers: bound the whole connection here.
+        let session = tokio::time::timeout(connect_timeout, builder.build())
             .await
+            .map_err(|_| {
+                Error::unavailable(format!(
+                    "no answer from {} within {} ms: the address accepts connections but no CQL \
+                     node answered; check the host and port (9042 for CQL), or raise \
+                     [store.cql] connect_timeout_ms",
+                    config.describe(),
+                    connect_timeout.as_millis()
+                ))
+            })?
             .map_err(|err| settings.session_error(&config, err))?;
         tracing::debug!(
             store = %config.describe(),
