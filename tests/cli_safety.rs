@@ -791,3 +791,58 @@ fn a_cql_address_that_never_answers_fails_with_keyscores_message() {
     );
     drop(silent);
 }
+
+#[test]
+fn validate_checks_without_a_store_and_predict_scores_a_version_before_it_is_active() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("spec.json");
+    std::fs::write(&spec, linear_spec(5)).unwrap();
+    // No store anywhere: validate needs none.
+    let out = run(
+        dir.path(),
+        "sqlite://nosuch.db",
+        &["validate", spec.to_str().unwrap()],
+    );
+    let text = ok(out);
+    assert!(
+        text.starts_with("valid: linear model, 2 features (a, b), regression; checksum"),
+        "{text}"
+    );
+    let bad = dir.path().join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"format_version":1,"features":["a"],"model":{"kind":"linear","coefficients":[1.0,2.0],"intercept":0},"output":{"type":"regression"}}"#,
+    )
+    .unwrap();
+    let line = error_line(run(
+        dir.path(),
+        "sqlite://nosuch.db",
+        &["validate", bad.to_str().unwrap()],
+    ));
+    assert!(line.contains("coefficients has 2 entries"), "{line}");
+    assert!(!dir.path().join("nosuch.db").exists());
+
+    let store = store_with_paris(dir.path(), 2);
+    let record = r#"{"id":"x","city":"paris","a":1,"b":2}"#;
+    let predict = |extra: &[&str]| {
+        let mut args = vec!["predict", "--key", "paris", "--record", record];
+        args.extend_from_slice(extra);
+        serde_json::from_str::<serde_json::Value>(&ok(keyscore(&store, &args))).unwrap()
+    };
+    // v1 (intercept 1) is active; v2 (intercept 2) is not.
+    let current = predict(&[]);
+    assert_eq!(current["model_version"], 1);
+    assert_eq!(current["prediction"]["value"], 6.0);
+    let candidate = predict(&["--version", "2"]);
+    assert_eq!(candidate["model_version"], 2);
+    assert_eq!(candidate["prediction"]["value"], 7.0);
+    assert_eq!(active(&store), "1", "predict changed nothing");
+    let line = error_line(keyscore(
+        &store,
+        &["predict", "--key", "paris", "--record", r#"{"a":1}"#],
+    ));
+    assert!(
+        line.contains("feature 'b' is missing from --record"),
+        "{line}"
+    );
+}

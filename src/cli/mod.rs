@@ -7,6 +7,7 @@ mod demo;
 mod guard;
 mod init;
 mod list;
+mod predict;
 mod produce;
 mod promote;
 mod prune;
@@ -18,6 +19,7 @@ mod show;
 mod signal;
 mod tail;
 mod upload;
+mod validate;
 
 use std::{path::PathBuf, sync::Arc};
 
@@ -87,6 +89,10 @@ pub enum Command {
     Prune(prune::Args),
     /// Show a key's active (or a given) version.
     Show(show::Args),
+    /// Check a model spec as an upload does, storing nothing (no store needed).
+    Validate(validate::Args),
+    /// Score one record with a key's active (or a given, not yet active) version.
+    Predict(predict::Args),
     /// Score JSON lines from a file or stdin; scored lines to stdout, dead letters to stderr.
     #[command(
         after_help = "Exit status: 0 every record scored or dead-lettered within \
@@ -133,6 +139,8 @@ impl Cli {
             Command::Prune(a) => prune::run(&ctx, a).await,
             Command::List(a) => list::run(&ctx, a).await,
             Command::Show(a) => show::run(&ctx, a).await,
+            Command::Validate(a) => validate::run(a).await,
+            Command::Predict(a) => predict::run(&ctx, a).await,
             Command::Score(a) => score::run(&ctx, a).await,
             Command::Demo(a) => demo::run(&ctx, a).await,
             Command::Serve(a) => serve::run(&ctx, a).await,
