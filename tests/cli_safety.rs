@@ -846,3 +846,48 @@ fn validate_checks_without_a_store_and_predict_scores_a_version_before_it_is_act
         "{line}"
     );
 }
+
+#[test]
+fn demo_outside_the_repository_fails_naming_the_seed_and_leaves_no_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let line = error_line(
+        Command::new(BIN)
+            .arg("demo")
+            .current_dir(dir.path())
+            .env_remove("KEYSCORE_CONFIG")
+            .env_remove("KEYSCORE_STORE")
+            .output()
+            .unwrap(),
+    );
+    assert!(line.contains("--seed-dir"), "{line}");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "demo left {left:?}");
+}
+
+#[test]
+fn demo_says_when_the_stream_outran_the_watcher() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("demo.db");
+    let out = Command::new(BIN)
+        .args(["demo", "--records", "2000", "--seconds", "0", "--db"])
+        .arg(&db)
+        .arg("--seed-dir")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("seed"))
+        .current_dir(dir.path())
+        .env_remove("KEYSCORE_CONFIG")
+        .env_remove("KEYSCORE_STORE")
+        // The watcher does not poll during the run: the swap cannot land before it ends.
+        .env("KEYSCORE__STORE__REFRESH_INTERVAL_MS", "3600000")
+        .output()
+        .unwrap();
+    let text = ok(out);
+    let swap = text
+        .lines()
+        .find(|l| l.starts_with("swap:"))
+        .unwrap_or_else(|| panic!("no swap line in\n{text}"));
+    assert!(
+        swap.contains("the stream ended before the watcher's next poll, so the")
+            && swap.contains("later records of paris were scored by the old version"),
+        "{swap}"
+    );
+}

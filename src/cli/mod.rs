@@ -124,10 +124,14 @@ impl Cli {
     /// Runs the chosen subcommand.
     pub async fn run(self) -> anyhow::Result<()> {
         let mut config = Config::load(self.config.as_deref())?;
+        let store_given = self.store.is_some();
         if let Some(url) = self.store {
             config.store.url = url;
         }
-        let ctx = Context { config };
+        let ctx = Context {
+            config,
+            store_given,
+        };
         match self.command {
             Command::Init(a) => init::run(&ctx, a).await,
             Command::Upload(a) => upload::run(&ctx, a).await,
@@ -207,6 +211,8 @@ pub(crate) fn write_stdout(text: &str) -> anyhow::Result<()> {
 #[derive(Debug)]
 pub(crate) struct Context {
     pub(crate) config: Config,
+    /// Whether `--store` (or `KEYSCORE_STORE`) named the store.
+    pub(crate) store_given: bool,
 }
 
 impl Context {
