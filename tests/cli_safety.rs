@@ -330,6 +330,21 @@ async fn a_version_that_does_not_build_is_never_made_to_score() {
         show.contains("does not build") && show.contains("coefficients"),
         "{show}"
     );
+    let list = ok(keyscore(&store, &["list", "--check"]));
+    assert!(
+        list.contains(" v1 v2!\n    paris v2 does not build: invalid model: coefficients"),
+        "{list}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(ok(keyscore(&store, &["list", "--check", "--json"])).trim()).unwrap();
+    assert!(
+        json["refused"]["2"]
+            .as_str()
+            .unwrap()
+            .contains("coefficients"),
+        "{json}"
+    );
+    assert!(json["refused"].get("1").is_none(), "{json}");
 }
 
 #[test]
