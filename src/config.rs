@@ -89,13 +89,32 @@ impl Config {
             origin: origin.to_string(),
             message: e.to_string(),
         })?;
-        Self::apply_env(&mut doc, env)?;
-        toml::Value::Table(doc)
-            .try_into()
-            .map_err(|e: toml::de::Error| Error::Invalid {
-                origin: origin.to_string(),
-                message: e.message().to_string(),
-            })
+        let from_env = Self::apply_env_tracked(&mut doc, env)?;
+        Self::decode(&doc).map_err(|e| {
+            // Name the field (and the variable that set it): the decoder's message names
+            // neither for a value of the wrong type.
+            let Some(path) = culprit(&doc) else {
+                return Error::Invalid {
+                    origin: origin.to_string(),
+                    message: e.message().to_string(),
+                };
+            };
+            let field = field_name(&path);
+            match from_env.iter().find(|(p, _)| *p == path) {
+                Some((_, var)) => Error::Invalid {
+                    origin: format!(" in environment variable {var}"),
+                    message: format!("{field}: {}", e.message()),
+                },
+                None => Error::Invalid {
+                    origin: origin.to_string(),
+                    message: format!("{field}: {}", e.message()),
+                },
+            }
+        })
+    }
+
+    fn decode(doc: &toml::Table) -> Result<Self, toml::de::Error> {
+        toml::Value::Table(doc.clone()).try_into()
     }
 
     /// Applies `KEYSCORE__SECTION__FIELD[__KEY]=value` overrides to a parsed document. Map
@@ -106,6 +125,16 @@ impl Config {
         doc: &mut toml::Table,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<(), Error> {
+        Self::apply_env_tracked(doc, env).map(drop)
+    }
+
+    /// [`Config::apply_env`], returning the path of every field set with the variable that
+    /// set it (the last one wins, as in the document).
+    fn apply_env_tracked(
+        doc: &mut toml::Table,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Vec<(Vec<String>, String)>, Error> {
+        let mut set: Vec<(Vec<String>, String)> = Vec::new();
         let env: Vec<(String, String)> = env.into_iter().collect();
         for (name, value) in &env {
             let Some(&(_, field)) = CQL_ENV_OVERRIDES.iter().find(|(var, _)| var == name) else {
@@ -117,6 +146,10 @@ impl Config {
             } else {
                 cql.insert(field.to_string(), toml::Value::String(value.clone()));
             }
+            set.push((
+                vec!["store".into(), "cql".into(), field.to_string()],
+                name.clone(),
+            ));
         }
         for (name, value) in env {
             let Some(path) = name.strip_prefix(ENV_PREFIX) else {
@@ -139,8 +172,55 @@ impl Config {
                 .map(String::as_str)
                 .collect();
             section(doc, &sections, &name)?.insert(parts[parts.len() - 1].clone(), parsed);
+            set.retain(|(p, _)| *p != parts);
+            set.push((parts, name));
         }
-        Ok(())
+        Ok(set)
+    }
+}
+
+/// The first field whose removal makes `doc` decode: the one with an unusable value.
+fn culprit(doc: &toml::Table) -> Option<Vec<String>> {
+    let mut leaves = Vec::new();
+    leaf_paths(doc, &mut Vec::new(), &mut leaves);
+    leaves.into_iter().find(|path| {
+        let mut trimmed = doc.clone();
+        remove_path(&mut trimmed, path);
+        Config::decode(&trimmed).is_ok()
+    })
+}
+
+fn leaf_paths(table: &toml::Table, prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+    for (name, value) in table {
+        prefix.push(name.clone());
+        match value {
+            toml::Value::Table(inner) if !inner.is_empty() => leaf_paths(inner, prefix, out),
+            _ => out.push(prefix.clone()),
+        }
+        prefix.pop();
+    }
+}
+
+fn remove_path(table: &mut toml::Table, path: &[String]) {
+    match path {
+        [] => {}
+        [last] => {
+            table.remove(last);
+        }
+        [first, rest @ ..] => {
+            if let Some(toml::Value::Table(inner)) = table.get_mut(first) {
+                remove_path(inner, rest);
+            }
+        }
+    }
+}
+
+/// `[store] refresh_interval_ms` for `store.refresh_interval_ms`.
+fn field_name(path: &[String]) -> String {
+    match path {
+        [] => String::new(),
+        [field] => field.clone(),
+        [sections @ .., field] => format!("[{}] {field}", sections.join(".")),
     }
 }
 
@@ -183,6 +263,45 @@ mod tests {
         assert_eq!(c.store.url, "sqlite://keyscore.db");
         assert_eq!(c.store.registry().refresh_interval, Duration::from_secs(1));
         assert_eq!(c.store.registry().fallback_key.as_deref(), Some("_default"));
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_is_named_with_its_field_and_variable() {
+        let err = Config::from_toml_with_env(
+            "[store]\nrefresh_interval_ms = \"200\"\n",
+            " in k.toml",
+            env(&[]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "invalid configuration in k.toml: [store] refresh_interval_ms: invalid type: string \
+             \"200\", expected u64"
+        );
+        let err = Config::from_toml_with_env(
+            "",
+            " in k.toml",
+            env(&[("KEYSCORE__STORE__REFRESH_INTERVAL_MS", "abc")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "invalid configuration in environment variable KEYSCORE__STORE__REFRESH_INTERVAL_MS: \
+             [store] refresh_interval_ms: invalid type: string \"abc\", expected u64"
+        );
+    }
+
+    #[test]
+    fn an_empty_key_field_is_refused() {
+        let err = Config::from_toml_with_env("[records]\nkey_field = \"\"\n", "", env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("[records] key_field: must name the JSON field"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -16,8 +16,13 @@ fn main() -> std::process::ExitCode {
     };
     match runtime.block_on(cli.run()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // `keyscore list | head`: the reader has what it wanted.
+        Err(err) if keyscore::cli::is_closed_pipe(&err) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", keyscore::telemetry::chain_text(err.chain()));
+            if let Some(failed) = err.downcast_ref::<keyscore::cli::Failed>() {
+                return std::process::ExitCode::from(failed.status);
+            }
             std::process::ExitCode::FAILURE
         }
     }

@@ -20,7 +20,12 @@ pub fn init(format: LogFormat, default_level: &str) {
         .ok()
         .and_then(|f| EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| EnvFilter::new(default_level));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only for a terminal: a log written to a file or a pipe stays plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -34,14 +39,32 @@ pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
 
 impl std::fmt::Display for ErrorChain<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(err) = source {
-            write!(f, ": {err}")?;
-            source = err.source();
-        }
-        Ok(())
+        f.write_str(&chain_text(std::iter::successors(Some(self.0), |err| {
+            err.source()
+        })))
     }
+}
+
+/// The messages of an error chain (outermost first) joined with `: `, each said once: a
+/// cause whose message the layer above already includes (as some libraries' errors do, the
+/// CQL driver's among them) is left out, as is an empty one.
+pub fn chain_text<'a>(
+    chain: impl IntoIterator<Item = &'a (dyn std::error::Error + 'static)>,
+) -> String {
+    let mut out = String::new();
+    let mut above = String::new();
+    for err in chain {
+        let text = err.to_string();
+        if text.is_empty() || (!above.is_empty() && above.contains(&text)) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+        above = text;
+    }
+    out
 }
 
 #[cfg(test)]
@@ -56,5 +79,30 @@ mod tests {
     fn the_chain_says_each_cause_once() {
         let err = Outer(std::io::Error::other("inner"));
         assert_eq!(ErrorChain(&err).to_string(), "outer: inner");
+    }
+
+    /// An error that repeats its source in its own message, as some libraries' errors do.
+    #[derive(Debug, thiserror::Error)]
+    #[error("pool broken; last connection failed with: {0}")]
+    struct Repeats(#[source] std::io::Error);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot connect")]
+    struct Top(#[source] Repeats);
+
+    #[test]
+    fn a_cause_the_layer_above_already_says_is_left_out() {
+        let err = Top(Repeats(std::io::Error::other("connection refused")));
+        assert_eq!(
+            ErrorChain(&err).to_string(),
+            "cannot connect: pool broken; last connection failed with: connection refused"
+        );
+        let err = anyhow::Error::new(Top(Repeats(std::io::Error::other("refused"))))
+            .context("opening the model store");
+        assert_eq!(
+            chain_text(err.chain()),
+            "opening the model store: cannot connect: pool broken; last connection failed \
+             with: refused"
+        );
     }
 }

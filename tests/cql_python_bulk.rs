@@ -263,7 +263,7 @@ async fn bulk_upload_and_activation_reach_the_store_and_a_running_scorer() {
     assert_same(&report.activated, &v1, "every good key activated at v1");
 
     // The CLI sees every good key active at v1, and no bad one.
-    let list = parse_list(&keyscore(&store, &["list"]).await);
+    let list = parse_list(&keyscore(&store, &["list", "--all"]).await);
     assert_same(list.keys(), &good, "keyscore list shows the good keys only");
     for (k, (active, versions)) in &list {
         assert_eq!(
@@ -320,7 +320,7 @@ async fn bulk_upload_and_activation_reach_the_store_and_a_running_scorer() {
     let v2: BTreeMap<String, i64> = (0..MOVED).map(|i| (key(i), 2)).collect();
     assert_same(&report.stored, &v2, "v2 of the first 500 keys stored");
     assert!(report.activated.is_empty() && report.failures.is_empty());
-    let list = parse_list(&keyscore(&store, &["list"]).await);
+    let list = parse_list(&keyscore(&store, &["list", "--all"]).await);
     assert_eq!(list[&key(0)], ("v1".to_string(), "v1 v2".to_string()));
     assert_eq!(list[&key(MOVED)], ("v1".to_string(), "v1".to_string()));
 
@@ -397,7 +397,7 @@ async fn bulk_upload_and_activation_reach_the_store_and_a_running_scorer() {
         &feed_after_activation,
         "no feed row was written by the repeat",
     );
-    let list = parse_list(&keyscore(&store, &["list"]).await);
+    let list = parse_list(&keyscore(&store, &["list", "--all"]).await);
     assert_eq!(
         list[&key(MOVED - 1)],
         ("v2".to_string(), "v1 v2".to_string())
@@ -451,7 +451,7 @@ async fn bulk_upload_through_the_cli_on_the_embedded_store() {
     assert_same(&report.stored, &want, "the good specs stored");
     assert_same(&report.activated, &want, "the good specs activated");
 
-    let list = parse_list(&keyscore(&store, &["list"]).await);
+    let list = parse_list(&keyscore(&store, &["list", "--all"]).await);
     assert_eq!(
         list.len(),
         good.len(),
@@ -478,7 +478,7 @@ async fn bulk_upload_through_the_cli_on_the_embedded_store() {
         "{:?}",
         again.failures.get("e299")
     );
-    let list = parse_list(&keyscore(&store, &["list"]).await);
+    let list = parse_list(&keyscore(&store, &["list", "--all"]).await);
     assert_eq!(list["e001"], ("v1".to_string(), "v1 v2".to_string()));
     assert_eq!(list["e299"], ("v7".to_string(), "v7".to_string()));
 }

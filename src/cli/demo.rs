@@ -96,12 +96,19 @@ fn remove_db(db: &Path) -> anyhow::Result<()> {
 
 pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> {
     // 1. A fresh embedded store with every seed version; the first version of each key active.
+    // The seed first: without it, nothing is removed or created.
+    let models = seed_models(&args.seed_dir)?;
+    if ctx.store_given {
+        eprintln!(
+            "note: demo makes its own store, {} (--db); --store and KEYSCORE_STORE are not used",
+            args.db.display()
+        );
+    }
     remove_db(&args.db)?;
     let store: Arc<dyn ModelStore> = Arc::new(EmbeddedModelStore::open(
         args.db.to_str().context("the --db path must be UTF-8")?,
     )?);
     store.init().await?;
-    let models = seed_models(&args.seed_dir)?;
     let mut swap_to = None;
     for (key, version, path) in &models {
         let text = std::fs::read_to_string(path)?;
@@ -174,6 +181,7 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
     let mut activated_at: Option<(Instant, usize)> = None;
     let mut took_effect: Option<(Duration, usize)> = None;
     let mut stale_after_swap = 0u64;
+    let mut before_effect = 0u64;
     let mut busy = Duration::ZERO;
     let mut samples: Vec<String> = Vec::new();
     let mut dead_samples: Vec<String> = Vec::new();
@@ -213,6 +221,7 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
             activated_at,
             took_effect: &mut took_effect,
             stale_after_swap: &mut stale_after_swap,
+            before_effect: &mut before_effect,
             samples: &mut samples,
             dead_samples: &mut dead_samples,
             out_file: out_file.as_mut(),
@@ -252,6 +261,12 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
             lag.as_secs_f64() * 1e3,
             stale_after_swap,
             args.swap_key
+        ),
+        (Some((_, at_record)), None) if before_effect > 0 => println!(
+            "swap: {} v{swap_to} activated at record {at_record}; the stream ended before the \
+             watcher's next poll, so the {before_effect} later records of {} were scored by the \
+             old version (pace the stream with --seconds to see the swap land)",
+            args.swap_key, args.swap_key
         ),
         (Some((_, at_record)), None) => println!(
             "swap: {} v{swap_to} activated at record {at_record}, but no later record of {} arrived to show it",
@@ -298,6 +313,9 @@ struct DemoSink<'a> {
     activated_at: Option<(Instant, usize)>,
     took_effect: &'a mut Option<(Duration, usize)>,
     stale_after_swap: &'a mut u64,
+    /// Records of the key scored by the old version after the activation, before the swap
+    /// took effect.
+    before_effect: &'a mut u64,
     samples: &'a mut Vec<String>,
     dead_samples: &'a mut Vec<String>,
     out_file: Option<&'a mut std::io::BufWriter<std::fs::File>>,
@@ -322,6 +340,8 @@ impl Sink for DemoSink<'_> {
                 }
             } else if s.model.version != self.swap_to && self.took_effect.is_some() {
                 *self.stale_after_swap += 1;
+            } else if s.model.version != self.swap_to && self.activated_at.is_some() {
+                *self.before_effect += 1;
             }
         }
         if let Some(f) = self.out_file.as_deref_mut() {

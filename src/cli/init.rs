@@ -14,7 +14,7 @@ pub struct Args {
 }
 
 pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> {
-    let store = ctx.open_store().await?;
+    let store = ctx.create_store().await?;
     let report = store
         .init_with(&InitOptions {
             replication: args.replication,

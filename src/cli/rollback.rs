@@ -1,5 +1,10 @@
 //! `keyscore rollback`: end a running canary, or else re-activate the previously active
-//! version.
+//! version. With `--from N` (the version the user believes is serving), a retry is recognised
+//! as done and changes nothing.
+
+use anyhow::bail;
+
+use crate::store::{CanaryChange, PointerMove};
 
 /// Arguments of `keyscore rollback`.
 #[derive(Debug, clap::Args)]
@@ -7,19 +12,70 @@ pub struct Args {
     /// The model key.
     #[arg(long)]
     pub key: String,
+    /// The version to roll back from: the running canary's version (ends the canary), or the
+    /// active version (re-activates the one before it). A retry after it was done changes
+    /// nothing and says so; another state is refused, naming what is active.
+    #[arg(long, value_name = "N")]
+    pub from: Option<i64>,
 }
 
 pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> {
     let store = ctx.open_store().await?;
-    if let Some(canary) = store.rollout(&args.key).await?.and_then(|r| r.canary) {
-        store.set_canary(&args.key, None).await?;
-        println!(
-            "ended the canary of {} v{}; the active version scores every record",
-            args.key, canary.version
+    store.require_key(&args.key).await?;
+    let canary = store.rollout(&args.key).await?.and_then(|r| r.canary);
+    let Some(from) = args.from else {
+        if let Some(canary) = canary {
+            store.set_canary(&args.key, None).await?;
+            println!(
+                "ended the canary of {} v{}; the active version scores every record",
+                args.key, canary.version
+            );
+        } else {
+            let version = store.rollback(&args.key).await?;
+            println!("rolled back {} to v{version}", args.key);
+        }
+        eprintln!(
+            "hint: `keyscore rollback --key {} --from N` (N: the version to leave) is safe to retry",
+            args.key
         );
         return Ok(());
+    };
+    match canary {
+        Some(canary) if canary.version == from => {
+            let ended = store
+                .change_canary(&args.key, CanaryChange::End { version: from })
+                .await?;
+            if ended.changed {
+                println!(
+                    "ended the canary of {} v{from}; the active version scores every record",
+                    args.key
+                );
+            } else {
+                println!(
+                    "the canary of {} v{from} already ended; nothing changed",
+                    args.key
+                );
+            }
+            return Ok(());
+        }
+        Some(canary) => bail!(
+            "{key} runs a canary of v{canary}: `keyscore rollback --key {key} --from {canary}` \
+             ends it; end it before rolling back the active version; nothing changed",
+            key = args.key,
+            canary = canary.version
+        ),
+        None => {}
     }
-    let version = store.rollback(&args.key).await?;
-    println!("rolled back {} to v{version}", args.key);
+    let moved = store
+        .move_active(&args.key, PointerMove::RollbackFrom { from })
+        .await?;
+    if moved.changed {
+        println!("rolled back {} from v{from} to v{}", args.key, moved.to);
+    } else {
+        println!(
+            "{} already rolled back from v{from} to v{}; nothing changed",
+            args.key, moved.to
+        );
+    }
     Ok(())
 }

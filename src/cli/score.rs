@@ -40,6 +40,20 @@ pub struct Args {
     /// default for `score`).
     #[arg(long)]
     pub ops_listen: Option<String>,
+    /// Exit with status 3 when dead letters are more than this share of the records read
+    /// (0 to 1; e.g. 0.01 for 1%). Every record is still scored or dead-lettered first.
+    #[arg(long, value_name = "RATIO", value_parser = parse_ratio)]
+    pub max_dead_letter_ratio: Option<f64>,
+}
+
+/// A ratio in [0, 1].
+fn parse_ratio(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!(
+            "'{text}' is not a ratio: use a number from 0 to 1, e.g. 0.01 for 1%"
+        )),
+    }
 }
 
 fn is_std(p: &Option<PathBuf>) -> bool {
@@ -105,5 +119,67 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
     if args.summary {
         eprint!("{}", stats.summary(started.elapsed()));
     }
+    check_outcome(
+        stats.scored_total(),
+        stats.dead_total(),
+        args.max_dead_letter_ratio,
+    )
+}
+
+/// The run's verdict: [`super::exit::NOTHING_SCORED`] when records were read and none scored,
+/// [`super::exit::DEAD_LETTER_RATIO`] when dead letters exceed `max_ratio` of the records.
+fn check_outcome(scored: u64, dead: u64, max_ratio: Option<f64>) -> anyhow::Result<()> {
+    let read = scored + dead;
+    if read > 0 && scored == 0 {
+        return Err(super::Failed {
+            status: super::exit::NOTHING_SCORED,
+            message: format!(
+                "nothing scored: all {dead} records read are dead letters (see their reasons; \
+                 `keyscore list` shows the keys with models)"
+            ),
+        }
+        .into());
+    }
+    if let Some(max) = max_ratio {
+        let ratio = if read == 0 {
+            0.0
+        } else {
+            dead as f64 / read as f64
+        };
+        if ratio > max {
+            return Err(super::Failed {
+                status: super::exit::DEAD_LETTER_RATIO,
+                message: format!(
+                    "{dead} of {read} records are dead letters ({:.2}%), over \
+                     --max-dead-letter-ratio {max} ({}%)",
+                    ratio * 100.0,
+                    max * 100.0
+                ),
+            }
+            .into());
+        }
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(result: anyhow::Result<()>) -> u8 {
+        match result {
+            Ok(()) => 0,
+            Err(err) => err.downcast_ref::<super::super::Failed>().unwrap().status,
+        }
+    }
+
+    #[test]
+    fn the_verdict_names_nothing_scored_before_the_ratio() {
+        assert_eq!(status(check_outcome(0, 0, Some(0.0))), 0);
+        assert_eq!(status(check_outcome(0, 5, Some(0.5))), 4);
+        assert_eq!(status(check_outcome(0, 5, None)), 4);
+        assert_eq!(status(check_outcome(99, 1, Some(0.01))), 0);
+        assert_eq!(status(check_outcome(98, 2, Some(0.01))), 3);
+        assert_eq!(status(check_outcome(98, 2, None)), 0);
+    }
 }

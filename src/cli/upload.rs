@@ -81,7 +81,14 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
     };
     let store = ctx.open_store().await?;
+    let same_as = identical_latest(store.as_ref(), key, &text).await?;
     let version = store.put_version(key, args.version, &text).await?;
+    if let Some(latest) = same_as {
+        eprintln!(
+            "note: the spec is identical to {key} v{latest}; v{version} is a copy of it \
+             (`keyscore prune` removes unused versions)"
+        );
+    }
     if args.activate {
         store.activate(key, version).await?;
         println!("uploaded and activated {key} v{version}");
@@ -89,6 +96,25 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
         println!("uploaded {key} v{version} (not active: keyscore activate --key {key} --version {version})");
     }
     Ok(())
+}
+
+/// The newest stored version of `key` when its spec is the same as `text` once both are in
+/// canonical form; `None` otherwise (or for a spec that does not decode: the upload says why).
+async fn identical_latest(
+    store: &dyn crate::store::ModelStore,
+    key: &str,
+    text: &str,
+) -> anyhow::Result<Option<i64>> {
+    if crate::store::check_key(key).is_err() {
+        return Ok(None);
+    }
+    let Some(&latest) = store.versions(key).await?.last() else {
+        return Ok(None);
+    };
+    let stored = store.version(key, latest).await?;
+    Ok(stored
+        .filter(|s| s.spec_json == crate::model::canonical_spec_text(text))
+        .map(|_| latest))
 }
 
 /// One line of a `--jsonl` file.

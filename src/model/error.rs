@@ -7,6 +7,22 @@ pub enum Error {
     /// The spec is not valid JSON for the spec format.
     #[error("model spec is not valid: {0}; see the spec format in the README")]
     Json(serde_json::Error),
+    /// The spec holds `NaN` or `Infinity`, which JSON does not have.
+    #[error(
+        "model spec is not valid: {token} at line {line} column {column}, in {path}: JSON has no \
+         NaN or Infinity, every number must be finite (a model exported with NaN weights did \
+         not train); see the spec format in the README"
+    )]
+    NonFiniteNumber {
+        /// The token as written (`NaN`, `-Infinity`, ...).
+        token: String,
+        /// Where it sits, as `model.coefficients[1]`.
+        path: String,
+        /// Its line, from 1.
+        line: usize,
+        /// Its column, from 1.
+        column: usize,
+    },
     /// The spec's `format_version` is newer than this build understands.
     #[error("model spec format_version {found} is not supported (this build reads 1..={supported}); upgrade keyscore or re-export the model")]
     UnsupportedFormat {

@@ -6,6 +6,7 @@
 
 mod error;
 mod forest;
+mod json_error;
 mod linear;
 mod mlp;
 pub mod spec;
@@ -84,7 +85,8 @@ pub enum Prediction {
 impl ModelSpec {
     /// Decodes a spec from JSON bytes. Never panics, whatever the bytes.
     pub fn from_json(bytes: &[u8]) -> Result<Self, Error> {
-        let spec: ModelSpec = serde_json::from_slice(bytes).map_err(Error::Json)?;
+        let spec: ModelSpec =
+            serde_json::from_slice(bytes).map_err(|err| json_error::spec_json_error(bytes, err))?;
         if spec.format_version == 0 || spec.format_version > FORMAT_VERSION {
             return Err(Error::UnsupportedFormat {
                 found: spec.format_version,

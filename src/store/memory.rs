@@ -12,16 +12,20 @@ use std::ops::Bound;
 use std::sync::{Mutex, MutexGuard};
 
 use super::{
-    check_key, check_share, ActiveModel, Canary, ChangeCursor, Changes, Error, KeyPage, KeySummary,
-    ModelStore, Pointer as StorePointer, Rollout, StoredModel,
+    actor, check_key, check_share, plan_canary, plan_move, Activation, ActiveModel, Canary,
+    CanaryChange, CanaryChanged, ChangeCursor, Changes, Error, KeyPage, KeySummary, ModelStore,
+    MovePlan, Moved, Pointer as StorePointer, PointerMove, Rollout, StoredModel,
 };
 
 /// A key's active pointer.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Pointer {
     version: i64,
     previous: Option<i64>,
     revision: i64,
+    /// Who moved it last, and when (Unix milliseconds).
+    by: String,
+    at_ms: i64,
 }
 
 #[derive(Debug, Default)]
@@ -49,6 +53,13 @@ impl State {
 
     fn has_version(&self, key: &str, version: i64) -> bool {
         self.versions.contains_key(&(key.to_string(), version))
+    }
+
+    fn has_key(&self, key: &str) -> bool {
+        self.versions
+            .range((key.to_string(), i64::MIN)..=(key.to_string(), i64::MAX))
+            .next()
+            .is_some()
     }
 
     fn require_version(&self, key: &str, version: i64) -> Result<(), Error> {
@@ -80,12 +91,17 @@ impl State {
 
     fn point(&mut self, key: &str, version: i64, previous: Option<i64>) {
         let revision = self.announce(key);
+        let at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         self.active.insert(
             key.to_string(),
             Pointer {
                 version,
                 previous,
                 revision,
+                by: actor(),
+                at_ms,
             },
         );
     }
@@ -173,14 +189,49 @@ impl ModelStore for MemoryModelStore {
             version: current,
             previous: Some(previous),
             ..
-        }) = state.active.get(key).copied()
+        }) = state.active.get(key).cloned()
         else {
+            if !state.has_key(key) {
+                return Err(Error::UnknownKey {
+                    key: key.to_string(),
+                });
+            }
             return Err(Error::NothingToRollBack {
                 key: key.to_string(),
             });
         };
         state.point(key, previous, Some(current));
         Ok(previous)
+    }
+
+    async fn move_active(&self, key: &str, change: PointerMove) -> Result<Moved, Error> {
+        check_key(key)?;
+        let mut state = self.state();
+        if !state.has_key(key) {
+            return Err(Error::UnknownKey {
+                key: key.to_string(),
+            });
+        }
+        let current = state.active.get(key).map(|p| (p.version, p.previous));
+        match plan_move(key, current, change)? {
+            MovePlan::Done(moved) => Ok(moved),
+            MovePlan::Write {
+                version,
+                previous,
+                outcome,
+            } => {
+                state.require_version(key, version)?;
+                state.point(key, version, previous);
+                Ok(outcome)
+            }
+        }
+    }
+
+    async fn activation(&self, key: &str) -> Result<Option<Activation>, Error> {
+        Ok(self.state().active.get(key).map(|p| Activation {
+            by: Some(p.by.clone()),
+            at_ms: Some(p.at_ms),
+        }))
     }
 
     async fn active(&self, key: &str) -> Result<Option<ActiveModel>, Error> {
@@ -314,6 +365,31 @@ impl ModelStore for MemoryModelStore {
         }
         state.change_rollout(key, |r| r.canary = canary);
         Ok(())
+    }
+
+    async fn change_canary(&self, key: &str, change: CanaryChange) -> Result<CanaryChanged, Error> {
+        check_key(key)?;
+        if let CanaryChange::Start { canary, .. } = change {
+            check_share(canary.share)?;
+        }
+        let mut state = self.state();
+        let before = state.rollouts.get(key).and_then(|r| r.canary);
+        let Some(after) = plan_canary(key, before, change)? else {
+            return Ok(CanaryChanged {
+                before,
+                after: before,
+                changed: false,
+            });
+        };
+        if let Some(c) = after {
+            state.require_version(key, c.version)?;
+        }
+        state.change_rollout(key, |r| r.canary = after);
+        Ok(CanaryChanged {
+            before,
+            after,
+            changed: true,
+        })
     }
 
     async fn set_shadow(&self, key: &str, version: Option<i64>) -> Result<(), Error> {

@@ -63,6 +63,197 @@ pub struct Pointer {
     pub revision: i64,
 }
 
+/// A change of a key's active pointer that says what the caller expects to find, so that a
+/// retry of a change already made is recognised and leaves the store alone instead of being
+/// applied a second time. See [`ModelStore::move_active`] and [`plan_move`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PointerMove {
+    /// Make `version` the active version. A key whose active version already is `version` is
+    /// left alone. With `expect`, the active version must otherwise be `expect`.
+    Activate {
+        /// The version to activate.
+        version: i64,
+        /// The version the caller believes is active, if it says.
+        expect: Option<i64>,
+    },
+    /// Re-activate the version that was active before `from`, if `from` is active. A key whose
+    /// previous version is `from` while another is active was already rolled back from it and
+    /// is left alone.
+    RollbackFrom {
+        /// The version the caller believes is active and wants to leave.
+        from: i64,
+    },
+}
+
+/// What a [`PointerMove`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Moved {
+    /// The version active before the move (for a move already made: the version it left).
+    pub from: Option<i64>,
+    /// The version active after it.
+    pub to: i64,
+    /// Whether this call wrote anything; `false` when the store already showed the change made.
+    pub changed: bool,
+}
+
+/// What a backend does for a [`PointerMove`], decided by [`plan_move`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MovePlan {
+    /// Write this pointer (if the pointer is still the one read), with this outcome.
+    Write {
+        /// The version to make active.
+        version: i64,
+        /// The rollback target to remember.
+        previous: Option<i64>,
+        /// What to report once written.
+        outcome: Moved,
+    },
+    /// Write nothing: the change is already made.
+    Done(Moved),
+}
+
+/// Decides a [`PointerMove`] of `key` against its current pointer, `(version, previous)`, or
+/// `None` when the key has never been activated. Every backend calls this between its read of
+/// the pointer and its conditional write, so the rules are written once. The version to write
+/// must still be checked to exist by the backend.
+pub fn plan_move(
+    key: &str,
+    current: Option<(i64, Option<i64>)>,
+    change: PointerMove,
+) -> Result<MovePlan, Error> {
+    let unexpected = |expected: i64| Error::UnexpectedVersion {
+        key: key.to_string(),
+        expected,
+        active: current.map(|(v, _)| v),
+    };
+    match change {
+        PointerMove::Activate { version, expect } => match current {
+            Some((active, previous)) if active == version => Ok(MovePlan::Done(Moved {
+                from: previous,
+                to: version,
+                changed: false,
+            })),
+            Some((active, _)) if expect.is_some_and(|e| e != active) => {
+                Err(unexpected(expect.unwrap_or_default()))
+            }
+            None if expect.is_some() => Err(unexpected(expect.unwrap_or_default())),
+            _ => {
+                let from = current.map(|(v, _)| v);
+                Ok(MovePlan::Write {
+                    version,
+                    previous: from,
+                    outcome: Moved {
+                        from,
+                        to: version,
+                        changed: true,
+                    },
+                })
+            }
+        },
+        PointerMove::RollbackFrom { from } => match current {
+            Some((active, Some(previous))) if active == from => Ok(MovePlan::Write {
+                version: previous,
+                previous: Some(from),
+                outcome: Moved {
+                    from: Some(from),
+                    to: previous,
+                    changed: true,
+                },
+            }),
+            Some((active, None)) if active == from => Err(Error::NothingToRollBack {
+                key: key.to_string(),
+            }),
+            Some((active, Some(previous))) if previous == from => Ok(MovePlan::Done(Moved {
+                from: Some(from),
+                to: active,
+                changed: false,
+            })),
+            _ => Err(unexpected(from)),
+        },
+    }
+}
+
+/// A change of a key's canary that says what the caller expects to find, so that a retry is
+/// recognised and a canary someone else started is not silently replaced. See
+/// [`ModelStore::change_canary`] and [`plan_canary`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum CanaryChange {
+    /// Start `canary`. The same canary already running is left alone; a different one running
+    /// is refused with [`Error::CanaryRunning`] unless `replace`.
+    Start {
+        /// The canary to run.
+        canary: Canary,
+        /// Replace a different canary that runs.
+        replace: bool,
+    },
+    /// End the canary of `version`. No canary running is left alone (it was ended already); a
+    /// canary of another version is refused with [`Error::CanaryRunning`].
+    End {
+        /// The version whose canary to end.
+        version: i64,
+    },
+}
+
+/// What a [`CanaryChange`] did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CanaryChanged {
+    /// The canary running before.
+    pub before: Option<Canary>,
+    /// The canary running after.
+    pub after: Option<Canary>,
+    /// Whether this call wrote anything.
+    pub changed: bool,
+}
+
+/// Decides a [`CanaryChange`] of `key` against the canary that runs: `Ok(Some(canary))` to
+/// write `canary` (`None`: end it), `Ok(None)` to write nothing. Every backend calls this
+/// between its read of the rollout and its conditional write.
+pub fn plan_canary(
+    key: &str,
+    running: Option<Canary>,
+    change: CanaryChange,
+) -> Result<Option<Option<Canary>>, Error> {
+    match change {
+        CanaryChange::Start { canary, replace } => match running {
+            Some(r) if r == canary => Ok(None),
+            Some(r) if !replace => Err(Error::CanaryRunning {
+                key: key.to_string(),
+                running: r,
+            }),
+            _ => Ok(Some(Some(canary))),
+        },
+        CanaryChange::End { version } => match running {
+            None => Ok(None),
+            Some(r) if r.version == version => Ok(Some(None)),
+            Some(r) => Err(Error::CanaryRunning {
+                key: key.to_string(),
+                running: r,
+            }),
+        },
+    }
+}
+
+/// Who made a key's active version active, and when, as far as the store records it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Activation {
+    /// Who: `keyscore:USER@HOST` for keyscore's own writes, whatever a hand-written CQL
+    /// statement set otherwise.
+    pub by: Option<String>,
+    /// When, in milliseconds since the Unix epoch.
+    pub at_ms: Option<i64>,
+}
+
+/// Who is acting, for the stores' audit columns: the OS user and host, when known.
+pub(crate) fn actor() -> String {
+    let user = std::env::var("USER").unwrap_or_default();
+    let host = std::env::var("HOSTNAME").unwrap_or_default();
+    match (user.is_empty(), host.is_empty()) {
+        (false, false) => format!("keyscore:{user}@{host}"),
+        (false, true) => format!("keyscore:{user}"),
+        _ => "keyscore".to_string(),
+    }
+}
+
 /// One version to upload with [`ModelStore::put_versions`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewVersion {
@@ -309,6 +500,48 @@ pub trait ModelStore: Send + Sync + std::fmt::Debug {
     /// [`ModelStore::rollback`], and records the change in the feed. Re-activating the active
     /// version records a new revision and keeps the rollback target.
     async fn activate(&self, key: &str, version: i64) -> Result<(), Error>;
+
+    /// Moves `key`'s active pointer as `change` says, after checking that the pointer is what
+    /// the caller expects ([`plan_move`]): one conditional write (a compare-and-set on CQL, one
+    /// transaction on SQLite), or none when the store already shows the change made. Fails with
+    /// [`Error::UnexpectedVersion`] when the active version is another, [`Error::UnknownKey`]
+    /// for a key with no stored version, [`Error::NoSuchVersion`] for a version to activate that
+    /// does not exist, and writes nothing then.
+    async fn move_active(&self, key: &str, change: PointerMove) -> Result<Moved, Error>;
+
+    /// Changes `key`'s canary as `change` says, after checking the canary that runs
+    /// ([`plan_canary`]): one conditional write (a compare-and-set on CQL, one transaction on
+    /// SQLite), or none when the store already shows the change made. A canary to start must
+    /// name a stored version ([`Error::NoSuchVersion`]) with a share in (0, 1]
+    /// ([`Error::InvalidShare`]). The default, for stores without rollouts, refuses with
+    /// [`Error::Rejected`].
+    async fn change_canary(&self, key: &str, change: CanaryChange) -> Result<CanaryChanged, Error> {
+        let _ = (key, change);
+        Err(Error::rejected(format!(
+            "{} does not support canary versions",
+            self.describe()
+        )))
+    }
+
+    /// Who made `key`'s active version active and when (the last activation, rollback or
+    /// promotion), or `None` for a key never activated. The default, for stores that keep no
+    /// record of it, is `None`.
+    async fn activation(&self, key: &str) -> Result<Option<Activation>, Error> {
+        let _ = key;
+        Ok(None)
+    }
+
+    /// Fails with [`Error::UnknownKey`] when no version of `key` is stored. Provided: reads
+    /// [`ModelStore::versions`].
+    async fn require_key(&self, key: &str) -> Result<(), Error> {
+        check_key(key)?;
+        if self.versions(key).await?.is_empty() {
+            return Err(Error::UnknownKey {
+                key: key.to_string(),
+            });
+        }
+        Ok(())
+    }
 
     /// Re-activates the version that was active before the current one and returns it.
     /// Rolling back twice returns to where you started. [`Error::NothingToRollBack`] when the
@@ -568,37 +801,80 @@ pub trait ModelStore: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// Whether opening a store may create it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OpenMode {
+    /// Create a missing SQLite file (with its schema): what `keyscore init` and the library
+    /// calls [`open`] and [`open_with`] do.
+    #[default]
+    Create,
+    /// Refuse a missing SQLite file with [`Error::Missing`], so that a mistyped path is not
+    /// taken for a new, empty store. CQL and memory stores open as with [`OpenMode::Create`].
+    Existing,
+}
+
 /// Opens the store a URL names: `sqlite://PATH`, a bare path, `cql://HOSTS/KEYSPACE`, or
 /// `memory://`; a CQL store with the default [`CqlOptions`] (plaintext, every datacenter).
+/// A missing SQLite file is created.
 pub async fn open(url: &str) -> Result<Arc<dyn ModelStore>, Error> {
     open_with(url, &CqlOptions::default()).await
 }
 
 /// Opens the store a URL names, like [`open`], connecting to a CQL store as `cql` says (TLS,
-/// local datacenter). `cql` is ignored for other stores.
+/// local datacenter). `cql` is ignored for other stores. A missing SQLite file is created.
 pub async fn open_with(url: &str, cql: &CqlOptions) -> Result<Arc<dyn ModelStore>, Error> {
+    open_with_mode(url, cql, OpenMode::Create).await
+}
+
+/// Opens the store a URL names, like [`open_with`]; with [`OpenMode::Existing`] a missing
+/// SQLite file is refused rather than created. A URL that looks like a SQLite URL without its
+/// `//` (`sqlite:x.db`, `sqlite:/x.db`) is refused with the form to use.
+pub async fn open_with_mode(
+    url: &str,
+    cql: &CqlOptions,
+    mode: OpenMode,
+) -> Result<Arc<dyn ModelStore>, Error> {
     if url == "memory://" {
         Ok(Arc::new(MemoryModelStore::default()))
     } else if let Some(rest) = url.strip_prefix("cql://") {
         Ok(Arc::new(CqlModelStore::connect_with(rest, cql).await?))
     } else if let Some(path) = url.strip_prefix("sqlite://") {
-        Ok(Arc::new(open_embedded(path).await?))
+        Ok(Arc::new(open_embedded(path, mode).await?))
     } else if url.contains("://") {
         Err(Error::Url(format!(
             "unknown store URL scheme in '{}'; use sqlite://PATH, cql://HOST:PORT/KEYSPACE or memory://",
             redact_url(url)
         )))
+    } else if let Some(path) = ["sqlite:", "cql:", "memory:"]
+        .iter()
+        .find_map(|scheme| url.strip_prefix(scheme).map(|rest| (scheme, rest)))
+    {
+        let (scheme, rest) = path;
+        let example = match *scheme {
+            "sqlite:" => format!("sqlite://{rest}"),
+            "cql:" => format!("cql://{}", rest.trim_start_matches('/')),
+            _ => "memory://".to_string(),
+        };
+        Err(Error::Url(format!(
+            "'{}' is not a store URL: write {} ({scheme} is followed by //; an absolute \
+             SQLite path has three slashes, sqlite:///var/lib/models.db)",
+            redact_url(url),
+            redact_url(&example)
+        )))
     } else {
-        Ok(Arc::new(open_embedded(url).await?))
+        Ok(Arc::new(open_embedded(url, mode).await?))
     }
 }
 
 /// Opens a SQLite store off the async reactor (opening may wait for another writer's lock).
-async fn open_embedded(path: &str) -> Result<EmbeddedModelStore, Error> {
+async fn open_embedded(path: &str, mode: OpenMode) -> Result<EmbeddedModelStore, Error> {
     let path = path.to_string();
-    tokio::task::spawn_blocking(move || EmbeddedModelStore::open(path))
-        .await
-        .map_err(|err| Error::unavailable_from("opening the SQLite store failed", err))?
+    tokio::task::spawn_blocking(move || match mode {
+        OpenMode::Create => EmbeddedModelStore::open(path),
+        OpenMode::Existing => EmbeddedModelStore::open_existing(path),
+    })
+    .await
+    .map_err(|err| Error::unavailable_from("opening the SQLite store failed", err))?
 }
 
 /// Checks a spec before it is stored (it must decode and build) and returns the text to
@@ -659,6 +935,34 @@ pub enum Error {
         /// The missing version.
         version: i64,
     },
+    /// No version of the key is stored.
+    #[error("unknown key '{key}': no version of it is stored; `keyscore list` shows the keys")]
+    UnknownKey {
+        /// The key.
+        key: String,
+    },
+    /// The active version is not the one the caller said it expected; nothing was written.
+    #[error("{key}'s active version is {}, not v{expected}; nothing changed", .active.map_or("none".to_string(), |v| format!("v{v}")))]
+    UnexpectedVersion {
+        /// The key.
+        key: String,
+        /// The version the caller expected to be active.
+        expected: i64,
+        /// The version that is active, if any.
+        active: Option<i64>,
+    },
+    /// A canary runs that the change did not expect; nothing was written.
+    #[error(
+        "{key} already runs a canary of v{} on {}% of its records; pass --replace to replace it, or end \
+         it with `keyscore rollback --key {key} --from {}`; nothing changed",
+        .running.version, .running.share * 100.0, .running.version
+    )]
+    CanaryRunning {
+        /// The key.
+        key: String,
+        /// The canary that runs.
+        running: Canary,
+    },
     /// Rollback had nothing to return to.
     #[error("{key} has no previous version to roll back to; activate a version explicitly")]
     NothingToRollBack {
@@ -685,6 +989,15 @@ pub enum Error {
         bytes: u64,
         /// The limit.
         limit: u64,
+    },
+    /// The SQLite file the URL names does not exist, and this command does not create stores.
+    #[error(
+        "no model store at '{path}': the file does not exist; create one with `keyscore init \
+         --store sqlite://{path}`, or fix the path"
+    )]
+    Missing {
+        /// The path of the missing file.
+        path: String,
     },
     /// The store URL is malformed.
     #[error("bad store URL: {0}")]

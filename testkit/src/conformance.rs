@@ -26,8 +26,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use keyscore::store::{
-    Canary, ChangeCursor, CqlModelStore, EmbeddedModelStore, Error, KeySummary, MemoryModelStore,
-    ModelStore,
+    Canary, CanaryChange, ChangeCursor, CqlModelStore, EmbeddedModelStore, Error, KeySummary,
+    MemoryModelStore, ModelStore, Moved, PointerMove,
 };
 
 use crate::specs::{SHAPE_MISMATCH_SPEC, UNKNOWN_KIND_SPEC, VALID_SPEC, VALID_SPEC_2};
@@ -65,6 +65,12 @@ macro_rules! conformance_tests {
             canary_and_shadow_are_stored_and_announced_on_the_feed,
             canary_and_shadow_refuse_bad_input,
             promote_activates_the_canary_and_ends_it,
+            rollback_from_is_safe_to_retry,
+            rollback_from_refuses_another_active_version,
+            activate_expecting_checks_the_active_version,
+            conditional_moves_refuse_an_unknown_key,
+            activation_says_who_and_when,
+            change_canary_refuses_to_replace_and_is_safe_to_retry,
         );
     };
     (@checks $module:ident, $fresh:expr; $($check:ident),* $(,)?) => {
@@ -348,7 +354,7 @@ pub async fn rollback_with_nothing_to_return_to_is_refused(store: &dyn ModelStor
         .await
         .expect_err("rollback of an unknown key succeeded");
     assert!(
-        matches!(&err, Error::NothingToRollBack { key: k } if *k == key),
+        matches!(&err, Error::UnknownKey { key: k } if *k == key),
         "{err:?}"
     );
     put(store, &key, None, VALID_SPEC).await;
@@ -754,4 +760,296 @@ pub async fn promote_activates_the_canary_and_ends_it(store: &dyn ModelStore) {
         .keys
         .contains(&key));
     assert_eq!(store.rollback(&key).await.unwrap(), 1);
+}
+
+/// `move_active(RollbackFrom)`: the first call rolls back, a retry with the same intent is a
+/// no-op that says so and writes nothing.
+pub async fn rollback_from_is_safe_to_retry(store: &dyn ModelStore) {
+    let key = unique_key("rollbackfrom");
+    put(store, &key, None, VALID_SPEC).await;
+    put(store, &key, None, VALID_SPEC_2).await;
+    store.activate(&key, 1).await.unwrap();
+    store.activate(&key, 2).await.unwrap();
+    let change = PointerMove::RollbackFrom { from: 2 };
+    let first = store.move_active(&key, change).await.unwrap();
+    assert_eq!(
+        first,
+        Moved {
+            from: Some(2),
+            to: 1,
+            changed: true
+        }
+    );
+    assert_eq!(active_version(store, &key).await, Some(1));
+    let before = revision(store, &key).await;
+    let retry = store.move_active(&key, change).await.unwrap();
+    assert_eq!(
+        retry,
+        Moved {
+            from: Some(2),
+            to: 1,
+            changed: false
+        },
+        "a retried rollback must be recognised as done"
+    );
+    assert_eq!(active_version(store, &key).await, Some(1));
+    assert_eq!(
+        revision(store, &key).await,
+        before,
+        "a retried rollback wrote"
+    );
+}
+
+/// `move_active(RollbackFrom)` refuses when another version is active, naming it, and writes
+/// nothing; a key activated once has nothing to roll back to.
+pub async fn rollback_from_refuses_another_active_version(store: &dyn ModelStore) {
+    let key = unique_key("rollbackother");
+    for _ in 0..3 {
+        put(store, &key, None, VALID_SPEC).await;
+    }
+    store.activate(&key, 1).await.unwrap();
+    let err = store
+        .move_active(&key, PointerMove::RollbackFrom { from: 1 })
+        .await
+        .expect_err("rollback of a key activated once succeeded");
+    assert!(matches!(err, Error::NothingToRollBack { .. }), "{err:?}");
+    store.activate(&key, 2).await.unwrap();
+    store.activate(&key, 3).await.unwrap();
+    let before = revision(store, &key).await;
+    let err = store
+        .move_active(&key, PointerMove::RollbackFrom { from: 1 })
+        .await
+        .expect_err("rollback from a version that is not active succeeded");
+    assert!(
+        matches!(
+            err,
+            Error::UnexpectedVersion {
+                expected: 1,
+                active: Some(3),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("v3"), "{err}");
+    assert_eq!(active_version(store, &key).await, Some(3));
+    assert_eq!(revision(store, &key).await, before, "a refused move wrote");
+}
+
+/// `move_active(Activate)`: activating the active version writes nothing; with an expected
+/// version, another active version is refused; a missing version is refused.
+pub async fn activate_expecting_checks_the_active_version(store: &dyn ModelStore) {
+    let key = unique_key("activateexpect");
+    for _ in 0..3 {
+        put(store, &key, None, VALID_SPEC).await;
+    }
+    let first = store
+        .move_active(
+            &key,
+            PointerMove::Activate {
+                version: 1,
+                expect: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        first.changed && first.to == 1 && first.from.is_none(),
+        "{first:?}"
+    );
+    let before = revision(store, &key).await;
+    let again = store
+        .move_active(
+            &key,
+            PointerMove::Activate {
+                version: 1,
+                expect: Some(1),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(!again.changed, "{again:?}");
+    assert_eq!(
+        revision(store, &key).await,
+        before,
+        "a no-op activation wrote"
+    );
+    let err = store
+        .move_active(
+            &key,
+            PointerMove::Activate {
+                version: 3,
+                expect: Some(2),
+            },
+        )
+        .await
+        .expect_err("activation with a wrong expectation succeeded");
+    assert!(
+        matches!(
+            err,
+            Error::UnexpectedVersion {
+                expected: 2,
+                active: Some(1),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let err = store
+        .move_active(
+            &key,
+            PointerMove::Activate {
+                version: 9,
+                expect: Some(1),
+            },
+        )
+        .await
+        .expect_err("activation of a missing version succeeded");
+    assert!(
+        matches!(err, Error::NoSuchVersion { version: 9, .. }),
+        "{err:?}"
+    );
+    assert_eq!(revision(store, &key).await, before, "a refused move wrote");
+    let moved = store
+        .move_active(
+            &key,
+            PointerMove::Activate {
+                version: 3,
+                expect: Some(1),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        moved,
+        Moved {
+            from: Some(1),
+            to: 3,
+            changed: true
+        }
+    );
+    assert_eq!(store.rollback(&key).await.unwrap(), 1);
+}
+
+/// Conditional moves and `require_key` refuse a key with no stored version.
+pub async fn conditional_moves_refuse_an_unknown_key(store: &dyn ModelStore) {
+    let key = unique_key("nosuch");
+    let err = store
+        .move_active(&key, PointerMove::RollbackFrom { from: 1 })
+        .await
+        .expect_err("rollback of an unknown key succeeded");
+    assert!(matches!(err, Error::UnknownKey { .. }), "{err:?}");
+    let err = store
+        .require_key(&key)
+        .await
+        .expect_err("unknown key accepted");
+    assert!(err.to_string().contains("unknown key"), "{err}");
+    put(store, &key, None, VALID_SPEC).await;
+    store.require_key(&key).await.unwrap();
+}
+
+/// `activation` says who moved the pointer last and when; `None` for a key never activated.
+pub async fn activation_says_who_and_when(store: &dyn ModelStore) {
+    let key = unique_key("activation");
+    put(store, &key, None, VALID_SPEC).await;
+    assert_eq!(store.activation(&key).await.unwrap(), None);
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    let before = now();
+    store.activate(&key, 1).await.unwrap();
+    let after = now();
+    let activation = store
+        .activation(&key)
+        .await
+        .unwrap()
+        .expect("an activated key has an activation");
+    let at = activation.at_ms.expect("the time of the activation");
+    // The CQL store's clock is the node's, the test's is this process's: allow a second.
+    assert!(
+        before - 1000 <= at && at <= after + 1000,
+        "activated at {at}, between {before} and {after}"
+    );
+    let by = activation.by.expect("who activated");
+    assert!(by.starts_with("keyscore"), "{by}");
+}
+
+/// `change_canary`: starting the same canary again and ending an ended one write nothing; a
+/// different canary is refused unless replacing; ending another version's canary is refused.
+pub async fn change_canary_refuses_to_replace_and_is_safe_to_retry(store: &dyn ModelStore) {
+    let key = unique_key("changecanary");
+    for _ in 0..3 {
+        put(store, &key, None, VALID_SPEC).await;
+    }
+    store.activate(&key, 1).await.unwrap();
+    let c2 = Canary {
+        version: 2,
+        share: 0.1,
+    };
+    let c3 = Canary {
+        version: 3,
+        share: 0.2,
+    };
+    let start = |canary, replace| CanaryChange::Start { canary, replace };
+    let rollout_revision = || async { store.rollout(&key).await.unwrap().map(|r| r.revision) };
+    let first = store.change_canary(&key, start(c2, false)).await.unwrap();
+    assert!(
+        first.changed && first.before.is_none() && first.after == Some(c2),
+        "{first:?}"
+    );
+    let before = rollout_revision().await;
+    let again = store.change_canary(&key, start(c2, false)).await.unwrap();
+    assert!(!again.changed && again.after == Some(c2), "{again:?}");
+    let err = store
+        .change_canary(&key, start(c3, false))
+        .await
+        .expect_err("a second canary replaced the first");
+    assert!(
+        matches!(err, Error::CanaryRunning { running, .. } if running == c2),
+        "{err:?}"
+    );
+    let err = store
+        .change_canary(&key, CanaryChange::End { version: 3 })
+        .await
+        .expect_err("ending another version's canary succeeded");
+    assert!(matches!(err, Error::CanaryRunning { .. }), "{err:?}");
+    let err = store
+        .change_canary(
+            &key,
+            start(
+                Canary {
+                    version: 9,
+                    share: 0.1,
+                },
+                true,
+            ),
+        )
+        .await
+        .expect_err("a canary of a missing version started");
+    assert!(
+        matches!(err, Error::NoSuchVersion { version: 9, .. }),
+        "{err:?}"
+    );
+    assert_eq!(rollout_revision().await, before, "a refused change wrote");
+    let replaced = store.change_canary(&key, start(c3, true)).await.unwrap();
+    assert!(
+        replaced.changed && replaced.before == Some(c2) && replaced.after == Some(c3),
+        "{replaced:?}"
+    );
+    let ended = store
+        .change_canary(&key, CanaryChange::End { version: 3 })
+        .await
+        .unwrap();
+    assert!(ended.changed && ended.after.is_none(), "{ended:?}");
+    let before = rollout_revision().await;
+    let retry = store
+        .change_canary(&key, CanaryChange::End { version: 3 })
+        .await
+        .unwrap();
+    assert!(!retry.changed && retry.after.is_none(), "{retry:?}");
+    assert_eq!(rollout_revision().await, before, "a retried end wrote");
+    assert_eq!(active_version(store, &key).await, Some(1));
 }

@@ -25,8 +25,9 @@ use std::{
 
 use async_trait::async_trait;
 use keyscore::store::{
-    ActiveModel, Canary, ChangeCursor, Changes, Error, KeyPage, KeySummary, MemoryModelStore,
-    ModelStore, Pointer, Rollout, StoredModel,
+    Activation, ActiveModel, Canary, CanaryChange, CanaryChanged, ChangeCursor, Changes, Error,
+    KeyPage, KeySummary, MemoryModelStore, ModelStore, Moved, Pointer, PointerMove, Rollout,
+    StoredModel,
 };
 
 use crate::conformance::Fixture;
@@ -160,6 +161,21 @@ impl<S: ModelStore> ModelStore for FaultyStore<S> {
     async fn rollback(&self, key: &str) -> Result<i64, Error> {
         self.check_key(key)?;
         self.inner.rollback(key).await
+    }
+
+    async fn move_active(&self, key: &str, change: PointerMove) -> Result<Moved, Error> {
+        self.check_key(key)?;
+        self.inner.move_active(key, change).await
+    }
+
+    async fn change_canary(&self, key: &str, change: CanaryChange) -> Result<CanaryChanged, Error> {
+        self.check_key(key)?;
+        self.inner.change_canary(key, change).await
+    }
+
+    async fn activation(&self, key: &str) -> Result<Option<Activation>, Error> {
+        self.check_key(key)?;
+        self.inner.activation(key).await
     }
 
     async fn active(&self, key: &str) -> Result<Option<ActiveModel>, Error> {

@@ -68,6 +68,11 @@ pub struct CqlOptions {
     /// milliseconds, for rows that land late or come from clocks behind its own (default
     /// 30000). Each poll re-reads the rows of this window.
     pub feed_look_back_ms: u64,
+    /// How long connecting to the cluster may take, in milliseconds, from the first connection
+    /// to the first answers (default 5000): a node that accepts connections but never answers
+    /// fails the store's opening after this, with a message naming the store, instead of
+    /// hanging.
+    pub connect_timeout_ms: u64,
 }
 
 impl Default for CqlOptions {
@@ -80,6 +85,8 @@ impl Default for CqlOptions {
             tls_server_name: None,
             max_spec_bytes: super::DEFAULT_MAX_SPEC_BYTES,
             feed_look_back_ms: u64::try_from(super::DEFAULT_FEED_LOOK_BACK.as_millis())
+                .unwrap_or(u64::MAX),
+            connect_timeout_ms: u64::try_from(super::CONNECT_TIMEOUT.as_millis())
                 .unwrap_or(u64::MAX),
         }
     }

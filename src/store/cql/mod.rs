@@ -59,16 +59,17 @@ use self::errors::{corrupt, execution_error, pager_error, row_error};
 use self::specs::{Body, EncodedSpec, Layout, StoredSpec};
 use self::statements::{RolloutStatements, Statements};
 use super::{
-    check_key, check_share, ActiveModel, Canary, ChangeCursor, Changes, Error, InitOptions,
-    InitReport, KeyPage, KeySummary, ModelStore, NewVersion, Pointer as StorePointer, Rollout,
-    StoredModel,
+    actor, check_key, check_share, plan_canary, plan_move, Activation, ActiveModel, Canary,
+    CanaryChange, CanaryChanged, ChangeCursor, Changes, Error, InitOptions, InitReport, KeyPage,
+    KeySummary, ModelStore, MovePlan, Moved, NewVersion, Pointer as StorePointer, PointerMove,
+    Rollout, StoredModel,
 };
 use crate::model::ModelSpec;
 
 /// How long one request may take before it fails as [`Error::Unavailable`].
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long opening a connection to a node may take.
+/// How long connecting to the cluster may take by default ([`CqlOptions::connect_timeout_ms`]).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Requests in flight at once for one batched call (reads of many keys, bulk writes, feed
@@ -133,16 +134,6 @@ struct RolloutRow {
 /// `canary_version, canary_share, shadow_version, revision` of `model_rollouts`.
 type RolloutColumns = (Option<i64>, Option<f64>, Option<i64>, Option<i64>);
 
-/// Who is acting, for the audit columns: the OS user and host, when known.
-fn actor() -> String {
-    let user = std::env::var("USER").unwrap_or_default();
-    let host = std::env::var("HOSTNAME").unwrap_or_default();
-    match (user.is_empty(), host.is_empty()) {
-        (false, false) => format!("keyscore:{user}@{host}"),
-        (false, true) => format!("keyscore:{user}"),
-        _ => "keyscore".to_string(),
-    }
-}
 impl CqlModelStore {
     /// Connects to `HOST[:PORT][,HOST[:PORT]...][/KEYSPACE]` (the store URL after `cql://`;
     /// port 9042 and keyspace `keyscore` by default). A login, if the cluster needs one, comes
@@ -161,17 +152,28 @@ impl CqlModelStore {
         let profile = settings
             .profile(ExecutionProfile::builder().request_timeout(Some(REQUEST_TIMEOUT)))
             .build();
+        let connect_timeout = Duration::from_millis(options.connect_timeout_ms.max(1));
         let mut builder = SessionBuilder::new()
             .known_nodes(&config.nodes)
-            .connection_timeout(CONNECT_TIMEOUT)
+            .connection_timeout(connect_timeout)
             .default_execution_profile_handle(profile.into_handle());
         builder = settings.session(builder);
         if let Some(login) = &config.credentials {
             builder = builder.user(login.username.clone(), login.password.clone());
         }
-        let session = builder
-            .build()
+        // The driver's own timeout covers opening a connection, not a node that accepts it
+        // and then never answers: bound the whole connection here.
+        let session = tokio::time::timeout(connect_timeout, builder.build())
             .await
+            .map_err(|_| {
+                Error::unavailable(format!(
+                    "no answer from {} within {} ms: the address accepts connections but no CQL \
+                     node answered; check the host and port (9042 for CQL), or raise \
+                     [store.cql] connect_timeout_ms",
+                    config.describe(),
+                    connect_timeout.as_millis()
+                ))
+            })?
             .map_err(|err| settings.session_error(&config, err))?;
         tracing::debug!(
             store = %config.describe(),
@@ -496,13 +498,25 @@ impl CqlModelStore {
         ))
     }
 
-    /// Changes `key`'s rollout by compare-and-set, like [`CqlModelStore::move_pointer`].
-    async fn change_rollout(&self, key: &str, change: RolloutChange) -> Result<(), Error> {
+    /// Changes `key`'s rollout by compare-and-set, like [`CqlModelStore::move_pointer`]:
+    /// `decide` says, from the row read, what to change (`None`: nothing). Returns the row read
+    /// last and whether this call wrote.
+    async fn change_rollout(
+        &self,
+        key: &str,
+        decide: impl Fn(&RolloutRow) -> Result<Option<RolloutChange>, Error>,
+    ) -> Result<(RolloutRow, bool), Error> {
         let st = self.rollout_statements().await?;
         let pointers = self.statements().await?;
         let context = "changing a canary or shadow";
         for attempt in 0..CAS_ATTEMPTS {
             let current = self.read_rollout_row(st, key).await?.unwrap_or_default();
+            let Some(change) = decide(&current)? else {
+                return Ok((current, false));
+            };
+            if let RolloutChange::Canary(Some(c)) = change {
+                self.require_version(pointers, key, c.version).await?;
+            }
             let (canary, shadow) = match change {
                 RolloutChange::Canary(canary) => (canary, current.shadow),
                 RolloutChange::Shadow(shadow) => (current.canary, shadow),
@@ -544,7 +558,7 @@ impl CqlModelStore {
                     RolloutChange::Shadow(v) => v.unwrap_or(0),
                 };
                 self.announce(pointers, key, named, revision).await;
-                return Ok(());
+                return Ok((current, true));
             }
             back_off(attempt).await;
         }
@@ -885,8 +899,60 @@ impl ModelStore for CqlModelStore {
                     key: key.to_string(),
                 }),
             })
+            .await;
+        match moved {
+            Ok(moved) => Ok(moved.version.expect("a rollback writes a version")),
+            Err(Error::NothingToRollBack { .. }) => {
+                self.require_key(key).await?;
+                Err(Error::NothingToRollBack {
+                    key: key.to_string(),
+                })
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// One compare-and-set on the pointer's revision: [`plan_move`] decides against the
+    /// pointer read, and a pointer changed in between is read and decided again.
+    async fn move_active(&self, key: &str, change: PointerMove) -> Result<Moved, Error> {
+        check_key(key)?;
+        self.require_key(key).await?;
+        let outcome = std::sync::Mutex::new(None);
+        self.move_pointer(key, |current| {
+            let plan = plan_move(key, current.version.map(|v| (v, current.previous)), change)?;
+            let mut outcome = outcome.lock().unwrap_or_else(|p| p.into_inner());
+            Ok(match plan {
+                MovePlan::Done(moved) => {
+                    *outcome = Some(moved);
+                    None
+                }
+                MovePlan::Write {
+                    version,
+                    previous,
+                    outcome: moved,
+                } => {
+                    *outcome = Some(moved);
+                    Some((version, previous))
+                }
+            })
+        })
+        .await?;
+        let moved = outcome.into_inner().unwrap_or_else(|p| p.into_inner());
+        Ok(moved.expect("move_pointer asks the plan at least once"))
+    }
+
+    /// `changed_by` and `changed_at` of the key's `active_models` row.
+    async fn activation(&self, key: &str) -> Result<Option<Activation>, Error> {
+        let st = self.statements().await?;
+        let row: Option<(Option<i64>, Option<String>, Option<CqlTimestamp>)> = self
+            .read_row("reading who activated a version", &st.pointer_audit, (key,))
             .await?;
-        Ok(moved.version.expect("a rollback writes a version"))
+        Ok(row.and_then(|(version, by, at)| {
+            version.map(|_| Activation {
+                by,
+                at_ms: at.map(|t| t.0),
+            })
+        }))
     }
 
     async fn active(&self, key: &str) -> Result<Option<ActiveModel>, Error> {
@@ -961,11 +1027,38 @@ impl ModelStore for CqlModelStore {
         check_key(key)?;
         if let Some(c) = canary {
             check_share(c.share)?;
-            let st = self.statements().await?;
-            self.require_version(st, key, c.version).await?;
         }
-        self.change_rollout(key, RolloutChange::Canary(canary))
+        // change_rollout checks that the canary's version exists.
+        self.change_rollout(key, |_| Ok(Some(RolloutChange::Canary(canary))))
             .await
+            .map(drop)
+    }
+
+    /// One compare-and-set on the rollout's revision: [`plan_canary`] decides against the row
+    /// read, and a row changed in between is read and decided again.
+    async fn change_canary(&self, key: &str, change: CanaryChange) -> Result<CanaryChanged, Error> {
+        check_key(key)?;
+        if let CanaryChange::Start { canary, .. } = change {
+            check_share(canary.share)?;
+        }
+        let after = std::sync::Mutex::new(None);
+        let (read, changed) = self
+            .change_rollout(key, |current| {
+                let planned = plan_canary(key, current.canary, change)?;
+                *after.lock().unwrap_or_else(|p| p.into_inner()) = planned;
+                Ok(planned.map(RolloutChange::Canary))
+            })
+            .await?;
+        let before = read.canary;
+        let after = after
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or(before);
+        Ok(CanaryChanged {
+            before,
+            after,
+            changed,
+        })
     }
 
     async fn set_shadow(&self, key: &str, version: Option<i64>) -> Result<(), Error> {
@@ -974,8 +1067,9 @@ impl ModelStore for CqlModelStore {
             let st = self.statements().await?;
             self.require_version(st, key, v).await?;
         }
-        self.change_rollout(key, RolloutChange::Shadow(version))
+        self.change_rollout(key, |_| Ok(Some(RolloutChange::Shadow(version))))
             .await
+            .map(drop)
     }
 
     async fn versions(&self, key: &str) -> Result<Vec<i64>, Error> {

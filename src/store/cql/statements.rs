@@ -33,6 +33,8 @@ pub(super) struct Statements {
     pub(super) touch_key: PreparedStatement,
     /// `SELECT version, previous_version, revision FROM active_models WHERE key = ?`
     pub(super) pointer: PreparedStatement,
+    /// `SELECT version, changed_by, changed_at FROM active_models WHERE key = ?`
+    pub(super) pointer_audit: PreparedStatement,
     /// `UPDATE active_models SET ... WHERE key = ? IF revision = ?`
     pub(super) move_pointer: PreparedStatement,
     /// `INSERT INTO model_changes (day, bucket, changed_at, key, version, revision) ...`
@@ -135,6 +137,14 @@ impl Statements {
                 format!(
                     "SELECT version, previous_version, revision FROM {ks}.active_models \
                      WHERE key = ?"
+                ),
+                true,
+            )
+            .await?,
+            pointer_audit: prepare(
+                session,
+                format!(
+                    "SELECT version, changed_by, changed_at FROM {ks}.active_models WHERE key = ?"
                 ),
                 true,
             )

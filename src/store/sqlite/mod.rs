@@ -6,10 +6,11 @@
 //!   immutable; `created_at` is Unix milliseconds, `author` comes from the spec's
 //!   `metadata.author` when it has one.
 //! * `active_models (key, version, previous_version, revision)`: the active pointer per key.
-//! * `model_changes (seq, key, version, at)`: the change feed, one row per activation,
-//!   rollback, promotion or rollout change (`version` is the version concerned, 0 when a canary
-//!   or shadow ends). `seq` only grows; an activation's `revision` is its feed row's `seq`, and
-//!   a [`ChangeCursor`] is a `seq`.
+//! * `model_changes (seq, key, version, at, changed_by)`: the change feed, one row per
+//!   activation, rollback, promotion or rollout change (`version` is the version concerned, 0
+//!   when a canary or shadow ends; `changed_by` is `keyscore:USER@HOST`, added to older files
+//!   on open and NULL in their old rows). `seq` only grows; an activation's `revision` is its
+//!   feed row's `seq`, and a [`ChangeCursor`] is a `seq`.
 //! * `model_rollouts (key, canary_version, canary_share, shadow_version, revision)`: the
 //!   canary and shadow version per key (NULL when none runs); `revision` is the `seq` of the
 //!   feed row of its last change.
@@ -31,13 +32,15 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 mod sql;
 
 use sql::{
-    activate_row, configure, create_schema, feed_row, insert_version_row, move_pointer,
-    read_active, read_pointer, read_rollout, sqlite_error, version_exists, write_canary,
+    activate_row, configure, create_schema, feed_row, insert_version_row, key_exists, move_pointer,
+    read_activation, read_active, read_pointer, read_rollout, sqlite_error, version_exists,
+    write_canary,
 };
 
 use super::{
-    check_key, check_share, ActiveModel, Canary, ChangeCursor, Changes, Error, KeyPage, KeySummary,
-    ModelStore, NewVersion, Pointer, Rollout, StoredModel,
+    check_key, check_share, plan_canary, plan_move, Activation, ActiveModel, Canary, CanaryChange,
+    CanaryChanged, ChangeCursor, Changes, Error, KeyPage, KeySummary, ModelStore, MovePlan, Moved,
+    NewVersion, Pointer, PointerMove, Rollout, StoredModel,
 };
 
 /// Versions written (or activations made) in one transaction by the bulk calls, at most.
@@ -79,6 +82,19 @@ impl EmbeddedModelStore {
             path,
             conn: Arc::new(Mutex::new(conn)),
         })
+    }
+
+    /// Opens the SQLite file at `path` like [`EmbeddedModelStore::open`], but refuses a file
+    /// that does not exist with [`Error::Missing`] instead of creating it: for every command
+    /// but `init`, a missing file is a mistyped path, not a wish for an empty store.
+    pub fn open_existing(path: impl AsRef<Path>) -> Result<Self, Error> {
+        let path = path.as_ref();
+        if !path.as_os_str().is_empty() && !path.exists() {
+            return Err(Error::Missing {
+                path: path.display().to_string(),
+            });
+        }
+        Self::open(path)
     }
 
     /// The SQLite file's path.
@@ -221,10 +237,55 @@ impl ModelStore for EmbeddedModelStore {
             let Some((current, Some(previous), _)) =
                 read_pointer(tx, &key).map_err(sqlite_error(context))?
             else {
+                if !key_exists(tx, &key).map_err(sqlite_error(context))? {
+                    return Err(Error::UnknownKey { key });
+                }
                 return Err(Error::NothingToRollBack { key });
             };
             move_pointer(tx, &key, previous, Some(current)).map_err(sqlite_error(context))?;
             Ok(previous)
+        })
+        .await
+    }
+
+    /// One write transaction: the pointer is read, checked and moved with no other writer in
+    /// between.
+    async fn move_active(&self, key: &str, change: PointerMove) -> Result<Moved, Error> {
+        check_key(key)?;
+        let key = key.to_string();
+        self.write("moving the active pointer", move |tx| {
+            let context = "moving the active pointer";
+            if !key_exists(tx, &key).map_err(sqlite_error(context))? {
+                return Err(Error::UnknownKey { key });
+            }
+            let current = read_pointer(tx, &key)
+                .map_err(sqlite_error(context))?
+                .map(|(version, previous, _)| (version, previous));
+            match plan_move(&key, current, change)? {
+                MovePlan::Done(moved) => Ok(moved),
+                MovePlan::Write {
+                    version,
+                    previous,
+                    outcome,
+                } => {
+                    if !version_exists(tx, &key, version).map_err(sqlite_error(context))? {
+                        return Err(Error::NoSuchVersion { key, version });
+                    }
+                    move_pointer(tx, &key, version, previous).map_err(sqlite_error(context))?;
+                    Ok(outcome)
+                }
+            }
+        })
+        .await
+    }
+
+    /// The `at` and `changed_by` of the feed row of the pointer's last move.
+    async fn activation(&self, key: &str) -> Result<Option<Activation>, Error> {
+        let key = key.to_string();
+        self.call(move |conn| {
+            read_activation(conn, &key)
+                .map(|row| row.map(|(at_ms, by)| Activation { by, at_ms }))
+                .map_err(sqlite_error("reading who activated a version"))
         })
         .await
     }
@@ -484,6 +545,44 @@ impl ModelStore for EmbeddedModelStore {
         .await
     }
 
+    /// One write transaction: the canary is read, checked and changed with no other writer in
+    /// between.
+    async fn change_canary(&self, key: &str, change: CanaryChange) -> Result<CanaryChanged, Error> {
+        check_key(key)?;
+        if let CanaryChange::Start { canary, .. } = change {
+            check_share(canary.share)?;
+        }
+        let key = key.to_string();
+        self.write("changing a canary", move |tx| {
+            let context = "changing a canary";
+            let before = read_rollout(tx, &key)
+                .map_err(sqlite_error(context))?
+                .and_then(|r| r.canary);
+            let Some(after) = plan_canary(&key, before, change)? else {
+                return Ok(CanaryChanged {
+                    before,
+                    after: before,
+                    changed: false,
+                });
+            };
+            if let Some(c) = after {
+                if !version_exists(tx, &key, c.version).map_err(sqlite_error(context))? {
+                    return Err(Error::NoSuchVersion {
+                        key,
+                        version: c.version,
+                    });
+                }
+            }
+            write_canary(tx, &key, after).map_err(sqlite_error(context))?;
+            Ok(CanaryChanged {
+                before,
+                after,
+                changed: true,
+            })
+        })
+        .await
+    }
+
     async fn set_shadow(&self, key: &str, version: Option<i64>) -> Result<(), Error> {
         check_key(key)?;
         let key = key.to_string();
@@ -547,12 +646,46 @@ mod tests {
     }
 
     #[test]
+    fn open_existing_refuses_a_missing_file_and_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.db");
+        let err = EmbeddedModelStore::open_existing(&path).unwrap_err();
+        assert!(matches!(err, Error::Missing { .. }), "{err:?}");
+        assert!(err.to_string().contains("keyscore init"), "{err}");
+        assert!(!path.exists());
+        EmbeddedModelStore::open(&path).unwrap();
+        EmbeddedModelStore::open_existing(&path).unwrap();
+    }
+
+    #[test]
     fn open_refuses_a_file_that_is_not_sqlite() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("models.db");
         std::fs::write(&path, vec![b'x'; 4096]).unwrap();
         let err = EmbeddedModelStore::open(&path).unwrap_err();
         assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn a_file_from_before_changed_by_gets_the_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("models.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE model_changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, \
+                 key TEXT NOT NULL, version INTEGER NOT NULL, at INTEGER NOT NULL); \
+                 INSERT INTO model_changes (key, version, at) VALUES ('paris', 1, 5); \
+                 PRAGMA user_version = 2;",
+            )
+            .unwrap();
+        }
+        let store = EmbeddedModelStore::open(&path).unwrap();
+        let conn = store.conn.lock().unwrap();
+        let by: Option<String> = conn
+            .query_row("SELECT changed_by FROM model_changes", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(by, None);
     }
 
     #[test]

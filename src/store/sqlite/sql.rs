@@ -32,10 +32,11 @@ CREATE TABLE IF NOT EXISTS active_models (
     FOREIGN KEY (key, version) REFERENCES model_versions (key, version)
 );
 CREATE TABLE IF NOT EXISTS model_changes (
-    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
-    key     TEXT    NOT NULL,
-    version INTEGER NOT NULL,
-    at      INTEGER NOT NULL
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    key        TEXT    NOT NULL,
+    version    INTEGER NOT NULL,
+    at         INTEGER NOT NULL,
+    changed_by TEXT
 );
 CREATE TABLE IF NOT EXISTS model_rollouts (
     key            TEXT    NOT NULL PRIMARY KEY,
@@ -68,6 +69,20 @@ pub(super) fn create_schema(conn: &Connection) -> Result<(), Error> {
         )));
     }
     conn.execute_batch(SCHEMA).map_err(sqlite_error(context))?;
+    // Files made before `changed_by` existed get the column; it is NULL for their old rows.
+    // Older builds name their columns when they write, so they keep working with it.
+    let has_changed_by: bool = conn
+        .query_row(
+            "SELECT COUNT(*) FROM pragma_table_info('model_changes') WHERE name = 'changed_by'",
+            [],
+            |row| row.get::<_, i64>(0),
+        )
+        .map_err(sqlite_error(context))?
+        > 0;
+    if !has_changed_by {
+        conn.execute_batch("ALTER TABLE model_changes ADD COLUMN changed_by TEXT")
+            .map_err(sqlite_error(context))?;
+    }
     if found < SCHEMA_VERSION {
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(sqlite_error(context))?;
@@ -160,6 +175,14 @@ pub(super) fn version_exists(conn: &Connection, key: &str, version: i64) -> rusq
         .map(|found| found.is_some())
 }
 
+/// Whether any version of `key` is stored.
+pub(super) fn key_exists(conn: &Connection, key: &str) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT 1 FROM model_versions WHERE key = ?1 LIMIT 1")?
+        .query_row([key], |_| Ok(()))
+        .optional()
+        .map(|found| found.is_some())
+}
+
 /// Points `key` at `version`, remembering `previous`, and appends the feed row; the caller
 /// holds a write transaction.
 pub(super) fn move_pointer(
@@ -183,8 +206,10 @@ pub(super) fn move_pointer(
 
 /// Appends a feed row for `key` and returns its `seq`.
 pub(super) fn feed_row(conn: &Connection, key: &str, version: i64) -> rusqlite::Result<i64> {
-    conn.prepare_cached("INSERT INTO model_changes (key, version, at) VALUES (?1, ?2, ?3)")?
-        .execute(params![key, version, now_millis()])?;
+    conn.prepare_cached(
+        "INSERT INTO model_changes (key, version, at, changed_by) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![key, version, now_millis(), crate::store::actor()])?;
     Ok(conn.last_insert_rowid())
 }
 
@@ -224,6 +249,20 @@ pub(super) fn write_canary(
         params![key, canary.map(|c| c.version), canary.map(|c| c.share), seq],
     )?;
     Ok(())
+}
+
+/// When `key`'s pointer was last moved and by whom: its feed row's `at` and `changed_by`.
+pub(super) fn read_activation(
+    conn: &Connection,
+    key: &str,
+) -> rusqlite::Result<Option<(Option<i64>, Option<String>)>> {
+    conn.prepare_cached(
+        "SELECT c.at, c.changed_by FROM active_models a
+         LEFT JOIN model_changes c ON c.seq = a.revision
+         WHERE a.key = ?1",
+    )?
+    .query_row([key], |row| Ok((row.get(0)?, row.get(1)?)))
+    .optional()
 }
 
 /// `key`'s active version, its revision and its spec.

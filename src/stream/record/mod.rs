@@ -21,7 +21,8 @@ pub use encode::Scored;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RecordsConfig {
-    /// The JSON field holding the model key (default `city`).
+    /// The JSON field holding the model key (default `city`); not empty.
+    #[serde(deserialize_with = "non_empty_field")]
     pub key_field: String,
     /// Take the model key from the Kafka message key instead of a field (default false).
     pub key_from_message: bool,
@@ -37,6 +38,18 @@ impl Default for RecordsConfig {
             id_field: "id".into(),
         }
     }
+}
+
+/// A field name that is not empty.
+fn non_empty_field<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let name = String::deserialize(deserializer)?;
+    if name.is_empty() {
+        return Err(serde::de::Error::custom(
+            "must name the JSON field holding the model key (e.g. \"city\"), not be empty; \
+             set key_from_message = true to take the key from the Kafka message key",
+        ));
+    }
+    Ok(name)
 }
 
 impl RecordsConfig {
