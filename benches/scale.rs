@@ -449,7 +449,11 @@ impl Bench {
             self.rt.block_on(registry.resolve_many(&refs));
         }
         let cold = n as f64 / started.elapsed().as_secs_f64();
-        self.row(format!("cold load, {n} keys"), format!("{cold:.0} keys/s"), "");
+        self.row(
+            format!("cold load, {n} keys"),
+            format!("{cold:.0} keys/s"),
+            "",
+        );
         let base = self.baseline.expect("the 8-key run comes first");
         for round in 0..3 {
             let warm = self.throughput(&scorer, &Keys::Uniform(n), 10 + round);
