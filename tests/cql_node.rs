@@ -83,7 +83,7 @@ async fn driver_metadata_describes_the_schema() {
     assert_eq!(mv.columns.len(), 10);
     let changes = &ks.tables["model_changes"];
     assert_eq!(changes.partition_key, ["day", "bucket"]);
-    assert_eq!(changes.clustering_key, ["changed_at", "key"]);
+    assert_eq!(changes.clustering_key, ["changed_at", "key", "revision"]);
     assert_eq!(state.get_nodes_info().len(), 1, "one node, no peers");
 }
 
@@ -257,7 +257,7 @@ async fn batches_apply_atomically() {
         .await
         .unwrap();
     let change = session
-        .prepare("INSERT INTO keyscore.model_changes (day, bucket, changed_at, key, version) VALUES (?, 0, ?, ?, ?)")
+        .prepare("INSERT INTO keyscore.model_changes (day, bucket, changed_at, key, version, revision) VALUES (?, 0, ?, ?, ?, 1)")
         .await
         .unwrap();
     let mut batch = Batch::new(BatchType::Logged);
