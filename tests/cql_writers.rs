@@ -123,12 +123,20 @@ async fn cli_writer(name: &str, store: String, rounds: usize, seed: u64) -> Vec<
             );
             continue;
         }
-        let version = out
+        // "activated south v4 (was v1)", "south v4 is already active; nothing changed":
+        // the first version named; "rolled back south from v4 to v1": the last.
+        let versions: Vec<i64> = out
             .stdout
-            .trim()
-            .rsplit_once(" v")
-            .and_then(|(_, v)| v.parse().ok())
-            .unwrap_or_else(|| panic!("{name}: unexpected output {:?}", out.stdout));
+            .split(|c: char| c.is_whitespace() || c == ';' || c == '(' || c == ')')
+            .filter_map(|w| w.strip_prefix('v').and_then(|v| v.parse().ok()))
+            .collect();
+        let version = if out.stdout.contains("rolled back") {
+            versions.last()
+        } else {
+            versions.first()
+        }
+        .copied()
+        .unwrap_or_else(|| panic!("{name}: unexpected output {:?}", out.stdout));
         reported.push(Reported {
             writer: name.to_string(),
             key: key.to_string(),
