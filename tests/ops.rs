@@ -677,6 +677,18 @@ async fn a_real_scrape_passes_promtool_and_parses_with_the_prometheus_parser() {
         ok,
         "the Prometheus parser refused the scrape (is prometheus-client installed for it?):\n{stderr}"
     );
+    // Every metric the shipped alert rules name is in a real scrape.
+    let rules = std::fs::read_to_string(alert_rules()).expect("deploy/prometheus/alerts.yml");
+    let named = metric_names(&rules);
+    assert!(named.len() >= 5, "{named:?}");
+    for name in &named {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}{{"))),
+            "alerts.yml names {name}, which the scrape does not have:\n{text}"
+        );
+    }
+
     for line in [
         "family keyscore_records_in counter",
         "sample keyscore_records_in_total {} 10.0",
@@ -692,6 +704,44 @@ async fn a_real_scrape_passes_promtool_and_parses_with_the_prometheus_parser() {
         assert!(
             parsed.lines().any(|l| l == line),
             "no {line:?} in the parsed scrape:\n{parsed}"
+        );
+    }
+}
+
+/// The shipped alert rules.
+fn alert_rules() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus/alerts.yml")
+}
+
+/// The `keyscore_*` metric names a text mentions, once each.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("keyscore_"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The alert rules the README recommends pass `promtool check rules` and their unit tests
+/// (each fires on the series it is about, after its `for`, and not on a healthy instance).
+#[test]
+fn alert_rules_pass_promtool_and_their_unit_tests() {
+    let rules = alert_rules();
+    let dir = rules.parent().unwrap();
+    for args in [
+        vec!["check", "rules", "alerts.yml"],
+        vec!["test", "rules", "alerts_test.yml"],
+    ] {
+        let out = Command::new("promtool")
+            .args(&args)
+            .current_dir(dir)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run promtool: {e}; tests/run-all.sh installs it"));
+        assert!(
+            out.status.success(),
+            "promtool {}:\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
         );
     }
 }
