@@ -677,15 +677,18 @@ async fn a_real_scrape_passes_promtool_and_parses_with_the_prometheus_parser() {
         ok,
         "the Prometheus parser refused the scrape (is prometheus-client installed for it?):\n{stderr}"
     );
-    // Every metric the shipped alert rules name is in a real scrape.
+    // Every metric the shipped alert rules and dashboard name is in a real scrape.
     let rules = std::fs::read_to_string(alert_rules()).expect("deploy/prometheus/alerts.yml");
+    let dashboard = std::fs::read_to_string(dashboard()).expect("deploy/grafana/keyscore.json");
     let named = metric_names(&rules);
     assert!(named.len() >= 5, "{named:?}");
-    for name in &named {
+    let on_dashboard = metric_names(&dashboard);
+    assert!(on_dashboard.len() >= 15, "{on_dashboard:?}");
+    for name in named.iter().chain(&on_dashboard) {
         assert!(
             text.lines()
                 .any(|l| l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}{{"))),
-            "alerts.yml names {name}, which the scrape does not have:\n{text}"
+            "alerts.yml or the dashboard names {name}, which the scrape does not have:\n{text}"
         );
     }
 
@@ -744,4 +747,53 @@ fn alert_rules_pass_promtool_and_their_unit_tests() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// The shipped Grafana dashboard.
+fn dashboard() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/grafana/keyscore.json")
+}
+
+/// Every query of the Grafana dashboard is valid PromQL: each, with Grafana's
+/// `$__rate_interval` given a value, is checked by `promtool` as a recording rule; every panel
+/// has a query, a title and a unique id.
+#[test]
+fn dashboard_queries_are_valid_promql() {
+    let text = std::fs::read_to_string(dashboard()).expect("deploy/grafana/keyscore.json");
+    let json: Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let panels = json["panels"].as_array().expect("panels");
+    let mut ids = std::collections::BTreeSet::new();
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for panel in panels {
+        assert!(
+            ids.insert(panel["id"].as_i64().expect("an id")),
+            "duplicate panel id"
+        );
+        assert!(!panel["title"].as_str().unwrap_or_default().is_empty());
+        let targets = panel["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "{panel}");
+        for (i, target) in targets.iter().enumerate() {
+            let expr = target["expr"].as_str().expect("expr");
+            let expr = expr.replace("$__rate_interval", "5m");
+            rules.push_str(&format!(
+                "      - record: panel_{}_{i}\n        expr: {}\n",
+                panel["id"],
+                serde_json::to_string(&expr).unwrap()
+            ));
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dashboard_rules.yml");
+    std::fs::write(&path, &rules).unwrap();
+    let out = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&path)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run promtool: {e}; tests/run-all.sh installs it"));
+    assert!(
+        out.status.success(),
+        "promtool refused a dashboard query:\n{}{}\n{rules}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
