@@ -151,21 +151,9 @@ pub struct BatchTally {
 }
 
 impl BatchTally {
-    /// Counts a dead letter, also in `key`'s tally when given, keeping a note of the first few.
+    /// Counts a dead letter by reason, keeping a note of the first few naming `key`. A key's
+    /// own dead-letter count is its [`KeyTally::dead`], which the caller keeps.
     pub fn dead_letter(&mut self, reason: Reason, key: Option<&str>, message: &str) {
-        if let Some(key) = key {
-            let tally = KeyTally {
-                dead: 1,
-                ..KeyTally::default()
-            };
-            self.keys.push((key.to_string(), tally));
-        }
-        self.note_dead_letter(reason, key, message);
-    }
-
-    /// Counts a dead letter by reason, keeping a note of the first few naming `key`, but not
-    /// in any key's tally: for callers that count their keys' dead letters themselves.
-    pub fn note_dead_letter(&mut self, reason: Reason, key: Option<&str>, message: &str) {
         self.dead[reason_index(reason)] += 1;
         if self.dead_notes.len() < DEAD_NOTES_PER_BATCH {
             self.dead_notes.push(DeadNote {
@@ -520,6 +508,7 @@ mod tests {
             "paris".into(),
             KeyTally {
                 scored: 2,
+                dead: 1,
                 scores: vec![1.0, 2.0],
                 ..KeyTally::default()
             },

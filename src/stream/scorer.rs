@@ -250,7 +250,7 @@ impl Scorer {
                     if key.is_some() {
                         own[key_of[i]].dead += 1;
                     }
-                    tally.note_dead_letter(r.reason, key, &r.message);
+                    tally.dead_letter(r.reason, key, &r.message);
                 }
             }
             scoring.outcomes.push(outcome);
