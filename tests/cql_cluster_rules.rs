@@ -9,17 +9,7 @@ use keyscore::model::spec_checksum;
 use keyscore::store::{CqlModelStore, Error, InitOptions, ModelStore};
 use keyscore_testkit::cqlnode::{CqlTestNode, Flavor};
 use keyscore_testkit::specs::{large_forest_json, VALID_SPEC, VALID_SPEC_2};
-use scylla::client::session::Session;
-use scylla::client::session_builder::SessionBuilder;
 use scylla::value::{CqlDate, CqlTimestamp};
-
-async fn session(node: &CqlTestNode) -> Session {
-    SessionBuilder::new()
-        .known_node(node.addr().to_string())
-        .build()
-        .await
-        .expect("a session to the node")
-}
 
 async fn store(node: &CqlTestNode, keyspace: &str) -> CqlModelStore {
     CqlModelStore::connect(&format!("{}/{keyspace}", node.addr()))
@@ -59,7 +49,7 @@ async fn init_on_scylla_6_turns_tablets_off_and_refuses_a_tablets_keyspace() {
     assert_eq!(ks.active("paris").await.unwrap().unwrap().revision, 1);
 
     // A keyspace created by hand with the ScyllaDB 6 default (tablets) is refused.
-    let raw = session(&node).await;
+    let raw = node.session().await;
     raw.query_unpaged(
         "CREATE KEYSPACE tabletsks WITH replication = \
          {'class': 'NetworkTopologyStrategy', 'datacenter1': 1}",
@@ -123,7 +113,7 @@ async fn large_specs_round_trip_in_chunks_and_oversized_ones_are_refused() {
         let active = ks.active(key).await.unwrap().expect("active");
         assert_eq!(spec_checksum(&active.model.spec_json), spec_checksum(&text));
     }
-    let raw = session(&node).await;
+    let raw = node.session().await;
     let (chunks, size): (Option<i32>, Option<i64>) = raw
         .query_unpaged(
             "SELECT chunks, size FROM big.model_versions WHERE key = 'forest50' AND version = 1",
@@ -173,7 +163,7 @@ async fn a_damaged_chunked_spec_is_refused() {
     ks.put_version("k", Some(1), &large_forest_json(2 << 20, 3))
         .await
         .unwrap();
-    let raw = session(&node).await;
+    let raw = node.session().await;
     let (spec_id,): (Option<uuid::Uuid>,) = raw
         .query_unpaged(
             "SELECT spec_id FROM damaged.model_versions WHERE key = 'k' AND version = 1",
@@ -214,7 +204,7 @@ async fn late_feed_rows_are_reported_once() {
     assert!(quiet.keys.is_empty(), "re-announced: {:?}", quiet.keys);
 
     // Another writer's activation of `late`, announced with a clock 10 s behind.
-    let raw = session(&node).await;
+    let raw = node.session().await;
     let applied: (bool,) = raw
         .query_unpaged(
             "UPDATE late.active_models SET version = 2, previous_version = 1, revision = 2 \
@@ -275,7 +265,7 @@ async fn a_rollback_racing_an_activation_keeps_the_pointer_whole() {
     let (a, b) = tokio::join!(ks.rollback("k"), other.activate("k", 3));
     let rolled_to = a.unwrap();
     b.unwrap();
-    let raw = session(&node).await;
+    let raw = node.session().await;
     let (version, previous, revision): (Option<i64>, Option<i64>, Option<i64>) = raw
         .query_unpaged(
             "SELECT version, previous_version, revision FROM race.active_models WHERE key = 'k'",
@@ -302,7 +292,7 @@ async fn a_rollback_racing_an_activation_keeps_the_pointer_whole() {
 #[tokio::test]
 async fn init_refuses_tables_made_by_an_older_keyscore() {
     let node = CqlTestNode::start().await;
-    let raw = session(&node).await;
+    let raw = node.session().await;
     raw.query_unpaged(
         "CREATE KEYSPACE old WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}",
         (),

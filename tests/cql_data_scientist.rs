@@ -11,8 +11,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use keyscore::model::spec_checksum;
 use keyscore_testkit::cqlnode::clients::{self, keyscore, repo_path, ScorerProcess};
 use keyscore_testkit::cqlnode::CqlTestNode;
-use scylla::client::session::Session;
-use scylla::client::session_builder::SessionBuilder;
 use scylla::value::{CqlDate, CqlTimestamp};
 use serde_json::Value;
 
@@ -61,14 +59,6 @@ async fn seed(store: &str, key: &str, versions: &[i64], active: i64) {
         ],
     )
     .await;
-}
-
-async fn connect(node: &CqlTestNode) -> Session {
-    SessionBuilder::new()
-        .known_node(node.addr().to_string())
-        .build()
-        .await
-        .expect("the scylla driver connects to the test node")
 }
 
 /// The sample records of `city` from `seed/records.jsonl` whose eight features are numbers
@@ -224,7 +214,7 @@ async fn cqlsh_activation_reaches_a_running_scorer() {
     let cqlsh = clients::python_tool("cqlsh");
     let (node, store) = node_with_store().await;
     seed(&store, "paris", &[1, 2], 2).await;
-    let session = connect(&node).await;
+    let session = node.session().await;
 
     let mut scorer = ScorerProcess::start(&store, REFRESH_MS);
     let mut feeder = Feeder::new("paris", "ds");
@@ -422,7 +412,7 @@ async fn a_stale_activation_file_is_not_applied() {
     let list = keyscore(&store, &["list"]).await;
     let paris = list.lines().find(|l| l.starts_with("paris ")).unwrap();
     assert!(paris.contains(" v1 "), "paris is still on v1: {paris}");
-    let session = connect(&node).await;
+    let session = node.session().await;
     let (version, previous, revision): (Option<i64>, Option<i64>, Option<i64>) = session
         .query_unpaged(
             "SELECT version, previous_version, revision FROM keyscore.active_models \

@@ -12,19 +12,10 @@ use std::time::Duration;
 use futures::TryStreamExt;
 use keyscore_testkit::cqlnode::{self, CqlTestNode, Fault};
 use scylla::client::session::Session;
-use scylla::client::session_builder::SessionBuilder;
 use scylla::errors::{DbError, ExecutionError, RequestAttemptError};
 use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::unprepared::Statement;
 use scylla::value::{CqlDate, CqlTimestamp};
-
-async fn connect(node: &CqlTestNode) -> Session {
-    SessionBuilder::new()
-        .known_node(node.addr().to_string())
-        .build()
-        .await
-        .expect("the scylla driver connects to the test node")
-}
 
 /// Runs `cql/*.cql` in order, as `keyscore init` does.
 async fn apply_schema(session: &Session) {
@@ -49,7 +40,7 @@ async fn apply_schema(session: &Session) {
 
 async fn node_with_schema() -> (CqlTestNode, Session) {
     let node = CqlTestNode::start().await;
-    let session = connect(&node).await;
+    let session = node.session().await;
     apply_schema(&session).await;
     (node, session)
 }

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use keyscore_testkit::cqlnode::clients::{python, python_tool, run_ok, utc_day};
 use keyscore_testkit::cqlnode::{CqlTestNode, Flavor};
 use scylla::client::session::Session;
-use scylla::client::session_builder::SessionBuilder;
 use scylla::errors::{DbError, ExecutionError, RequestAttemptError};
 use scylla::response::query_result::QueryResult;
 use scylla::response::PagingState;
@@ -23,18 +22,10 @@ use scylla::value::{CqlDate, CqlTimestamp};
 
 const MIB: usize = 1024 * 1024;
 
-async fn connect(node: &CqlTestNode) -> Session {
-    SessionBuilder::new()
-        .known_node(node.addr().to_string())
-        .build()
-        .await
-        .expect("the scylla driver connects to the test node")
-}
-
 /// A node playing `flavor` with keyspace `rules` (SimpleStrategy) and table `rules.kv`.
 async fn node_with_table(flavor: Flavor) -> (CqlTestNode, Session) {
     let node = CqlTestNode::start_as(flavor).await;
-    let session = connect(&node).await;
+    let session = node.session().await;
     run(
         &session,
         "CREATE KEYSPACE rules WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}",
@@ -403,7 +394,7 @@ async fn oversized_frames_and_mutations_are_refused() {
 #[tokio::test]
 async fn scylla6_refuses_lwt_in_keyspaces_with_tablets() {
     let node = CqlTestNode::start_as(Flavor::Scylla6).await;
-    let session = connect(&node).await;
+    let session = node.session().await;
     run(
         &session,
         "CREATE KEYSPACE tab WITH replication = {'class': 'NetworkTopologyStrategy', 'datacenter1': 1}",
@@ -481,7 +472,7 @@ async fn scylla6_refuses_lwt_in_keyspaces_with_tablets() {
 
     // The Cassandra flavor has no tablets and no such option.
     let cassandra = CqlTestNode::start().await;
-    let session = connect(&cassandra).await;
+    let session = cassandra.session().await;
     let err = session
         .query_unpaged(
             "CREATE KEYSPACE x WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1} \

@@ -272,6 +272,15 @@ impl CqlTestNode {
         self.addr
     }
 
+    /// A scylla driver session to this node (plain TCP, no keyspace).
+    pub async fn session(&self) -> scylla::client::session::Session {
+        scylla::client::session_builder::SessionBuilder::new()
+            .known_node(self.addr.to_string())
+            .build()
+            .await
+            .expect("the scylla driver connects to the test node")
+    }
+
     /// Sets the largest request frame accepted, header included (default
     /// [`DEFAULT_MAX_FRAME_SIZE`]).
     pub fn set_max_frame_size(&self, bytes: usize) {
