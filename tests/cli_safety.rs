@@ -250,6 +250,16 @@ fn canary_refuses_a_second_canary_and_the_active_version_and_promote_from_is_ret
     ));
     assert!(out.contains("ended the canary of paris v3"), "{out}");
     assert_eq!(active(&store), "2");
+    // Its retry finds the canary ended (the key's history says so) and changes nothing.
+    let again = ok(keyscore(
+        &store,
+        &["rollback", "--key", "paris", "--from", "3"],
+    ));
+    assert_eq!(
+        again.trim(),
+        "the canary of paris v3 already ended; nothing changed"
+    );
+    assert_eq!(active(&store), "2");
     // With a canary running, rolling back from the active version is refused.
     ok(canary("3", &[]));
     let err = refused(keyscore(
@@ -905,4 +915,91 @@ fn demo_says_when_the_stream_outran_the_watcher() {
             && swap.contains("later records of paris were scored by the old version"),
         "{swap}"
     );
+}
+
+#[test]
+fn history_lists_every_change_newest_first_with_who_and_when() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_paris(dir.path(), 3);
+    ok(keyscore(
+        &store,
+        &["activate", "--key", "paris", "--version", "2"],
+    ));
+    ok(keyscore(
+        &store,
+        &["rollback", "--key", "paris", "--from", "2"],
+    ));
+    ok(keyscore(
+        &store,
+        &[
+            "canary",
+            "--key",
+            "paris",
+            "--version",
+            "3",
+            "--share",
+            "0.5",
+        ],
+    ));
+    ok(keyscore(
+        &store,
+        &["promote", "--key", "paris", "--from", "1"],
+    ));
+    ok(keyscore(
+        &store,
+        &["shadow", "--key", "paris", "--version", "2"],
+    ));
+    ok(keyscore(&store, &["shadow", "--key", "paris", "--clear"]));
+    // A retried command that changes nothing adds nothing.
+    ok(keyscore(&store, &["shadow", "--key", "paris", "--clear"]));
+
+    let text = ok(keyscore(&store, &["history", "--key", "paris"]));
+    let described: Vec<&str> = text
+        .lines()
+        .map(|line| {
+            line.split("  ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .nth(1)
+                .unwrap_or("")
+        })
+        .collect();
+    assert_eq!(
+        described,
+        [
+            "shadow v2 ended",
+            "shadow v2",
+            "canary v3 ended",
+            "promoted v3 (was v1)",
+            "canary v3 on 50%",
+            "rolled back to v1 (was v2)",
+            "activated v2 (was v1)",
+            "activated v1",
+        ],
+        "{text}"
+    );
+    for line in text.lines() {
+        assert!(
+            line.starts_with("20") && line.contains("keyscore"),
+            "{line}"
+        );
+    }
+
+    let json = ok(keyscore(
+        &store,
+        &[
+            "history", "--key", "paris", "--limit", "2", "--format", "json",
+        ],
+    ));
+    let docs: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(docs.len(), 2, "{json}");
+    assert_eq!(docs[0]["action"], "shadow_end");
+    assert_eq!(docs[0]["version"], 2);
+    assert_eq!(docs[1]["action"], "shadow");
+
+    let err = refused(keyscore(&store, &["history", "--key", "nosuch"]));
+    assert!(err.contains("nosuch"), "{err}");
 }

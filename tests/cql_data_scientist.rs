@@ -383,6 +383,56 @@ async fn cqlsh_activation_reaches_a_running_scorer() {
     let show = keyscore(&store, &["show", "--key", "paris", "--version", "3"]).await;
     assert!(show.contains("kind:      linear"), "{show}");
     assert!(show.contains(&spec_checksum(&spec_text)), "{show}");
+
+    // The file moved the pointer without a history row: history says so, between keyscore's
+    // own changes.
+    let described = |text: &str| -> Vec<String> {
+        text.lines()
+            .map(|l| {
+                l.split("  ")
+                    .map(str::trim)
+                    .filter(|c| !c.is_empty())
+                    .nth(1)
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect()
+    };
+    let history = keyscore(&store, &["history", "--key", "paris"]).await;
+    assert_eq!(
+        described(&history)[..2],
+        [
+            "rolled back to v2 (was v3)",
+            "revision 2 changed without a history row"
+        ],
+        "{history}"
+    );
+    // Step 4 of the file, run after cqlsh said [applied] True, records it.
+    let port = node.addr().port().to_string();
+    let insert = activation_history_insert();
+    clients::run_ok(&cqlsh, &["127.0.0.1", &port, "-e", &insert], &[]).await;
+    let history = keyscore(&store, &["history", "--key", "paris"]).await;
+    assert_eq!(
+        described(&history)[..2],
+        ["rolled back to v2 (was v3)", "activated v3 (was v2)"],
+        "{history}"
+    );
+    let by_ana = history.lines().nth(1).unwrap();
+    assert!(by_ana.trim_end().ends_with("ana"), "{history}");
+}
+
+/// The history INSERT that `seed/activate.cql` shows in step 4's comment.
+fn activation_history_insert() -> String {
+    let cql = std::fs::read_to_string(repo_path("seed/activate.cql")).expect("seed/activate.cql");
+    let start = cql
+        .find("INSERT INTO keyscore.model_history")
+        .expect("step 4 of seed/activate.cql names the history INSERT");
+    let end = start + cql[start..].find(';').expect("the INSERT ends with ;") + 1;
+    cql[start..end]
+        .lines()
+        .map(|l| l.trim_start_matches("--").trim())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The file is a compare-and-set: run against a pointer that moved since the revision it

@@ -13,7 +13,8 @@ writer uses (see keyscore's ``cql/`` schema files):
 * the active pointer moves by compare-and-set on ``active_models.revision`` (a lightweight
   transaction, serial consistency LOCAL_SERIAL): ``UPDATE ... IF revision = <read>``, retried
   after a fresh read when another writer won;
-* then a ``model_changes`` row tells running keyscore processes to re-read the key.
+* then a ``model_history`` row records the change for ``keyscore history``, and a
+  ``model_changes`` row tells running keyscore processes to re-read the key.
 
 Each operation of the protocol is written once, as a generator of the requests it sends
 (:func:`_upload_steps`, :func:`_activate_steps`, :func:`_rollback_steps`): :func:`upload`,
@@ -464,9 +465,14 @@ _STATEMENTS = {
         " VALUES (?, ?, ?, ?, ?, ?)",
         False,
     ),
+    "insert_history": (
+        "INSERT INTO {ks}.model_history (key, pointer, revision, action, version, previous_version,"
+        " changed_by, changed_at) VALUES (?, 'active', ?, ?, ?, ?, ?, ?)",
+        False,
+    ),
 }
 _UPLOAD_STATEMENTS = ("insert_chunk", "delete_chunks", "newest_version", "insert_version", "version_sha", "insert_key")
-_ACTIVATE_STATEMENTS = ("version_sha", "read_pointer", "move_pointer", "insert_change")
+_ACTIVATE_STATEMENTS = ("version_sha", "read_pointer", "move_pointer", "insert_change", "insert_history")
 
 
 class _Statements:
@@ -583,7 +589,7 @@ def _activate_steps(
             return None
         return version, current_version
 
-    replaced = yield from _pointer_steps(st, key, decide, who)
+    replaced = yield from _pointer_steps(st, key, decide, who, "activate")
     return version if returns_version else replaced
 
 
@@ -597,14 +603,15 @@ def _rollback_steps(st: _Statements, key: str, who: str) -> Generator[Any, Any, 
         result["version"] = current_previous
         return current_previous, current_version
 
-    yield from _pointer_steps(st, key, decide, who)
+    yield from _pointer_steps(st, key, decide, who, "rollback")
     return result["version"]
 
 
-def _pointer_steps(st: _Statements, key: str, decide, who: str) -> Generator[Any, Any, Optional[int]]:
+def _pointer_steps(st: _Statements, key: str, decide, who: str, action: str) -> Generator[Any, Any, Optional[int]]:
     """Moves the active pointer of ``key`` by compare-and-set to what ``decide(current version,
     current previous version)`` returns (``(version, previous)``, or None to leave it), reading
-    again after a lost race, then writes the feed row. Returns the version it read last."""
+    again after a lost race, then writes the key's history row (``action``: activate or
+    rollback) and the feed row. Returns the version it read last."""
     for attempt in range(CAS_ATTEMPTS):
         rows = list((yield st.get("read_pointer"), (key,)))
         current_version = current_previous = current_revision = None
@@ -620,6 +627,7 @@ def _pointer_steps(st: _Statements, key: str, decide, who: str) -> Generator[Any
         now = _now()
         values = (new_version, new_previous, revision, who, now, key, current_revision)
         if _applied((yield st.get("move_pointer"), values)):
+            yield st.get("insert_history"), (key, revision, action, new_version, current_version, who, now)
             yield st.get("insert_change"), (now.date(), feed_bucket(key), now, key, new_version, revision)
             return current_version
         yield _Pause((2 ** min(attempt, 6) + random.random() * 5) / 1000.0)

@@ -5,6 +5,7 @@ mod activate;
 mod canary;
 mod demo;
 mod guard;
+mod history;
 mod init;
 mod list;
 mod predict;
@@ -89,6 +90,8 @@ pub enum Command {
     Prune(prune::Args),
     /// Show a key's active (or a given) version.
     Show(show::Args),
+    /// Every recorded activation, rollback, canary and shadow change of a key, newest first.
+    History(history::Args),
     /// Check a model spec as an upload does, storing nothing (no store needed).
     Validate(validate::Args),
     /// Score one record with a key's active (or a given, not yet active) version.
@@ -143,6 +146,7 @@ impl Cli {
             Command::Prune(a) => prune::run(&ctx, a).await,
             Command::List(a) => list::run(&ctx, a).await,
             Command::Show(a) => show::run(&ctx, a).await,
+            Command::History(a) => history::run(&ctx, a).await,
             Command::Validate(a) => validate::run(a).await,
             Command::Predict(a) => predict::run(&ctx, a).await,
             Command::Score(a) => score::run(&ctx, a).await,

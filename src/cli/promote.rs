@@ -52,9 +52,9 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
     store
         .move_active(
             key,
-            PointerMove::Activate {
+            PointerMove::Promote {
                 version: canary.version,
-                expect: Some(from),
+                from,
             },
         )
         .await?;

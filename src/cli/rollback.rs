@@ -4,7 +4,7 @@
 
 use anyhow::bail;
 
-use crate::store::{CanaryChange, PointerMove};
+use crate::store::{CanaryChange, ChangeAction, PointerMove};
 
 /// Arguments of `keyscore rollback`.
 #[derive(Debug, clap::Args)]
@@ -66,9 +66,23 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
         ),
         None => {}
     }
-    let moved = store
+    let moved = match store
         .move_active(&args.key, PointerMove::RollbackFrom { from })
-        .await?;
+        .await
+    {
+        Err(err @ crate::store::Error::UnexpectedVersion { .. }) => {
+            // A retry of a `--from` that ended a canary: the key's history says so.
+            if canary_ended_last(store.as_ref(), &args.key, from).await? {
+                println!(
+                    "the canary of {} v{from} already ended; nothing changed",
+                    args.key
+                );
+                return Ok(());
+            }
+            return Err(err.into());
+        }
+        moved => moved?,
+    };
     if moved.changed {
         println!("rolled back {} from v{from} to v{}", args.key, moved.to);
     } else {
@@ -78,4 +92,17 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
         );
     }
     Ok(())
+}
+
+/// Whether the newest change of `key`'s history that concerns `version` ended its canary.
+async fn canary_ended_last(
+    store: &dyn crate::store::ModelStore,
+    key: &str,
+    version: i64,
+) -> anyhow::Result<bool> {
+    let history = store.history(key, 100).await?;
+    Ok(history
+        .iter()
+        .find(|e| e.version == Some(version) || e.previous == Some(version))
+        .is_some_and(|e| e.kind() == Some(ChangeAction::CanaryEnd)))
 }

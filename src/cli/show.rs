@@ -157,7 +157,7 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
 }
 
 /// `ms` (Unix milliseconds) as an RFC 3339 UTC time, to the second.
-fn utc_time(ms: i64) -> String {
+pub(crate) fn utc_time(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Howard Hinnant's civil_from_days.

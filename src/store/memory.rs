@@ -13,8 +13,9 @@ use std::sync::{Mutex, MutexGuard};
 
 use super::{
     actor, check_key, check_share, plan_canary, plan_move, Activation, ActiveModel, Canary,
-    CanaryChange, CanaryChanged, ChangeCursor, Changes, Error, KeyPage, KeySummary, ModelStore,
-    MovePlan, Moved, Pointer as StorePointer, PointerMove, Rollout, StoredModel,
+    CanaryChange, CanaryChanged, ChangeAction, ChangeCursor, Changes, Error, HistoryEntry, KeyPage,
+    KeySummary, ModelStore, MovePlan, Moved, Pointer as StorePointer, PointerMove, Rollout,
+    StoredModel,
 };
 
 /// A key's active pointer.
@@ -36,6 +37,8 @@ struct State {
     rollouts: BTreeMap<String, Rollout>,
     /// One key per change; a revision is a row's position plus one.
     feed: Vec<String>,
+    /// Each key's changes, oldest first.
+    history: BTreeMap<String, Vec<HistoryEntry>>,
 }
 
 impl State {
@@ -73,27 +76,29 @@ impl State {
         }
     }
 
-    /// Appends a feed row for `key` and returns its revision.
-    fn announce(&mut self, key: &str) -> i64 {
+    /// Appends a feed row for `key` with its history entry and returns its revision.
+    fn announce(&mut self, key: &str, mut entry: HistoryEntry) -> i64 {
         self.feed.push(key.to_string());
-        self.feed.len() as i64
+        let revision = self.feed.len() as i64;
+        entry.revision = revision;
+        self.history.entry(key.to_string()).or_default().push(entry);
+        revision
     }
 
     /// Points `key` at `version`; re-activating the active version keeps the rollback target.
-    fn activate(&mut self, key: &str, version: i64) {
+    fn activate(&mut self, key: &str, action: ChangeAction, version: i64) {
         let previous = match self.active.get(key) {
             Some(p) if p.version == version => p.previous,
             Some(p) => Some(p.version),
             None => None,
         };
-        self.point(key, version, previous);
+        self.point(key, action, version, previous);
     }
 
-    fn point(&mut self, key: &str, version: i64, previous: Option<i64>) {
-        let revision = self.announce(key);
-        let at_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    fn point(&mut self, key: &str, action: ChangeAction, version: i64, previous: Option<i64>) {
+        let entry = HistoryEntry::now(action, Some(version), previous, None);
+        let at_ms = entry.at_ms.unwrap_or_default();
+        let revision = self.announce(key, entry);
         self.active.insert(
             key.to_string(),
             Pointer {
@@ -106,13 +111,41 @@ impl State {
         );
     }
 
-    /// Applies `change` to `key`'s rollout and announces it.
-    fn change_rollout(&mut self, key: &str, change: impl FnOnce(&mut Rollout)) {
-        let revision = self.announce(key);
+    /// Applies `edit` to `key`'s rollout and announces it.
+    fn change_rollout(&mut self, key: &str, edit: RolloutEdit) {
+        let before = self.rollouts.get(key).cloned().unwrap_or_default();
+        let entry = match edit {
+            RolloutEdit::Canary(Some(c)) => {
+                HistoryEntry::now(ChangeAction::Canary, Some(c.version), None, Some(c.share))
+            }
+            RolloutEdit::Canary(None) => HistoryEntry::now(
+                ChangeAction::CanaryEnd,
+                before.canary.map(|c| c.version),
+                None,
+                None,
+            ),
+            RolloutEdit::Shadow(Some(v)) => {
+                HistoryEntry::now(ChangeAction::Shadow, Some(v), None, None)
+            }
+            RolloutEdit::Shadow(None) => {
+                HistoryEntry::now(ChangeAction::ShadowEnd, before.shadow, None, None)
+            }
+        };
+        let revision = self.announce(key, entry);
         let rollout = self.rollouts.entry(key.to_string()).or_default();
-        change(rollout);
+        match edit {
+            RolloutEdit::Canary(canary) => rollout.canary = canary,
+            RolloutEdit::Shadow(shadow) => rollout.shadow = shadow,
+        }
         rollout.revision = revision;
     }
+}
+
+/// A change of one half of a key's rollout.
+#[derive(Debug, Clone, Copy)]
+enum RolloutEdit {
+    Canary(Option<Canary>),
+    Shadow(Option<i64>),
 }
 
 /// A model store held in this process's memory (`memory://`).
@@ -178,7 +211,7 @@ impl ModelStore for MemoryModelStore {
         check_key(key)?;
         let mut state = self.state();
         state.require_version(key, version)?;
-        state.activate(key, version);
+        state.activate(key, ChangeAction::Activate, version);
         Ok(())
     }
 
@@ -200,7 +233,7 @@ impl ModelStore for MemoryModelStore {
                 key: key.to_string(),
             });
         };
-        state.point(key, previous, Some(current));
+        state.point(key, ChangeAction::Rollback, previous, Some(current));
         Ok(previous)
     }
 
@@ -221,10 +254,20 @@ impl ModelStore for MemoryModelStore {
                 outcome,
             } => {
                 state.require_version(key, version)?;
-                state.point(key, version, previous);
+                let action = change.action();
+                state.point(key, action, version, previous);
                 Ok(outcome)
             }
         }
+    }
+
+    async fn history(&self, key: &str, limit: usize) -> Result<Vec<HistoryEntry>, Error> {
+        Ok(self
+            .state()
+            .history
+            .get(key)
+            .map(|h| h.iter().rev().take(limit).cloned().collect())
+            .unwrap_or_default())
     }
 
     async fn activation(&self, key: &str) -> Result<Option<Activation>, Error> {
@@ -363,7 +406,7 @@ impl ModelStore for MemoryModelStore {
         if let Some(c) = canary {
             state.require_version(key, c.version)?;
         }
-        state.change_rollout(key, |r| r.canary = canary);
+        state.change_rollout(key, RolloutEdit::Canary(canary));
         Ok(())
     }
 
@@ -384,7 +427,7 @@ impl ModelStore for MemoryModelStore {
         if let Some(c) = after {
             state.require_version(key, c.version)?;
         }
-        state.change_rollout(key, |r| r.canary = after);
+        state.change_rollout(key, RolloutEdit::Canary(after));
         Ok(CanaryChanged {
             before,
             after,
@@ -398,7 +441,7 @@ impl ModelStore for MemoryModelStore {
         if let Some(v) = version {
             state.require_version(key, v)?;
         }
-        state.change_rollout(key, |r| r.shadow = version);
+        state.change_rollout(key, RolloutEdit::Shadow(version));
         Ok(())
     }
 
@@ -410,8 +453,8 @@ impl ModelStore for MemoryModelStore {
                 key: key.to_string(),
             });
         };
-        state.activate(key, canary.version);
-        state.change_rollout(key, |r| r.canary = None);
+        state.activate(key, ChangeAction::Promote, canary.version);
+        state.change_rollout(key, RolloutEdit::Canary(None));
         Ok(canary.version)
     }
 }

@@ -83,6 +83,25 @@ pub enum PointerMove {
         /// The version the caller believes is active and wants to leave.
         from: i64,
     },
+    /// Make the canary's `version` the active version in place of `from`: planned as
+    /// [`PointerMove::Activate`] expecting `from`, recorded in the history as a promotion.
+    Promote {
+        /// The canary's version.
+        version: i64,
+        /// The version the caller believes is active.
+        from: i64,
+    },
+}
+
+impl PointerMove {
+    /// The action a key's history records for this move.
+    pub fn action(self) -> ChangeAction {
+        match self {
+            PointerMove::Activate { .. } => ChangeAction::Activate,
+            PointerMove::RollbackFrom { .. } => ChangeAction::Rollback,
+            PointerMove::Promote { .. } => ChangeAction::Promote,
+        }
+    }
 }
 
 /// What a [`PointerMove`] did.
@@ -126,50 +145,65 @@ pub fn plan_move(
         expected,
         active: current.map(|(v, _)| v),
     };
-    match change {
-        PointerMove::Activate { version, expect } => match current {
-            Some((active, previous)) if active == version => Ok(MovePlan::Done(Moved {
-                from: previous,
-                to: version,
-                changed: false,
-            })),
-            Some((active, _)) if expect.is_some_and(|e| e != active) => {
-                Err(unexpected(expect.unwrap_or_default()))
-            }
-            None if expect.is_some() => Err(unexpected(expect.unwrap_or_default())),
-            _ => {
-                let from = current.map(|(v, _)| v);
-                Ok(MovePlan::Write {
-                    version,
-                    previous: from,
-                    outcome: Moved {
-                        from,
-                        to: version,
-                        changed: true,
-                    },
-                })
-            }
-        },
-        PointerMove::RollbackFrom { from } => match current {
-            Some((active, Some(previous))) if active == from => Ok(MovePlan::Write {
-                version: previous,
-                previous: Some(from),
+    let (version, expect) = match change {
+        PointerMove::Activate { version, expect } => (version, expect),
+        PointerMove::Promote { version, from } => (version, Some(from)),
+        PointerMove::RollbackFrom { from } => return plan_rollback_from(key, current, from),
+    };
+    match current {
+        Some((active, previous)) if active == version => Ok(MovePlan::Done(Moved {
+            from: previous,
+            to: version,
+            changed: false,
+        })),
+        Some((active, _)) if expect.is_some_and(|e| e != active) => {
+            Err(unexpected(expect.unwrap_or_default()))
+        }
+        None if expect.is_some() => Err(unexpected(expect.unwrap_or_default())),
+        _ => {
+            let from = current.map(|(v, _)| v);
+            Ok(MovePlan::Write {
+                version,
+                previous: from,
                 outcome: Moved {
-                    from: Some(from),
-                    to: previous,
+                    from,
+                    to: version,
                     changed: true,
                 },
-            }),
-            Some((active, None)) if active == from => Err(Error::NothingToRollBack {
-                key: key.to_string(),
-            }),
-            Some((active, Some(previous))) if previous == from => Ok(MovePlan::Done(Moved {
+            })
+        }
+    }
+}
+
+/// [`plan_move`] of [`PointerMove::RollbackFrom`].
+fn plan_rollback_from(
+    key: &str,
+    current: Option<(i64, Option<i64>)>,
+    from: i64,
+) -> Result<MovePlan, Error> {
+    match current {
+        Some((active, Some(previous))) if active == from => Ok(MovePlan::Write {
+            version: previous,
+            previous: Some(from),
+            outcome: Moved {
                 from: Some(from),
-                to: active,
-                changed: false,
-            })),
-            _ => Err(unexpected(from)),
-        },
+                to: previous,
+                changed: true,
+            },
+        }),
+        Some((active, None)) if active == from => Err(Error::NothingToRollBack {
+            key: key.to_string(),
+        }),
+        Some((active, Some(previous))) if previous == from => Ok(MovePlan::Done(Moved {
+            from: Some(from),
+            to: active,
+            changed: false,
+        })),
+        _ => Err(Error::UnexpectedVersion {
+            key: key.to_string(),
+            expected: from,
+            active: current.map(|(v, _)| v),
+        }),
     }
 }
 
@@ -241,6 +275,127 @@ pub struct Activation {
     pub by: Option<String>,
     /// When, in milliseconds since the Unix epoch.
     pub at_ms: Option<i64>,
+}
+
+/// What a change recorded in a key's history did. Stored as its [`ChangeAction::as_str`] name
+/// (the same names in every engine and in the plain-CQL protocol).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeAction {
+    /// A version was made active (`activate`, `upload --activate`, bulk activation).
+    Activate,
+    /// The active pointer went back to the version before it.
+    Rollback,
+    /// The canary's version was made active and the canary ended.
+    Promote,
+    /// A canary started (or was replaced).
+    Canary,
+    /// The canary ended without promotion.
+    CanaryEnd,
+    /// A shadow version started (or was replaced).
+    Shadow,
+    /// The shadow ended.
+    ShadowEnd,
+}
+
+impl ChangeAction {
+    /// Every action, in the order of the enum.
+    pub const ALL: [ChangeAction; 7] = [
+        ChangeAction::Activate,
+        ChangeAction::Rollback,
+        ChangeAction::Promote,
+        ChangeAction::Canary,
+        ChangeAction::CanaryEnd,
+        ChangeAction::Shadow,
+        ChangeAction::ShadowEnd,
+    ];
+
+    /// The stored name: `activate`, `rollback`, `promote`, `canary`, `canary_end`, `shadow`,
+    /// `shadow_end`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeAction::Activate => "activate",
+            ChangeAction::Rollback => "rollback",
+            ChangeAction::Promote => "promote",
+            ChangeAction::Canary => "canary",
+            ChangeAction::CanaryEnd => "canary_end",
+            ChangeAction::Shadow => "shadow",
+            ChangeAction::ShadowEnd => "shadow_end",
+        }
+    }
+
+    /// The action a stored name stands for, if it is one of [`ChangeAction::as_str`]'s.
+    pub fn parse(name: &str) -> Option<ChangeAction> {
+        ChangeAction::ALL.into_iter().find(|a| a.as_str() == name)
+    }
+
+    /// Whether the action moves the active pointer (else it changes the rollout).
+    pub fn moves_active(self) -> bool {
+        matches!(
+            self,
+            ChangeAction::Activate | ChangeAction::Rollback | ChangeAction::Promote
+        )
+    }
+}
+
+/// The action of a [`HistoryEntry`] that stands for a revision of a key's pointer that has
+/// no history row: the change was written (by hand, or by a writer that stopped between its
+/// compare-and-set and its history row) without being recorded. Only the CQL store has them.
+pub const NOT_RECORDED: &str = "not_recorded";
+
+/// One change in a key's history (see [`ModelStore::history`]): an activation, rollback,
+/// promotion, or a canary or shadow started or ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryEntry {
+    /// What the change did, as stored: one of [`ChangeAction::as_str`]'s names for keyscore's
+    /// writes; a hand-written CQL statement may store another, shown as written.
+    pub action: String,
+    /// The revision the change wrote: of the active pointer for `activate`, `rollback` and
+    /// `promote`, of the rollout for the others (CQL); the feed row's sequence number
+    /// (SQLite, memory).
+    pub revision: i64,
+    /// The version made active, or the canary or shadow version started or ended.
+    pub version: Option<i64>,
+    /// For changes of the active pointer: the version active before.
+    pub previous: Option<i64>,
+    /// For a canary start: its share of records.
+    pub share: Option<f64>,
+    /// Who: `keyscore:USER@HOST` for keyscore's own writes.
+    pub by: Option<String>,
+    /// When, in milliseconds since the Unix epoch.
+    pub at_ms: Option<i64>,
+}
+
+impl HistoryEntry {
+    /// The entry of a change `action` of `version` (with `previous` and `share` where they
+    /// apply), by this process's actor, now. `revision` is filled in by the backend.
+    pub(crate) fn now(
+        action: ChangeAction,
+        version: Option<i64>,
+        previous: Option<i64>,
+        share: Option<f64>,
+    ) -> HistoryEntry {
+        HistoryEntry {
+            action: action.as_str().to_string(),
+            revision: 0,
+            version,
+            previous,
+            share,
+            by: Some(actor()),
+            at_ms: Some(now_millis()),
+        }
+    }
+
+    /// The parsed action, when it is one keyscore writes.
+    pub fn kind(&self) -> Option<ChangeAction> {
+        ChangeAction::parse(&self.action)
+    }
+}
+
+/// Milliseconds since the Unix epoch, by this machine's clock.
+pub(crate) fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Who is acting, for the stores' audit columns: the OS user and host, when known.
@@ -530,6 +685,11 @@ pub trait ModelStore: Send + Sync + std::fmt::Debug {
         let _ = key;
         Ok(None)
     }
+
+    /// The newest `limit` changes of `key`'s active pointer and rollout, newest first: every
+    /// activation, rollback, promotion and canary or shadow change, with who made it and when.
+    /// Empty for a key with no recorded change. Cost: one read of the key's own history.
+    async fn history(&self, key: &str, limit: usize) -> Result<Vec<HistoryEntry>, Error>;
 
     /// Fails with [`Error::UnknownKey`] when no version of `key` is stored. Provided: reads
     /// [`ModelStore::versions`].

@@ -26,8 +26,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use keyscore::store::{
-    Canary, CanaryChange, ChangeCursor, CqlModelStore, EmbeddedModelStore, Error, KeySummary,
-    MemoryModelStore, ModelStore, Moved, PointerMove,
+    Canary, CanaryChange, ChangeAction, ChangeCursor, CqlModelStore, EmbeddedModelStore, Error,
+    KeySummary, MemoryModelStore, ModelStore, Moved, PointerMove,
 };
 
 use crate::specs::{SHAPE_MISMATCH_SPEC, UNKNOWN_KIND_SPEC, VALID_SPEC, VALID_SPEC_2};
@@ -71,6 +71,7 @@ macro_rules! conformance_tests {
             conditional_moves_refuse_an_unknown_key,
             activation_says_who_and_when,
             change_canary_refuses_to_replace_and_is_safe_to_retry,
+            history_records_every_change_with_who_and_when,
         );
     };
     (@checks $module:ident, $fresh:expr; $($check:ident),* $(,)?) => {
@@ -1052,4 +1053,99 @@ pub async fn change_canary_refuses_to_replace_and_is_safe_to_retry(store: &dyn M
     assert!(!retry.changed && retry.after.is_none(), "{retry:?}");
     assert_eq!(rollout_revision().await, before, "a retried end wrote");
     assert_eq!(active_version(store, &key).await, Some(1));
+}
+
+/// `history`: every activation, rollback, promotion and canary or shadow change of a key is
+/// recorded once, with what it did, who and when; a retry that changes nothing adds nothing;
+/// newest first, within `limit`.
+pub async fn history_records_every_change_with_who_and_when(store: &dyn ModelStore) {
+    let key = unique_key("history");
+    for _ in 0..3 {
+        put(store, &key, None, VALID_SPEC).await;
+    }
+    assert!(store.history(&key, 10).await.unwrap().is_empty());
+    store.activate(&key, 1).await.unwrap();
+    store.activate(&key, 2).await.unwrap();
+    store.rollback(&key).await.unwrap();
+    let canary = Canary {
+        version: 3,
+        share: 0.25,
+    };
+    let start = CanaryChange::Start {
+        canary,
+        replace: false,
+    };
+    store.change_canary(&key, start).await.unwrap();
+    // A retry of the same start writes nothing, so it adds nothing to the history.
+    store.change_canary(&key, start).await.unwrap();
+    store.promote(&key).await.unwrap();
+    store.set_shadow(&key, Some(2)).await.unwrap();
+    store.set_shadow(&key, None).await.unwrap();
+    store
+        .move_active(&key, PointerMove::RollbackFrom { from: 3 })
+        .await
+        .unwrap();
+    store
+        .move_active(&key, PointerMove::RollbackFrom { from: 3 })
+        .await
+        .unwrap();
+
+    let history = store.history(&key, 100).await.unwrap();
+    let seen = |e: &keyscore::store::HistoryEntry| (e.action.clone(), e.version, e.previous);
+    let a = |action: ChangeAction| action.as_str().to_string();
+    // Changes of one pointer are in the order they were made (the CQL store orders the two
+    // pointers' changes by time, to the millisecond).
+    let moves: Vec<_> = history
+        .iter()
+        .filter(|e| e.kind().is_some_and(ChangeAction::moves_active))
+        .map(seen)
+        .collect();
+    assert_eq!(
+        moves,
+        vec![
+            (a(ChangeAction::Rollback), Some(1), Some(3)),
+            (a(ChangeAction::Promote), Some(3), Some(1)),
+            (a(ChangeAction::Rollback), Some(1), Some(2)),
+            (a(ChangeAction::Activate), Some(2), Some(1)),
+            (a(ChangeAction::Activate), Some(1), None),
+        ],
+        "pointer moves in {history:#?}"
+    );
+    let rollout: Vec<_> = history
+        .iter()
+        .filter(|e| !e.kind().is_some_and(ChangeAction::moves_active))
+        .map(|e| (e.action.clone(), e.version, e.share))
+        .collect();
+    assert_eq!(
+        rollout,
+        vec![
+            (a(ChangeAction::ShadowEnd), Some(2), None),
+            (a(ChangeAction::Shadow), Some(2), None),
+            (a(ChangeAction::CanaryEnd), Some(3), None),
+            (a(ChangeAction::Canary), Some(3), Some(0.25)),
+        ],
+        "rollout changes in {history:#?}"
+    );
+    for pair in history.windows(2) {
+        assert!(
+            pair[0].at_ms >= pair[1].at_ms,
+            "newest first: {:?} before {:?}",
+            pair[0],
+            pair[1]
+        );
+    }
+    for e in &history {
+        assert!(
+            e.by.as_deref().is_some_and(|by| by.starts_with("keyscore")),
+            "who made {e:?}"
+        );
+        assert!(e.at_ms.is_some(), "when {e:?} was made");
+    }
+    let newest = store.history(&key, 2).await.unwrap();
+    assert_eq!(newest, history[..2].to_vec(), "limit keeps the newest");
+    assert!(store
+        .history(&unique_key("history-none"), 10)
+        .await
+        .unwrap()
+        .is_empty());
 }

@@ -26,8 +26,8 @@ use std::{
 use async_trait::async_trait;
 use keyscore::store::{
     Activation, ActiveModel, Canary, CanaryChange, CanaryChanged, ChangeCursor, Changes, Error,
-    KeyPage, KeySummary, MemoryModelStore, ModelStore, Moved, Pointer, PointerMove, Rollout,
-    StoredModel,
+    HistoryEntry, KeyPage, KeySummary, MemoryModelStore, ModelStore, Moved, Pointer, PointerMove,
+    Rollout, StoredModel,
 };
 
 use crate::conformance::Fixture;
@@ -171,6 +171,11 @@ impl<S: ModelStore> ModelStore for FaultyStore<S> {
     async fn change_canary(&self, key: &str, change: CanaryChange) -> Result<CanaryChanged, Error> {
         self.check_key(key)?;
         self.inner.change_canary(key, change).await
+    }
+
+    async fn history(&self, key: &str, limit: usize) -> Result<Vec<HistoryEntry>, Error> {
+        self.check_key(key)?;
+        self.inner.history(key, limit).await
     }
 
     async fn activation(&self, key: &str) -> Result<Option<Activation>, Error> {

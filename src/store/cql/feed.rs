@@ -11,7 +11,6 @@
 //! within the window. Rows later than that are left to the registry's periodic resync.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Buckets per day partition. Writers spread keys over them; readers read them all.
 pub(crate) const FEED_BUCKETS: i32 = 16;
@@ -25,12 +24,7 @@ const DAY_MS: i64 = 86_400_000;
 /// The CQL `date` encoding: days since the epoch, offset by 2^31 (native protocol v4, 6.19).
 const DATE_EPOCH: i64 = 1 << 31;
 
-/// Milliseconds since the Unix epoch, by this machine's clock.
-pub(crate) fn now_millis() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+pub(crate) use crate::store::now_millis;
 
 /// The bucket of `key`: the first four bytes of the SHA-256 of the key, big-endian, modulo
 /// [`FEED_BUCKETS`] (the Python package computes the same).

@@ -57,12 +57,12 @@ use self::config::CqlConfig;
 use self::connection::ConnectionSettings;
 use self::errors::{corrupt, execution_error, pager_error, row_error};
 use self::specs::{Body, EncodedSpec, Layout, StoredSpec};
-use self::statements::{RolloutStatements, Statements};
+use self::statements::{HistoryStatements, RolloutStatements, Statements};
 use super::{
     actor, check_key, check_share, plan_canary, plan_move, Activation, ActiveModel, Canary,
-    CanaryChange, CanaryChanged, ChangeCursor, Changes, Error, InitOptions, InitReport, KeyPage,
-    KeySummary, ModelStore, MovePlan, Moved, NewVersion, Pointer as StorePointer, PointerMove,
-    Rollout, StoredModel,
+    CanaryChange, CanaryChanged, ChangeAction, ChangeCursor, Changes, Error, HistoryEntry,
+    InitOptions, InitReport, KeyPage, KeySummary, ModelStore, MovePlan, Moved, NewVersion,
+    Pointer as StorePointer, PointerMove, Rollout, StoredModel, NOT_RECORDED,
 };
 use crate::model::ModelSpec;
 
@@ -97,6 +97,7 @@ pub struct CqlModelStore {
     session: Session,
     statements: OnceCell<Statements>,
     rollout_statements: OnceCell<RolloutStatements>,
+    history_statements: OnceCell<HistoryStatements>,
     /// The largest spec stored, compressed bytes.
     max_spec_bytes: u64,
     /// How far behind its position a feed poll re-reads, milliseconds.
@@ -129,6 +130,92 @@ struct RolloutRow {
     canary: Option<Canary>,
     shadow: Option<i64>,
     revision: Option<i64>,
+}
+
+/// `revision, action, version, previous_version, canary_share, changed_by, changed_at` of
+/// `model_history`.
+type HistoryColumns = (
+    i64,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    Option<f64>,
+    Option<String>,
+    Option<CqlTimestamp>,
+);
+
+/// The `pointer` of a history row: `active` for changes of the active pointer, `rollout` for
+/// the others (and for actions written by hand that keyscore does not know).
+fn history_pointer(action: Option<ChangeAction>) -> &'static str {
+    if action.is_some_and(ChangeAction::moves_active) {
+        "active"
+    } else {
+        "rollout"
+    }
+}
+
+/// One pointer's history rows (newest revision first) with an entry of action
+/// [`NOT_RECORDED`] for each revision from `current` down that has no row, at most `limit`
+/// entries.
+fn with_gaps(rows: Vec<HistoryEntry>, current: i64, limit: usize) -> Vec<HistoryEntry> {
+    let gap = |revision| HistoryEntry {
+        action: NOT_RECORDED.to_string(),
+        revision,
+        version: None,
+        previous: None,
+        share: None,
+        by: None,
+        at_ms: None,
+    };
+    let mut out = Vec::with_capacity(limit.min(rows.len() + 16));
+    let mut expected = current.max(rows.first().map_or(0, |r| r.revision));
+    for row in rows {
+        while expected > row.revision && out.len() < limit {
+            out.push(gap(expected));
+            expected -= 1;
+        }
+        if out.len() >= limit {
+            return out;
+        }
+        expected = row.revision - 1;
+        out.push(row);
+    }
+    while expected >= 1 && out.len() < limit {
+        out.push(gap(expected));
+        expected -= 1;
+    }
+    out
+}
+
+/// Two pointers' histories, each newest first, merged newest first by time (an entry with
+/// no time sorts with the newer entry above it in its own list), at most `limit`.
+fn merge_newest_first(
+    a: Vec<HistoryEntry>,
+    b: Vec<HistoryEntry>,
+    limit: usize,
+) -> Vec<HistoryEntry> {
+    let timed = |list: Vec<HistoryEntry>| {
+        let mut last = i64::MAX;
+        list.into_iter()
+            .map(|e| {
+                last = e.at_ms.unwrap_or(last);
+                (last, e)
+            })
+            .collect::<std::collections::VecDeque<_>>()
+    };
+    let (mut a, mut b) = (timed(a), timed(b));
+    let mut out = Vec::with_capacity(limit.min(a.len() + b.len()));
+    while out.len() < limit {
+        let take_a = match (a.front(), b.front()) {
+            (Some((ta, _)), Some((tb, _))) => ta >= tb,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
+        };
+        let next = if take_a { a.pop_front() } else { b.pop_front() };
+        out.extend(next.map(|(_, e)| e));
+    }
+    out
 }
 
 /// `canary_version, canary_share, shadow_version, revision` of `model_rollouts`.
@@ -186,6 +273,7 @@ impl CqlModelStore {
             session,
             statements: OnceCell::new(),
             rollout_statements: OnceCell::new(),
+            history_statements: OnceCell::new(),
             max_spec_bytes: options.max_spec_bytes,
             look_back_ms: i64::try_from(options.feed_look_back_ms).unwrap_or(i64::MAX),
             actor: actor(),
@@ -385,8 +473,11 @@ impl CqlModelStore {
     /// Writes the feed row of a change that was applied. The change is done whatever happens
     /// here: a feed row that cannot be written is logged, and running processes find the
     /// change at their next resync.
-    async fn announce(&self, st: &Statements, key: &str, version: i64, revision: i64) {
-        let now_ms = feed::now_millis();
+    async fn announce(&self, st: &Statements, key: &str, change: &HistoryEntry) {
+        let version = change.version.unwrap_or(0);
+        let revision = change.revision;
+        self.record_history(key, change).await;
+        let now_ms = change.at_ms.unwrap_or_else(feed::now_millis);
         let values = (
             CqlDate(feed::cql_date(feed::day_number(now_ms))),
             feed::bucket_of(key),
@@ -418,6 +509,53 @@ impl CqlModelStore {
         }
     }
 
+    /// Writes `change`'s row in `model_history`. Like the feed row, it comes after the change
+    /// and cannot undo it: a row that cannot be written is logged, and `keyscore history`
+    /// shows the revision it lacks as a change not recorded.
+    async fn record_history(&self, key: &str, change: &HistoryEntry) {
+        let written = async {
+            let st = self
+                .history_statements
+                .get_or_try_init(|| {
+                    HistoryStatements::prepare(&self.session, &self.config.keyspace)
+                })
+                .await?;
+            let pointer = history_pointer(change.kind());
+            let values = (
+                key,
+                pointer,
+                change.revision,
+                change.action.as_str(),
+                change.version,
+                change.previous,
+                change.share,
+                change.by.as_deref(),
+                change.at_ms.map(CqlTimestamp),
+            );
+            let mut last = None;
+            for _ in 0..3 {
+                match self.session.execute_unpaged(&st.insert, &values).await {
+                    Ok(_) => return Ok(()),
+                    Err(err) => last = Some(err),
+                }
+            }
+            Err(execution_error(
+                "writing the key's history",
+                last.expect("three attempts failed"),
+            ))
+        }
+        .await;
+        if let Err(err) = written {
+            tracing::warn!(
+                key,
+                revision = change.revision,
+                error = %crate::telemetry::ErrorChain(&err),
+                "The change is stored but its history row is not (run `keyscore init` if the \
+                 keyspace predates model_history); `keyscore history` shows it as not recorded."
+            );
+        }
+    }
+
     /// Moves `key`'s pointer by compare-and-set: reads the pointer, asks `decide` what to
     /// write (`Ok(None)` to write nothing), checks that the version to write exists, and
     /// writes it if the revision is still the one read; on a lost race, reads again. Returns
@@ -425,6 +563,7 @@ impl CqlModelStore {
     async fn move_pointer(
         &self,
         key: &str,
+        action: ChangeAction,
         decide: impl Fn(&PointerRow) -> Result<Option<(i64, Option<i64>)>, Error>,
     ) -> Result<PointerRow, Error> {
         let st = self.statements().await?;
@@ -436,6 +575,8 @@ impl CqlModelStore {
             };
             self.require_version(st, key, version).await?;
             let revision = current.revision.unwrap_or(0) + 1;
+            let mut change = HistoryEntry::now(action, Some(version), current.version, None);
+            change.revision = revision;
             let wanted = PointerRow {
                 version: Some(version),
                 previous,
@@ -450,7 +591,7 @@ impl CqlModelStore {
                         previous,
                         revision,
                         self.actor.as_str(),
-                        CqlTimestamp(feed::now_millis()),
+                        CqlTimestamp(change.at_ms.unwrap_or_default()),
                         key,
                         current.revision,
                     ),
@@ -468,7 +609,7 @@ impl CqlModelStore {
                 }
             };
             if applied {
-                self.announce(st, key, version, revision).await;
+                self.announce(st, key, &change).await;
                 return Ok(wanted);
             }
             back_off(attempt).await;
@@ -553,11 +694,28 @@ impl CqlModelStore {
                 }
             };
             if applied {
-                let named = match change {
-                    RolloutChange::Canary(c) => c.map_or(0, |c| c.version),
-                    RolloutChange::Shadow(v) => v.unwrap_or(0),
+                let mut entry = match change {
+                    RolloutChange::Canary(Some(c)) => HistoryEntry::now(
+                        ChangeAction::Canary,
+                        Some(c.version),
+                        None,
+                        Some(c.share),
+                    ),
+                    RolloutChange::Canary(None) => HistoryEntry::now(
+                        ChangeAction::CanaryEnd,
+                        current.canary.map(|c| c.version),
+                        None,
+                        None,
+                    ),
+                    RolloutChange::Shadow(Some(v)) => {
+                        HistoryEntry::now(ChangeAction::Shadow, Some(v), None, None)
+                    }
+                    RolloutChange::Shadow(None) => {
+                        HistoryEntry::now(ChangeAction::ShadowEnd, current.shadow, None, None)
+                    }
                 };
-                self.announce(pointers, key, named, revision).await;
+                entry.revision = revision;
+                self.announce(pointers, key, &entry).await;
                 return Ok((current, true));
             }
             back_off(attempt).await;
@@ -869,7 +1027,7 @@ impl ModelStore for CqlModelStore {
 
     async fn activate(&self, key: &str, version: i64) -> Result<(), Error> {
         check_key(key)?;
-        self.move_pointer(key, |current| {
+        self.move_pointer(key, ChangeAction::Activate, |current| {
             // Re-activating the active version keeps the rollback target.
             let previous = if current.version == Some(version) {
                 current.previous
@@ -893,11 +1051,13 @@ impl ModelStore for CqlModelStore {
     async fn rollback(&self, key: &str) -> Result<i64, Error> {
         check_key(key)?;
         let moved = self
-            .move_pointer(key, |current| match (current.version, current.previous) {
-                (Some(active), Some(previous)) => Ok(Some((previous, Some(active)))),
-                _ => Err(Error::NothingToRollBack {
-                    key: key.to_string(),
-                }),
+            .move_pointer(key, ChangeAction::Rollback, |current| {
+                match (current.version, current.previous) {
+                    (Some(active), Some(previous)) => Ok(Some((previous, Some(active)))),
+                    _ => Err(Error::NothingToRollBack {
+                        key: key.to_string(),
+                    }),
+                }
             })
             .await;
         match moved {
@@ -918,7 +1078,7 @@ impl ModelStore for CqlModelStore {
         check_key(key)?;
         self.require_key(key).await?;
         let outcome = std::sync::Mutex::new(None);
-        self.move_pointer(key, |current| {
+        self.move_pointer(key, change.action(), |current| {
             let plan = plan_move(key, current.version.map(|v| (v, current.previous)), change)?;
             let mut outcome = outcome.lock().unwrap_or_else(|p| p.into_inner());
             Ok(match plan {
@@ -939,6 +1099,87 @@ impl ModelStore for CqlModelStore {
         .await?;
         let moved = outcome.into_inner().unwrap_or_else(|p| p.into_inner());
         Ok(moved.expect("move_pointer asks the plan at least once"))
+    }
+
+    /// Two reads of the key's one partition (its pointer moves, its rollout changes), merged
+    /// newest first by time, then revision.
+    async fn history(&self, key: &str, limit: usize) -> Result<Vec<HistoryEntry>, Error> {
+        let context = "reading a key's history";
+        let st = self
+            .history_statements
+            .get_or_try_init(|| HistoryStatements::prepare(&self.session, &self.config.keyspace))
+            .await?;
+        let limit_cql = i32::try_from(limit.max(1)).unwrap_or(i32::MAX);
+        // Each pointer's revision now: a revision between it and the rows read that has no
+        // row was changed by a writer that did not record it (see cql/050_model_history.cql).
+        let pointers = self.statements().await?;
+        let active_revision = self.read_pointer(pointers, key).await?.revision;
+        let rollout_revision = self
+            .read_rollout_row(self.rollout_statements().await?, key)
+            .await?
+            .and_then(|r| r.revision);
+        let mut lists = Vec::with_capacity(2);
+        for (pointer, current) in [("active", active_revision), ("rollout", rollout_revision)] {
+            let rows = self
+                .session
+                .execute_unpaged(&st.read, (key, pointer, limit_cql))
+                .await
+                .map_err(|err| execution_error(context, err))?
+                .into_rows_result()
+                .map_err(|err| corrupt(context, err))?;
+            let mut entries = Vec::new();
+            for row in rows
+                .rows::<HistoryColumns>()
+                .map_err(|err| corrupt(context, err))?
+            {
+                let (revision, action, version, previous, share, by, at) =
+                    row.map_err(|err| corrupt(context, err))?;
+                entries.push(HistoryEntry {
+                    action: action.unwrap_or_else(|| "change".to_string()),
+                    revision,
+                    version,
+                    previous,
+                    share,
+                    by,
+                    at_ms: at.map(|t| t.0),
+                });
+            }
+            lists.push(with_gaps(entries, current.unwrap_or(0), limit));
+        }
+        let rollout = lists.pop().unwrap_or_default();
+        let active = lists.pop().unwrap_or_default();
+        Ok(merge_newest_first(active, rollout, limit))
+    }
+
+    /// The canary's version made active (recorded as a promotion), then the canary ended:
+    /// two compare-and-sets, on the pointer and on the rollout. A reader in between sees the
+    /// candidate both active and canary, which scores the same.
+    async fn promote(&self, key: &str) -> Result<i64, Error> {
+        check_key(key)?;
+        let canary = self
+            .rollout(key)
+            .await?
+            .and_then(|r| r.canary)
+            .ok_or_else(|| Error::NoCanary {
+                key: key.to_string(),
+            })?;
+        self.move_pointer(key, ChangeAction::Promote, |current| {
+            let previous = if current.version == Some(canary.version) {
+                current.previous
+            } else {
+                current.version
+            };
+            Ok(Some((canary.version, previous)))
+        })
+        .await?;
+        self.change_canary(
+            key,
+            CanaryChange::End {
+                version: canary.version,
+            },
+        )
+        .await?;
+        Ok(canary.version)
     }
 
     /// `changed_by` and `changed_at` of the key's `active_models` row.
@@ -1288,5 +1529,64 @@ impl CqlModelStore {
             .maybe_first_row()
             .map_err(|err| corrupt(context, err))?;
         Ok(matches!(row, Some((Some(_),))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(revision: i64, at_ms: i64) -> HistoryEntry {
+        HistoryEntry {
+            action: "activate".to_string(),
+            revision,
+            version: Some(revision),
+            previous: None,
+            share: None,
+            by: None,
+            at_ms: Some(at_ms),
+        }
+    }
+
+    #[test]
+    fn revisions_without_a_row_are_shown_as_not_recorded() {
+        let rows = vec![entry(4, 40), entry(2, 20)];
+        let listed: Vec<(i64, String)> = with_gaps(rows.clone(), 5, 10)
+            .into_iter()
+            .map(|e| (e.revision, e.action))
+            .collect();
+        let r = |n: i64, a: &str| (n, a.to_string());
+        assert_eq!(
+            listed,
+            [
+                r(5, NOT_RECORDED),
+                r(4, "activate"),
+                r(3, NOT_RECORDED),
+                r(2, "activate"),
+                r(1, NOT_RECORDED)
+            ]
+        );
+        assert_eq!(with_gaps(rows, 5, 2).len(), 2, "the limit holds");
+        assert!(with_gaps(Vec::new(), 0, 10).is_empty());
+    }
+
+    #[test]
+    fn two_pointers_merge_newest_first_and_gaps_keep_their_place() {
+        let active = with_gaps(vec![entry(3, 30), entry(1, 10)], 3, 10);
+        let rollout = vec![entry(2, 25), entry(1, 5)];
+        let merged: Vec<(i64, Option<i64>)> = merge_newest_first(active, rollout, 10)
+            .into_iter()
+            .map(|e| (e.revision, e.at_ms))
+            .collect();
+        assert_eq!(
+            merged,
+            [
+                (3, Some(30)),
+                (2, None),
+                (2, Some(25)),
+                (1, Some(10)),
+                (1, Some(5))
+            ]
+        );
     }
 }

@@ -11,7 +11,7 @@ use crate::store::Error;
 const KEYSPACE_FILE: &str = include_str!("../../../cql/001_keyspace.cql");
 
 /// The table files, in the order `init` applies them.
-const TABLE_FILES: [(&str, &str); 4] = [
+const TABLE_FILES: [(&str, &str); 5] = [
     (
         "010_model_versions.cql",
         include_str!("../../../cql/010_model_versions.cql"),
@@ -27,6 +27,10 @@ const TABLE_FILES: [(&str, &str); 4] = [
     (
         "040_model_rollouts.cql",
         include_str!("../../../cql/040_model_rollouts.cql"),
+    ),
+    (
+        "050_model_history.cql",
+        include_str!("../../../cql/050_model_history.cql"),
     ),
 ];
 
@@ -246,6 +250,7 @@ mod tests {
             "CREATE TABLE IF NOT EXISTS keyscore.active_models",
             "CREATE TABLE IF NOT EXISTS keyscore.model_changes",
             "CREATE TABLE IF NOT EXISTS keyscore.model_rollouts",
+            "CREATE TABLE IF NOT EXISTS keyscore.model_history",
         ];
         assert_eq!(statements.len(), starts.len(), "{statements:#?}");
         for (statement, start) in statements.iter().zip(starts) {

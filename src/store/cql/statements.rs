@@ -217,3 +217,39 @@ impl RolloutStatements {
         })
     }
 }
+
+/// The prepared statements of `model_history`, prepared apart so that a keyspace made before
+/// the table existed still serves (its history is then not written; `keyscore init` adds it).
+pub(super) struct HistoryStatements {
+    /// `INSERT INTO model_history (...) VALUES (...)`
+    pub(super) insert: PreparedStatement,
+    /// `SELECT ... FROM model_history WHERE key = ? AND pointer = ? LIMIT ?`
+    pub(super) read: PreparedStatement,
+}
+
+impl HistoryStatements {
+    pub(super) async fn prepare(session: &Session, ks: &str) -> Result<Self, Error> {
+        Ok(Self {
+            insert: prepare(
+                session,
+                format!(
+                    "INSERT INTO {ks}.model_history (key, pointer, revision, action, version, \
+                     previous_version, canary_share, changed_by, changed_at) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                ),
+                true,
+            )
+            .await?,
+            read: prepare(
+                session,
+                format!(
+                    "SELECT revision, action, version, previous_version, canary_share, \
+                     changed_by, changed_at FROM {ks}.model_history \
+                     WHERE key = ? AND pointer = ? LIMIT ?"
+                ),
+                true,
+            )
+            .await?,
+        })
+    }
+}

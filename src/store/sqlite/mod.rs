@@ -6,11 +6,14 @@
 //!   immutable; `created_at` is Unix milliseconds, `author` comes from the spec's
 //!   `metadata.author` when it has one.
 //! * `active_models (key, version, previous_version, revision)`: the active pointer per key.
-//! * `model_changes (seq, key, version, at, changed_by)`: the change feed, one row per
-//!   activation, rollback, promotion or rollout change (`version` is the version concerned, 0
-//!   when a canary or shadow ends; `changed_by` is `keyscore:USER@HOST`, added to older files
-//!   on open and NULL in their old rows). `seq` only grows; an activation's `revision` is its
-//!   feed row's `seq`, and a [`ChangeCursor`] is a `seq`.
+//! * `model_changes (seq, key, version, at, changed_by, action, previous_version,
+//!   canary_share)`: the change feed and each key's history, one row per activation,
+//!   rollback, promotion or rollout change. `action` is one of [`ChangeAction`]'s names,
+//!   `version` the version made active or the canary or shadow version started or ended,
+//!   `previous_version` the version active before (pointer moves), `canary_share` a started
+//!   canary's share, `changed_by` `keyscore:USER@HOST`. Columns added later are added to
+//!   older files on open and are NULL in their old rows. `seq` only grows; an activation's
+//!   `revision` is its feed row's `seq`, and a [`ChangeCursor`] is a `seq`.
 //! * `model_rollouts (key, canary_version, canary_share, shadow_version, revision)`: the
 //!   canary and shadow version per key (NULL when none runs); `revision` is the `seq` of the
 //!   feed row of its last change.
@@ -33,14 +36,14 @@ mod sql;
 
 use sql::{
     activate_row, configure, create_schema, feed_row, insert_version_row, key_exists, move_pointer,
-    read_activation, read_active, read_pointer, read_rollout, sqlite_error, version_exists,
-    write_canary,
+    read_activation, read_active, read_history, read_pointer, read_rollout, sqlite_error,
+    version_exists, write_canary,
 };
 
 use super::{
     check_key, check_share, plan_canary, plan_move, Activation, ActiveModel, Canary, CanaryChange,
-    CanaryChanged, ChangeCursor, Changes, Error, KeyPage, KeySummary, ModelStore, MovePlan, Moved,
-    NewVersion, Pointer, PointerMove, Rollout, StoredModel,
+    CanaryChanged, ChangeAction, ChangeCursor, Changes, Error, HistoryEntry, KeyPage, KeySummary,
+    ModelStore, MovePlan, Moved, NewVersion, Pointer, PointerMove, Rollout, StoredModel,
 };
 
 /// Versions written (or activations made) in one transaction by the bulk calls, at most.
@@ -242,7 +245,8 @@ impl ModelStore for EmbeddedModelStore {
                 }
                 return Err(Error::NothingToRollBack { key });
             };
-            move_pointer(tx, &key, previous, Some(current)).map_err(sqlite_error(context))?;
+            move_pointer(tx, &key, ChangeAction::Rollback, previous, Some(current))
+                .map_err(sqlite_error(context))?;
             Ok(previous)
         })
         .await
@@ -271,10 +275,20 @@ impl ModelStore for EmbeddedModelStore {
                     if !version_exists(tx, &key, version).map_err(sqlite_error(context))? {
                         return Err(Error::NoSuchVersion { key, version });
                     }
-                    move_pointer(tx, &key, version, previous).map_err(sqlite_error(context))?;
+                    let action = change.action();
+                    move_pointer(tx, &key, action, version, previous)
+                        .map_err(sqlite_error(context))?;
                     Ok(outcome)
                 }
             }
+        })
+        .await
+    }
+
+    async fn history(&self, key: &str, limit: usize) -> Result<Vec<HistoryEntry>, Error> {
+        let key = key.to_string();
+        self.call(move |conn| {
+            read_history(conn, &key, limit).map_err(sqlite_error("reading a key's history"))
         })
         .await
     }
@@ -593,7 +607,16 @@ impl ModelStore for EmbeddedModelStore {
                     return Err(Error::NoSuchVersion { key, version: v });
                 }
             }
-            let seq = feed_row(tx, &key, version.unwrap_or(0)).map_err(sqlite_error(context))?;
+            let change = match version {
+                Some(v) => HistoryEntry::now(ChangeAction::Shadow, Some(v), None, None),
+                None => {
+                    let ended = read_rollout(tx, &key)
+                        .map_err(sqlite_error(context))?
+                        .and_then(|r| r.shadow);
+                    HistoryEntry::now(ChangeAction::ShadowEnd, ended, None, None)
+                }
+            };
+            let seq = feed_row(tx, &key, &change).map_err(sqlite_error(context))?;
             tx.execute(
                 "INSERT INTO model_rollouts (key, shadow_version, revision) VALUES (?1, ?2, ?3)
                  ON CONFLICT (key) DO UPDATE SET
@@ -623,7 +646,8 @@ impl ModelStore for EmbeddedModelStore {
                 Some((current, _, _)) => Some(current),
                 None => None,
             };
-            move_pointer(tx, &key, canary.version, previous).map_err(sqlite_error(context))?;
+            move_pointer(tx, &key, ChangeAction::Promote, canary.version, previous)
+                .map_err(sqlite_error(context))?;
             write_canary(tx, &key, None).map_err(sqlite_error(context))?;
             Ok(canary.version)
         })

@@ -1,12 +1,12 @@
 //! The SQL side of the SQLite store: the schema, connection settings, how SQLite errors
 //! become store errors, and the statements the trait methods share.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 
 use crate::model::ModelSpec;
-use crate::store::{Canary, Error, Rollout};
+use crate::store::{Canary, ChangeAction, Error, HistoryEntry, Rollout};
 
 /// How long a write waits for another process's write to finish before failing.
 pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -32,11 +32,14 @@ CREATE TABLE IF NOT EXISTS active_models (
     FOREIGN KEY (key, version) REFERENCES model_versions (key, version)
 );
 CREATE TABLE IF NOT EXISTS model_changes (
-    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
-    key        TEXT    NOT NULL,
-    version    INTEGER NOT NULL,
-    at         INTEGER NOT NULL,
-    changed_by TEXT
+    seq              INTEGER PRIMARY KEY AUTOINCREMENT,
+    key              TEXT    NOT NULL,
+    version          INTEGER NOT NULL,
+    at               INTEGER NOT NULL,
+    changed_by       TEXT,
+    action           TEXT,
+    previous_version INTEGER,
+    canary_share     REAL
 );
 CREATE TABLE IF NOT EXISTS model_rollouts (
     key            TEXT    NOT NULL PRIMARY KEY,
@@ -69,20 +72,33 @@ pub(super) fn create_schema(conn: &Connection) -> Result<(), Error> {
         )));
     }
     conn.execute_batch(SCHEMA).map_err(sqlite_error(context))?;
-    // Files made before `changed_by` existed get the column; it is NULL for their old rows.
-    // Older builds name their columns when they write, so they keep working with it.
-    let has_changed_by: bool = conn
-        .query_row(
-            "SELECT COUNT(*) FROM pragma_table_info('model_changes') WHERE name = 'changed_by'",
-            [],
-            |row| row.get::<_, i64>(0),
-        )
-        .map_err(sqlite_error(context))?
-        > 0;
-    if !has_changed_by {
-        conn.execute_batch("ALTER TABLE model_changes ADD COLUMN changed_by TEXT")
+    // Files made before a column of model_changes existed get it; it is NULL in their old
+    // rows. Older builds name their columns when they write, so they keep working with it.
+    for (column, ty) in [
+        ("changed_by", "TEXT"),
+        ("action", "TEXT"),
+        ("previous_version", "INTEGER"),
+        ("canary_share", "REAL"),
+    ] {
+        let present: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('model_changes') WHERE name = ?1",
+                [column],
+                |row| row.get(0),
+            )
             .map_err(sqlite_error(context))?;
+        if present == 0 {
+            conn.execute_batch(&format!(
+                "ALTER TABLE model_changes ADD COLUMN {column} {ty}"
+            ))
+            .map_err(sqlite_error(context))?;
+        }
     }
+    // A key's history is read newest first by key: O(log n + entries read).
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS model_changes_by_key ON model_changes (key, seq)",
+    )
+    .map_err(sqlite_error(context))?;
     if found < SCHEMA_VERSION {
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(sqlite_error(context))?;
@@ -90,12 +106,7 @@ pub(super) fn create_schema(conn: &Connection) -> Result<(), Error> {
     Ok(())
 }
 
-/// Milliseconds since the Unix epoch.
-pub(super) fn now_millis() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+pub(super) use crate::store::now_millis;
 
 /// The author named in a spec's metadata, if any.
 pub(super) fn spec_author(spec_json: &str) -> Option<String> {
@@ -188,10 +199,15 @@ pub(super) fn key_exists(conn: &Connection, key: &str) -> rusqlite::Result<bool>
 pub(super) fn move_pointer(
     conn: &Connection,
     key: &str,
+    action: ChangeAction,
     version: i64,
     previous: Option<i64>,
 ) -> rusqlite::Result<()> {
-    let revision = feed_row(conn, key, version)?;
+    let revision = feed_row(
+        conn,
+        key,
+        &HistoryEntry::now(action, Some(version), previous, None),
+    )?;
     conn.prepare_cached(
         "INSERT INTO active_models (key, version, previous_version, revision)
          VALUES (?1, ?2, ?3, ?4)
@@ -204,13 +220,58 @@ pub(super) fn move_pointer(
     Ok(())
 }
 
-/// Appends a feed row for `key` and returns its `seq`.
-pub(super) fn feed_row(conn: &Connection, key: &str, version: i64) -> rusqlite::Result<i64> {
+/// Appends the feed row of `change` of `key` (it is also the key's history entry) and returns
+/// its `seq`.
+pub(super) fn feed_row(
+    conn: &Connection,
+    key: &str,
+    change: &HistoryEntry,
+) -> rusqlite::Result<i64> {
     conn.prepare_cached(
-        "INSERT INTO model_changes (key, version, at, changed_by) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO model_changes
+             (key, version, at, changed_by, action, previous_version, canary_share)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
-    .execute(params![key, version, now_millis(), crate::store::actor()])?;
+    .execute(params![
+        key,
+        change.version.unwrap_or(0),
+        change.at_ms,
+        change.by,
+        change.action,
+        change.previous,
+        change.share
+    ])?;
     Ok(conn.last_insert_rowid())
+}
+
+/// The newest `limit` history entries of `key`, newest first.
+pub(super) fn read_history(
+    conn: &Connection,
+    key: &str,
+    limit: usize,
+) -> rusqlite::Result<Vec<HistoryEntry>> {
+    conn.prepare_cached(
+        "SELECT seq, action, version, previous_version, canary_share, changed_by, at
+         FROM model_changes WHERE key = ?1 ORDER BY seq DESC LIMIT ?2",
+    )?
+    .query_map(
+        params![key, i64::try_from(limit).unwrap_or(i64::MAX)],
+        |row| {
+            let action: Option<String> = row.get(1)?;
+            let version: i64 = row.get(2)?;
+            Ok(HistoryEntry {
+                revision: row.get(0)?,
+                // Rows written before actions were recorded say only which version they named.
+                action: action.unwrap_or_else(|| "change".to_string()),
+                version: (version != 0).then_some(version),
+                previous: row.get(3)?,
+                share: row.get(4)?,
+                by: row.get(5)?,
+                at_ms: row.get(6)?,
+            })
+        },
+    )?
+    .collect()
 }
 
 pub(super) fn read_rollout(conn: &Connection, key: &str) -> rusqlite::Result<Option<Rollout>> {
@@ -238,7 +299,16 @@ pub(super) fn write_canary(
     key: &str,
     canary: Option<Canary>,
 ) -> rusqlite::Result<()> {
-    let seq = feed_row(conn, key, canary.map_or(0, |c| c.version))?;
+    let change = match canary {
+        Some(c) => HistoryEntry::now(ChangeAction::Canary, Some(c.version), None, Some(c.share)),
+        None => {
+            let ended = read_rollout(conn, key)?
+                .and_then(|r| r.canary)
+                .map(|c| c.version);
+            HistoryEntry::now(ChangeAction::CanaryEnd, ended, None, None)
+        }
+    };
+    let seq = feed_row(conn, key, &change)?;
     conn.execute(
         "INSERT INTO model_rollouts (key, canary_version, canary_share, revision)
          VALUES (?1, ?2, ?3, ?4)
@@ -331,5 +401,6 @@ pub(super) fn activate_row(conn: &Connection, key: &str, version: i64) -> Result
         Some((current, _, _)) => Some(current),
         None => None,
     };
-    move_pointer(conn, key, version, previous).map_err(sqlite_error(context))
+    move_pointer(conn, key, ChangeAction::Activate, version, previous)
+        .map_err(sqlite_error(context))
 }
