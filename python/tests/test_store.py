@@ -149,6 +149,7 @@ class MemorySession:
         self.chunks = {}  # (spec_id, n) -> bytes
         self.pointers = {}  # key -> {"version", "previous_version", "revision"}
         self.feed = []  # (key, version, revision)
+        self.history = []  # (key, revision, action, version, previous)
         self.broken = set(broken)
         self.keys_written = set()
         self.max_in_flight = 0
@@ -233,6 +234,9 @@ class MemorySession:
         elif cql.startswith("INSERT INTO ks.model_changes"):
             _day, _bucket, _at, key, version, revision = values
             self.feed.append((key, version, revision))
+        elif cql.startswith("INSERT INTO ks.model_history"):
+            key, revision, action, version, previous, _who, _at = values
+            self.history.append((key, revision, action, version, previous))
         else:
             raise AssertionError(f"unexpected statement {cql}")
         return FakeResult()
@@ -360,10 +364,16 @@ def test_activate_many_reports_unknown_versions_and_a_repeat_changes_nothing(mem
     assert "has no version 7" in report.failures["k15"]
     feed, pointers = list(memory.feed), {k: dict(v) for k, v in memory.pointers.items()}
     assert pointers["k3"] == {"version": 2, "previous_version": 1, "revision": 2}
+    # Each change is in the key's history, with the revision it won.
+    assert [h for h in memory.history if h[0] == "k3"] == [
+        ("k3", 1, "activate", 1, None),
+        ("k3", 2, "activate", 2, 1),
+    ]
+    history = list(memory.history)
 
     again = activate_many(memory, list(wanted.items()), keyspace="ks")
     assert again.activated == report.activated and again.failures == report.failures
-    assert memory.feed == feed and memory.pointers == pointers
+    assert memory.feed == feed and memory.pointers == pointers and memory.history == history
 
     bad = activate_many(memory, [("k1", "2"), ("k2",), ("k3", True)], keyspace="ks")
     assert bad.activated == {}
