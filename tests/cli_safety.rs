@@ -873,20 +873,29 @@ fn validate_checks_without_a_store_and_predict_scores_a_version_before_it_is_act
 }
 
 #[test]
-fn demo_outside_the_repository_fails_naming_the_seed_and_leaves_no_store() {
+fn demo_outside_the_repository_runs_on_its_built_in_seed() {
     let dir = tempfile::tempdir().unwrap();
-    let line = error_line(
-        Command::new(BIN)
-            .arg("demo")
-            .current_dir(dir.path())
-            .env_remove("KEYSCORE_CONFIG")
-            .env_remove("KEYSCORE_STORE")
-            .output()
-            .unwrap(),
+    let out = Command::new(BIN)
+        .args(["demo", "--seconds", "0"])
+        .current_dir(dir.path())
+        .env_remove("KEYSCORE_CONFIG")
+        .env_remove("KEYSCORE_STORE")
+        .output()
+        .unwrap();
+    let text = ok(out);
+    assert!(
+        text.contains("  paris "),
+        "the summary names the seed's keys: {text}"
     );
-    assert!(line.contains("--seed-dir"), "{line}");
-    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
-    assert!(left.is_empty(), "demo left {left:?}");
+    // Every seed record is scored, as from the repository's seed directory.
+    let records =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("seed/records.jsonl"))
+            .unwrap()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .count();
+    assert!(text.contains(&format!("records: {records} in")), "{text}");
+    assert!(dir.path().join("keyscore-demo.db").exists());
 }
 
 #[test]

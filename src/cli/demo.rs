@@ -21,9 +21,10 @@ use crate::{
 /// Arguments of `keyscore demo`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The seed directory (models under `models/<key>/v<N>.json`, records in `records.jsonl`).
-    #[arg(long, default_value = "seed")]
-    pub seed_dir: PathBuf,
+    /// A seed directory to use instead of the seed built into keyscore (models under
+    /// `models/<key>/v<N>.json`, records in `records.jsonl`).
+    #[arg(long)]
+    pub seed_dir: Option<PathBuf>,
     /// The embedded store file the demo creates afresh.
     #[arg(long, default_value = "keyscore-demo.db")]
     pub db: PathBuf,
@@ -45,13 +46,39 @@ pub struct Args {
     pub output: Option<PathBuf>,
 }
 
-/// The seed's model files: (key, version, path), sorted.
-fn seed_models(dir: &Path) -> anyhow::Result<Vec<(String, i64, PathBuf)>> {
+/// The seed models: (key, version, spec JSON, where it comes from), sorted; from `dir`, or the
+/// seed built into keyscore.
+fn seed_models(dir: Option<&Path>) -> anyhow::Result<Vec<(String, i64, String, String)>> {
+    let Some(dir) = dir else {
+        return Ok(super::demo_seed::MODELS
+            .iter()
+            .map(|(key, version, text)| {
+                (
+                    key.to_string(),
+                    *version,
+                    text.to_string(),
+                    format!("the built-in seed's {key} v{version}"),
+                )
+            })
+            .collect());
+    };
+    Ok(seed_model_files(dir)?
+        .into_iter()
+        .map(|(key, version, path)| {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            Ok((key, version, text, path.display().to_string()))
+        })
+        .collect::<anyhow::Result<_>>()?)
+}
+
+/// The model files of a seed directory: (key, version, path), sorted.
+fn seed_model_files(dir: &Path) -> anyhow::Result<Vec<(String, i64, PathBuf)>> {
     let models = dir.join("models");
     let mut out = Vec::new();
     let entries = std::fs::read_dir(&models).with_context(|| {
         format!(
-            "reading {} (run the demo from the repository root, or pass --seed-dir)",
+            "reading {} (the --seed-dir needs models/<key>/v<N>.json files)",
             models.display()
         )
     })?;
@@ -97,7 +124,7 @@ fn remove_db(db: &Path) -> anyhow::Result<()> {
 pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> {
     // 1. A fresh embedded store with every seed version; the first version of each key active.
     // The seed first: without it, nothing is removed or created.
-    let models = seed_models(&args.seed_dir)?;
+    let models = seed_models(args.seed_dir.as_deref())?;
     if ctx.store_given {
         eprintln!(
             "note: demo makes its own store, {} (--db); --store and KEYSCORE_STORE are not used",
@@ -110,13 +137,12 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
     )?);
     store.init().await?;
     let mut swap_to = None;
-    for (key, version, path) in &models {
-        let text = std::fs::read_to_string(path)?;
+    for (key, version, text, source) in &models {
         store
-            .put_version(key, Some(*version), &text)
+            .put_version(key, Some(*version), text)
             .await
-            .with_context(|| format!("uploading {}", path.display()))?;
-        let first = models.iter().find(|(k, _, _)| k == key).map(|m| m.1);
+            .with_context(|| format!("uploading {source}"))?;
+        let first = models.iter().find(|m| m.0 == *key).map(|m| m.1);
         if first == Some(*version) {
             store.activate(key, *version).await?;
         } else if *key == args.swap_key && swap_to.is_none() {
@@ -147,9 +173,14 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
                 .collect()
         }
         None => {
-            let path = args.seed_dir.join("records.jsonl");
-            std::fs::read(&path)
-                .with_context(|| format!("reading {}", path.display()))?
+            let records = match &args.seed_dir {
+                Some(dir) => {
+                    let path = dir.join("records.jsonl");
+                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?
+                }
+                None => super::demo_seed::RECORDS.to_vec(),
+            };
+            records
                 .split(|b| *b == b'\n')
                 .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
                 .map(<[u8]>::to_vec)

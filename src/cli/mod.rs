@@ -4,6 +4,7 @@
 mod activate;
 mod canary;
 mod demo;
+mod demo_seed;
 mod guard;
 mod history;
 mod init;

@@ -19,10 +19,11 @@ const MAX_HEAD: usize = 16 * 1024;
 /// How long a client may take to send its request.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A response: status line, content type, body.
+/// A response: status line, content type, extra header lines, body.
 pub(crate) struct Response {
     pub(crate) status: &'static str,
     pub(crate) content_type: &'static str,
+    pub(crate) headers: &'static str,
     pub(crate) body: Vec<u8>,
 }
 
@@ -35,7 +36,20 @@ impl Response {
         Self {
             status,
             content_type,
+            headers: "",
             body: body.into(),
+        }
+    }
+
+    /// 401: the bearer token is missing or wrong.
+    pub(crate) fn unauthorized() -> Self {
+        Self {
+            headers: "WWW-Authenticate: Bearer realm=\"keyscore\"\r\n",
+            ..Self::new(
+                "401 Unauthorized",
+                "text/plain",
+                "this endpoint needs its bearer token: Authorization: Bearer TOKEN\n",
+            )
         }
     }
 }
@@ -93,13 +107,14 @@ async fn handle(mut stream: TcpStream, ops: &Ops) -> std::io::Result<()> {
             "only GET and HEAD\n",
         )
     } else {
-        ops.route(path)
+        ops.answer(path, &head)
     };
     let mut out = format!(
-        "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n{}Connection: close\r\n\r\n",
         response.status,
         response.content_type,
-        response.body.len()
+        response.body.len(),
+        response.headers
     )
     .into_bytes();
     if method != "HEAD" {

@@ -20,6 +20,7 @@
 //! store's side comes from the pointers of its keys re-read every `[ops] store_scan_interval_ms`; a key whose
 //! model was swapped after the last scan is not judged until the next one.
 
+mod auth;
 mod config;
 mod exposition;
 pub(crate) mod http;
@@ -34,8 +35,9 @@ use std::{
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
+pub use auth::TOKEN_ENV;
 pub use config::OpsConfig;
 
 use crate::{
@@ -64,6 +66,7 @@ pub struct Ops {
     group: Option<Arc<GroupState>>,
     config: OpsConfig,
     exposition: prometheus::Registry,
+    auth: auth::OpsAuth,
 }
 
 impl std::fmt::Debug for Ops {
@@ -113,6 +116,7 @@ impl Ops {
             group,
             config,
             exposition,
+            auth: auth::OpsAuth::from_env(),
         }
     }
 
@@ -130,7 +134,25 @@ impl Ops {
     ) -> std::io::Result<SocketAddr> {
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
-        info!(addr = %addr, "Operations endpoint listening.");
+        info!(addr = %addr, token = self.auth.required(), "Operations endpoint listening.");
+        if !addr.ip().is_loopback() {
+            if self.auth.required() {
+                info!(
+                    addr = %addr,
+                    "The operations endpoint listens beyond this machine; /metrics and \
+                     /status.json need the bearer token from {}.",
+                    auth::TOKEN_ENV
+                );
+            } else {
+                warn!(
+                    addr = %addr,
+                    "The operations endpoint listens beyond this machine and anyone who reaches \
+                     it can read /status.json (keys, versions, dead-letter messages) and \
+                     /metrics; set {} to require a bearer token.",
+                    auth::TOKEN_ENV
+                );
+            }
+        }
         tokio::spawn(http::serve(listener, Arc::clone(self), cancel.clone()));
         let keys = Arc::clone(&self.keys);
         let interval = Duration::from_millis(self.config.store_scan_interval_ms.max(100));
@@ -155,6 +177,16 @@ impl Ops {
     /// The Prometheus exposition text, as `/metrics` serves it.
     pub fn prometheus(&self) -> String {
         exposition::encode(&self.exposition)
+    }
+
+    /// Answers one request for `path` with the request head `head` (checked for the bearer
+    /// token when one is set).
+    pub(crate) fn answer(&self, path: &str, head: &[u8]) -> http::Response {
+        if self.auth.allows(path, head) {
+            self.route(path)
+        } else {
+            http::Response::unauthorized()
+        }
     }
 
     /// Answers one request path.
