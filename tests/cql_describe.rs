@@ -110,6 +110,7 @@ async fn described_tables_are_recreated_exactly() {
             ("keyspace", "keyscore"),
             ("table", "active_models"),
             ("table", "model_changes"),
+            ("table", "model_history"),
             ("table", "model_rollouts"),
             ("table", "model_spec_chunks"),
             ("table", "model_versions"),
