@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use keyscore::store::{EmbeddedModelStore, ModelStore};
+use keyscore::store::{Canary, EmbeddedModelStore, ModelStore};
 
 fn chromium() -> PathBuf {
     if let Ok(path) = std::env::var("KEYSCORE_CHROMIUM") {
@@ -186,4 +186,207 @@ async fn the_status_page_shows_the_seed_keys_and_follows_an_activation() {
     let dom = dump_dom(&url, &dir.path().join("profile-2"));
     assert_eq!(served_cell(&dom, "paris").as_deref(), Some("2"), "{dom}");
     assert!(dom.contains("v1 → v2"), "the page shows no swap:\n{dom}");
+
+    // A canary, a version that does not build, a dead letter with its record id.
+    store
+        .set_canary(
+            "paris",
+            Some(Canary {
+                version: 1,
+                share: 0.5,
+            }),
+        )
+        .await
+        .unwrap();
+    let mut london: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string("seed/models/london/v1.json").unwrap())
+            .unwrap();
+    // Coefficients of the wrong shape: stored (as a hand-written insert could), never built.
+    london["model"]["coefficients"] = serde_json::json!(1.0);
+    store
+        .insert_version("london", Some(2), &london.to_string())
+        .await
+        .unwrap();
+    let stdin = score.stdin.as_mut().unwrap();
+    for line in records.lines().filter(|l| l.contains("\"london\"")).take(5) {
+        writeln!(stdin, "{line}").unwrap();
+    }
+    writeln!(stdin, r#"{{"id": "bad-1", "city": "paris"}}"#).unwrap();
+    stdin.flush().unwrap();
+    wait_for("london served and a dead letter noted", &|b| {
+        b.contains(r#""key":"london""#) && b.contains(r#""record":"\"bad-1\"""#)
+    });
+    store.activate("london", 2).await.unwrap();
+    wait_for("london v2 refused and paris's canary seen", &|b| {
+        b.contains(r#""refused_version":2"#) && b.contains(r#""canary":{"share":0.5"#)
+    });
+    wait_for("two chart points", &|b| {
+        b.matches(r#""records_per_s""#).count() > keys.len() + 1
+    });
+    let dom = dump_dom(&url, &dir.path().join("profile-3"));
+    let paris = row_of(&dom, "paris").expect("a paris row");
+    assert_eq!(
+        paris.matches("<td").count(),
+        11,
+        "one cell per column, the canary's badge inside its cell: {paris}"
+    );
+    assert!(
+        paris.contains(r#"<span class="tag canary">v1 on 50.0% · "#),
+        "{paris}"
+    );
+    let london_row = row_of(&dom, "london").expect("a london row");
+    assert!(
+        london_row.contains("v2 refused: model spec is not valid"),
+        "the reason a version was refused: {london_row}"
+    );
+    let fallback = row_of(&dom, "_default").expect("a _default row");
+    assert!(
+        fallback.contains("fallback: scores the records of keys without a model"),
+        "{fallback}"
+    );
+    assert!(
+        dom.contains("<td>\"bad-1\"</td>"),
+        "the dead letter's record id:\n{dom}"
+    );
+    for chart in ["chart-throughput", "chart-latency"] {
+        let at = dom.find(&format!("id=\"{chart}\"")).expect(chart);
+        let svg = &dom[at..at + dom[at..].find("</figure>").unwrap()];
+        assert!(
+            svg.contains("<polyline") && !svg.contains("data-points=\"0\""),
+            "{chart} has points: {svg}"
+        );
+    }
+    // Keys in a stable order (by name), and a filter.
+    let order: Vec<&str> = dom
+        .match_indices("<tr data-key=\"")
+        .map(|(at, _)| {
+            let rest = &dom[at + 14..];
+            &rest[..rest.find('"').unwrap()]
+        })
+        .collect();
+    let mut sorted = order.clone();
+    sorted.sort_unstable();
+    assert_eq!(order, sorted);
+    let dom = dump_dom(&format!("{url}#filter=par"), &dir.path().join("profile-4"));
+    assert!(
+        row_of(&dom, "paris").is_some() && row_of(&dom, "london").is_none(),
+        "{dom}"
+    );
+
+    // A screenshot for whoever reads the test's output.
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
+    screenshot(&url, &dir.path().join("profile-5"), &shot);
+    assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
+    eprintln!("status page screenshot: {}", shot.display());
+}
+
+/// The `<tr>` of `key` in a dumped DOM.
+fn row_of<'a>(dom: &'a str, key: &str) -> Option<&'a str> {
+    let start = dom.find(&format!("<tr data-key=\"{key}\">"))?;
+    Some(&dom[start..start + dom[start..].find("</tr>")?])
+}
+
+/// A PNG of the page at `url` after its scripts ran.
+fn screenshot(url: &str, profile: &Path, to: &Path) {
+    let out = Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--hide-scrollbars",
+            "--window-size=1400,1000",
+            &format!("--user-data-dir={}", profile.display()),
+            "--virtual-time-budget=3000",
+            &format!("--screenshot={}", to.display()),
+            url,
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("running Chromium");
+    assert!(
+        out.status.success() && to.exists(),
+        "Chromium took no screenshot: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_guards_every_data_path_but_the_probes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("models.db");
+    let store = EmbeddedModelStore::open(&db).unwrap();
+    let spec = std::fs::read_to_string("seed/models/paris/v1.json").unwrap();
+    store.put_version("paris", Some(1), &spec).await.unwrap();
+    store.activate("paris", 1).await.unwrap();
+    let token = "t0ken-that-must-not-be-logged";
+    let log = dir.path().join("score.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_keyscore"))
+        .args([
+            "--log-format",
+            "json",
+            "score",
+            "--ops-listen",
+            "127.0.0.1:0",
+        ])
+        .env("KEYSCORE_STORE", format!("sqlite://{}", db.display()))
+        .env("KEYSCORE_OPS_TOKEN", token)
+        .env("KEYSCORE_LOG", "debug")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut score = Score { stdin: None, child };
+    score.stdin = score.child.stdin.take();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let addr = loop {
+        let text = std::fs::read_to_string(&log).unwrap();
+        if let Some(at) = text.find("\"addr\":\"") {
+            let rest = &text[at + 8..];
+            break rest[..rest.find('"').unwrap()].to_string();
+        }
+        assert!(Instant::now() < deadline, "no operations address:\n{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let status = |path: &str, auth: Option<&str>| {
+        let mut stream = TcpStream::connect(&addr).unwrap();
+        let header = auth.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: test\r\n{header}\r\n").unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response.split(' ').nth(1).unwrap_or("").to_string()
+    };
+    let bearer = format!("Bearer {token}");
+    for path in ["/metrics", "/status.json"] {
+        assert_eq!(status(path, None), "401", "{path} without the token");
+        assert_eq!(
+            status(path, Some("Bearer nope")),
+            "401",
+            "{path} with a wrong token"
+        );
+        assert_eq!(status(path, Some(&bearer)), "200", "{path} with the token");
+    }
+    for path in ["/healthz", "/readyz", "/"] {
+        assert_eq!(status(path, None), "200", "{path} is open");
+    }
+    // The page takes the token from its address's fragment, which the browser never sends.
+    let dom = dump_dom(
+        &format!("http://{addr}/#token={token}"),
+        &dir.path().join("profile"),
+    );
+    assert!(dom.contains("<tr data-key=\"paris\">"), "{dom}");
+    let dom = dump_dom(&format!("http://{addr}/"), &dir.path().join("profile-2"));
+    assert!(dom.contains("needs its bearer token"), "{dom}");
+    drop(score);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("\"token\":true"),
+        "the log says a token is required: {text}"
+    );
+    assert!(!text.contains(token), "the token is never logged");
 }

@@ -41,6 +41,7 @@ pub(super) struct KeyRow {
     pub(super) active: Option<i64>,
     pub(super) served: Option<i64>,
     pub(super) refused: Option<i64>,
+    pub(super) refused_reason: Option<String>,
     pub(super) served_since: Option<SystemTime>,
     pub(super) lagging: bool,
     pub(super) activity: KeyActivity,
@@ -131,6 +132,7 @@ impl KeyView {
             let row = rows.entry(status.key.clone()).or_default();
             row.served = status.served_version;
             row.refused = status.refused_version;
+            row.refused_reason = status.refused_reason;
             row.served_since = status.served_since;
             let judged = match (scan_at, status.served_since) {
                 (Some(scan), Some(since)) => scan > since,

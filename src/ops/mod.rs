@@ -25,6 +25,7 @@ mod config;
 mod exposition;
 pub(crate) mod http;
 mod keys;
+mod series;
 
 use std::{
     net::SocketAddr,
@@ -67,6 +68,7 @@ pub struct Ops {
     config: OpsConfig,
     exposition: prometheus::Registry,
     auth: auth::OpsAuth,
+    series: Arc<series::Series>,
 }
 
 impl std::fmt::Debug for Ops {
@@ -117,6 +119,7 @@ impl Ops {
             config,
             exposition,
             auth: auth::OpsAuth::from_env(),
+            series: Arc::default(),
         }
     }
 
@@ -154,8 +157,24 @@ impl Ops {
             }
         }
         tokio::spawn(http::serve(listener, Arc::clone(self), cancel.clone()));
-        let keys = Arc::clone(&self.keys);
         let interval = Duration::from_millis(self.config.store_scan_interval_ms.max(100));
+        // The charts' points: one per scan interval, the last series::SAMPLES kept.
+        let (series, metrics) = (Arc::clone(&self.series), Arc::clone(self.metrics()));
+        let sampling = cancel.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = sampling.cancelled() => break,
+                    _ = tick.tick() => {
+                        let t = metrics.totals();
+                        series.sample((t.records_in, t.scored, t.dead_letters), &metrics.scoring);
+                    }
+                }
+            }
+        });
+        let keys = Arc::clone(&self.keys);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -261,6 +280,7 @@ impl Ops {
                     "active_version": r.active,
                     "served_version": r.served,
                     "refused_version": r.refused,
+                    "refused_reason": r.refused_reason,
                     "lagging": r.lagging,
                     "served_since_ms": r.served_since.map(unix_ms),
                     "last_swap": r.last_swap.as_ref().map(|s| json!({
@@ -322,6 +342,9 @@ impl Ops {
             "keys_total": rows.len(),
             "keys": keys,
             "swaps": swaps,
+            "fallback_key": self.keys.registry.fallback_key(),
+            "series": self.series.points(),
+            "series_interval_ms": self.config.store_scan_interval_ms.max(100),
             "recent_dead_letters": self.keys.metrics.recent_dead_letters().into_iter().rev().collect::<Vec<_>>(),
             "kafka": self.group.as_ref().map(|g| json!({
                 "has_assignment": g.has_assignment(),

@@ -206,6 +206,11 @@ impl ModelRegistry {
         &self.store
     }
 
+    /// The key whose model scores records of keys that have none, if one is set.
+    pub fn fallback_key(&self) -> Option<&str> {
+        self.config.fallback_key.as_deref()
+    }
+
     /// The settings in use.
     pub fn config(&self) -> &RegistryConfig {
         &self.config

@@ -1,7 +1,11 @@
 //! What this process serves, for operators: per-key status, recent swaps, refused versions,
 //! and the registry's counters.
 
-use std::{collections::HashMap, sync::Mutex, time::SystemTime};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::SystemTime,
+};
 
 use prometheus::{core::Collector, IntCounter, IntGauge, Opts, Registry};
 use tracing::error;
@@ -21,6 +25,8 @@ pub struct KeyStatus {
     pub served_version: Option<i64>,
     /// The newest active version the store reported that this process refused, if any.
     pub refused_version: Option<i64>,
+    /// Why it was refused.
+    pub refused_reason: Option<String>,
     /// When this process built the version it serves.
     pub served_since: Option<SystemTime>,
 }
@@ -62,7 +68,7 @@ impl SwapLog {
 }
 
 /// The newest refused (version, revision) per key.
-pub(super) type Refused = Mutex<HashMap<String, (i64, i64)>>;
+pub(super) type Refused = Mutex<HashMap<String, (i64, i64, Arc<str>)>>;
 
 fn counter(name: &str, help: &str) -> IntCounter {
     IntCounter::with_opts(Opts::new(name, help)).expect("a valid counter name")
@@ -192,8 +198,12 @@ impl ModelRegistry {
                 served_version: slot.model.as_ref().map(|m| m.version),
                 refused_version: refused
                     .get(key.as_str())
-                    .filter(|(_, rev)| *rev > slot.revision)
-                    .map(|(v, _)| *v),
+                    .filter(|(_, rev, _)| *rev > slot.revision)
+                    .map(|(v, _, _)| *v),
+                refused_reason: refused
+                    .get(key.as_str())
+                    .filter(|(_, rev, _)| *rev > slot.revision)
+                    .map(|(_, _, why)| why.to_string()),
                 served_since: slot.model.as_ref().map(|m| m.loaded_at),
             })
             .collect();
@@ -206,7 +216,7 @@ impl ModelRegistry {
             .lock()
             .expect("refused lock")
             .get(key)
-            .is_some_and(|(_, r)| *r == revision)
+            .is_some_and(|(_, r, _)| *r == revision)
     }
 
     pub(super) fn note_refused(
@@ -218,9 +228,9 @@ impl ModelRegistry {
     ) {
         self.stats.build_failures.inc();
         error!(key, version, error = %ErrorChain(err), "Refused model version: it does not build; the previous version keeps scoring.");
-        self.refused
-            .lock()
-            .expect("refused lock")
-            .insert(key.to_string(), (version, revision));
+        self.refused.lock().expect("refused lock").insert(
+            key.to_string(),
+            (version, revision, Arc::from(ErrorChain(err).to_string())),
+        );
     }
 }

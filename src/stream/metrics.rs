@@ -112,6 +112,8 @@ pub struct DeadNote {
     pub reason: &'static str,
     /// The record's key, when it had one.
     pub key: Option<String>,
+    /// The record's id (its JSON text), when it could be read.
+    pub record: Option<String>,
     /// The explanation.
     pub message: String,
 }
@@ -151,15 +153,23 @@ pub struct BatchTally {
 }
 
 impl BatchTally {
-    /// Counts a dead letter by reason, keeping a note of the first few naming `key`. A key's
-    /// own dead-letter count is its [`KeyTally::dead`], which the caller keeps.
-    pub fn dead_letter(&mut self, reason: Reason, key: Option<&str>, message: &str) {
+    /// Counts a dead letter by reason, keeping a note of the first few naming `key` and the
+    /// record's id `record`. A key's own dead-letter count is its [`KeyTally::dead`], which
+    /// the caller keeps.
+    pub fn dead_letter(
+        &mut self,
+        reason: Reason,
+        key: Option<&str>,
+        record: Option<&str>,
+        message: &str,
+    ) {
         self.dead[reason_index(reason)] += 1;
         if self.dead_notes.len() < DEAD_NOTES_PER_BATCH {
             self.dead_notes.push(DeadNote {
                 at_ms: unix_ms(SystemTime::now()),
                 reason: reason.as_str(),
                 key: key.map(str::to_string),
+                record: record.map(str::to_string),
                 message: message.to_string(),
             });
         }
@@ -516,6 +526,7 @@ mod tests {
         t.dead_letter(
             Reason::MissingFeature,
             Some("paris"),
+            Some("\"r-7\""),
             "feature 'items' is missing",
         );
         m.record_batch(t);
@@ -528,5 +539,9 @@ mod tests {
         assert_eq!(keys["paris"].dead, 1);
         assert_eq!(keys["paris"].recent, [1.0, 2.0]);
         assert_eq!(m.recent_dead_letters()[0].reason, "missing_feature");
+        assert_eq!(
+            m.recent_dead_letters()[0].record.as_deref(),
+            Some("\"r-7\"")
+        );
     }
 }

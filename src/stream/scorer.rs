@@ -250,7 +250,8 @@ impl Scorer {
                     if key.is_some() {
                         own[key_of[i]].dead += 1;
                     }
-                    tally.dead_letter(r.reason, key, &r.message);
+                    let record = d.as_ref().ok().and_then(|d| d.id).map(|id| id.get());
+                    tally.dead_letter(r.reason, key, record, &r.message);
                 }
             }
             scoring.outcomes.push(outcome);
