@@ -62,14 +62,14 @@ fn seed_models(dir: Option<&Path>) -> anyhow::Result<Vec<(String, i64, String, S
             })
             .collect());
     };
-    Ok(seed_model_files(dir)?
+    seed_model_files(dir)?
         .into_iter()
         .map(|(key, version, path)| {
             let text = std::fs::read_to_string(&path)
                 .with_context(|| format!("reading {}", path.display()))?;
             Ok((key, version, text, path.display().to_string()))
         })
-        .collect::<anyhow::Result<_>>()?)
+        .collect()
 }
 
 /// The model files of a seed directory: (key, version, path), sorted.
