@@ -129,6 +129,16 @@ pub enum Resolved {
     Missing(Arc<str>),
 }
 
+/// A key's own model, as [`ModelRegistry::lookup_many`] finds it: no fallback applied.
+#[derive(Debug, Clone)]
+pub struct Lookup {
+    /// The key's active model, when it has one that builds.
+    pub model: Option<Arc<ServedModel>>,
+    /// Why the key has no model although the store names an active version (it was
+    /// refused); `None` when the key has no active version.
+    pub refused: Option<Arc<str>>,
+}
+
 /// Registry errors.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -204,6 +214,11 @@ impl ModelRegistry {
     /// The store this registry reads.
     pub fn store(&self) -> &Arc<dyn ModelStore> {
         &self.store
+    }
+
+    /// The key whose model scores records no other level of the fallback chain scores.
+    pub fn fallback_key(&self) -> Option<&str> {
+        self.config.fallback_key.as_deref()
     }
 
     /// The settings in use.

@@ -12,7 +12,10 @@ pub mod scorer;
 
 pub use metrics::Metrics;
 pub use output::{emit, Sink};
-pub use record::{decode, Decoded, KeySource, Reason, RecordFormat, Rejection, Scored};
+pub use record::{
+    decode, Decoded, KeySource, Level, OutputFormat, OutputShape, Reason, RecordFormat, Rejection,
+    Scored, ScoredAt, Source,
+};
 pub use report::RunStats;
 pub use scorer::{score_decoded, Input, Outcome, Scorer, Scoring};
 
