@@ -13,8 +13,8 @@ pub mod scorer;
 pub use metrics::Metrics;
 pub use output::{emit, Sink};
 pub use record::{
-    decode, Decoded, KeySource, Level, OutputFormat, OutputShape, Reason, RecordFormat, Rejection,
-    Scored, ScoredAt, Source,
+    decode, Decoded, FallbackCause, KeySource, Level, OutputFormat, OutputShape, Reason,
+    RecordFormat, Rejection, Scored, ScoredAt, Source,
 };
 pub use report::RunStats;
 pub use scorer::{score_decoded, Input, Outcome, Scorer, Scoring};
