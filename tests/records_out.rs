@@ -516,3 +516,35 @@ fn the_example_configs_in_seed_parse_and_name_their_shape() {
         assert_eq!(config.records.output, shape, "{file}");
     }
 }
+
+#[test]
+fn the_demo_prints_an_enriched_example_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_keyscore"))
+        .args(["demo", "--seconds", "0", "--seed-dir"])
+        .arg(repo("seed"))
+        .arg("--db")
+        .arg(dir.path().join("demo.db"))
+        .env_remove("KEYSCORE_CONFIG")
+        .env("KEYSCORE_LOG", "warn")
+        .output()
+        .expect("keyscore runs");
+    let text = ok(out);
+    let heading = text
+        .lines()
+        .position(|l| l.contains(r#"output = "enriched""#))
+        .unwrap_or_else(|| panic!("no enriched example in:\n{text}"));
+    let line = text.lines().nth(heading + 1).unwrap().trim();
+    let enriched: Value = serde_json::from_str(line).unwrap();
+    // The first seed record that scores, unchanged, plus keyscore's fields.
+    let seed = std::fs::read_to_string(repo("seed/records.jsonl")).unwrap();
+    let id = enriched["keyscore"]["id"].as_str().unwrap();
+    let input = seed
+        .lines()
+        .find(|l| l.contains(&format!(r#""id":"{id}""#)))
+        .unwrap();
+    let close = input.rfind('}').unwrap();
+    assert_eq!(&line[..close], &input[..close]);
+    assert_eq!(enriched["keyscore"]["key"], enriched["city"]);
+    assert!(enriched["keyscore"]["prediction"]["value"].is_number());
+}
