@@ -2,6 +2,7 @@
 //! the counters the pipeline keeps, and the pipelines that move records from a source to
 //! scored output and dead letters (files and stdin/stdout here; Kafka in [`kafka`]).
 
+mod chain;
 pub mod file;
 pub mod kafka;
 pub mod metrics;

@@ -11,7 +11,7 @@
 //! (see [`crate::rollout`]). Every batch is counted in the scorer's [`Metrics`]; what becomes
 //! of each outcome is [`super::output`]'s.
 
-use std::{borrow::Cow, sync::Arc, time::Instant};
+use std::{sync::Arc, time::Instant};
 
 // Per-batch maps keyed by record keys: foldhash is several times faster than SipHash on short
 // keys, and HashDoS resistance is kept by its per-map random seed.
@@ -19,6 +19,7 @@ use foldhash::{HashMap, HashMapExt};
 use prometheus::IntCounter;
 
 use super::{
+    chain::{self, store_rejection, KeyModels, Pick},
     metrics::{score_value, BatchTally, KeyTally, Metrics},
     record::{
         decode, Decoded, FallbackCause, Level, OutputShape, Reason, RecordFormat, Rejection,
@@ -26,10 +27,7 @@ use super::{
     },
     report::RunStats,
 };
-use crate::{
-    registry::{self, KeyRollout, Lookup, ModelRegistry, Resolved, ServedModel},
-    telemetry::ErrorChain,
-};
+use crate::registry::{ModelRegistry, Resolved, ServedModel};
 
 /// What became of one input record.
 #[derive(Debug, Clone)]
@@ -116,20 +114,6 @@ pub struct Scorer {
     metrics: Arc<Metrics>,
     /// Records scored per level of the fallback chain, indexed by [`Scorer::level_index`].
     by_level: Arc<[IntCounter]>,
-}
-
-/// What a key's records are scored with in one batch: its own model (and rollout), or why it
-/// has none.
-type KeyModels = Result<(Lookup, Option<Arc<KeyRollout>>), Rejection>;
-
-/// The model a record is scored with, when it is not its key's own.
-enum Pick {
-    /// The model at this level of the chain.
-    Found(Level, Arc<ServedModel>),
-    /// No level has a model; the text says why.
-    Missing(Arc<str>),
-    /// A key of the chain could not be read from the store.
-    Failed(Rejection),
 }
 
 impl Scorer {
@@ -226,7 +210,15 @@ impl Scorer {
                 Err(err) => Err(store_rejection(&err)),
             })
             .collect();
-        let picks = self.fallbacks(&decoded, &key_of, &models, &index).await;
+        let picks = chain::fallbacks(
+            &self.registry,
+            &self.format.fallback_fields,
+            &decoded,
+            &key_of,
+            &models,
+            &index,
+        )
+        .await;
         drop(index);
         // Tallies of the keys scored by their own models, by key index; records scored by
         // the fallback model count under the fallback's key.
@@ -407,135 +399,10 @@ impl Scorer {
     }
 }
 
-impl Scorer {
-    /// For each record whose key has no usable model (by index; `None` for the others), the
-    /// model that scores it: the first found along its chain, the keys its fallback fields
-    /// name and then the fallback key. The chain's keys that are not among the batch's own
-    /// keys (`index`) are looked up together, each distinct key once.
-    async fn fallbacks<'a>(
-        &'a self,
-        decoded: &'a [Result<Decoded<'a>, Rejection>],
-        key_of: &[usize],
-        models: &[KeyModels],
-        index: &HashMap<&'a str, usize>,
-    ) -> Vec<Option<Pick>> {
-        let default = self.registry.fallback_key();
-        // (record, level, key) for every level of every chain, in chain order.
-        let mut chain: Vec<(usize, Level, Cow<'a, str>)> = Vec::new();
-        for (i, d) in decoded.iter().enumerate() {
-            let Ok(d) = d else { continue };
-            let Ok((own, _)) = &models[key_of[i]] else {
-                continue;
-            };
-            if own.model.is_some() {
-                continue;
-            }
-            let before = chain.len();
-            for (f, field) in self.format.fallback_fields.iter().enumerate() {
-                if let Some(key) = d.key_field(field).filter(|k| *k != d.key) {
-                    chain.push((i, Level::Field(f as u8), key));
-                }
-            }
-            if let Some(default) = default.filter(|k| *k != d.key) {
-                chain.push((i, Level::Default, Cow::Borrowed(default)));
-            }
-            if chain.len() == before {
-                // A chain without levels: a marker that says the record needs a pick.
-                chain.push((i, Level::Own, Cow::Borrowed("")));
-            }
-        }
-        let mut picks: Vec<Option<Pick>> = Vec::new();
-        if chain.is_empty() {
-            return picks;
-        }
-        picks.resize_with(decoded.len(), || None);
-        // Chain keys resolve to the batch's own lookups when the batch has them as keys, else
-        // to a second batched lookup.
-        let mut more: HashMap<&str, usize> = HashMap::new();
-        let mut more_keys: Vec<&str> = Vec::new();
-        let at: Vec<Option<Result<usize, usize>>> = chain
-            .iter()
-            .map(|(_, level, key)| {
-                if *level == Level::Own {
-                    return None;
-                }
-                Some(match index.get(key.as_ref()) {
-                    Some(&k) => Ok(k),
-                    None => Err(*more.entry(key.as_ref()).or_insert_with(|| {
-                        more_keys.push(key.as_ref());
-                        more_keys.len() - 1
-                    })),
-                })
-            })
-            .collect();
-        let more_looked = if more_keys.is_empty() {
-            Vec::new()
-        } else {
-            self.registry.lookup_many(&more_keys).await
-        };
-        for ((i, level, _), at) in chain.iter().zip(at) {
-            if picks[*i]
-                .as_ref()
-                .is_some_and(|p| !matches!(p, Pick::Missing(_)))
-            {
-                continue; // Found or failed at an earlier level.
-            }
-            let model: Result<Option<&Arc<ServedModel>>, Rejection> = match at {
-                None => Ok(None),
-                Some(Ok(k)) => match &models[k] {
-                    Ok((own, _)) => Ok(own.model.as_ref()),
-                    Err(rejection) => Err(rejection.clone()),
-                },
-                Some(Err(k)) => match &more_looked[k] {
-                    Ok(own) => Ok(own.model.as_ref()),
-                    Err(err) => Err(store_rejection(err)),
-                },
-            };
-            picks[*i] = Some(match model {
-                Ok(Some(model)) => Pick::Found(*level, Arc::clone(model)),
-                Err(rejection) => Pick::Failed(rejection),
-                Ok(None) => Pick::Missing(Arc::from("")),
-            });
-        }
-        // Records without a model anywhere along their chain: say why.
-        for (i, pick) in picks.iter_mut().enumerate() {
-            if let Some(Pick::Missing(why)) = pick {
-                let Ok(d) = &decoded[i] else { continue };
-                let Ok((own, _)) = &models[key_of[i]] else {
-                    continue;
-                };
-                *why = match &own.refused {
-                    Some(refused) => {
-                        format!("{refused}; and no model along its fallback chain").into()
-                    }
-                    None if self.format.fallback_fields.is_empty() => {
-                        format!("no active model for key '{}' and no fallback model", d.key).into()
-                    }
-                    None => format!(
-                        "no active model for key '{}' nor along its fallback chain ({}, then \
-                         the fallback key)",
-                        d.key,
-                        self.format.fallback_fields.join(", ")
-                    )
-                    .into(),
-                };
-            }
-        }
-        picks
-    }
-}
-
 /// The bytes a record's canary split is hashed from: its id's JSON text, else its payload.
 fn id_text<'a>(d: &Decoded<'a>, payload: &'a [u8]) -> &'a [u8] {
     match d.id {
         Some(id) => id.get().as_bytes(),
         None => payload,
     }
-}
-
-fn store_rejection(err: &registry::Error) -> Rejection {
-    Rejection::new(
-        Reason::StoreUnavailable,
-        format!("could not load the model for this key: {}", ErrorChain(err)),
-    )
 }
