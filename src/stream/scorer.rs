@@ -251,7 +251,8 @@ impl Scorer {
                     Err(rejection) => (Outcome::Rejected(rejection.clone()), false),
                     Ok((own, rollout)) => match &own.model {
                         None => {
-                            let outcome = match &picks[i] {
+                            // Every record whose key has no model has a pick.
+                            let outcome = match picks.get(i).and_then(Option::as_ref) {
                                 Some(Pick::Found(level, model)) => {
                                     timed = true;
                                     let cause = match own.refused {
@@ -274,7 +275,10 @@ impl Scorer {
                                 Some(Pick::Failed(rejection)) => {
                                     Outcome::Rejected(rejection.clone())
                                 }
-                                None => unreachable!("every record without a model has a pick"),
+                                None => Outcome::Rejected(Rejection::new(
+                                    Reason::NoModel,
+                                    format!("no active model for key '{}'", d.key),
+                                )),
                             };
                             (outcome, false)
                         }

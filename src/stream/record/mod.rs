@@ -262,3 +262,47 @@ impl Rejection {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<RecordsConfig, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn output_shapes_and_fallback_fields_parse_and_name_their_levels() {
+        let c = parse(
+            "output = \"prediction_log\"\nenriched_field = \"ks\"\nfallback_fields = [\"country\", \"region\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.output, OutputShape::PredictionLog);
+        let f = c.format();
+        assert_eq!(f.output.shape(), OutputShape::PredictionLog);
+        let names: Vec<&str> = [Level::Own, Level::Field(0), Level::Field(1), Level::Default]
+            .into_iter()
+            .map(|l| f.output.level_name(l))
+            .collect();
+        assert_eq!(names, ["own", "country", "region", "default"]);
+        assert_eq!(parse("").unwrap(), RecordsConfig::default());
+        assert_eq!(
+            parse("output = \"enriched\"").unwrap().output,
+            OutputShape::Enriched
+        );
+    }
+
+    #[test]
+    fn bad_output_settings_are_refused_with_what_to_write() {
+        for (text, says) in [
+            ("output = \"json\"", "scored"),
+            ("enriched_field = \"\"", "keyscore"),
+            ("fallback_fields = [\"country\", \"country\"]", "twice"),
+            ("fallback_fields = [\"default\"]", "'default'"),
+            ("fallback_fields = [\"\"]", "country"),
+        ] {
+            let err = parse(text).unwrap_err();
+            assert!(err.contains(says), "{text}: {err}");
+        }
+    }
+}
