@@ -548,3 +548,71 @@ fn the_demo_prints_an_enriched_example_line() {
     assert_eq!(enriched["keyscore"]["key"], enriched["city"]);
     assert!(enriched["keyscore"]["prediction"]["value"].is_number());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_score_scores_a_city_by_its_own_model_once_it_gains_one() {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let db = seed_store(dir.path()).await;
+    // leeds has no model of its own: its country's (uk) scores it until it gets one.
+    let record = r#"{"city":"leeds","country":"uk","distance_km":3.1,"items":2,"hour":12,"is_weekend":0,"rain_mm":4.0,"courier_rating":4.5,"traffic_index":0.5,"prep_time_min":12}"#;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keyscore"))
+        .arg("--store")
+        .arg(format!("sqlite://{}", db.display()))
+        .arg("score")
+        .env_remove("KEYSCORE_CONFIG")
+        .env("KEYSCORE__STORE__REFRESH_INTERVAL_MS", "100")
+        .env("KEYSCORE__RECORDS__FALLBACK_FIELDS", r#"["country"]"#)
+        .env("KEYSCORE__RECORDS__OUTPUT", "enriched")
+        .env("KEYSCORE_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut n = 0u64;
+    // One record in, its output out; the output says which line it was.
+    let mut next = |stdin: &mut std::process::ChildStdin| -> Value {
+        n += 1;
+        writeln!(stdin, "{record}").unwrap();
+        stdin.flush().unwrap();
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let out: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+        assert_eq!(out["keyscore"]["id"], format!("line-{n}"));
+        assert_eq!(out["keyscore"]["id_generated"], true);
+        out["keyscore"].clone()
+    };
+    for _ in 0..5 {
+        let out = next(&mut stdin);
+        assert_eq!(out["fallback_level"], "country");
+        assert_eq!(out["model_key"], "uk");
+    }
+    let store = EmbeddedModelStore::open(db.to_str().unwrap()).unwrap();
+    let spec = std::fs::read_to_string(repo("seed/models/paris/v1.json")).unwrap();
+    store.put_version("leeds", Some(1), &spec).await.unwrap();
+    store.activate("leeds", 1).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = next(&mut stdin);
+        if out["fallback_level"] == "own" {
+            assert_eq!(out["model_key"], "leeds");
+            assert_eq!(out["fallback"], false);
+            assert!(out.get("fallback_cause").is_none());
+            break;
+        }
+        assert_eq!(out["model_key"], "uk");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the running scorer never served leeds's own model"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for _ in 0..20 {
+        assert_eq!(next(&mut stdin)["model_key"], "leeds", "never back to uk");
+    }
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+}
