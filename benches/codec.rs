@@ -2,7 +2,8 @@
 //!
 //! Guards against regressions in `keyscore::stream::decode` with `Decoded::features_into`
 //! on a realistic delivery record of about 450 bytes (id, city and 20 numbers, 18 of which
-//! the model reads), in `Scored::encode_into`, and in `Scorer::score_batch` over 64 such
+//! the model reads), in `Scored::encode_into` and `OutputFormat::encode` (each output shape:
+//! `enriched` copies the input's bytes), and in `Scorer::score_batch` over 64 such
 //! records from 8 cities (decode, one registry resolve per distinct key, feature
 //! extraction, a linear model).
 //!
@@ -29,7 +30,11 @@ use keyscore::{
     },
     registry::{ModelRegistry, RegistryConfig, ServedModel},
     store::{MemoryModelStore, ModelStore},
-    stream::{decode, Input, Outcome, RecordFormat, Scored, Scorer},
+    stream::{
+        decode,
+        record::{Origin, OutputFormat, OutputShape, ScoredAt, Source},
+        Input, Level, Outcome, RecordFormat, Scored, Scorer,
+    },
     synth::Xoshiro256StarStar as Rng,
 };
 use keyscore_testkit::rounds::{self, Case};
@@ -388,8 +393,11 @@ fn scored(classes: Option<&[&str]>) -> Scored {
         prediction,
         model: served("paris", &spec(classes)),
         fallback: false,
+        level: Level::Own,
+        fallback_cause: None,
         canary: false,
         shadow: false,
+        inputs: None,
     }
 }
 
@@ -410,6 +418,39 @@ fn encoding(c: &mut Criterion) {
                 black_box(&out);
             })
         });
+    }
+    // Each output shape, for one regression record of the pool's kind.
+    let record = pool().swap_remove(0);
+    let mut scored = scored(None);
+    scored.inputs = Some(vec![1.5; scored.model.model.features().len()].into());
+    let source = Source {
+        payload: record.as_bytes(),
+        origin: Origin::Kafka {
+            topic: "records",
+            partition: 3,
+            offset: 123_456,
+        },
+    };
+    let at = ScoredAt::now();
+    for shape in [
+        OutputShape::Scored,
+        OutputShape::Enriched,
+        OutputShape::PredictionLog,
+    ] {
+        let format = OutputFormat::new(shape, "keyscore", Arc::new([]));
+        let mut out = Vec::with_capacity(1024);
+        format.encode(&scored, &source, &at, &mut out);
+        let len = out.len();
+        group.bench_function(
+            BenchmarkId::new(format!("shape_{}", shape.as_str()), format!("{len}B")),
+            |b| {
+                b.iter(|| {
+                    out.clear();
+                    black_box(&format).encode(black_box(&scored), &source, &at, &mut out);
+                    black_box(&out);
+                })
+            },
+        );
     }
     group.finish();
 }

@@ -14,7 +14,11 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     registry::ModelRegistry,
     store::{EmbeddedModelStore, ModelStore},
-    stream::{emit, Input, Rejection, RunStats, Scored, Scorer, Sink},
+    stream::{
+        emit,
+        record::{Origin, OutputFormat, OutputShape, ScoredAt, Source},
+        Input, Rejection, RunStats, Scored, Scorer, Sink,
+    },
     synth::Generator,
 };
 
@@ -216,6 +220,13 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
     let mut busy = Duration::ZERO;
     let mut samples: Vec<String> = Vec::new();
     let mut dead_samples: Vec<String> = Vec::new();
+    let mut enriched_sample: Option<String> = None;
+    let records = &ctx.config.records;
+    let enriched = OutputFormat::new(
+        OutputShape::Enriched,
+        &records.enriched_field,
+        records.fallback_fields.clone().into(),
+    );
     let mut next_progress = 0usize;
     let started = Instant::now();
     let mut buf = Vec::new();
@@ -246,6 +257,10 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
         busy += t.elapsed();
         let mut sink = DemoSink {
             first,
+            chunk,
+            scored_at: scoring.scored_at,
+            enriched: &enriched,
+            enriched_sample: &mut enriched_sample,
             swap_key: &args.swap_key,
             swap_to,
             started,
@@ -257,7 +272,13 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
             dead_samples: &mut dead_samples,
             out_file: out_file.as_mut(),
         };
-        emit(&scoring, &mut stats, &mut buf, &mut sink)?;
+        emit(
+            &scoring,
+            &scorer.format().output,
+            &mut stats,
+            &mut buf,
+            &mut sink,
+        )?;
         let done = first + chunk.len();
         if done >= next_progress || done == total {
             eprintln!(
@@ -318,6 +339,13 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
     for s in &samples {
         println!("  {s}");
     }
+    if let Some(line) = &enriched_sample {
+        println!(
+            "the same record with [records] output = \"enriched\" (the input unchanged, keyscore's fields under \"{}\"):",
+            records.enriched_field
+        );
+        println!("  {line}");
+    }
     if !dead_samples.is_empty() {
         println!("example dead letters:");
         for d in &dead_samples {
@@ -338,6 +366,12 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
 struct DemoSink<'a> {
     /// Index of the batch's first record in the stream.
     first: usize,
+    /// The batch's records.
+    chunk: &'a [Vec<u8>],
+    scored_at: ScoredAt,
+    /// The enriched shape, for one example line.
+    enriched: &'a OutputFormat,
+    enriched_sample: &'a mut Option<String>,
     swap_key: &'a str,
     swap_to: i64,
     started: Instant,
@@ -354,6 +388,13 @@ struct DemoSink<'a> {
 
 impl Sink for DemoSink<'_> {
     type Error = std::io::Error;
+
+    fn source(&self, input: usize) -> Source<'_> {
+        Source {
+            payload: &self.chunk[input],
+            origin: Origin::Line((self.first + input + 1) as u64),
+        }
+    }
 
     fn scored(&mut self, input: usize, s: &Scored, encoded: &[u8]) -> std::io::Result<()> {
         if s.model.key == self.swap_key {
@@ -383,6 +424,12 @@ impl Sink for DemoSink<'_> {
         if self.samples.len() < 3 {
             self.samples
                 .push(String::from_utf8_lossy(encoded).into_owned());
+            if self.enriched_sample.is_none() {
+                let mut line = Vec::new();
+                self.enriched
+                    .encode(s, &self.source(input), &self.scored_at, &mut line);
+                *self.enriched_sample = Some(String::from_utf8_lossy(&line).into_owned());
+            }
         }
         Ok(())
     }

@@ -70,6 +70,7 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
                 .unwrap_or_else(|| ctx.config.records.key_field.clone()),
         ),
         id_field: ctx.config.records.id_field.clone(),
+        ..RecordFormat::default()
     };
     let producer: BaseProducer<Counting> = options::producer_config(kafka)
         .create_with_context(Counting::default())

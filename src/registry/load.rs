@@ -11,7 +11,7 @@ use std::{
 use futures::FutureExt as _;
 use tracing::{debug, info, warn};
 
-use super::{Error, ModelRegistry, Resolved, ServedModel, Slot};
+use super::{Error, Lookup, ModelRegistry, Resolved, ServedModel, Slot};
 use crate::{
     model::{spec_checksum, ModelSpec},
     store,
@@ -60,44 +60,14 @@ impl ModelRegistry {
     }
 
     /// The models that score records with each of `keys` (distinct keys, as a batch has them),
-    /// in order: each key's own model, else the fallback key's. Keys already cached cost one
-    /// lock-free lookup each; the rest are loaded together: one store call for all of them and
-    /// one trip to the blocking pool to build them. Concurrent loads of the same key are
-    /// coalesced. A key that fails to load fails alone: when the batched read fails, each
-    /// missing key is retried on its own.
+    /// in order: each key's own model, else the fallback key's. Keys are looked up as
+    /// [`ModelRegistry::lookup_many`] does; the fallback key once for the whole call.
     pub async fn resolve_many(&self, keys: &[&str]) -> Vec<Result<Resolved, Arc<Error>>> {
-        let mut slots: Vec<Option<Loaded>> = Vec::with_capacity(keys.len());
-        let mut hits = 0;
-        for (key, hot) in keys.iter().zip(self.hot.get_many(keys)) {
-            let slot = match hot {
-                Some(slot) => {
-                    hits += 1;
-                    self.touch(key).await;
-                    Some(slot)
-                }
-                None => self.cold_slot(key, &mut hits).await,
-            };
-            slots.push(slot.map(Ok));
-        }
-        self.stats.hits.inc_by(hits);
-        let missing: Vec<&str> = keys
-            .iter()
-            .zip(&slots)
-            .filter(|(_, s)| s.is_none())
-            .map(|(k, _)| *k)
-            .collect();
-        if !missing.is_empty() {
-            let mut loaded = self.load_many(&missing).await;
-            for (slot, key) in slots.iter_mut().zip(keys) {
-                if slot.is_none() {
-                    *slot = loaded.remove(*key);
-                }
-            }
-        }
+        let looked = self.lookup_many(keys).await;
         let mut fallback: Option<Option<Arc<ServedModel>>> = None;
         let mut out = Vec::with_capacity(keys.len());
-        for (key, slot) in keys.iter().zip(slots) {
-            let own = match slot.expect("every key was looked up or loaded") {
+        for (key, own) in keys.iter().zip(looked) {
+            let own = match own {
                 Ok(own) => own,
                 Err(err) => {
                     out.push(Err(err));
@@ -132,6 +102,54 @@ impl ModelRegistry {
             }));
         }
         out
+    }
+
+    /// Each of `keys`' own model (distinct keys, as a batch has them), in order, with no
+    /// fallback: what the fallback chain is resolved from. A key without a usable model is
+    /// cached as such (a negative entry), and the watcher replaces that entry when the key is
+    /// activated, like any swap. Keys already cached cost one lock-free lookup each; the rest
+    /// are loaded together: one store call for all of them and one trip to the blocking pool
+    /// to build them. Concurrent loads of the same key are coalesced. A key that fails to load
+    /// fails alone: when the batched read fails, each missing key is retried on its own.
+    pub async fn lookup_many(&self, keys: &[&str]) -> Vec<Result<Lookup, Arc<Error>>> {
+        let mut slots: Vec<Option<Loaded>> = Vec::with_capacity(keys.len());
+        let mut hits = 0;
+        for (key, hot) in keys.iter().zip(self.hot.get_many(keys)) {
+            let slot = match hot {
+                Some(slot) => {
+                    hits += 1;
+                    self.touch(key).await;
+                    Some(slot)
+                }
+                None => self.cold_slot(key, &mut hits).await,
+            };
+            slots.push(slot.map(Ok));
+        }
+        self.stats.hits.inc_by(hits);
+        let missing: Vec<&str> = keys
+            .iter()
+            .zip(&slots)
+            .filter(|(_, s)| s.is_none())
+            .map(|(k, _)| *k)
+            .collect();
+        if !missing.is_empty() {
+            let mut loaded = self.load_many(&missing).await;
+            for (slot, key) in slots.iter_mut().zip(keys) {
+                if slot.is_none() {
+                    *slot = loaded.remove(*key);
+                }
+            }
+        }
+        slots
+            .into_iter()
+            .map(|slot| {
+                slot.expect("every key was looked up or loaded")
+                    .map(|slot| Lookup {
+                        model: slot.model,
+                        refused: slot.refused,
+                    })
+            })
+            .collect()
     }
 
     /// Loads `keys` (none of them in the hot copy) together and caches them. Returns each

@@ -129,6 +129,16 @@ pub enum Resolved {
     Missing(Arc<str>),
 }
 
+/// A key's own model, as [`ModelRegistry::lookup_many`] finds it: no fallback applied.
+#[derive(Debug, Clone)]
+pub struct Lookup {
+    /// The key's active model, when it has one that builds.
+    pub model: Option<Arc<ServedModel>>,
+    /// Why the key has no model although the store names an active version (it was
+    /// refused); `None` when the key has no active version.
+    pub refused: Option<Arc<str>>,
+}
+
 /// Registry errors.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -206,7 +216,7 @@ impl ModelRegistry {
         &self.store
     }
 
-    /// The key whose model scores records of keys that have none, if one is set.
+    /// The key whose model scores records no other level of the fallback chain scores.
     pub fn fallback_key(&self) -> Option<&str> {
         self.config.fallback_key.as_deref()
     }

@@ -1,12 +1,13 @@
 //! The file pipeline: JSON lines in from a file or stdin, scored JSON lines out to a file or
-//! stdout, dead letters (with reasons) to a separate file or stderr.
+//! stdout, dead letters (with reasons) to a separate file or stderr. A record without an id is
+//! given `line-N`, N its 1-based line number in the input.
 
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 
 use super::{
     output::{emit, Sink},
-    record::Rejection,
+    record::{Origin, Rejection, Source},
     report::RunStats,
     Error, Input, Scored, Scorer,
 };
@@ -103,7 +104,13 @@ where
                 dead: &mut dead_out,
                 shadow: shadow.is_some().then_some(&mut shadow_out),
             };
-            let Ok(()) = emit(&scoring, &mut stats, &mut encoded, &mut sink);
+            let Ok(()) = emit(
+                &scoring,
+                &scorer.format().output,
+                &mut stats,
+                &mut encoded,
+                &mut sink,
+            );
             write_all(output, &mut out, "writing scored records").await?;
             write_all(dead, &mut dead_out, "writing dead letters").await?;
             scorer.metrics().add_out(scoring.outcomes.len() as u64);
@@ -145,6 +152,14 @@ struct Lines<'a> {
 
 impl Sink for Lines<'_> {
     type Error = std::convert::Infallible;
+
+    fn source(&self, input: usize) -> Source<'_> {
+        let (line, payload) = &self.pending[input];
+        Source {
+            payload,
+            origin: Origin::Line(*line),
+        }
+    }
 
     fn scored(&mut self, _: usize, _: &Scored, encoded: &[u8]) -> Result<(), Self::Error> {
         self.out.extend_from_slice(encoded);

@@ -214,6 +214,8 @@ pub struct Metrics {
     /// `dead` per reason, indexed like [`Reason::ALL`], so a batch adds without a label lookup.
     dead_by_reason: Vec<IntCounter>,
     shadow: IntCounter,
+    /// Records scored, by the level of the fallback chain whose model scored them.
+    by_level: IntCounterVec,
     shadow_out: IntCounter,
     shadow_failed_deliveries: IntCounter,
     /// Per-record scoring time.
@@ -265,6 +267,16 @@ impl Default for Metrics {
             ),
             dead,
             dead_by_reason,
+            by_level: IntCounterVec::new(
+                Opts::new(
+                    "keyscore_records_by_fallback_level_total",
+                    "Records scored, by the level of the fallback chain whose model scored \
+                     them: own (the record's key), a [records] fallback_fields name, or \
+                     default (the fallback key).",
+                ),
+                &["level"],
+            )
+            .expect("a valid counter name"),
             shadow: counter(
                 "keyscore_shadow_records_total",
                 "Outputs of shadow versions produced.",
@@ -329,6 +341,7 @@ impl Metrics {
             registry.register(Box::new(c.clone()))?;
         }
         registry.register(Box::new(self.dead.clone()))?;
+        registry.register(Box::new(self.by_level.clone()))?;
         registry.register(Box::new(self.scoring.clone()))?;
         registry.register(Box::new(self.lag.clone()))?;
         Ok(())
@@ -383,6 +396,13 @@ impl Metrics {
                 recent.push_back(note);
             }
         }
+    }
+
+    /// The counter of records scored at the fallback chain's level `name` (`own`, a fallback
+    /// field, `default`): exported from now on, at zero until counted. Levels come from the
+    /// configuration, never from records, so their number is bounded.
+    pub fn fallback_level(&self, name: &str) -> IntCounter {
+        self.by_level.with_label_values(&[name])
     }
 
     /// Counts outputs (scored records or dead letters) the sink accepted.

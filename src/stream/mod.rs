@@ -2,6 +2,7 @@
 //! the counters the pipeline keeps, and the pipelines that move records from a source to
 //! scored output and dead letters (files and stdin/stdout here; Kafka in [`kafka`]).
 
+mod chain;
 pub mod file;
 pub mod kafka;
 pub mod metrics;
@@ -12,7 +13,10 @@ pub mod scorer;
 
 pub use metrics::Metrics;
 pub use output::{emit, Sink};
-pub use record::{decode, Decoded, KeySource, Reason, RecordFormat, Rejection, Scored};
+pub use record::{
+    decode, Decoded, FallbackCause, KeySource, Level, OutputFormat, OutputShape, Reason,
+    RecordFormat, Rejection, Scored, ScoredAt, Source,
+};
 pub use report::RunStats;
 pub use scorer::{score_decoded, Input, Outcome, Scorer, Scoring};
 

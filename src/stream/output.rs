@@ -2,14 +2,23 @@
 //! outputs right after it, and every outcome counted once. The file, Kafka and demo pipelines
 //! differ only in where outputs go, so each is a [`Sink`] and [`emit`] does the rest.
 
-use super::{record::Rejection, report::RunStats, scorer::Outcome, Scored, Scoring};
+use super::{
+    record::{OutputFormat, Rejection, Source},
+    report::RunStats,
+    scorer::Outcome,
+    Scored, Scoring,
+};
 
 /// Where a pipeline's outputs go. Each call names the index of the input in the batch.
 pub trait Sink {
     /// Why an output could not be taken.
     type Error;
 
-    /// A scored record; `encoded` is its JSON (see [`Scored::encode_into`]).
+    /// The input at `input`: its bytes (the `enriched` shape copies them) and where it came
+    /// from (a record without an id gets one made from it).
+    fn source(&self, input: usize) -> Source<'_>;
+
+    /// A scored record; `encoded` is its JSON (see [`OutputFormat::encode`]).
     fn scored(&mut self, input: usize, scored: &Scored, encoded: &[u8]) -> Result<(), Self::Error>;
 
     /// A record that was not scored.
@@ -24,10 +33,11 @@ pub trait Sink {
 }
 
 /// Hands every outcome of `scoring` to `sink` in input order, each input's shadow outputs
-/// right after its own output, and counts each outcome in `stats`. `buf` is scratch space for
-/// encoding, reused across calls.
+/// right after its own output, and counts each outcome in `stats`. Scored records are encoded
+/// as `format` says. `buf` is scratch space for encoding, reused across calls.
 pub fn emit<S: Sink>(
     scoring: &Scoring,
+    format: &OutputFormat,
     stats: &mut RunStats,
     buf: &mut Vec<u8>,
     sink: &mut S,
@@ -38,14 +48,14 @@ pub fn emit<S: Sink>(
         match outcome {
             Outcome::Scored(s) => {
                 buf.clear();
-                s.encode_into(buf);
+                format.encode(s, &sink.source(i), &scoring.scored_at, buf);
                 sink.scored(i, s, buf)?;
             }
             Outcome::Rejected(r) => sink.dead_letter(i, r)?,
         }
         while let Some((_, shadow)) = shadows.next_if(|(at, _)| *at == i) {
             buf.clear();
-            shadow.encode_into(buf);
+            format.encode(shadow, &sink.source(i), &scoring.scored_at, buf);
             sink.shadow(i, shadow, buf)?;
         }
     }

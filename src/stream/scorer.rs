@@ -2,7 +2,10 @@
 //!
 //! [`score_decoded`] is a pure function of a decoded record and the model resolved for its key,
 //! so tests can feed it plain values. [`Scorer`] wraps it for batches: decode every record,
-//! resolve each distinct key once through the [`ModelRegistry`], then score. Every input yields
+//! resolve each distinct key once through the [`ModelRegistry`], then score. A record whose key
+//! has no usable model is scored by the first model along its fallback chain: the keys its
+//! `[records] fallback_fields` name, in order, then the `[store] fallback_key`; every distinct
+//! key of the chain is also looked up once per batch, together. Every input yields
 //! exactly one [`Outcome`], so scored + dead letters = input. A key's canary version scores
 //! its share of the key's records; a shadow version scores them again for the side output
 //! (see [`crate::rollout`]). Every batch is counted in the scorer's [`Metrics`]; what becomes
@@ -13,16 +16,18 @@ use std::{sync::Arc, time::Instant};
 // Per-batch maps keyed by record keys: foldhash is several times faster than SipHash on short
 // keys, and HashDoS resistance is kept by its per-map random seed.
 use foldhash::{HashMap, HashMapExt};
+use prometheus::IntCounter;
 
 use super::{
+    chain::{self, store_rejection, KeyModels, Pick},
     metrics::{score_value, BatchTally, KeyTally, Metrics},
-    record::{decode, Decoded, Reason, RecordFormat, Rejection, Scored},
+    record::{
+        decode, Decoded, FallbackCause, Level, OutputShape, Reason, RecordFormat, Rejection,
+        Scored, ScoredAt,
+    },
     report::RunStats,
 };
-use crate::{
-    registry::{self, KeyRollout, ModelRegistry, Resolved},
-    telemetry::ErrorChain,
-};
+use crate::registry::{ModelRegistry, Resolved, ServedModel};
 
 /// What became of one input record.
 #[derive(Debug, Clone)]
@@ -43,15 +48,29 @@ pub struct Input<'a> {
 }
 
 /// Scores one decoded record with the model resolved for its key. `scratch` is reused across
-/// calls to hold the feature vector.
+/// calls to hold the feature vector. A fallback model scores at the chain's `default` level.
 pub fn score_decoded(decoded: &Decoded, resolved: &Resolved, scratch: &mut Vec<f64>) -> Outcome {
-    let (model, fallback) = match resolved {
-        Resolved::Own(m) => (m, false),
-        Resolved::Fallback(m) => (m, true),
+    let (model, level) = match resolved {
+        Resolved::Own(m) => (m, Level::Own),
+        Resolved::Fallback(m) => (m, Level::Default),
         Resolved::Missing(why) => {
             return Outcome::Rejected(Rejection::new(Reason::NoModel, why.to_string()))
         }
     };
+    let cause = (level != Level::Own).then_some(FallbackCause::NoModel);
+    score_with(decoded, model, level, cause, scratch, false)
+}
+
+/// Scores one decoded record with `model`, found at `level` of its fallback chain (for
+/// `cause`). With `keep_inputs` the features read are kept in the output.
+fn score_with(
+    decoded: &Decoded,
+    model: &Arc<ServedModel>,
+    level: Level,
+    fallback_cause: Option<FallbackCause>,
+    scratch: &mut Vec<f64>,
+    keep_inputs: bool,
+) -> Outcome {
     if let Err(rejection) = decoded.features_into(model.model.features(), scratch) {
         return Outcome::Rejected(rejection);
     }
@@ -61,9 +80,12 @@ pub fn score_decoded(decoded: &Decoded, resolved: &Resolved, scratch: &mut Vec<f
             key: decoded.key.clone(),
             prediction,
             model: Arc::clone(model),
-            fallback,
+            fallback: level != Level::Own,
+            level,
+            fallback_cause,
             canary: false,
             shadow: false,
+            inputs: keep_inputs.then(|| scratch.as_slice().into()),
         }),
         Err(err) => Outcome::Rejected(Rejection::new(
             Reason::ModelError,
@@ -80,6 +102,8 @@ pub struct Scoring {
     /// Shadow versions' outputs, each with the index of its input. They never go to the main
     /// output.
     pub shadows: Vec<(usize, Scored)>,
+    /// When the batch was scored: every output's `scored_at`.
+    pub scored_at: ScoredAt,
 }
 
 /// Scores batches of raw records against a registry.
@@ -88,26 +112,55 @@ pub struct Scorer {
     registry: Arc<ModelRegistry>,
     format: RecordFormat,
     metrics: Arc<Metrics>,
+    /// Records scored per level of the fallback chain, indexed by [`Scorer::level_index`].
+    by_level: Arc<[IntCounter]>,
 }
-
-/// What a key's records are scored with in one batch.
-type KeyModels = Result<(Resolved, Option<Arc<KeyRollout>>), Rejection>;
 
 impl Scorer {
     /// A scorer reading records in `format`, with models from `registry`, counting into
     /// metrics of its own.
     pub fn new(registry: Arc<ModelRegistry>, format: RecordFormat) -> Self {
+        Self::with_parts(registry, format, Arc::new(Metrics::default()))
+    }
+
+    fn with_parts(
+        registry: Arc<ModelRegistry>,
+        format: RecordFormat,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let n = format.fallback_fields.len();
+        let levels = std::iter::once(Level::Own)
+            .chain((0..n).map(|i| Level::Field(i as u8)))
+            .chain(std::iter::once(Level::Default));
+        let by_level = levels
+            .map(|level| metrics.fallback_level(format.output.level_name(level)))
+            .collect();
         Self {
             registry,
             format,
-            metrics: Arc::new(Metrics::default()),
+            metrics,
+            by_level,
         }
     }
 
     /// The same scorer, counting into `metrics`.
-    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
-        self.metrics = metrics;
-        self
+    pub fn with_metrics(self, metrics: Arc<Metrics>) -> Self {
+        Self::with_parts(self.registry, self.format, metrics)
+    }
+
+    /// The record format: where keys, ids and fallback fields are, and how outputs are
+    /// written.
+    pub fn format(&self) -> &RecordFormat {
+        &self.format
+    }
+
+    /// The index of `level` in `by_level`.
+    fn level_index(&self, level: Level) -> usize {
+        match level {
+            Level::Own => 0,
+            Level::Field(i) => 1 + usize::from(i),
+            Level::Default => self.by_level.len() - 1,
+        }
     }
 
     /// The registry models come from.
@@ -142,34 +195,46 @@ impl Scorer {
                 Err(_) => usize::MAX,
             })
             .collect();
-        drop(index);
-        let resolved = self.registry.resolve_many(&keys).await;
+        let looked = self.registry.lookup_many(&keys).await;
         let models: Vec<KeyModels> = keys
             .iter()
-            .zip(resolved)
-            .map(|(key, resolved)| match resolved {
-                Ok(resolved) => {
-                    let rollout = match &resolved {
-                        Resolved::Own(_) => self.registry.rollout(key),
-                        _ => None,
+            .zip(looked)
+            .map(|(key, looked)| match looked {
+                Ok(own) => {
+                    let rollout = match &own.model {
+                        Some(_) => self.registry.rollout(key),
+                        None => None,
                     };
-                    Ok((resolved, rollout))
+                    Ok((own, rollout))
                 }
                 Err(err) => Err(store_rejection(&err)),
             })
             .collect();
+        let picks = chain::fallbacks(
+            &self.registry,
+            &self.format.fallback_fields,
+            &decoded,
+            &key_of,
+            &models,
+            &index,
+        )
+        .await;
+        drop(index);
         // Tallies of the keys scored by their own models, by key index; records scored by
         // the fallback model count under the fallback's key.
-        let mut own: Vec<KeyTally> = std::iter::repeat_with(KeyTally::default)
+        let mut own_tally: Vec<KeyTally> = std::iter::repeat_with(KeyTally::default)
             .take(keys.len())
             .collect();
-        // (One fallback key per registry: a short list.)
+        // (The models of a chain's levels: a short list.)
         let mut fallback: Vec<(String, KeyTally)> = Vec::new();
         let mut scratch = Vec::with_capacity(32);
         let mut scoring = Scoring {
             outcomes: Vec::with_capacity(inputs.len()),
             shadows: Vec::new(),
+            scored_at: ScoredAt::now(),
         };
+        let keep_inputs = self.format.output.shape() == OutputShape::PredictionLog;
+        let mut by_level = vec![0u64; self.by_level.len()];
         let mut tally = BatchTally {
             records: inputs.len() as u64,
             ..BatchTally::default()
@@ -184,46 +249,89 @@ impl Scorer {
                 Err(rejection) => (Outcome::Rejected(rejection.clone()), false),
                 Ok(d) => match &models[key_of[i]] {
                     Err(rejection) => (Outcome::Rejected(rejection.clone()), false),
-                    Ok((resolved, rollout)) => {
-                        let canary = rollout
-                            .as_ref()
-                            .and_then(|r| r.canary.as_ref())
-                            .filter(|c| c.takes(id_text(d, inputs[i].payload)));
-                        let canary_resolved = canary.map(|c| Resolved::Own(Arc::clone(&c.model)));
-                        let mut outcome = score_decoded(
-                            d,
-                            canary_resolved.as_ref().unwrap_or(resolved),
-                            &mut scratch,
-                        );
-                        timed = true;
-                        if let (Outcome::Scored(s), Some(_)) = (&mut outcome, canary) {
-                            s.canary = true;
-                        }
-                        let shadow = rollout.as_ref().and_then(|r| r.shadow.as_ref());
-                        if let (Outcome::Scored(primary), Some(shadow)) = (&outcome, shadow) {
-                            let tally_key = &mut own[key_of[i]];
-                            match score_decoded(d, &Resolved::Own(Arc::clone(shadow)), &mut scratch)
-                            {
-                                Outcome::Scored(mut s) => {
-                                    s.shadow = true;
-                                    tally_key.shadow.observe(
-                                        &primary.prediction,
-                                        &primary.model,
-                                        &s.prediction,
-                                        &s.model,
-                                    );
-                                    scoring.shadows.push((i, s));
+                    Ok((own, rollout)) => match &own.model {
+                        None => {
+                            // Every record whose key has no model has a pick.
+                            let outcome = match picks.get(i).and_then(Option::as_ref) {
+                                Some(Pick::Found(level, model)) => {
+                                    timed = true;
+                                    let cause = match own.refused {
+                                        Some(_) => FallbackCause::Refused,
+                                        None => FallbackCause::NoModel,
+                                    };
+                                    score_with(
+                                        d,
+                                        model,
+                                        *level,
+                                        Some(cause),
+                                        &mut scratch,
+                                        keep_inputs,
+                                    )
                                 }
-                                Outcome::Rejected(_) => tally_key.shadow.failed += 1,
-                            }
+                                Some(Pick::Missing(why)) => Outcome::Rejected(Rejection::new(
+                                    Reason::NoModel,
+                                    why.to_string(),
+                                )),
+                                Some(Pick::Failed(rejection)) => {
+                                    Outcome::Rejected(rejection.clone())
+                                }
+                                None => Outcome::Rejected(Rejection::new(
+                                    Reason::NoModel,
+                                    format!("no active model for key '{}'", d.key),
+                                )),
+                            };
+                            (outcome, false)
                         }
-                        (outcome, matches!(resolved, Resolved::Own(_)))
-                    }
+                        Some(model) => {
+                            let canary = rollout
+                                .as_ref()
+                                .and_then(|r| r.canary.as_ref())
+                                .filter(|c| c.takes(id_text(d, inputs[i].payload)));
+                            let mut outcome = score_with(
+                                d,
+                                canary.map_or(model, |c| &c.model),
+                                Level::Own,
+                                None,
+                                &mut scratch,
+                                keep_inputs,
+                            );
+                            timed = true;
+                            if let (Outcome::Scored(s), Some(_)) = (&mut outcome, canary) {
+                                s.canary = true;
+                            }
+                            let shadow = rollout.as_ref().and_then(|r| r.shadow.as_ref());
+                            if let (Outcome::Scored(primary), Some(shadow)) = (&outcome, shadow) {
+                                let tally_key = &mut own_tally[key_of[i]];
+                                match score_with(
+                                    d,
+                                    shadow,
+                                    Level::Own,
+                                    None,
+                                    &mut scratch,
+                                    keep_inputs,
+                                ) {
+                                    Outcome::Scored(mut s) => {
+                                        s.shadow = true;
+                                        tally_key.shadow.observe(
+                                            &primary.prediction,
+                                            &primary.model,
+                                            &s.prediction,
+                                            &s.model,
+                                        );
+                                        scoring.shadows.push((i, s));
+                                    }
+                                    Outcome::Rejected(_) => tally_key.shadow.failed += 1,
+                                }
+                            }
+                            (outcome, true)
+                        }
+                    },
                 },
             };
             match &outcome {
                 Outcome::Scored(s) => {
                     tally.scored += 1;
+                    by_level[self.level_index(s.level)] += 1;
                     let t = if s.fallback {
                         let at = match fallback.iter().position(|(k, _)| *k == s.model.key) {
                             Some(at) => at,
@@ -234,7 +342,7 @@ impl Scorer {
                         };
                         &mut fallback[at].1
                     } else {
-                        &mut own[key_of[i]]
+                        &mut own_tally[key_of[i]]
                     };
                     t.scored += 1;
                     if s.canary {
@@ -248,7 +356,7 @@ impl Scorer {
                     // untrusted, and naming every one would grow the metrics without bound.
                     let key = d.as_ref().ok().filter(|_| own_key).map(|d| d.key.as_str());
                     if key.is_some() {
-                        own[key_of[i]].dead += 1;
+                        own_tally[key_of[i]].dead += 1;
                     }
                     let record = d.as_ref().ok().and_then(|d| d.id).map(|id| id.get());
                     tally.dead_letter(r.reason, key, record, &r.message);
@@ -267,7 +375,12 @@ impl Scorer {
         }
         timings.flush();
         tally.keys.reserve(keys.len() + fallback.len());
-        for (key, t) in keys.iter().zip(own) {
+        for (counter, n) in self.by_level.iter().zip(by_level) {
+            if n > 0 {
+                counter.inc_by(n);
+            }
+        }
+        for (key, t) in keys.iter().zip(own_tally) {
             if t.scored > 0 || t.dead > 0 || t.shadow.compared > 0 || t.shadow.failed > 0 {
                 tally.keys.push((key.to_string(), t));
             }
@@ -297,11 +410,4 @@ fn id_text<'a>(d: &Decoded<'a>, payload: &'a [u8]) -> &'a [u8] {
         Some(id) => id.get().as_bytes(),
         None => payload,
     }
-}
-
-fn store_rejection(err: &registry::Error) -> Rejection {
-    Rejection::new(
-        Reason::StoreUnavailable,
-        format!("could not load the model for this key: {}", ErrorChain(err)),
-    )
 }

@@ -3,7 +3,7 @@
 
 use std::io::Write as _;
 
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{BorrowedHeaders, Header, Headers, OwnedHeaders};
 
 use crate::stream::record::{Rejection, Scored};
 
@@ -50,10 +50,15 @@ impl IntText {
     }
 }
 
-/// Headers of a scored record.
-pub(crate) fn scored(s: &Scored) -> OwnedHeaders {
+/// Headers of a scored record, after a copy of `input`'s headers when given (the `enriched`
+/// shape keeps them).
+pub(crate) fn scored(input: Option<&BorrowedHeaders>, s: &Scored) -> OwnedHeaders {
     let version = IntText::new(s.model.version);
-    let headers = OwnedHeaders::new_with_capacity(4)
+    let mut headers = OwnedHeaders::new_with_capacity(4 + input.map_or(0, |h| h.count()));
+    for h in input.into_iter().flat_map(|h| h.iter()) {
+        headers = headers.insert(h);
+    }
+    let headers = headers
         .insert(Header {
             key: MODEL_KEY,
             value: Some(s.model.key.as_bytes()),

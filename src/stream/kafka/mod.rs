@@ -4,10 +4,13 @@
 //!
 //! # Records written
 //!
-//! * Scored records carry the JSON body of [`Scored::encode_into`](crate::stream::Scored), the
-//!   input's Kafka key (so downstream partitioning follows the input's), and the headers
-//!   [`headers::MODEL_KEY`], [`headers::MODEL_VERSION`] and [`headers::MODEL_CHECKSUM`];
-//!   records scored by a canary version also carry [`headers::CANARY`] (`true`).
+//! * Scored records carry the JSON body of
+//!   [`OutputFormat::encode`](crate::stream::OutputFormat::encode) in the `[records] output`
+//!   shape (a record without an id gets `TOPIC-PARTITION-OFFSET`), the input's Kafka key (so
+//!   downstream partitioning follows the input's), and the headers [`headers::MODEL_KEY`],
+//!   [`headers::MODEL_VERSION`] and [`headers::MODEL_CHECKSUM`]; records scored by a canary
+//!   version also carry [`headers::CANARY`] (`true`). The `enriched` shape keeps the input's
+//!   headers too, before keyscore's.
 //! * A key's shadow version scores the same records; its outputs go to the shadow topic
 //!   (`[kafka] shadow_topic`, default the output topic plus `-shadow`) with the same key and
 //!   headers plus [`headers::SHADOW`], never to the output topic. They are best effort: not

@@ -32,6 +32,7 @@ use crate::{
     stream::{
         metrics::{unix_ms, Metrics},
         output::{emit, Sink},
+        record::{Origin, OutputShape, Source},
         Input, Rejection, RunStats, Scored, Scorer,
     },
     telemetry::ErrorChain,
@@ -313,8 +314,15 @@ impl Pipeline<'_> {
             shadow_topic: &self.shadow_topic,
             metrics: self.scorer.metrics(),
             queue_full: &mut self.report.queue_full,
+            enriched: self.scorer.format().output.shape() == OutputShape::Enriched,
         };
-        emit(&scoring, &mut self.stats, &mut self.encoded, &mut sink)?;
+        emit(
+            &scoring,
+            &self.scorer.format().output,
+            &mut self.stats,
+            &mut self.encoded,
+            &mut sink,
+        )?;
         Ok(())
     }
 }
@@ -330,6 +338,8 @@ struct Producing<'a, 'm> {
     shadow_topic: &'a str,
     metrics: &'a Metrics,
     queue_full: &'a mut u64,
+    /// Whether outputs keep their input's headers (the `enriched` shape).
+    enriched: bool,
 }
 
 impl Producing<'_, '_> {
@@ -345,10 +355,27 @@ impl Producing<'_, '_> {
 impl Sink for Producing<'_, '_> {
     type Error = Error;
 
+    fn source(&self, input: usize) -> Source<'_> {
+        let m = &self.batch[input];
+        Source {
+            payload: m.payload().unwrap_or_default(),
+            origin: Origin::Kafka {
+                topic: m.topic(),
+                partition: m.partition(),
+                offset: m.offset(),
+            },
+        }
+    }
+
     fn scored(&mut self, input: usize, scored: &Scored, encoded: &[u8]) -> Result<(), Error> {
+        let input_headers = if self.enriched {
+            self.batch[input].headers()
+        } else {
+            None
+        };
         let record = BaseRecord::with_opaque_to(&self.config.output_topic, self.tokens[input])
             .payload(encoded)
-            .headers(headers::scored(scored));
+            .headers(headers::scored(input_headers, scored));
         self.send_keyed(input, record)
     }
 
@@ -366,9 +393,14 @@ impl Sink for Producing<'_, '_> {
     }
 
     fn shadow(&mut self, input: usize, scored: &Scored, encoded: &[u8]) -> Result<(), Error> {
+        let input_headers = if self.enriched {
+            self.batch[input].headers()
+        } else {
+            None
+        };
         let record = BaseRecord::with_opaque_to(self.shadow_topic, SHADOW_TOKEN)
             .payload(encoded)
-            .headers(headers::scored(scored));
+            .headers(headers::scored(input_headers, scored));
         // Shadow outputs are best effort: a refused one is counted, never fatal.
         if let Err(err) = self.send_keyed(input, record) {
             self.metrics.shadow_delivery_failed();

@@ -118,18 +118,8 @@ pub fn decode<'a>(
     let key = match &format.key {
         KeySource::Field(name) => {
             let raw = get(name);
-            let text = raw.map(RawValue::get).unwrap_or("null");
-            let key = match text.as_bytes().first() {
-                Some(b'"') => serde_json::from_str::<String>(text).ok(),
-                Some(b'-' | b'0'..=b'9')
-                    if text.parse::<i64>().is_ok() || text.parse::<u64>().is_ok() =>
-                {
-                    Some(text.to_owned())
-                }
-                _ => None,
-            };
-            match (key, raw) {
-                (Some(k), _) if !k.is_empty() => k,
+            match (raw.and_then(key_text), raw) {
+                (Some(k), _) => k.into_owned(),
                 (_, None) => {
                     return Err(Rejection::new(
                         Reason::MissingKey,
@@ -168,18 +158,40 @@ pub fn decode<'a>(
             _ => return Err(Rejection::new(Reason::MissingKey, "message has no key")),
         },
     };
-    let id = get(&format.id_field);
+    // A null id is no id: the output gets a generated one.
+    let id = get(&format.id_field).filter(|id| id.get() != "null");
     Ok(Decoded { key, id, fields })
 }
 
-impl Decoded<'_> {
+/// A field's value as a model key: a non-empty string, or an integer as text. Borrowed from
+/// the payload unless the string holds escapes.
+fn key_text(raw: &RawValue) -> Option<Cow<'_, str>> {
+    let text = raw.get();
+    let key = match text.as_bytes().first() {
+        Some(b'"') if !text.contains('\\') => Some(Cow::Borrowed(&text[1..text.len() - 1])),
+        Some(b'"') => serde_json::from_str::<String>(text).ok().map(Cow::Owned),
+        Some(b'-' | b'0'..=b'9') if text.parse::<i64>().is_ok() || text.parse::<u64>().is_ok() => {
+            Some(Cow::Borrowed(text))
+        }
+        _ => None,
+    };
+    key.filter(|k| !k.is_empty())
+}
+
+impl<'a> Decoded<'a> {
     /// The raw JSON text of a field, the last one when it is named twice.
-    fn field(&self, name: &str) -> Option<&RawValue> {
+    fn field(&self, name: &str) -> Option<&'a RawValue> {
         self.fields
             .iter()
             .rev()
             .find(|(n, _)| n.as_ref() == name)
             .map(|(_, v)| *v)
+    }
+
+    /// The model key a field names (a non-empty string, or an integer as text), if it holds
+    /// one: how a record names the keys of its fallback chain.
+    pub fn key_field(&self, name: &str) -> Option<Cow<'a, str>> {
+        self.field(name).and_then(key_text)
     }
 
     /// Reads the named features in order into `out` (cleared first).
@@ -296,6 +308,23 @@ mod tests {
     }
 
     #[test]
+    fn fallback_fields_name_keys_like_the_key_field_and_a_null_id_is_none() {
+        let d = decode(
+            br#"{"city":"lyon","id":null,"country":"fr","region":"e\u0075","zone":7,"x":"","y":true}"#,
+            &fmt(),
+            None,
+        )
+        .unwrap();
+        assert!(d.id.is_none());
+        assert_eq!(d.key_field("country").as_deref(), Some("fr"));
+        assert_eq!(d.key_field("region").as_deref(), Some("eu"));
+        assert_eq!(d.key_field("zone").as_deref(), Some("7"));
+        for absent in ["x", "y", "nope"] {
+            assert_eq!(d.key_field(absent), None, "{absent}");
+        }
+    }
+
+    #[test]
     fn each_bad_input_gets_its_reason() {
         let cases: [(&[u8], Reason); 6] = [
             (b"not json", Reason::NotJson),
@@ -325,7 +354,7 @@ mod tests {
     fn message_key_source() {
         let f = RecordFormat {
             key: KeySource::MessageKey,
-            id_field: "id".into(),
+            ..RecordFormat::default()
         };
         assert_eq!(decode(b"{}", &f, Some(b"rome")).unwrap().key, "rome");
         assert_eq!(
