@@ -26,6 +26,14 @@ use super::{
 };
 use crate::stream::Metrics;
 
+/// Whether `code` says a message is over a size limit (the producer's or the broker's).
+pub(super) fn is_too_large(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::MessageBatchTooLarge
+    )
+}
+
 /// The delivery token of shadow outputs: they are not tracked for offsets (shadow outputs are
 /// best effort), only counted. Tracker tokens never reach it (it would need 2^24 partitions).
 pub(super) const SHADOW_TOKEN: Token = usize::MAX;
@@ -52,11 +60,28 @@ pub(super) struct Shared {
     pub(super) closing: AtomicBool,
     pub(super) metrics: Arc<Metrics>,
     pub(super) group: Arc<GroupState>,
+    /// Outputs the broker refused as too large, for the pipeline thread to replace.
+    pub(super) oversized: Mutex<Oversized>,
+}
+
+/// Outputs refused as too large: waiting to be replaced by a dead letter with the source
+/// coordinates only, and those replaced whose delivery is awaited. Both hold only in-flight
+/// tokens, so they are bounded by `max_in_flight`.
+#[derive(Debug, Default)]
+pub(super) struct Oversized {
+    /// Tokens with the refused output's size in bytes.
+    pub(super) pending: Vec<(Token, usize)>,
+    /// Tokens whose replacement was produced.
+    pub(super) replaced: std::collections::HashSet<Token>,
 }
 
 impl Shared {
     pub(super) fn tracker(&self) -> MutexGuard<'_, Tracker> {
         self.tracker.lock().expect("tracker lock")
+    }
+
+    pub(super) fn oversized(&self) -> MutexGuard<'_, Oversized> {
+        self.oversized.lock().expect("oversized lock")
     }
 
     pub(super) fn in_flight(&self) -> usize {
@@ -100,6 +125,13 @@ impl Shared {
         tracker
     }
 
+    /// Wakes the threads waiting on `changed` (taking the tracker lock first, so a waiter that
+    /// just checked its condition is already waiting).
+    pub(super) fn wake(&self) {
+        drop(self.tracker());
+        self.changed.notify_all();
+    }
+
     pub(super) fn fail(&self, topic: &str, err: KafkaError) {
         self.fatal
             .lock()
@@ -108,8 +140,8 @@ impl Shared {
         self.changed.notify_all();
     }
 
-    /// Waits until at most `limit` records are in flight. False when the deadline passed first
-    /// or a delivery failed.
+    /// Waits until at most `limit` records are in flight. False when the deadline passed first,
+    /// a delivery failed, or an output refused as too large waits to be replaced.
     pub(super) fn wait_at_most(&self, limit: usize, deadline: Instant) -> bool {
         let mut tracker = self.tracker();
         loop {
@@ -117,7 +149,7 @@ impl Shared {
                 return true;
             }
             let now = Instant::now();
-            if now >= deadline || self.fatal().is_some() {
+            if now >= deadline || self.fatal().is_some() || !self.oversized().pending.is_empty() {
                 return false;
             }
             tracker = self.wait_changed(tracker, deadline - now);
@@ -172,8 +204,20 @@ impl ProducerContext for DeliveryContext {
         }
         match result {
             Ok(_) => {
+                if !self.shared.oversized().replaced.is_empty() {
+                    self.shared.oversized().replaced.remove(&token);
+                }
                 self.shared.metrics.add_out(1);
                 self.shared.acknowledge(token)
+            }
+            Err((KafkaError::MessageProduction(code), msg))
+                if is_too_large(*code) && !self.shared.oversized().replaced.contains(&token) =>
+            {
+                // One record the broker will never take must not stop the partition: the
+                // pipeline thread replaces it with a dead letter naming the source record.
+                let size = msg.payload_len();
+                self.shared.oversized().pending.push((token, size));
+                self.shared.wake();
             }
             Err((err, msg)) => self.shared.fail(msg.topic(), err.clone()),
         }

@@ -48,6 +48,11 @@ pub struct KafkaConfig {
     /// librdkafka options for the producer only.
     #[serde(deserialize_with = "scalar_map")]
     pub producer_options: BTreeMap<String, String>,
+    /// A dead letter carries at most this many bytes of its record (default 512 KiB, and
+    /// never more than the producer's `message.max.bytes` less a quarter, at most 64 KiB, for
+    /// headers); a longer record's letter holds its first bytes and the header
+    /// `keyscore-payload-truncated-from` with its whole size.
+    pub dead_letter_max_payload_bytes: usize,
 }
 
 impl Default for KafkaConfig {
@@ -68,11 +73,27 @@ impl Default for KafkaConfig {
             options: BTreeMap::new(),
             consumer_options: BTreeMap::new(),
             producer_options: BTreeMap::new(),
+            dead_letter_max_payload_bytes: 512 * 1024,
         }
     }
 }
 
 impl KafkaConfig {
+    /// The largest dead-letter payload: [`KafkaConfig::dead_letter_max_payload_bytes`], within
+    /// the producer's `message.max.bytes` (librdkafka's default 1,000,000 when not set) less
+    /// room for headers.
+    pub fn dead_letter_payload_limit(&self) -> usize {
+        let max_message = self
+            .producer_options
+            .get("message.max.bytes")
+            .or_else(|| self.options.get("message.max.bytes"))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(1_000_000);
+        let room = (max_message / 4).min(64 * 1024);
+        self.dead_letter_max_payload_bytes
+            .min(max_message.saturating_sub(room))
+    }
+
     /// The topic shadow outputs go to: `shadow_topic`, or the output topic plus `-shadow`.
     pub fn shadow_topic(&self) -> String {
         if self.shadow_topic.is_empty() {

@@ -10,7 +10,7 @@ use std::{
     },
 };
 
-use prometheus::{IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounter, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// A topic and partition.
 pub type TopicPartition = (String, i32);
@@ -28,6 +28,11 @@ pub struct GroupState {
     joined: AtomicBool,
     partitions_gauge: IntGauge,
     lag_gauge: IntGaugeVec,
+    /// Dead letters whose payload was cut to the dead-letter payload limit.
+    pub(crate) truncated: IntCounter,
+    /// Outputs refused as too large (by the producer or the broker), replaced by a dead letter
+    /// with the source coordinates only.
+    pub(crate) too_large: IntCounter,
 }
 
 impl Default for GroupState {
@@ -49,6 +54,17 @@ impl Default for GroupState {
                 &["topic", "partition"],
             )
             .expect("a valid gauge name"),
+            truncated: IntCounter::with_opts(Opts::new(
+                "keyscore_dead_letter_payloads_truncated_total",
+                "Dead letters whose payload was cut to [kafka] dead_letter_max_payload_bytes.",
+            ))
+            .expect("a valid counter name"),
+            too_large: IntCounter::with_opts(Opts::new(
+                "keyscore_outputs_too_large_total",
+                "Outputs the producer or the broker refused as too large, each replaced by a \
+                 dead letter carrying the source coordinates only.",
+            ))
+            .expect("a valid counter name"),
         }
     }
 }
@@ -57,6 +73,8 @@ impl GroupState {
     /// Registers the group gauges with `registry`, for exposition.
     pub fn register(&self, registry: &Registry) -> prometheus::Result<()> {
         registry.register(Box::new(self.partitions_gauge.clone()))?;
+        registry.register(Box::new(self.truncated.clone()))?;
+        registry.register(Box::new(self.too_large.clone()))?;
         registry.register(Box::new(self.lag_gauge.clone()))
     }
 

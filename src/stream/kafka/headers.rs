@@ -30,6 +30,13 @@ pub const SOURCE_PARTITION: &str = "keyscore-source-partition";
 /// Dead letter: the record's offset in its source partition.
 pub const SOURCE_OFFSET: &str = "keyscore-source-offset";
 
+/// Dead letter whose payload is only the first bytes of the record (it was larger than the
+/// dead-letter payload limit): the record's whole size in bytes.
+pub const PAYLOAD_TRUNCATED_FROM: &str = "keyscore-payload-truncated-from";
+/// Dead-letter reason of an output the producer or the broker refused as too large: the dead
+/// letter then carries the source coordinates and no payload.
+pub const OUTPUT_TOO_LARGE: &str = "output_too_large";
+
 /// Decimal text of `n` in a stack buffer.
 struct IntText {
     buf: [u8; 20],
@@ -91,16 +98,36 @@ pub(crate) fn scored(input: Option<&BorrowedHeaders>, s: &Scored) -> OwnedHeader
 
 /// Headers of a dead letter.
 pub(crate) fn dead(r: &Rejection, topic: &str, partition: i32, offset: i64) -> OwnedHeaders {
+    dead_because(r.reason.as_str(), &r.message, topic, partition, offset)
+}
+
+/// Headers of a dead letter whose payload is the first bytes of a record of `size` bytes.
+pub(crate) fn truncated(headers: OwnedHeaders, size: usize) -> OwnedHeaders {
+    let size = IntText::new(i64::try_from(size).unwrap_or(i64::MAX));
+    headers.insert(Header {
+        key: PAYLOAD_TRUNCATED_FROM,
+        value: Some(size.as_bytes()),
+    })
+}
+
+/// Headers of a dead letter of reason `reason` (a [`Rejection`]'s, or [`OUTPUT_TOO_LARGE`]).
+pub(crate) fn dead_because(
+    reason: &str,
+    message: &str,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> OwnedHeaders {
     let partition = IntText::new(i64::from(partition));
     let offset = IntText::new(offset);
-    OwnedHeaders::new_with_capacity(5)
+    OwnedHeaders::new_with_capacity(6)
         .insert(Header {
             key: DEAD_REASON,
-            value: Some(r.reason.as_str().as_bytes()),
+            value: Some(reason.as_bytes()),
         })
         .insert(Header {
             key: DEAD_MESSAGE,
-            value: Some(r.message.as_bytes()),
+            value: Some(message.as_bytes()),
         })
         .insert(Header {
             key: SOURCE_TOPIC,

@@ -127,6 +127,16 @@ impl Tracker {
         true
     }
 
+    /// The source topic, partition and offset of the record of `token`, while its partition
+    /// is tracked and the record unacknowledged.
+    pub(crate) fn coordinates(&self, token: Token) -> Option<(&str, i32, i64)> {
+        let token = token as u64;
+        let slot = self.slots.get(&((token >> SEQ_BITS) as u32))?;
+        let index = (token & SEQ_MASK).checked_sub(slot.front_seq)?;
+        let (offset, acked) = slot.entries.get(index as usize)?;
+        (!acked).then_some((slot.topic.as_str(), slot.partition, *offset))
+    }
+
     /// Records registered and not yet acknowledged, over all partitions.
     pub(crate) fn in_flight(&self) -> usize {
         self.in_flight
@@ -178,6 +188,19 @@ mod tests {
 
     fn tp(t: &str, p: i32) -> TopicPartition {
         (t.to_string(), p)
+    }
+
+    #[test]
+    fn a_token_names_its_record_until_acknowledged() {
+        let mut t = Tracker::default();
+        let a = t.register("in", 3, 41);
+        let b = t.register("in", 3, 42);
+        assert_eq!(t.coordinates(b), Some(("in", 3, 42)));
+        assert!(t.ack(a));
+        assert_eq!(t.coordinates(b), Some(("in", 3, 42)));
+        assert!(t.ack(b));
+        assert_eq!(t.coordinates(b), None);
+        assert_eq!(t.coordinates(usize::MAX >> 1), None);
     }
 
     #[test]

@@ -22,7 +22,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{
-    callbacks::{commit, store_offsets, DeliveryContext, RebalanceContext, Shared, SHADOW_TOKEN},
+    callbacks::{
+        commit, is_too_large, store_offsets, DeliveryContext, RebalanceContext, Shared,
+        SHADOW_TOKEN,
+    },
     group::GroupState,
     headers, options,
     tracker::{Token, Tracker},
@@ -86,6 +89,7 @@ pub(super) fn run(
         closing: AtomicBool::new(false),
         metrics: Arc::clone(scorer.metrics()),
         group: Arc::clone(group),
+        oversized: Mutex::default(),
     });
     let producer: ThreadedProducer<DeliveryContext> = options::producer_config(config)
         .create_with_context(DeliveryContext {
@@ -133,8 +137,21 @@ pub(super) fn run(
     };
     let result = pipeline.consume(&consumer, cancel);
 
-    // Finish what is in flight, commit it, leave the group, flush.
-    let drained = shared.wait_drained(None, Instant::now() + drain_timeout);
+    // Finish what is in flight (replacing outputs refused as too large meanwhile), commit it,
+    // leave the group, flush.
+    let deadline = Instant::now() + drain_timeout;
+    let drained = loop {
+        if let Err(err) = pipeline.replace_oversized() {
+            warn!(error = %ErrorChain(&err), "Replacing an output refused as too large failed.");
+        }
+        let step = (Instant::now() + Duration::from_millis(100)).min(deadline);
+        if shared.wait_drained(None, step) {
+            break true;
+        }
+        if Instant::now() >= deadline || shared.fatal().is_some() {
+            break false;
+        }
+    };
     store_offsets(&consumer, &shared);
     commit(&consumer);
     if !drained {
@@ -258,6 +275,7 @@ impl Pipeline<'_> {
                 self.process(&batch)?;
                 batch.clear();
             }
+            self.replace_oversized()?;
             store_offsets(consumer, self.shared);
 
             if last_progress.elapsed() >= PROGRESS_EVERY {
@@ -272,6 +290,46 @@ impl Pipeline<'_> {
                 );
             }
         }
+    }
+
+    /// Replaces each output the broker refused as too large by a dead letter carrying the
+    /// source record's coordinates and no payload, with the same delivery token, so the
+    /// record is acknowledged once that letter is. A record whose partition was revoked
+    /// meanwhile is left to its new owner, which consumes it again.
+    fn replace_oversized(&mut self) -> Result<(), Error> {
+        let pending = std::mem::take(&mut self.shared.oversized().pending);
+        for (token, size) in pending {
+            let coordinates = self
+                .shared
+                .tracker()
+                .coordinates(token)
+                .map(|(t, p, o)| (t.to_string(), p, o));
+            let Some((topic, partition, offset)) = coordinates else {
+                continue;
+            };
+            self.shared.oversized().replaced.insert(token);
+            let message = too_large_message(size, "the broker");
+            let record = BaseRecord::with_opaque_to(&self.config.dead_letter_topic, token).headers(
+                headers::dead_because(
+                    headers::OUTPUT_TOO_LARGE,
+                    &message,
+                    &topic,
+                    partition,
+                    offset,
+                ),
+            );
+            warn!(
+                topic = %topic,
+                partition,
+                offset,
+                bytes = size,
+                "An output was refused as too large; a dead letter with the source coordinates \
+                 replaces it."
+            );
+            self.shared.group.too_large.inc();
+            send(self.producer, record, &mut self.report.queue_full)?;
+        }
+        Ok(())
     }
 
     /// Scores a batch and hands one output per record to the producer, in input order.
@@ -308,6 +366,8 @@ impl Pipeline<'_> {
         self.report.consumed += batch.len() as u64;
         let mut sink = Producing {
             config: self.config,
+            payload_limit: self.config.dead_letter_payload_limit(),
+            group: &self.shared.group,
             batch,
             tokens: &self.tokens,
             producer: self.producer,
@@ -332,6 +392,9 @@ impl Pipeline<'_> {
 /// shadow topic; each with the input's key.
 struct Producing<'a, 'm> {
     config: &'a KafkaConfig,
+    /// The most bytes of a record a dead letter carries.
+    payload_limit: usize,
+    group: &'a GroupState,
     batch: &'a [BorrowedMessage<'m>],
     tokens: &'a [Token],
     producer: &'a ThreadedProducer<DeliveryContext>,
@@ -350,6 +413,54 @@ impl Producing<'_, '_> {
         };
         send(self.producer, record, self.queue_full)
     }
+
+    /// Hands `record` (an output of `size` bytes for input `input`) to the producer; when the
+    /// producer refuses it as over its `message.max.bytes`, hands over a dead letter with the
+    /// source coordinates instead, so one record never stops the partition.
+    fn send_or_replace(
+        &mut self,
+        input: usize,
+        record: Record<'_>,
+        size: usize,
+    ) -> Result<(), Error> {
+        match self.send_keyed(input, record) {
+            Err(Error::Delivery {
+                source: KafkaError::MessageProduction(code),
+                ..
+            }) if is_too_large(code) => {
+                let m = &self.batch[input];
+                let message = too_large_message(size, "the producer");
+                warn!(
+                    topic = m.topic(),
+                    partition = m.partition(),
+                    offset = m.offset(),
+                    bytes = size,
+                    "An output was refused as too large; a dead letter with the source \
+                     coordinates replaces it."
+                );
+                self.group.too_large.inc();
+                let record =
+                    BaseRecord::with_opaque_to(&self.config.dead_letter_topic, self.tokens[input])
+                        .headers(headers::dead_because(
+                            headers::OUTPUT_TOO_LARGE,
+                            &message,
+                            m.topic(),
+                            m.partition(),
+                            m.offset(),
+                        ));
+                self.send_keyed(input, record)
+            }
+            other => other,
+        }
+    }
+}
+
+/// The dead-letter message of an output of `size` bytes refused by `by`.
+fn too_large_message(size: usize, by: &str) -> String {
+    format!(
+        "the output ({size} bytes) was refused as too large by {by}; this letter names the \
+         source record and carries no payload"
+    )
 }
 
 impl Sink for Producing<'_, '_> {
@@ -376,20 +487,30 @@ impl Sink for Producing<'_, '_> {
         let record = BaseRecord::with_opaque_to(&self.config.output_topic, self.tokens[input])
             .payload(encoded)
             .headers(headers::scored(input_headers, scored));
-        self.send_keyed(input, record)
+        self.send_or_replace(input, record, encoded.len())
     }
 
     fn dead_letter(&mut self, input: usize, rejection: &Rejection) -> Result<(), Error> {
         let m = &self.batch[input];
-        let record =
-            BaseRecord::with_opaque_to(&self.config.dead_letter_topic, self.tokens[input]).headers(
-                headers::dead(rejection, m.topic(), m.partition(), m.offset()),
-            );
-        let record = match m.payload() {
+        let mut headers = headers::dead(rejection, m.topic(), m.partition(), m.offset());
+        let payload = m.payload().map(|p| {
+            if p.len() > self.payload_limit {
+                // A record over the limit keeps its first bytes; the header gives its size.
+                headers = headers::truncated(std::mem::take(&mut headers), p.len());
+                self.group.truncated.inc();
+                &p[..self.payload_limit]
+            } else {
+                p
+            }
+        });
+        let size = payload.map_or(0, <[u8]>::len);
+        let record = BaseRecord::with_opaque_to(&self.config.dead_letter_topic, self.tokens[input])
+            .headers(headers);
+        let record = match payload {
             Some(p) => record.payload(p),
             None => record,
         };
-        self.send_keyed(input, record)
+        self.send_or_replace(input, record, size)
     }
 
     fn shadow(&mut self, input: usize, scored: &Scored, encoded: &[u8]) -> Result<(), Error> {

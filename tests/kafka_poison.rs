@@ -1,0 +1,178 @@
+//! Records that would stop a partition: outputs over the producer's size limit. Each still
+//! gets exactly one output (a dead letter, its payload cut to the limit or replaced by the
+//! source coordinates), and the member keeps consuming: the offsets reach the end of the
+//! input. On librdkafka's mock cluster. (An output the broker refuses as too large goes the
+//! same way from the delivery report; the mock cluster's injected produce errors are retried
+//! by librdkafka until the message times out, which does not make a deterministic test.)
+
+use std::{sync::Arc, time::Duration};
+
+use keyscore::{
+    registry::{ModelRegistry, RegistryConfig},
+    store::{MemoryModelStore, ModelStore},
+    stream::{
+        kafka::{headers, KafkaConfig, KafkaPipeline, ServeReport},
+        RecordFormat, Scorer,
+    },
+};
+use keyscore_testkit::broker::{self, Read};
+use rdkafka::mocking::MockCluster;
+use tokio_util::sync::CancellationToken;
+
+const PARIS: &str = r#"{"format_version":1,"features":["distance_km","items"],"model":{"kind":"linear","coefficients":[2.0,0.5],"intercept":10.0},"output":{"type":"regression"}}"#;
+
+async fn scorer() -> Scorer {
+    let store = MemoryModelStore::new();
+    store.put_version("paris", Some(1), PARIS).await.unwrap();
+    store.activate("paris", 1).await.unwrap();
+    let registry = ModelRegistry::new(
+        Arc::new(store),
+        RegistryConfig {
+            fallback_key: None,
+            ..RegistryConfig::default()
+        },
+    );
+    Scorer::new(Arc::new(registry), RecordFormat::default())
+}
+
+fn setup(
+    partitions: i32,
+) -> (
+    MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    KafkaConfig,
+) {
+    let input = broker::unique_topic("poison");
+    let mock = MockCluster::new(1).expect("mock cluster");
+    let mut config = KafkaConfig {
+        bootstrap_servers: mock.bootstrap_servers(),
+        group_id: broker::unique_topic("g"),
+        input_topics: vec![input.clone()],
+        output_topic: format!("{input}-scored"),
+        dead_letter_topic: format!("{input}-dead"),
+        ..KafkaConfig::default()
+    };
+    config
+        .consumer_options
+        .insert("session.timeout.ms".into(), "6000".into());
+    for t in [&input, &config.output_topic, &config.dead_letter_topic] {
+        mock.create_topic(t, partitions, 1).expect("mock topic");
+    }
+    (mock, config)
+}
+
+fn valid(i: usize) -> (Option<String>, Vec<u8>) {
+    (
+        Some("paris".into()),
+        format!(r#"{{"id":"r-{i}","city":"paris","distance_km":{i}.5,"items":2}}"#).into_bytes(),
+    )
+}
+
+/// Runs the pipeline until `outputs` records are out, stops it, and returns its report and
+/// every output.
+async fn run(config: &KafkaConfig, outputs: usize) -> (ServeReport, Vec<Read>) {
+    let cancel = CancellationToken::new();
+    let mut task =
+        tokio::spawn(KafkaPipeline::new(config.clone(), scorer().await).run(cancel.clone()));
+    let bootstrap = config.bootstrap_servers.clone();
+    let topics = [
+        config.output_topic.clone(),
+        config.dead_letter_topic.clone(),
+    ];
+    let reading = tokio::task::spawn_blocking(move || {
+        broker::read_to_end(
+            &bootstrap,
+            &[&topics[0], &topics[1]],
+            outputs,
+            Duration::from_secs(60),
+        )
+    });
+    let read = tokio::select! {
+        read = reading => read.unwrap(),
+        stopped = &mut task => panic!("the pipeline stopped before every output: {stopped:?}"),
+    };
+    cancel.cancel();
+    let report = tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("the pipeline stops within 30 s of cancellation")
+        .unwrap()
+        .expect("the pipeline ends cleanly: no record stops it");
+    (report, read)
+}
+
+fn assert_committed_to_the_end(config: &KafkaConfig) {
+    let input = &config.input_topics[0];
+    let committed = broker::committed(&config.bootstrap_servers, &config.group_id, input);
+    for (partition, high) in broker::high_watermarks(&config.bootstrap_servers, input) {
+        if high > 0 {
+            assert_eq!(
+                committed[&partition], high,
+                "partition {partition} is past every record"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_over_the_dead_letter_limit_keeps_its_first_bytes_and_its_size() {
+    let (_mock, mut config) = setup(2);
+    // A producer limit of 40,000 bytes: dead letters carry at most 30,000 (a quarter is kept
+    // for headers).
+    config
+        .producer_options
+        .insert("message.max.bytes".into(), "40000".into());
+    assert_eq!(config.dead_letter_payload_limit(), 30_000);
+    let mut recs: Vec<_> = (0..200).map(valid).collect();
+    let big = vec![b'x'; 100_000];
+    recs.insert(100, (Some("paris".into()), big.clone()));
+    broker::produce(&config.bootstrap_servers, &config.input_topics[0], &recs);
+
+    let (report, out) = run(&config, recs.len()).await;
+    assert_eq!(out.len(), recs.len(), "one output per input: {report:?}");
+    assert_eq!(report.acknowledged, recs.len() as u64);
+    let dead: Vec<&Read> = out
+        .iter()
+        .filter(|r| r.topic == config.dead_letter_topic)
+        .collect();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].header(headers::DEAD_REASON), "not_json");
+    assert_eq!(dead[0].header(headers::PAYLOAD_TRUNCATED_FROM), "100000");
+    assert_eq!(dead[0].payload, big[..30_000]);
+    assert_committed_to_the_end(&config);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_the_producer_refuses_becomes_a_dead_letter_naming_its_source() {
+    let (_mock, mut config) = setup(1);
+    config
+        .producer_options
+        .insert("message.max.bytes".into(), "20000".into());
+    let mut recs: Vec<_> = (0..50).map(valid).collect();
+    // A valid record whose id alone makes its scored output larger than the producer takes.
+    let long_id = "i".repeat(30_000);
+    recs.insert(
+        25,
+        (
+            Some("paris".into()),
+            format!(r#"{{"id":"{long_id}","city":"paris","distance_km":1.5,"items":2}}"#)
+                .into_bytes(),
+        ),
+    );
+    broker::produce(&config.bootstrap_servers, &config.input_topics[0], &recs);
+
+    let (report, out) = run(&config, recs.len()).await;
+    assert_eq!(out.len(), recs.len(), "one output per input: {report:?}");
+    let dead: Vec<&Read> = out
+        .iter()
+        .filter(|r| r.topic == config.dead_letter_topic)
+        .collect();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let d = dead[0];
+    assert_eq!(d.header(headers::DEAD_REASON), headers::OUTPUT_TOO_LARGE);
+    assert!(d.payload.is_empty());
+    assert_eq!(d.header(headers::SOURCE_TOPIC), config.input_topics[0]);
+    assert_eq!(d.header(headers::SOURCE_OFFSET), "25");
+    assert!(d
+        .header(headers::DEAD_MESSAGE)
+        .contains("refused as too large by the producer"));
+    assert_committed_to_the_end(&config);
+}
