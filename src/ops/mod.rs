@@ -255,6 +255,12 @@ impl Ops {
         } else if let Some(err) = scan_error {
             problems.push(format!("the model store failed: {err}"));
         }
+        if let Some(since) = self.group.as_ref().and_then(|g| g.brokers_down_since()) {
+            let secs = SystemTime::now()
+                .duration_since(since)
+                .map_or(0, |d| d.as_secs());
+            problems.push(format!("no Kafka broker connection for {secs} s"));
+        }
         if self.group.as_ref().is_some_and(|g| !g.has_assignment()) {
             problems.push("no partitions assigned yet (joining the consumer group)".to_string());
         }

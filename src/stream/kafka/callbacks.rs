@@ -11,6 +11,7 @@ use std::{
 };
 
 use rdkafka::{
+    config::RDKafkaLogLevel,
     consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance},
     error::{KafkaError, KafkaResult},
     message::Message,
@@ -20,6 +21,7 @@ use rdkafka::{
 };
 use tracing::{debug, info, warn};
 
+use super::client_log::ClientLog;
 use super::{
     group::GroupState,
     tracker::{Token, TopicPartition, Tracker},
@@ -62,6 +64,8 @@ pub(super) struct Shared {
     pub(super) group: Arc<GroupState>,
     /// Outputs the broker refused as too large, for the pipeline thread to replace.
     pub(super) oversized: Mutex<Oversized>,
+    /// librdkafka's errors and log lines already said.
+    pub(super) client_log: ClientLog,
 }
 
 /// Outputs refused as too large: waiting to be replaced by a dead letter with the source
@@ -186,7 +190,42 @@ pub(super) struct DeliveryContext {
     pub(super) shared: Arc<Shared>,
 }
 
-impl ClientContext for DeliveryContext {}
+impl ClientContext for DeliveryContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        client_error(&self.shared, "producer", &error, reason);
+    }
+
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        client_log(&self.shared, "producer", level, fac, message);
+    }
+}
+
+/// A librdkafka client error: all brokers down marks the member not ready; each kind of error
+/// is logged once per [`QUIET`](super::client_log::QUIET) with the count left out.
+fn client_error(shared: &Shared, client: &str, error: &KafkaError, reason: &str) {
+    let code = error.rdkafka_error_code();
+    if code == Some(RDKafkaErrorCode::AllBrokersDown) {
+        shared.group.brokers_down();
+    }
+    let kind = format!("{client}:{code:?}");
+    if let Some(left_out) = shared.client_log.admit(&kind, Instant::now()) {
+        warn!(client, error = %error, reason, left_out, "Kafka client error.");
+    }
+}
+
+/// A librdkafka log line: the serious ones once per kind and quiet period, the rest at debug
+/// (failures that matter also come as client errors, which are logged).
+fn client_log(shared: &Shared, client: &str, level: RDKafkaLogLevel, fac: &str, message: &str) {
+    match level {
+        RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical => {
+            let kind = format!("{client}:log:{fac}");
+            if let Some(left_out) = shared.client_log.admit(&kind, Instant::now()) {
+                warn!(client, facility = fac, left_out, "librdkafka: {message}");
+            }
+        }
+        _ => debug!(client, facility = fac, "librdkafka: {message}"),
+    }
+}
 
 impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = Token;
@@ -230,7 +269,28 @@ pub(super) struct RebalanceContext {
 }
 
 impl ClientContext for RebalanceContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        client_error(&self.shared, "consumer", &error, reason);
+    }
+
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        client_log(&self.shared, "consumer", level, fac, message);
+    }
+
     fn stats(&self, statistics: rdkafka::Statistics) {
+        // Readiness: some broker connection up, or none (bootstrap placeholders, id -1, aside).
+        let mut brokers = statistics
+            .brokers
+            .values()
+            .filter(|b| b.nodeid >= 0)
+            .peekable();
+        if brokers.peek().is_some() {
+            if brokers.any(|b| b.state == "UP") {
+                self.shared.group.brokers_up();
+            } else {
+                self.shared.group.brokers_down();
+            }
+        }
         let lag = statistics.topics.into_iter().flat_map(|(topic, t)| {
             t.partitions
                 .into_iter()

@@ -1,5 +1,6 @@
 //! This member's place in the consumer group, as the pipeline reports it: whether it holds an
-//! assignment, which partitions, and how far each lags behind its high watermark. Readiness and
+//! assignment, which partitions, how far each lags behind its high watermark, and whether any
+//! broker connection is up. Readiness and
 //! the status page read it; its gauges are registered with the operations endpoint.
 
 use std::{
@@ -8,6 +9,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Mutex,
     },
+    time::SystemTime,
 };
 
 use prometheus::{IntCounter, IntGauge, IntGaugeVec, Opts, Registry};
@@ -26,6 +28,9 @@ struct Assignment {
 pub struct GroupState {
     assignment: Mutex<Assignment>,
     joined: AtomicBool,
+    /// Since when no broker connection is up, as librdkafka last reported (its error callback
+    /// and statistics), if none is.
+    brokers_down_since: Mutex<Option<SystemTime>>,
     partitions_gauge: IntGauge,
     lag_gauge: IntGaugeVec,
     /// Dead letters whose payload was cut to the dead-letter payload limit.
@@ -40,6 +45,7 @@ impl Default for GroupState {
         Self {
             assignment: Mutex::default(),
             joined: AtomicBool::new(false),
+            brokers_down_since: Mutex::new(None),
             partitions_gauge: IntGauge::with_opts(Opts::new(
                 "keyscore_partitions_assigned",
                 "Input partitions assigned to this member.",
@@ -128,6 +134,25 @@ impl GroupState {
                 a.lag.insert(tp, n);
             }
         }
+    }
+
+    /// No broker connection is up (librdkafka reported all brokers down, or its statistics
+    /// show none up). Keeps the earliest time.
+    pub fn brokers_down(&self) {
+        self.brokers_down_since
+            .lock()
+            .expect("broker state lock")
+            .get_or_insert_with(SystemTime::now);
+    }
+
+    /// A broker connection is up (a message arrived, or the statistics show one up).
+    pub fn brokers_up(&self) {
+        *self.brokers_down_since.lock().expect("broker state lock") = None;
+    }
+
+    /// Since when no broker connection is up, if none is.
+    pub fn brokers_down_since(&self) -> Option<SystemTime> {
+        *self.brokers_down_since.lock().expect("broker state lock")
     }
 
     /// Consumer lag per assigned partition, as last reported.

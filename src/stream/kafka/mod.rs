@@ -82,6 +82,7 @@
 //! librdkafka settings and keyscore's defaults are described in [`options`].
 
 mod callbacks;
+mod client_log;
 mod config;
 mod group;
 pub mod headers;

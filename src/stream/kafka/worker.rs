@@ -90,6 +90,7 @@ pub(super) fn run(
         metrics: Arc::clone(scorer.metrics()),
         group: Arc::clone(group),
         oversized: Mutex::default(),
+        client_log: Default::default(),
     });
     let producer: ThreadedProducer<DeliveryContext> = options::producer_config(config)
         .create_with_context(DeliveryContext {
@@ -263,7 +264,13 @@ impl Pipeline<'_> {
                     Some(Err(KafkaError::MessageConsumptionFatal(code))) => {
                         return Err(Error::Consumer(code))
                     }
-                    Some(Err(err)) => warn!(error = %err, "Consumer error."),
+                    Some(Err(err)) => {
+                        let kind = format!("consumer:poll:{:?}", err.rdkafka_error_code());
+                        if let Some(left_out) = self.shared.client_log.admit(&kind, Instant::now())
+                        {
+                            warn!(error = %err, left_out, "Consumer error.");
+                        }
+                    }
                 }
                 if batch.len() >= room.max(1) {
                     break;
@@ -272,6 +279,8 @@ impl Pipeline<'_> {
             }
 
             if !batch.is_empty() {
+                // Records arrived: a broker connection is up.
+                self.shared.group.brokers_up();
                 self.process(&batch)?;
                 batch.clear();
             }

@@ -1,17 +1,19 @@
-//! Records that would stop a partition: outputs over the producer's size limit. Each still
-//! gets exactly one output (a dead letter, its payload cut to the limit or replaced by the
-//! source coordinates), and the member keeps consuming: the offsets reach the end of the
-//! input. On librdkafka's mock cluster. (An output the broker refuses as too large goes the
+//! What an operator meets running `serve`, on librdkafka's mock cluster: records that would
+//! stop a partition (outputs over the producer's size limit: each still gets exactly one
+//! output, a dead letter with its payload cut to the limit or replaced by the source
+//! coordinates, and the member keeps consuming to the end of the input), and readiness that
+//! follows the brokers going down and coming back. (An output the broker refuses as too large goes the
 //! same way from the delivery report; the mock cluster's injected produce errors are retried
 //! by librdkafka until the message times out, which does not make a deterministic test.)
 
 use std::{sync::Arc, time::Duration};
 
 use keyscore::{
+    ops::{Ops, OpsConfig},
     registry::{ModelRegistry, RegistryConfig},
     store::{MemoryModelStore, ModelStore},
     stream::{
-        kafka::{headers, KafkaConfig, KafkaPipeline, ServeReport},
+        kafka::{headers, GroupState, KafkaConfig, KafkaPipeline, ServeReport},
         RecordFormat, Scorer,
     },
 };
@@ -175,4 +177,58 @@ async fn an_output_the_producer_refuses_becomes_a_dead_letter_naming_its_source(
         .header(headers::DEAD_MESSAGE)
         .contains("refused as too large by the producer"));
     assert_committed_to_the_end(&config);
+}
+
+/// Waits until `ready` holds, failing with `what` after 30 s.
+async fn wait_until(what: &str, ready: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !ready() {
+        assert!(tokio::time::Instant::now() < deadline, "{what} within 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_says_when_every_broker_is_down_and_recovers_with_them() {
+    let (mock, config) = setup(1);
+    broker::produce(
+        &config.bootstrap_servers,
+        &config.input_topics[0],
+        &(0..10).map(valid).collect::<Vec<_>>(),
+    );
+    let scorer = scorer().await;
+    let group = Arc::new(GroupState::default());
+    let ops = Ops::new(
+        Arc::clone(scorer.registry()),
+        Arc::clone(scorer.metrics()),
+        Some(Arc::clone(&group)),
+        OpsConfig::default(),
+    );
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(
+        KafkaPipeline::new(config.clone(), scorer)
+            .with_group(Arc::clone(&group))
+            .run(cancel.clone()),
+    );
+    wait_until("the member joins and is ready", || {
+        ops.readiness().is_empty()
+    })
+    .await;
+
+    mock.broker_down(1).expect("broker down");
+    wait_until("readiness names the lost brokers", || {
+        ops.readiness()
+            .iter()
+            .any(|p| p.starts_with("no Kafka broker connection"))
+    })
+    .await;
+
+    mock.broker_up(1).expect("broker up");
+    wait_until("the member is ready again", || ops.readiness().is_empty()).await;
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("the pipeline stops")
+        .unwrap()
+        .expect("the pipeline ends cleanly");
 }
