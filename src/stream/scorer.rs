@@ -52,7 +52,9 @@ pub fn score_decoded(decoded: &Decoded, resolved: &Resolved, scratch: &mut Vec<f
             return Outcome::Rejected(Rejection::new(Reason::NoModel, why.to_string()))
         }
     };
-    if let Err(rejection) = decoded.features_into(model.model.features(), scratch) {
+    let features = model.model.features();
+    if let Err(rejection) = decoded.read_features(features, model.model.handles_missing(), scratch)
+    {
         return Outcome::Rejected(rejection);
     }
     match model.model.predict(scratch) {
