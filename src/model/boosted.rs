@@ -11,17 +11,18 @@
 //! Scoring follows the libraries exactly. A numeric split sends `x` left when `x <= t`; the
 //! spec's `less` rule (`x < t`, XGBoost's) is turned at build time into `<=` against the
 //! largest threshold below `t` of the model's precision, which sends every value the same way.
-//! In `f32` precision features are rounded to `f32` once per record before scoring, as
-//! XGBoost's `DMatrix` does. A missing value (NaN) goes the node's default direction. A
+//! With `f32` thresholds features are rounded to `f32` once per record before scoring, as
+//! XGBoost's `DMatrix` and scikit-learn's trees do. A missing value (NaN) goes the node's default direction. A
 //! categorical split reads the integer part of `x` as a category: negative values, and
 //! categories outside the feature's known set (when the spec gives one), go the default
 //! direction; otherwise the category goes left when its bit is set in the node's bitset.
 //!
 //! Each output starts at its base score and adds the leaf value of each of its trees, in tree
-//! order, in `f64` or (precision `f32`) in `f32`. The link then gives the prediction:
+//! order, in `f64` or (accumulation `f32`) in `f32`. The link then gives the prediction:
 //! `identity` the value, `logistic` the probabilities `[1 - p, p]` with `p = 1 / (1 + e^-z)`,
-//! `softmax` the normalised exponentials (in `f32`, as XGBoost: the sum of the exponentials is
-//! accumulated in `f64` and rounded to `f32` once before dividing).
+//! `softmax` the normalised exponentials (in `f32` as XGBoost does: the sum of the
+//! exponentials is accumulated in `f64` and rounded to `f32` once before dividing; its
+//! logistic caps the exponent at 88.7).
 
 use std::collections::VecDeque;
 
@@ -29,7 +30,7 @@ use super::{
     build::{check_finite, invalid},
     forest::{check_shape, f32_floor, next_below},
     score::{classify, expit, softmax_in_place},
-    spec::{BoostedTreeSpec, BoostedTreesSpec, SplitRule, ThresholdPrecision},
+    spec::{Accumulation, BoostedTreeSpec, BoostedTreesSpec, SplitRule, ThresholdPrecision},
     Error, Output, Prediction,
 };
 
@@ -90,6 +91,7 @@ pub(super) struct Boosted {
     base: Vec<f64>,
     link: Link,
     precision: ThresholdPrecision,
+    accumulation: Accumulation,
     handles_missing: bool,
 }
 
@@ -169,10 +171,10 @@ impl Boosted {
                 spec.link
             )));
         }
-        let f32_precision = spec.precision == ThresholdPrecision::F32;
+        let f32_values = spec.accumulation == Accumulation::F32;
         for (i, &b) in spec.base_score.iter().enumerate() {
             check_finite(b, || format!("base_score[{i}]"))?;
-            if f32_precision && f64::from(b as f32) != b {
+            if f32_values && f64::from(b as f32) != b {
                 return Err(invalid(format!(
                     "base_score[{i}] {b} is not an f32 value, as an f32 model's must be"
                 )));
@@ -194,9 +196,9 @@ impl Boosted {
         }
         let mut handles_missing = true;
         for (t, tree) in spec.trees.iter().enumerate() {
-            check_tree(tree, t, n_features, n_outputs, f32_precision)?;
+            check_tree(tree, t, n_features, n_outputs, f32_values)?;
             handles_missing &= tree.default_left.is_some();
-            layout.push_tree(tree, spec.precision, spec.split)?;
+            layout.push_tree(tree, spec.threshold_precision, spec.split)?;
         }
         let Layout {
             mut nodes,
@@ -219,7 +221,8 @@ impl Boosted {
             categorical,
             base: spec.base_score.clone(),
             link,
-            precision: spec.precision,
+            precision: spec.threshold_precision,
+            accumulation: spec.accumulation,
             handles_missing: handles_missing && !spec.trees.is_empty(),
         })
     }
@@ -276,7 +279,7 @@ impl Boosted {
     /// per output.
     pub(super) fn predict(&self, x: &[f64], sums: &mut [f64]) -> Result<Prediction, Error> {
         sums.copy_from_slice(&self.base);
-        if self.precision == ThresholdPrecision::F32 {
+        if self.accumulation == Accumulation::F32 {
             return self.predict_f32(x, sums);
         }
         if let [sum] = sums {
@@ -323,7 +326,10 @@ impl Boosted {
         match self.link {
             Link::Identity => value(f64::from(acc[0])),
             Link::Logistic => {
-                let p = 1.0f32 / (1.0f32 + (-acc[0]).exp());
+                // XGBoost's sigmoid: the exponent capped against overflow, and an epsilon that
+                // never changes a sum of at least 1 but is kept for the same rounding.
+                let denom = (-acc[0]).min(88.7f32).exp() + 1.0f32 + 1e-16f32;
+                let p = 1.0f32 / denom;
                 classify(vec![f64::from(1.0f32 - p), f64::from(p)])
             }
             Link::Softmax => {
@@ -377,7 +383,7 @@ fn check_tree(
     t: usize,
     n_features: usize,
     n_outputs: usize,
-    f32_precision: bool,
+    f32_values: bool,
 ) -> Result<(), Error> {
     if tree.output as usize >= n_outputs {
         return Err(invalid(format!(
@@ -417,7 +423,7 @@ fn check_tree(
             (true, true) => {
                 let v = tree.value[i];
                 check_finite(v, || format!("tree {t} node {i}: value"))?;
-                if f32_precision && f64::from(v as f32) != v {
+                if f32_values && f64::from(v as f32) != v {
                     return Err(invalid(format!(
                         "tree {t} node {i}: value {v} is not an f32 value, as an f32 model's \
                          must be"
@@ -621,7 +627,8 @@ mod tests {
             trees,
             base_score: base.to_vec(),
             link: link.into(),
-            precision: ThresholdPrecision::F64,
+            threshold_precision: ThresholdPrecision::F64,
+            accumulation: Accumulation::F64,
             split: SplitRule::LessOrEqual,
             known_categories: None,
         })
@@ -669,7 +676,7 @@ mod tests {
                 params(vec![stump(0, 0.5, -1.0, 1.0)], &[0.0], "identity"),
                 OutputSpec::Regression,
             );
-            boosted(&mut s).precision = precision;
+            boosted(&mut s).threshold_precision = precision;
             let m = s.clone().build().unwrap();
             assert_eq!(m.predict(&[0.5]).unwrap(), Prediction::Value(-1.0));
             boosted(&mut s).split = SplitRule::Less;
@@ -805,7 +812,7 @@ mod tests {
             .map(|&v| btree(&[bleaf(f64::from(v))]))
             .collect();
         let mut s = spec(1, params(trees, &[0.0], "identity"), OutputSpec::Regression);
-        boosted(&mut s).precision = ThresholdPrecision::F32;
+        boosted(&mut s).accumulation = Accumulation::F32;
         let m = s.build().unwrap();
         let want = f64::from(0.0f32 + vals[0] + vals[1] + vals[2]);
         assert_ne!(
@@ -867,7 +874,7 @@ mod tests {
         boosted(&mut s).known_categories = Some(vec![vec![1]]);
         assert!(invalid_msg(&s).contains("known_categories has 1 entries"));
         let mut s = ok();
-        boosted(&mut s).precision = ThresholdPrecision::F32;
+        boosted(&mut s).accumulation = Accumulation::F32;
         boosted(&mut s).trees[0].value[1] = 0.1;
         assert!(invalid_msg(&s).contains("value 0.1 is not an f32 value"));
         let mut s = ok();

@@ -442,7 +442,8 @@ mod tests {
                 trees: vec![tree],
                 base_score: vec![0.0; if link == "softmax" { 3 } else { 1 }],
                 link: link.into(),
-                precision: if f32_precision { ThresholdPrecision::F32 } else { ThresholdPrecision::F64 },
+                threshold_precision: if f32_precision { ThresholdPrecision::F32 } else { ThresholdPrecision::F64 },
+                accumulation: if f32_precision { Accumulation::F32 } else { Accumulation::F64 },
                 split: SplitRule::Less,
                 known_categories: Some(vec![vec![0b1011], vec![], vec![u32::MAX]]),
             }), output_spec);

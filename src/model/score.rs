@@ -283,7 +283,7 @@ mod tests {
                 // Models computing in f32 (XGBoost's) sum to 1 within f32 rounding.
                 let f32_model = matches!(
                     &s.model,
-                    ParamsSpec::BoostedTrees(b) if b.precision == ThresholdPrecision::F32
+                    ParamsSpec::BoostedTrees(b) if b.accumulation == Accumulation::F32
                 );
                 let tolerance = if f32_model { 1e-6 } else { 1e-12 };
                 let (index, p) = class(s.build().unwrap().predict(&x).unwrap());

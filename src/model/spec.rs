@@ -47,9 +47,11 @@
 //!   - `link`: `identity` (regression), `logistic` (2 classes: `p = 1 / (1 + e^-z)` is the
 //!     second class's probability, `1 - p` the first's) or `softmax` (one output per class);
 //!     any other name is refused.
-//!   - `precision` (default `f64`): with `f32` (XGBoost), features are rounded to `f32` before
-//!     comparing, and outputs are accumulated and linked in `f32`; base scores and leaf values
-//!     must then be `f32` values. With `f64` (scikit-learn, LightGBM) everything is `f64`.
+//!   - `threshold_precision` (default `f64`): `f32` rounds each feature to `f32` before
+//!     comparing (scikit-learn's `GradientBoosting*`, XGBoost).
+//!   - `accumulation` (default `f64`): `f32` sums the outputs and computes the link in `f32`,
+//!     as XGBoost does (its logistic `1 / (1 + e^min(-z, 88.7))`, its softmax with the sum of
+//!     exponentials taken in `f64`); base scores and leaf values must then be `f32` values.
 //!   - `split` (default `less_or_equal`): a record goes left when `x <= threshold`; `less`
 //!     (XGBoost) when `x < threshold`.
 //!   - `known_categories` (optional): per feature, a bitset of the categories seen in training
@@ -187,10 +189,13 @@ pub struct BoostedTreesSpec {
     pub base_score: Vec<f64>,
     /// How the summed outputs become a prediction: `identity`, `logistic` or `softmax`.
     pub link: String,
-    /// Comparison and accumulation precision: `f64` (scikit-learn, LightGBM) or `f32`
-    /// (XGBoost).
+    /// Whether features are rounded to `f32` before comparing (scikit-learn's
+    /// `GradientBoosting*`, XGBoost) or compared as given (`f64`).
     #[serde(default)]
-    pub precision: ThresholdPrecision,
+    pub threshold_precision: ThresholdPrecision,
+    /// The type outputs are summed and linked in: `f64`, or `f32` as XGBoost does.
+    #[serde(default)]
+    pub accumulation: Accumulation,
     /// Which side of a numeric split the threshold itself falls on.
     #[serde(default)]
     pub split: SplitRule,
@@ -225,6 +230,17 @@ pub struct BoostedTreeSpec {
     /// that go left (bit `c % 32` of word `c / 32` for category `c`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub categories: Option<Vec<Vec<u32>>>,
+}
+
+/// The floating-point type a boosted model sums its outputs in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Accumulation {
+    /// Sum and link in `f64` (scikit-learn, LightGBM).
+    #[default]
+    F64,
+    /// Sum and link in `f32` (XGBoost); base scores and leaf values must be `f32` values.
+    F32,
 }
 
 /// Which way a numeric split sends a value equal to its threshold.
