@@ -467,11 +467,6 @@ fn check_tree(
                          of {MAX_BITSET_WORDS}",
                         bits.len()
                     )));
-                } else if bits.iter().all(|&w| w == 0) {
-                    return Err(invalid(format!(
-                        "tree {t} node {i}: category bitset has no category set; a categorical \
-                         split sends at least one category left"
-                    )));
                 }
             }
         }
@@ -761,6 +756,24 @@ mod tests {
     }
 
     #[test]
+    fn a_categorical_split_may_send_only_missing_values_left() {
+        // scikit-learn learns such splits: no category goes left, missing and unknown ones do.
+        let mut t = btree(&[bsplit(0, 0.0, 1, 2), bleaf(-1.0), bleaf(1.0)]);
+        t.categories = Some(vec![vec![0], vec![], vec![]]);
+        t.default_left = Some(vec![true, false, false]);
+        let mut s = spec(
+            1,
+            params(vec![t], &[0.0], "identity"),
+            OutputSpec::Regression,
+        );
+        boosted(&mut s).known_categories = Some(vec![vec![0b111]]);
+        let m = s.build().unwrap();
+        for (x, want) in [(0.0, 1.0), (2.0, 1.0), (3.0, -1.0), (f64::NAN, -1.0)] {
+            assert_eq!(m.predict(&[x]).unwrap(), Prediction::Value(want), "{x}");
+        }
+    }
+
+    #[test]
     fn logistic_and_softmax_links() {
         let m = spec(
             1,
@@ -858,8 +871,11 @@ mod tests {
         boosted(&mut s).trees[0].right[0] = 0;
         assert_eq!(invalid_msg(&s), "tree 0 has a cycle through node 0");
         let mut s = ok();
-        boosted(&mut s).trees[0].categories = Some(vec![vec![0, 0], vec![], vec![]]);
-        assert!(invalid_msg(&s).contains("category bitset has no category set"));
+        boosted(&mut s).trees[0].categories = Some(vec![vec![0; 1 << 15 | 1], vec![], vec![]]);
+        assert_eq!(
+            invalid_msg(&s),
+            "tree 0 node 0: category bitset has 32769 words, more than the limit of 32768"
+        );
         boosted(&mut s).trees[0].categories = Some(vec![vec![1], vec![1], vec![]]);
         assert_eq!(
             invalid_msg(&s),

@@ -42,7 +42,8 @@
 //!     `softmax`); optional `default_left`, one boolean per node: where a missing value goes;
 //!     optional `categories`, one bitset per node: empty for a numeric split or a leaf,
 //!     otherwise the categories that go left as `u32` words (category `c` is bit `c % 32` of
-//!     word `c / 32`).
+//!     word `c / 32`; `[0]` is a categorical split that sends only missing and unknown values
+//!     left).
 //!   - `base_score`: the starting value of each output (one, or one per class for `softmax`).
 //!   - `link`: `identity` (regression), `logistic` (2 classes: `p = 1 / (1 + e^-z)` is the
 //!     second class's probability, `1 - p` the first's) or `softmax` (one output per class);
@@ -64,8 +65,8 @@
 //!   direction, a category whose bit is set goes left, any other right. A model scores missing
 //!   features only when every tree has `default_left`. The checker refuses trees whose
 //!   `output` is not below the output count, arrays of different lengths, children out of
-//!   range, cycles and shared children, bitsets on leaves, bitsets with no category set, and
-//!   bitsets longer than 32768 words.
+//!   range, cycles and shared children, bitsets on leaves, bitsets longer than 32768 words and
+//!   `known_categories` without one entry per feature.
 //! * `mlp`: `layers`, each with `weights` (rows = inputs, columns = outputs, as scikit-learn's
 //!   `coefs_`) and `biases`; `hidden_activation` (`relu`, `tanh`, `logistic`, `identity`) and
 //!   `output_activation` (`identity`, `logistic`, `softmax`).
@@ -227,7 +228,8 @@ pub struct BoostedTreeSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_left: Option<Vec<bool>>,
     /// Per node: empty for a numeric split or a leaf, otherwise the bitset of the categories
-    /// that go left (bit `c % 32` of word `c / 32` for category `c`).
+    /// that go left (bit `c % 32` of word `c / 32` for category `c`; all zero when only missing
+    /// and unknown values go left).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub categories: Option<Vec<Vec<u32>>>,
 }
