@@ -5,8 +5,10 @@
 //! no node with two parents, split features in range, bitsets well formed, every tree's output
 //! below the model's output count) and laid out breadth-first into one packed array shared by
 //! all trees, the two children of a split in adjacent slots. A node is a threshold, a feature
-//! index whose top bits carry the node's flags (leaf, missing goes left, categorical), and a
-//! child index (a leaf's is the index of its value): 16 bytes.
+//! index whose top bits carry the node's flags (missing goes left, categorical), and a child
+//! index: 16 bytes. As in [`super::forest`], a leaf's threshold is a NaN carrying the index of
+//! its value and its child index is its own index minus one, so scoring walks four trees in
+//! lockstep for their depth without a leaf test or a branch on the comparison.
 //!
 //! Scoring follows the libraries exactly. A numeric split sends `x` left when `x <= t`; the
 //! spec's `less` rule (`x < t`, XGBoost's) is turned at build time into `<=` against the
@@ -34,14 +36,29 @@ use super::{
     Error, Output, Prediction,
 };
 
-/// Node flag: the node is a leaf; `next` indexes its value.
-const LEAF: u32 = 1 << 31;
+/// Trees walked together.
+const LANES: usize = 4;
+/// The most the depths of trees walked together may differ by; beyond it each tree is walked
+/// alone until its leaf.
+const MAX_DEPTH_SPREAD: u32 = 2;
 /// Node flag: a missing value goes left.
 const DEFAULT_LEFT: u32 = 1 << 30;
 /// Node flag: a categorical split; `threshold` holds the index of its split in `categorical`.
 const CATEGORICAL: u32 = 1 << 29;
 /// The feature index bits of [`Node::feature`].
 const FEATURE: u32 = CATEGORICAL - 1;
+/// Leaves a model may have: a leaf's number is the payload of its NaN threshold.
+const MAX_LEAVES: usize = 1 << 32;
+
+/// A leaf's threshold: a quiet NaN carrying the leaf's index in `values`.
+fn leaf_threshold(n: u32) -> f64 {
+    f64::from_bits(0x7ff8_0000_0000_0000 | u64::from(n))
+}
+
+/// The index in `values` of a leaf made by [`leaf_threshold`].
+fn leaf_number(threshold: f64) -> usize {
+    (threshold.to_bits() & 0xffff_ffff) as usize
+}
 /// The most words a category bitset may have: categories up to 2^20 - 1.
 const MAX_BITSET_WORDS: usize = 1 << 15;
 /// Categorical splits a model may hold: their index is stored exactly in an `f64` threshold,
@@ -52,11 +69,12 @@ const MAX_CATEGORICAL_SPLITS: usize = u32::MAX as usize;
 #[derive(Debug, Clone, Copy)]
 struct Node {
     /// Go left when `x <= threshold` (numeric split); the index of the split's bitsets
-    /// (categorical split); unused at a leaf.
+    /// (categorical split); a NaN carrying the leaf's index in `values` (leaf).
     threshold: f64,
-    /// Feature index, with the flags [`LEAF`], [`DEFAULT_LEFT`] and [`CATEGORICAL`].
+    /// Feature index, with the flags [`DEFAULT_LEFT`] and [`CATEGORICAL`]; 0 at a leaf.
     feature: u32,
-    /// A split's left child (its right child is `next + 1`); a leaf's index in `values`.
+    /// A split's left child (its right child is `next + 1`); a leaf's own index minus one
+    /// (wrapping), so a step from a leaf, which always goes right, stays there.
     next: u32,
 }
 
@@ -81,6 +99,8 @@ pub(super) struct Boosted {
     nodes: Vec<Node>,
     /// Index in `nodes` of each tree's root, in tree order.
     roots: Vec<u32>,
+    /// Per tree: the most splits on a path from its root to a leaf.
+    depths: Vec<u32>,
     /// The output each tree adds to, in tree order.
     outputs: Vec<u32>,
     /// Leaf values, in layout order.
@@ -101,6 +121,7 @@ impl Boosted {
         use super::vec_bytes;
         vec_bytes(&self.nodes)
             + vec_bytes(&self.roots)
+            + vec_bytes(&self.depths)
             + vec_bytes(&self.outputs)
             + vec_bytes(&self.values)
             + vec_bytes(&self.words)
@@ -184,6 +205,7 @@ impl Boosted {
         let mut layout = Layout {
             nodes: Vec::new(),
             roots: Vec::with_capacity(spec.trees.len()),
+            depths: Vec::with_capacity(spec.trees.len()),
             values: Vec::new(),
             words: Vec::new(),
             categorical: Vec::new(),
@@ -203,6 +225,7 @@ impl Boosted {
         let Layout {
             mut nodes,
             roots,
+            depths,
             mut values,
             mut words,
             mut categorical,
@@ -215,6 +238,7 @@ impl Boosted {
         Ok(Boosted {
             nodes,
             roots,
+            depths,
             outputs: spec.trees.iter().map(|t| t.output).collect(),
             values,
             words,
@@ -250,28 +274,79 @@ impl Boosted {
         self.contains(split.left, c)
     }
 
-    /// The index in `values` of the leaf that `x` reaches in the tree rooted at `root`.
+    /// Walks `L` trees together from their roots for `steps` steps (their greatest depth) and
+    /// returns the indices in `values` of the leaves `x` reaches. A leaf steps back onto
+    /// itself, so trees shallower than `steps` wait at their leaf.
+    #[inline(always)]
+    fn leaves<const L: usize>(&self, roots: [u32; L], steps: u32, x: &[f64]) -> [usize; L] {
+        let mut at = roots;
+        for _ in 0..steps {
+            for a in &mut at {
+                *a = self.step(self.nodes[*a as usize], x);
+            }
+        }
+        at.map(|a| leaf_number(self.nodes[a as usize].threshold))
+    }
+
+    /// The index in `values` of the leaf `x` reaches from `root`, walking until a leaf.
     #[inline]
     fn leaf(&self, root: u32, x: &[f64]) -> usize {
-        let mut at = root as usize;
+        let mut at = root;
         loop {
-            let node = self.nodes[at];
-            if node.feature & LEAF != 0 {
-                return node.next as usize;
+            let node = self.nodes[at as usize];
+            if node.threshold.is_nan() {
+                return leaf_number(node.threshold);
             }
-            let v = x[(node.feature & FEATURE) as usize];
-            let left = if node.feature & CATEGORICAL != 0 {
-                if v.is_nan() {
-                    node.feature & DEFAULT_LEFT != 0
-                } else {
-                    self.categorical_goes_left(node, v)
-                }
-            } else if v <= node.threshold {
-                true
+            at = self.step(node, x);
+        }
+    }
+
+    /// The child of split `node` that `x` goes to.
+    #[inline(always)]
+    fn step(&self, node: Node, x: &[f64]) -> u32 {
+        let v = x[(node.feature & FEATURE) as usize];
+        let left = if node.feature & CATEGORICAL != 0 {
+            if v.is_nan() {
+                node.feature & DEFAULT_LEFT != 0
             } else {
-                v.is_nan() && node.feature & DEFAULT_LEFT != 0
-            };
-            at = node.next as usize + usize::from(!left);
+                self.categorical_goes_left(node, v)
+            }
+        } else {
+            // Without branches: `x <= NaN` is false, so a leaf goes "right", to itself.
+            (v <= node.threshold) | (v.is_nan() & (node.feature & DEFAULT_LEFT != 0))
+        };
+        node.next.wrapping_add(u32::from(!left))
+    }
+
+    /// Calls `f(tree, value index)` for each tree's leaf, in tree order.
+    #[inline(always)]
+    fn for_each_leaf(&self, x: &[f64], mut f: impl FnMut(usize, usize)) {
+        let roots = self.roots.chunks_exact(LANES);
+        let depths = self.depths.chunks_exact(LANES);
+        let (rest_roots, rest_depths) = (roots.remainder(), depths.remainder());
+        let mut t = 0;
+        for (r, d) in roots.zip(depths) {
+            let steps = d.iter().copied().max().unwrap_or(0);
+            let shallowest = d.iter().copied().min().unwrap_or(0);
+            if steps - shallowest <= MAX_DEPTH_SPREAD {
+                let roots: [u32; LANES] = r.try_into().expect("chunks of LANES");
+                for leaf in self.leaves(roots, steps, x) {
+                    f(t, leaf);
+                    t += 1;
+                }
+            } else {
+                // Unbalanced trees (LightGBM's grow leaf by leaf): walking them together would
+                // take the deepest one's steps for all, so each walks until its leaf.
+                for &root in r {
+                    f(t, self.leaf(root, x));
+                    t += 1;
+                }
+            }
+        }
+        for (&r, &d) in rest_roots.iter().zip(rest_depths) {
+            let [leaf] = self.leaves([r], d, x);
+            f(t, leaf);
+            t += 1;
         }
     }
 
@@ -283,13 +358,11 @@ impl Boosted {
             return self.predict_f32(x, sums);
         }
         if let [sum] = sums {
-            for &root in &self.roots {
-                *sum += self.values[self.leaf(root, x)];
-            }
+            self.for_each_leaf(x, |_, leaf| *sum += self.values[leaf]);
         } else {
-            for (&root, &k) in self.roots.iter().zip(&self.outputs) {
-                sums[k as usize] += self.values[self.leaf(root, x)];
-            }
+            self.for_each_leaf(x, |t, leaf| {
+                sums[self.outputs[t] as usize] += self.values[leaf];
+            });
         }
         match self.link {
             Link::Identity => value(sums[0]),
@@ -319,10 +392,10 @@ impl Boosted {
             // Checked at build: the base score is an f32 value.
             *a = b as f32;
         }
-        for (&root, &k) in self.roots.iter().zip(&self.outputs) {
-            // Checked at build: leaf values are f32 values.
-            acc[k as usize] += self.values[self.leaf(root, x)] as f32;
-        }
+        // Checked at build: leaf values are f32 values.
+        self.for_each_leaf(x, |t, leaf| {
+            acc[self.outputs[t] as usize] += self.values[leaf] as f32;
+        });
         match self.link {
             Link::Identity => value(f64::from(acc[0])),
             Link::Logistic => {
@@ -505,6 +578,7 @@ fn node_threshold(t: f64, precision: ThresholdPrecision, rule: SplitRule) -> f64
 struct Layout {
     nodes: Vec<Node>,
     roots: Vec<u32>,
+    depths: Vec<u32>,
     values: Vec<f64>,
     words: Vec<u32>,
     categorical: Vec<CategoricalSplit>,
@@ -539,28 +613,34 @@ impl Layout {
         self.roots.push(root);
         let placeholder = Node {
             threshold: 0.0,
-            feature: LEAF,
+            feature: 0,
             next: 0,
         };
         self.nodes.push(placeholder);
-        let mut queue = VecDeque::from([(0usize, root as usize)]);
-        while let Some((id, at)) = queue.pop_front() {
+        let mut depth = 0;
+        // (node id in the spec, slot in `nodes`, splits above it)
+        let mut queue = VecDeque::from([(0usize, root as usize, 0u32)]);
+        while let Some((id, at, above)) = queue.pop_front() {
             let (left, right) = (tree.left[id], tree.right[id]);
             self.nodes[at] = if left == -1 {
-                let next = slot(self.values.len())?;
+                depth = depth.max(above);
+                if self.values.len() >= MAX_LEAVES {
+                    return Err(too_big());
+                }
+                let number = self.values.len() as u32;
                 self.values.push(tree.value[id]);
                 Node {
-                    threshold: 0.0,
-                    feature: LEAF,
-                    next,
+                    threshold: leaf_threshold(number),
+                    feature: 0,
+                    next: (at as u32).wrapping_sub(1),
                 }
             } else {
                 let next = self.nodes.len();
                 slot(next + 1)?;
                 self.nodes.extend([placeholder, placeholder]);
                 // Checked: in range and non-negative.
-                queue.push_back((left as usize, next));
-                queue.push_back((right as usize, next + 1));
+                queue.push_back((left as usize, next, above + 1));
+                queue.push_back((right as usize, next + 1, above + 1));
                 let feature = tree.feature[id] as u32;
                 let mut flags = feature;
                 if tree.default_left.as_ref().is_some_and(|d| d[id]) {
@@ -587,6 +667,7 @@ impl Layout {
                 }
             };
         }
+        self.depths.push(depth);
         Ok(())
     }
 }
@@ -814,6 +895,35 @@ mod tests {
                 probabilities: z.to_vec()
             }
         );
+    }
+
+    #[test]
+    fn trees_of_any_depths_are_summed_in_tree_order() {
+        // Chains of depth k (split x <= i, left leaf i, right to the next split) next to
+        // stumps, so groups of four trees have both close and far-apart depths.
+        let chain = |k: i64| {
+            let mut nodes = Vec::new();
+            for i in 0..k {
+                nodes.push(bsplit(0, i as f64, 2 * i + 1, 2 * i + 2));
+                nodes.push(bleaf(i as f64));
+            }
+            nodes.push(bleaf(100.0));
+            btree(&nodes)
+        };
+        let trees: Vec<_> = [0, 1, 9, 2, 1, 1, 2, 3, 12]
+            .into_iter()
+            .map(chain)
+            .collect();
+        let m = spec(1, params(trees, &[0.5], "identity"), OutputSpec::Regression)
+            .build()
+            .unwrap();
+        for x in [-1.0, 0.5, 1.5, 5.5, 50.0] {
+            let want = [0, 1, 9, 2, 1, 1, 2, 3, 12].iter().fold(0.5, |sum, &k| {
+                // The first i >= x with i < k, else the right-most leaf.
+                sum + (0..k).map(f64::from).find(|&i| x <= i).unwrap_or(100.0)
+            });
+            assert_eq!(m.predict(&[x]).unwrap(), Prediction::Value(want), "{x}");
+        }
     }
 
     #[test]
