@@ -390,6 +390,22 @@ mod tests {
         assert_eq!(count_numbers(&s), 2 + 9 + 4);
     }
 
+    #[test]
+    fn counts_every_number_of_a_boosted_spec() {
+        let mut s = one_of_each_kind()
+            .into_iter()
+            .find(|s| matches!(&s.model, ParamsSpec::BoostedTrees(b) if b.link == "softmax"))
+            .unwrap();
+        // 3 names + 3 labels + 3 base scores + 4 trees of 3 nodes * 5 arrays + 1 bitset word.
+        assert_eq!(count_numbers(&s), 3 + 3 + 3 + 4 * 15 + 1);
+        let ParamsSpec::BoostedTrees(b) = &mut s.model else {
+            unreachable!()
+        };
+        b.known_categories = Some(vec![vec![1, 2], vec![], vec![3]]);
+        b.trees[0].default_left = Some(vec![false; 3]);
+        assert_eq!(count_numbers(&s), 3 + 3 + 3 + 4 * 15 + 1 + 3 + 3);
+    }
+
     fn classifier_tree() -> crate::model::ModelSpec {
         spec(
             1,

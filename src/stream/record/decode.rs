@@ -392,7 +392,13 @@ mod tests {
             rec[pos] = byte;
             if let Ok(d) = decode(&rec, &fmt(), None) {
                 let mut x = Vec::new();
-                let _ = d.features_into(&["distance_km".into(), "items".into()], &mut x);
+                let names = ["distance_km".into(), "items".into()];
+                let _ = d.features_into(&names, &mut x);
+                if d.read_features(&names, true, &mut x).is_ok() {
+                    // Every feature is read, as a number or as missing (NaN), never infinite.
+                    prop_assert_eq!(x.len(), 2);
+                    prop_assert!(x.iter().all(|v| !v.is_infinite()));
+                }
             }
         }
     }
