@@ -376,6 +376,7 @@ fn spec_kind(params: &ParamsSpec) -> &'static str {
         ParamsSpec::Linear { .. } => "linear",
         ParamsSpec::Logistic { .. } => "logistic",
         ParamsSpec::RandomForest { .. } => "random_forest",
+        ParamsSpec::BoostedTrees(_) => "boosted_trees",
         ParamsSpec::Mlp { .. } => "mlp",
     }
 }

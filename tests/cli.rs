@@ -507,3 +507,112 @@ fn prune_keeps_the_newest_and_those_in_use() {
     let out = keyscore(&store, &["prune", "--keep", "1"]);
     assert!(!out.status.success());
 }
+
+#[test]
+fn score_reads_absent_and_null_features_as_missing_only_for_models_that_handle_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("models.db");
+    ok(keyscore(&store, &["init"]));
+    // Boosted trees: b <= 0.5 (missing goes left) adds 1 or 2; a <= 0 (missing goes right)
+    // adds 10 or 20.
+    let stump = |feature: i64, threshold: f64, left: f64, right: f64, default_left: bool| {
+        serde_json::json!({
+            "feature": [feature, -2, -2], "threshold": [threshold, 0.0, 0.0],
+            "left": [1, -1, -1], "right": [2, -1, -1], "value": [0.0, left, right],
+            "default_left": [default_left, false, false]
+        })
+    };
+    let boosted = serde_json::json!({
+        "format_version": 1,
+        "features": ["a", "b"],
+        "model": {"kind": "boosted_trees", "link": "identity", "base_score": [0.5], "trees": [
+            stump(1, 0.5, 1.0, 2.0, true), stump(0, 0.0, 10.0, 20.0, false)
+        ]},
+        "output": {"type": "regression"}
+    });
+    for (key, spec) in [("t", boosted), ("lin", linear_spec(0))] {
+        let path = dir.path().join(format!("{key}.json"));
+        std::fs::write(&path, spec.to_string()).unwrap();
+        ok(keyscore(
+            &store,
+            &["upload", "--key", key, path.to_str().unwrap()],
+        ));
+        ok(keyscore(
+            &store,
+            &["activate", "--key", key, "--version", "1"],
+        ));
+    }
+    let input = dir.path().join("records.jsonl");
+    std::fs::write(
+        &input,
+        [
+            r#"{"id":1,"city":"t","a":1,"b":null}"#,
+            r#"{"id":2,"city":"t","a":-1}"#,
+            r#"{"id":3,"city":"t","b":1}"#,
+            r#"{"id":4,"city":"lin","a":1,"b":null}"#,
+            r#"{"id":5,"city":"lin","a":1}"#,
+            r#"{"id":6,"city":"t","a":"x","b":1}"#,
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let (scored, dead) = (dir.path().join("scored"), dir.path().join("dead"));
+    ok(keyscore(
+        &store,
+        &[
+            "score",
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            scored.to_str().unwrap(),
+            "--dead-letters",
+            dead.to_str().unwrap(),
+        ],
+    ));
+    let values: BTreeMap<u64, f64> = lines(&scored)
+        .iter()
+        .map(|s| {
+            (
+                s["id"].as_u64().unwrap(),
+                s["prediction"]["value"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        values,
+        BTreeMap::from([
+            (1, 0.5 + 1.0 + 20.0),
+            (2, 0.5 + 1.0 + 10.0),
+            (3, 0.5 + 2.0 + 20.0)
+        ])
+    );
+    let dead: BTreeMap<u64, (String, String)> = lines(&dead)
+        .iter()
+        .map(|d| {
+            (
+                d["line"].as_u64().unwrap(),
+                (
+                    d["reason"].as_str().unwrap().to_string(),
+                    d["message"].as_str().unwrap().to_string(),
+                ),
+            )
+        })
+        .collect();
+    let reason = |line: u64| dead[&line].0.as_str();
+    let message = |line: u64| dead[&line].1.as_str();
+    assert_eq!(dead.len(), 3, "{dead:?}");
+    assert_eq!(reason(4), "missing_feature");
+    assert!(
+        message(4).contains("'b' is missing (null)"),
+        "{}",
+        message(4)
+    );
+    assert_eq!(reason(5), "missing_feature");
+    assert!(
+        message(5).contains("'b' is missing (absent"),
+        "{}",
+        message(5)
+    );
+    // A string where a number is expected stays a dead letter, whatever the model.
+    assert_eq!(reason(6), "non_numeric_feature");
+}

@@ -4,11 +4,17 @@
 //! The test runs `tests/data/make_parity_fixtures.py` with the Python interpreter named by
 //! `KEYSCORE_PYTHON` (default `python3`; it needs scikit-learn, and the repository's
 //! `python/` directory is put first on `PYTHONPATH` so the exporter under test is this
-//! checkout's). The script fits every supported estimator on datasets shipped with
-//! scikit-learn and writes, per estimator, the exported spec and scikit-learn's predictions
+//! checkout's; XGBoost and LightGBM are needed too). The script fits every supported estimator on
+//! datasets shipped with scikit-learn, and boosted models also on seeded synthetic frames with
+//! missing values and integer-coded categories, and writes, per estimator, the exported spec and scikit-learn's predictions
 //! for held-out rows. Each spec is built with [`ModelSpec::build`] and every row is scored:
 //!
-//! * trees and forests must match bit for bit (values and probabilities);
+//! * trees, forests and boosted trees must match bit for bit (values and probabilities):
+//!   scikit-learn's `GradientBoosting*` and `HistGradientBoosting*`, XGBoost and LightGBM sum
+//!   leaves in tree order and keyscore does the same, in the same precision, with the same
+//!   `exp`; the exception is scikit-learn's multiclass boosting probabilities, whose softmax
+//!   runs through numpy's vectorised `exp`, checked within `1e-12 * max(1, |sklearn|)` (a
+//!   fixture's `tolerance`);
 //! * linear, logistic and MLP models must satisfy `|keyscore - sklearn| <= 1e-9 * max(1,
 //!   |sklearn|)`: relative error for values above 1 in magnitude, absolute error below;
 //! * a classifier's predicted class must be scikit-learn's `predict`.
@@ -37,6 +43,10 @@ struct Fixture {
     case: String,
     estimator: String,
     exact: bool,
+    /// The bound on `|keyscore - library| / max(1, |library|)` when not exact; default
+    /// [`TOLERANCE`].
+    #[serde(default)]
+    tolerance: Option<f64>,
     /// Rows of feature values as IEEE-754 bits in hex.
     x: Vec<Vec<String>>,
     /// Class labels (classifiers) or regression values as bits in hex.
@@ -88,11 +98,12 @@ fn python_command(repo: &Path) -> Command {
 
 /// Runs the fixture script into `out`, failing loudly when Python or scikit-learn is missing.
 fn make_fixtures(repo: &Path, out: &Path) {
-    let how = "set KEYSCORE_PYTHON to a Python interpreter with scikit-learn installed, for \
-               example: python3 -m venv .venv && .venv/bin/pip install -e ./python && \
-               KEYSCORE_PYTHON=.venv/bin/python cargo test --test sklearn_parity";
+    let how = "set KEYSCORE_PYTHON to a Python interpreter with scikit-learn, XGBoost and \
+               LightGBM installed, for example: python3 -m venv .venv && .venv/bin/pip install \
+               -r tests/requirements.txt -e ./python && KEYSCORE_PYTHON=.venv/bin/python cargo \
+               test --test sklearn_parity";
     let probe = python_command(repo)
-        .args(["-c", "import sklearn, keyscore_sklearn"])
+        .args(["-c", "import sklearn, xgboost, lightgbm, keyscore_sklearn"])
         .output()
         .unwrap_or_else(|err| panic!("cannot run {:?} ({err}); {how}", python()));
     assert!(
@@ -123,7 +134,7 @@ fn floats(hex: &[String]) -> Vec<f64> {
 
 /// Compares keyscore's `got` with scikit-learn's `want`: the errors, and a description of the
 /// mismatch if it is one.
-fn compare(got: f64, want: f64, exact: bool) -> (Errors, Option<String>) {
+fn compare(got: f64, want: f64, exact: bool, tolerance: f64) -> (Errors, Option<String>) {
     let abs = (got - want).abs();
     let rel = if want != 0.0 {
         abs / want.abs()
@@ -141,10 +152,10 @@ fn compare(got: f64, want: f64, exact: bool) -> (Errors, Option<String>) {
         (got.to_bits() != want.to_bits())
             .then(|| format!("got {got:e}, scikit-learn {want:e} (must be bitwise equal)"))
     } else {
-        (abs.is_nan() || abs > TOLERANCE * want.abs().max(1.0)).then(|| {
+        (abs.is_nan() || abs > tolerance * want.abs().max(1.0)).then(|| {
             format!(
                 "got {got:e}, scikit-learn {want:e}, error {abs:e} exceeds \
-                 {TOLERANCE:e} * max(1, |sklearn|)"
+                 {tolerance:e} * max(1, |sklearn|)"
             )
         })
     };
@@ -166,6 +177,7 @@ fn check(dir: &Path, fixture: &Fixture) -> (String, Errors, Vec<String>) {
         "{case}: feature order"
     );
 
+    let tolerance = fixture.tolerance.unwrap_or(TOLERANCE);
     let mut errors = Errors::default();
     let mut failures = Vec::new();
     let mut fail = |row: usize, what: String| {
@@ -181,7 +193,8 @@ fn check(dir: &Path, fixture: &Fixture) -> (String, Errors, Vec<String>) {
         };
         match (&prediction, model.output(), &fixture.proba) {
             (Prediction::Value(got), Output::Regression, None) => {
-                let (e, mismatch) = compare(*got, float(&fixture.predict[row]), fixture.exact);
+                let (e, mismatch) =
+                    compare(*got, float(&fixture.predict[row]), fixture.exact, tolerance);
                 errors.add(e);
                 if let Some(msg) = mismatch {
                     fail(row, msg);
@@ -208,7 +221,7 @@ fn check(dir: &Path, fixture: &Fixture) -> (String, Errors, Vec<String>) {
                     continue;
                 }
                 for (class, (got, want)) in probabilities.iter().zip(&want).enumerate() {
-                    let (e, mismatch) = compare(*got, *want, fixture.exact);
+                    let (e, mismatch) = compare(*got, *want, fixture.exact, tolerance);
                     errors.add(e);
                     if let Some(msg) = mismatch {
                         fail(
@@ -270,7 +283,11 @@ fn exported_models_predict_what_scikit_learn_predicts() {
             fixture.estimator,
             kind,
             fixture.x.len(),
-            if fixture.exact { "exact" } else { "1e-9" },
+            if fixture.exact {
+                "exact".to_string()
+            } else {
+                format!("{:.0e}", fixture.tolerance.unwrap_or(TOLERANCE))
+            },
             errors.max_abs,
             errors.max_rel,
             if case_failures.is_empty() {
@@ -308,7 +325,13 @@ fn exported_models_predict_what_scikit_learn_predicts() {
         "keyscore disagrees with scikit-learn:\n{}",
         failures.join("\n")
     );
-    for kind in ["linear", "logistic", "random_forest", "mlp"] {
+    for kind in [
+        "linear",
+        "logistic",
+        "random_forest",
+        "boosted_trees",
+        "mlp",
+    ] {
         assert!(
             by_kind.contains_key(kind),
             "no fixture exercised {kind} models"
@@ -319,6 +342,8 @@ fn exported_models_predict_what_scikit_learn_predicts() {
         ("random_forest", true),
         ("mlp", false),
         ("mlp", true),
+        ("boosted_trees", false),
+        ("boosted_trees", true),
     ] {
         assert!(
             covered.contains(&(kind.to_string(), classifier)),

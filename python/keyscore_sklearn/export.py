@@ -3,7 +3,8 @@
 The spec format is keyscore's contract (documented in keyscore's ``src/model/spec.rs``); this
 module writes it so that keyscore predicts what scikit-learn predicts: within about 1e-9 for
 linear, logistic and MLP models (floating-point summation order differs) and bit for bit for
-trees and forests.
+trees and forests. Boosted trees (scikit-learn, XGBoost, LightGBM) are exported by
+:mod:`keyscore_sklearn.boosted`.
 
 Only what can be scored exactly is exported; everything else raises
 :class:`UnsupportedEstimatorError` naming the estimator or option at fault.
@@ -22,6 +23,10 @@ import sklearn
 from sklearn.ensemble import (
     ExtraTreesClassifier,
     ExtraTreesRegressor,
+    GradientBoostingClassifier,
+    GradientBoostingRegressor,
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
     RandomForestClassifier,
     RandomForestRegressor,
 )
@@ -32,6 +37,9 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 from sklearn.utils.validation import check_is_fitted
 
+from . import boosted
+from .errors import UnsupportedEstimatorError
+
 #: The spec format version this exporter writes.
 FORMAT_VERSION = 1
 
@@ -39,8 +47,6 @@ _HIDDEN_ACTIVATIONS = ("identity", "logistic", "tanh", "relu")
 _TREE_LEAF = -1
 
 
-class UnsupportedEstimatorError(ValueError):
-    """The estimator, or one of its options, cannot be expressed as a keyscore model spec."""
 
 
 def export(
@@ -68,15 +74,20 @@ def export(
     """
     scaler, model = _split_pipeline(estimator)
     exporter = _EXPORTERS.get(type(model))
-    if exporter is None:
+    library = boosted.library_exporter(model) if exporter is None else None
+    if exporter is None and library is None:
         raise UnsupportedEstimatorError(
             f"{type(model).__name__} is not supported; keyscore exports {', '.join(SUPPORTED)}"
-            " (optionally in a Pipeline after one StandardScaler)"
+            " (optionally in a Pipeline after one StandardScaler), XGBoost and LightGBM models"
         )
-    check_is_fitted(model)
+    if library is not None:
+        exporter, count = library
+        n_features = count(model)
+    else:
+        check_is_fitted(model)
+        n_features = _n_features(model)
     if scaler is not None:
         check_is_fitted(scaler)
-    n_features = _n_features(model)
     names = _feature_names(estimator, feature_names, n_features)
     params, output = exporter(model, n_features)
 
@@ -496,6 +507,10 @@ _EXPORTERS = {
     ExtraTreesClassifier: _forest,
     MLPRegressor: _mlp,
     MLPClassifier: _mlp,
+    GradientBoostingRegressor: boosted.gradient_boosting,
+    GradientBoostingClassifier: boosted.gradient_boosting,
+    HistGradientBoostingRegressor: boosted.hist_gradient_boosting,
+    HistGradientBoostingClassifier: boosted.hist_gradient_boosting,
 }
 
 #: Names of the estimators :func:`export` accepts.

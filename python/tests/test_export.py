@@ -12,7 +12,7 @@ from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris, load_
 from sklearn.ensemble import (
     ExtraTreesClassifier,
     ExtraTreesRegressor,
-    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
     RandomForestClassifier,
     RandomForestRegressor,
 )
@@ -205,7 +205,7 @@ def test_binary_multinomial_logistic_of_older_sklearn_is_doubled():
 @pytest.mark.parametrize(
     "make, expected",
     [
-        (lambda: HistGradientBoostingClassifier(max_iter=3), "HistGradientBoostingClassifier"),
+        (lambda: HistGradientBoostingRegressor(max_iter=3, loss="poisson"), "loss='poisson'"),
         (lambda: make_pipeline(PolynomialFeatures(), LogisticRegression()), "PolynomialFeatures"),
         (lambda: make_pipeline(MinMaxScaler(), LogisticRegression()), "MinMaxScaler"),
         (lambda: make_pipeline(StandardScaler(), StandardScaler(), LogisticRegression()), "more than one StandardScaler"),

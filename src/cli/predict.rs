@@ -48,6 +48,8 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
     for name in model.features() {
         match fields.get(name) {
             Some(Value::Number(n)) => x.push(n.as_f64().unwrap_or(f64::NAN)),
+            // A model with default directions scores a missing (absent or null) feature.
+            Some(Value::Null) | None if model.handles_missing() => x.push(f64::NAN),
             Some(other) => bail!("feature '{name}' is not a number in --record: {other}"),
             None => bail!(
                 "feature '{name}' is missing from --record; {key} v{} reads {}",

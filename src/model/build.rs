@@ -9,7 +9,8 @@ use std::collections::HashSet;
 
 use super::{
     spec::{OutputSpec, ParamsSpec, ScalerSpec},
-    Error, Forest, Kind, Linear, Logistic, Mlp, Model, ModelSpec, Output, Scaler, MAX_PARAMETERS,
+    Boosted, Error, Forest, Kind, Linear, Logistic, Mlp, Model, ModelSpec, Output, Scaler,
+    MAX_PARAMETERS,
 };
 
 pub(super) fn build(spec: &ModelSpec) -> Result<Model, Error> {
@@ -24,6 +25,7 @@ pub(super) fn build(spec: &ModelSpec) -> Result<Model, Error> {
     let output = check_output(&spec.output)?;
     let mut round_to_f32 = false;
     let mut mlp_scratch = 0;
+    let mut handles_missing = false;
     let kind = match &spec.model {
         ParamsSpec::Linear {
             coefficients,
@@ -50,6 +52,14 @@ pub(super) fn build(spec: &ModelSpec) -> Result<Model, Error> {
             let forest = Forest::build(trees, *threshold_precision, n_features, &output)?;
             round_to_f32 = forest.rounds_to_f32();
             Kind::Forest(forest)
+        }
+        ParamsSpec::BoostedTrees(boosted) => {
+            let boosted = Boosted::build(boosted, n_features, &output)?;
+            round_to_f32 = boosted.rounds_to_f32();
+            handles_missing = boosted.handles_missing();
+            // One running sum per output.
+            mlp_scratch = boosted.outputs();
+            Kind::Boosted(boosted)
         }
         ParamsSpec::Mlp {
             layers,
@@ -78,6 +88,7 @@ pub(super) fn build(spec: &ModelSpec) -> Result<Model, Error> {
         kind,
         output,
         round_to_f32,
+        handles_missing,
         scratch_len: input_scratch + mlp_scratch,
     })
 }
@@ -155,6 +166,29 @@ fn count_numbers(spec: &ModelSpec) -> usize {
                 .iter()
                 .fold(n.saturating_add(links), |n, v| n.saturating_add(v.len()))
         }),
+        ParamsSpec::BoostedTrees(b) => {
+            let known = b
+                .known_categories
+                .iter()
+                .flatten()
+                .fold(0usize, |n, k| n.saturating_add(k.len()));
+            b.trees
+                .iter()
+                .fold(known.saturating_add(b.base_score.len()), |n, t| {
+                    let arrays = t
+                        .feature
+                        .len()
+                        .saturating_add(t.threshold.len())
+                        .saturating_add(t.left.len())
+                        .saturating_add(t.right.len())
+                        .saturating_add(t.value.len())
+                        .saturating_add(t.default_left.as_ref().map_or(0, Vec::len));
+                    t.categories
+                        .iter()
+                        .flatten()
+                        .fold(n.saturating_add(arrays), |n, c| n.saturating_add(c.len()))
+                })
+        }
         ParamsSpec::Mlp { layers, .. } => layers.iter().fold(0usize, |n, l| {
             l.weights
                 .iter()
@@ -354,6 +388,22 @@ mod tests {
             OutputSpec::Regression,
         );
         assert_eq!(count_numbers(&s), 2 + 9 + 4);
+    }
+
+    #[test]
+    fn counts_every_number_of_a_boosted_spec() {
+        let mut s = one_of_each_kind()
+            .into_iter()
+            .find(|s| matches!(&s.model, ParamsSpec::BoostedTrees(b) if b.link == "softmax"))
+            .unwrap();
+        // 3 names + 3 labels + 3 base scores + 4 trees of 3 nodes * 5 arrays + 1 bitset word.
+        assert_eq!(count_numbers(&s), 3 + 3 + 3 + 4 * 15 + 1);
+        let ParamsSpec::BoostedTrees(b) = &mut s.model else {
+            unreachable!()
+        };
+        b.known_categories = Some(vec![vec![1, 2], vec![], vec![3]]);
+        b.trees[0].default_left = Some(vec![false; 3]);
+        assert_eq!(count_numbers(&s), 3 + 3 + 3 + 4 * 15 + 1 + 3 + 3);
     }
 
     fn classifier_tree() -> crate::model::ModelSpec {

@@ -74,7 +74,7 @@ impl Threshold for f32 {
 
 /// The largest `f32` not above `t`: for every `f32` value `x`, `x <= t` exactly when
 /// `x <= f32_floor(t)`.
-fn f32_floor(t: f64) -> f32 {
+pub(super) fn f32_floor(t: f64) -> f32 {
     let near = t as f32;
     if f64::from(near) > t {
         next_below(near)
@@ -85,7 +85,7 @@ fn f32_floor(t: f64) -> f32 {
 
 /// The next `f32` below `x`, for `x` above `-inf` and not NaN (`f32::next_down` needs a newer
 /// Rust than the crate's minimum).
-fn next_below(x: f32) -> f32 {
+pub(super) fn next_below(x: f32) -> f32 {
     if x == 0.0 {
         -f32::from_bits(1)
     } else if x > 0.0 {
@@ -405,23 +405,24 @@ fn check_tree(tree: &TreeSpec, t: usize, n_features: usize, width: usize) -> Res
             }
         }
     }
-    check_shape(tree, t)
+    check_shape(&tree.left, &tree.right, t)
 }
 
-/// Walks the tree from its root without recursion: every reachable node must be reached
-/// exactly once (no cycle, no shared child). Children are already known to be in range.
-fn check_shape(tree: &TreeSpec, t: usize) -> Result<(), Error> {
+/// Walks the tree of child arrays `left` and `right` (a leaf has `left == -1`) from its root
+/// without recursion: every reachable node must be reached exactly once (no cycle, no shared
+/// child). Children are already known to be in range.
+pub(super) fn check_shape(left: &[i64], right: &[i64], t: usize) -> Result<(), Error> {
     const NONE: usize = usize::MAX;
-    let n = tree.left.len();
+    let n = left.len();
     let mut parent = vec![NONE; n];
     let mut seen = vec![false; n];
     seen[0] = true;
     let mut stack = vec![0usize];
     while let Some(i) = stack.pop() {
-        if tree.left[i] == -1 {
+        if left[i] == -1 {
             continue;
         }
-        for c in [tree.left[i] as usize, tree.right[i] as usize] {
+        for c in [left[i] as usize, right[i] as usize] {
             if !seen[c] {
                 seen[c] = true;
                 parent[c] = i;

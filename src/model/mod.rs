@@ -1,9 +1,10 @@
 //! Models: untrusted [`ModelSpec`]s checked into immutable, shareable [`Model`]s, and scoring.
 //!
-//! The set of architectures is closed (linear, logistic, random forest, MLP), so a [`Model`] is
+//! The set of architectures is closed (linear, logistic, random forest, boosted trees, MLP), so a [`Model`] is
 //! an enum over kinds rather than a trait object. A `Model` is `Send + Sync` and is shared as
 //! `Arc<Model>`; scoring keeps its scratch space local to the call.
 
+mod boosted;
 mod error;
 mod forest;
 mod json_error;
@@ -21,6 +22,7 @@ pub use error::Error;
 pub use spec::{ModelSpec, FORMAT_VERSION};
 
 use self::{
+    boosted::Boosted,
     forest::Forest,
     linear::{Linear, Logistic},
     mlp::Mlp,
@@ -40,6 +42,8 @@ pub struct Model {
     output: Output,
     /// Round each (scaled) feature to `f32` before scoring (forests with `f32` thresholds).
     round_to_f32: bool,
+    /// A missing feature (NaN) is scored rather than refused.
+    handles_missing: bool,
     /// Scratch a call needs: the prepared input (when scaled or rounded) then the MLP buffers.
     scratch_len: usize,
 }
@@ -56,6 +60,7 @@ enum Kind {
     Linear(Linear),
     Logistic(Logistic),
     Forest(Forest),
+    Boosted(Boosted),
     Mlp(Mlp),
 }
 
@@ -146,6 +151,7 @@ impl Model {
             Kind::Linear(m) => m.heap_bytes(),
             Kind::Logistic(m) => m.heap_bytes(),
             Kind::Forest(m) => m.heap_bytes(),
+            Kind::Boosted(m) => m.heap_bytes(),
             Kind::Mlp(m) => m.heap_bytes(),
         };
         let output = match &self.output {
@@ -173,12 +179,21 @@ impl Model {
         &self.output
     }
 
-    /// The architecture's name as used in specs: `linear`, `logistic`, `random_forest`, `mlp`.
+    /// Whether the model scores records with missing features: each is given as NaN to
+    /// [`Model::predict`], and a record field that is absent or `null` is not a dead letter.
+    /// True for boosted trees with a default direction for missing values at every node.
+    pub fn handles_missing(&self) -> bool {
+        self.handles_missing
+    }
+
+    /// The architecture's name as used in specs: `linear`, `logistic`, `random_forest`,
+    /// `boosted_trees`, `mlp`.
     pub fn kind_name(&self) -> &'static str {
         match self.kind {
             Kind::Linear(_) => "linear",
             Kind::Logistic(_) => "logistic",
             Kind::Forest(_) => "random_forest",
+            Kind::Boosted(_) => "boosted_trees",
             Kind::Mlp(_) => "mlp",
         }
     }
@@ -354,7 +369,7 @@ mod tests {
 
         #[test]
         fn from_json_and_build_never_panic_on_mutated_specs(
-            which in 0usize..8,
+            which in 0usize..10,
             edits in prop::collection::vec(edit(), 1..6),
         ) {
             let mut text = one_of_each_kind()[which].to_json().into_bytes();
@@ -390,6 +405,52 @@ mod tests {
                 // A checked tree always reaches a leaf.
                 let (_, p) = class(m.predict(&x).unwrap());
                 prop_assert_eq!(p.len(), 2);
+            }
+        }
+
+        #[test]
+        fn build_never_panics_on_arbitrary_boosted_trees(
+            nodes in prop::collection::vec(
+                (
+                    (-1i64..4, -2.0f64..2.0, -2i64..10, -2i64..10, -1.0f64..1.0),
+                    any::<bool>(),
+                    prop::collection::vec(any::<u32>(), 0..3),
+                ),
+                0..10,
+            ),
+            output in 0u32..4,
+            link in prop::sample::select(vec!["identity", "logistic", "softmax", "log"]),
+            f32_precision in any::<bool>(),
+            x in prop::collection::vec(prop_oneof![-3.0f64..40.0, Just(f64::NAN)], 3),
+        ) {
+            let tree = BoostedTreeSpec {
+                output,
+                feature: nodes.iter().map(|n| n.0 .0).collect(),
+                threshold: nodes.iter().map(|n| n.0 .1).collect(),
+                left: nodes.iter().map(|n| n.0 .2).collect(),
+                right: nodes.iter().map(|n| n.0 .3).collect(),
+                value: nodes.iter().map(|n| n.0 .4).collect(),
+                default_left: Some(nodes.iter().map(|n| n.1).collect()),
+                categories: Some(nodes.iter().map(|n| n.2.clone()).collect()),
+            };
+            let output_spec = if link == "identity" {
+                OutputSpec::Regression
+            } else {
+                classes(&["a", "b", "c"][..if link == "logistic" { 2 } else { 3 }])
+            };
+            let s = spec(3, ParamsSpec::BoostedTrees(BoostedTreesSpec {
+                trees: vec![tree],
+                base_score: vec![0.0; if link == "softmax" { 3 } else { 1 }],
+                link: link.into(),
+                threshold_precision: if f32_precision { ThresholdPrecision::F32 } else { ThresholdPrecision::F64 },
+                accumulation: if f32_precision { Accumulation::F32 } else { Accumulation::F64 },
+                split: SplitRule::Less,
+                known_categories: Some(vec![vec![0b1011], vec![], vec![u32::MAX]]),
+            }), output_spec);
+            if let Ok(m) = s.build() {
+                // A checked tree always reaches a leaf, missing values included.
+                prop_assert!(m.handles_missing());
+                prop_assert!(m.predict(&x).is_ok());
             }
         }
 

@@ -2,8 +2,8 @@
 //! store, the CLI or the scikit-learn exporter.
 //!
 //! A [`ModelSpec`] is only data. [`ModelSpec::build`](crate::model::ModelSpec::build) checks it
-//! (shapes agree, every number is finite, tree child indices are in range and acyclic, feature
-//! names are unique) and turns it into an immutable [`Model`](crate::model::Model).
+//! (shapes agree, every number is finite, tree child indices are in range and acyclic, category
+//! bitsets are well formed, feature names are unique) and turns it into an immutable [`Model`](crate::model::Model).
 //!
 //! # JSON format (format_version 1)
 //!
@@ -34,6 +34,39 @@
 //!   regression forest (the leaf's prediction) or one probability per class for a classifier.
 //!   The forest's output is the mean over trees. `threshold_precision: "f32"` compares the
 //!   feature after rounding it to `f32`, exactly as scikit-learn's trees do.
+//! * `boosted_trees`: an additive tree ensemble (scikit-learn `GradientBoosting*` and
+//!   `HistGradientBoosting*`, XGBoost `gbtree`, LightGBM). Fields:
+//!   - `trees`: flat node arrays like `random_forest`'s (`feature`, `threshold`, `left`,
+//!     `right`), with `value` one number per node (read at leaves) **already multiplied by the
+//!     learning rate**; `output` (default 0) is the output the tree adds to (its class, for
+//!     `softmax`); optional `default_left`, one boolean per node: where a missing value goes;
+//!     optional `categories`, one bitset per node: empty for a numeric split or a leaf,
+//!     otherwise the categories that go left as `u32` words (category `c` is bit `c % 32` of
+//!     word `c / 32`; `[0]` is a categorical split that sends only missing and unknown values
+//!     left).
+//!   - `base_score`: the starting value of each output (one, or one per class for `softmax`).
+//!   - `link`: `identity` (regression), `logistic` (2 classes: `p = 1 / (1 + e^-z)` is the
+//!     second class's probability, `1 - p` the first's) or `softmax` (one output per class);
+//!     any other name is refused.
+//!   - `threshold_precision` (default `f64`): `f32` rounds each feature to `f32` before
+//!     comparing (scikit-learn's `GradientBoosting*`, XGBoost).
+//!   - `accumulation` (default `f64`): `f32` sums the outputs and computes the link in `f32`,
+//!     as XGBoost does (its logistic `1 / (1 + e^min(-z, 88.7))`, its softmax with the sum of
+//!     exponentials taken in `f64`); base scores and leaf values must then be `f32` values.
+//!   - `split` (default `less_or_equal`): a record goes left when `x <= threshold`; `less`
+//!     (XGBoost) when `x < threshold`.
+//!   - `known_categories` (optional): per feature, a bitset of the categories seen in training
+//!     (empty: no such set); a category outside it goes the node's missing direction.
+//!
+//!   Scoring: each output starts at its base score and adds, in tree order, the value of the
+//!   leaf each of its trees sends the record to. A missing value (absent or `null` in a
+//!   record) goes its node's `default_left` direction. A categorical split reads the integer
+//!   part of the value as the category; negative values and unknown categories go the missing
+//!   direction, a category whose bit is set goes left, any other right. A model scores missing
+//!   features only when every tree has `default_left`. The checker refuses trees whose
+//!   `output` is not below the output count, arrays of different lengths, children out of
+//!   range, cycles and shared children, bitsets on leaves, bitsets longer than 32768 words and
+//!   `known_categories` without one entry per feature.
 //! * `mlp`: `layers`, each with `weights` (rows = inputs, columns = outputs, as scikit-learn's
 //!   `coefs_`) and `biases`; `hidden_activation` (`relu`, `tanh`, `logistic`, `identity`) and
 //!   `output_activation` (`identity`, `logistic`, `softmax`).
@@ -105,6 +138,8 @@ pub enum ParamsSpec {
         #[serde(default)]
         threshold_precision: ThresholdPrecision,
     },
+    /// An additive ensemble of boosted regression trees (gradient boosting).
+    BoostedTrees(BoostedTreesSpec),
     /// A multi-layer perceptron of dense layers.
     Mlp {
         /// The layers from input to output.
@@ -141,6 +176,84 @@ pub enum ThresholdPrecision {
     F64,
     /// Round the feature to `f32` first, as scikit-learn's trees do.
     F32,
+}
+
+/// A boosted tree ensemble: per output, the base score plus the leaf values the record reaches,
+/// summed in tree order, then the link. See the module documentation for the exact rules.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BoostedTreesSpec {
+    /// The trees, in the order their leaves are added.
+    pub trees: Vec<BoostedTreeSpec>,
+    /// The starting value of each output: one for `identity` and `logistic`, one per class for
+    /// `softmax`.
+    pub base_score: Vec<f64>,
+    /// How the summed outputs become a prediction: `identity`, `logistic` or `softmax`.
+    pub link: String,
+    /// Whether features are rounded to `f32` before comparing (scikit-learn's
+    /// `GradientBoosting*`, XGBoost) or compared as given (`f64`).
+    #[serde(default)]
+    pub threshold_precision: ThresholdPrecision,
+    /// The type outputs are summed and linked in: `f64`, or `f32` as XGBoost does.
+    #[serde(default)]
+    pub accumulation: Accumulation,
+    /// Which side of a numeric split the threshold itself falls on.
+    #[serde(default)]
+    pub split: SplitRule,
+    /// Per feature, the categories seen in training as a bitset (empty for a feature without
+    /// one); a category outside a feature's set takes the node's missing-value direction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_categories: Option<Vec<Vec<u32>>>,
+}
+
+/// One boosted tree as flat node arrays indexed by node id; node 0 is the root.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BoostedTreeSpec {
+    /// The output (class, for `softmax`) this tree adds to; 0 otherwise.
+    #[serde(default)]
+    pub output: u32,
+    /// Feature index tested at each split node (ignored at leaves).
+    pub feature: Vec<i64>,
+    /// Numeric split threshold (ignored at leaves and categorical splits).
+    pub threshold: Vec<f64>,
+    /// Left child id, or -1 at a leaf.
+    pub left: Vec<i64>,
+    /// Right child id, or -1 at a leaf.
+    pub right: Vec<i64>,
+    /// The leaf values, already scaled by the learning rate (ignored at splits).
+    pub value: Vec<f64>,
+    /// Per node: whether a missing value goes left. Absent: the model does not score missing
+    /// values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_left: Option<Vec<bool>>,
+    /// Per node: empty for a numeric split or a leaf, otherwise the bitset of the categories
+    /// that go left (bit `c % 32` of word `c / 32` for category `c`; all zero when only missing
+    /// and unknown values go left).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub categories: Option<Vec<Vec<u32>>>,
+}
+
+/// The floating-point type a boosted model sums its outputs in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Accumulation {
+    /// Sum and link in `f64` (scikit-learn, LightGBM).
+    #[default]
+    F64,
+    /// Sum and link in `f32` (XGBoost); base scores and leaf values must be `f32` values.
+    F32,
+}
+
+/// Which way a numeric split sends a value equal to its threshold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SplitRule {
+    /// Left when `x <= threshold` (scikit-learn, LightGBM).
+    #[default]
+    LessOrEqual,
+    /// Left when `x < threshold` (XGBoost).
+    Less,
 }
 
 /// One dense layer: `out = activation(in · weights + biases)`.

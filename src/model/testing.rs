@@ -165,7 +165,7 @@ pub(super) fn one_of_each_kind() -> Vec<ModelSpec> {
         ),
         OutputSpec::Regression,
     );
-    mlp_regression.scaler = scaler;
+    mlp_regression.scaler = scaler.clone();
     let mlp_binary = spec(
         3,
         mlp(
@@ -190,6 +190,53 @@ pub(super) fn one_of_each_kind() -> Vec<ModelSpec> {
         ),
         classes(&["a", "b", "c"]),
     );
+    let boosted_tree = |output: u32, f: i64, t: f64, left: f64, right: f64| BoostedTreeSpec {
+        output,
+        feature: vec![f, -2, -2],
+        threshold: vec![t, 0.0, 0.0],
+        left: vec![1, -1, -1],
+        right: vec![2, -1, -1],
+        value: vec![0.0, left, right],
+        default_left: None,
+        categories: None,
+    };
+    let mut boosted_regression = spec(
+        3,
+        ParamsSpec::BoostedTrees(BoostedTreesSpec {
+            trees: vec![
+                boosted_tree(0, 0, 0.25, -0.5, 1.5),
+                boosted_tree(0, 2, -1.0, 0.25, 0.125),
+            ],
+            base_score: vec![3.0],
+            link: "identity".into(),
+            threshold_precision: ThresholdPrecision::F64,
+            accumulation: Accumulation::F64,
+            split: SplitRule::LessOrEqual,
+            known_categories: None,
+        }),
+        OutputSpec::Regression,
+    );
+    boosted_regression.scaler = scaler.clone();
+    let mut categorical = boosted_tree(2, 1, 0.0, 0.5, -0.5);
+    categorical.categories = Some(vec![vec![0b101], vec![], vec![]]);
+    let boosted_softmax = spec(
+        3,
+        ParamsSpec::BoostedTrees(BoostedTreesSpec {
+            trees: vec![
+                boosted_tree(0, 0, 0.25, -0.5, 1.5),
+                boosted_tree(1, 1, 0.5, 0.25, -0.75),
+                categorical,
+                boosted_tree(0, 2, 1.0, 0.5, 0.25),
+            ],
+            base_score: vec![0.0, 0.5, -0.25],
+            link: "softmax".into(),
+            threshold_precision: ThresholdPrecision::F32,
+            accumulation: Accumulation::F32,
+            split: SplitRule::Less,
+            known_categories: None,
+        }),
+        classes(&["a", "b", "c"]),
+    );
     vec![
         linear,
         binary,
@@ -199,5 +246,7 @@ pub(super) fn one_of_each_kind() -> Vec<ModelSpec> {
         mlp_regression,
         mlp_binary,
         mlp_softmax,
+        boosted_regression,
+        boosted_softmax,
     ]
 }

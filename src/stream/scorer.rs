@@ -71,7 +71,9 @@ fn score_with(
     scratch: &mut Vec<f64>,
     keep_inputs: bool,
 ) -> Outcome {
-    if let Err(rejection) = decoded.features_into(model.model.features(), scratch) {
+    let features = model.model.features();
+    if let Err(rejection) = decoded.read_features(features, model.model.handles_missing(), scratch)
+    {
         return Outcome::Rejected(rejection);
     }
     match model.model.predict(scratch) {

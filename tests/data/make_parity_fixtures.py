@@ -26,7 +26,9 @@ from sklearn import datasets
 from sklearn.ensemble import (
     ExtraTreesClassifier,
     ExtraTreesRegressor,
+    GradientBoostingClassifier,
     GradientBoostingRegressor,
+    HistGradientBoostingRegressor,
     RandomForestClassifier,
     RandomForestRegressor,
 )
@@ -50,7 +52,43 @@ import keyscore_sklearn
 MAX_ROWS = 300
 
 
+def synthetic(name):
+    """Seeded frames with missing values (NaN) and integer-coded categories.
+
+    Columns: c0 a category in 0..11, c1 a category in 0..39, n0..n4 numbers, with about 15% of
+    n0, n2 and c0 missing. The held-out rows also hold categories never seen in training (up to
+    60) and negative ones, which the libraries route as unknown (scikit-learn: the missing
+    direction) or right (LightGBM)."""
+    rng = np.random.default_rng(20261203)
+    n = 1600
+    c0 = rng.integers(0, 12, n).astype(float)
+    c1 = rng.integers(0, 40, n).astype(float)
+    num = rng.normal(size=(n, 5))
+    x = np.column_stack([c0, c1, num])
+    effect0 = rng.normal(size=12)
+    effect1 = rng.normal(size=40)
+    z = effect0[c0.astype(int)] + 0.5 * effect1[c1.astype(int)] + num[:, 0] - 0.7 * num[:, 1] * num[:, 2]
+    for col in (0, 2, 4):
+        x[rng.random(n) < 0.15, col] = np.nan
+    if name == "synthetic_regression":
+        y = z + 0.1 * rng.normal(size=n)
+    elif name == "synthetic_binary":
+        y = (z + 0.3 * rng.normal(size=n) > 0).astype(int)
+    else:
+        y = np.digitize(z + 0.3 * rng.normal(size=n), [-0.6, 0.6])
+    x_train, x_test, y_train = x[:1200], x[1200:], y[:1200]
+    x_test = x_test.copy()
+    x_test[::17, 0] = 50.0
+    x_test[5::19, 1] = 60.0
+    x_test[3::23, 0] = -1.0
+    x_test[7::29, 1] = -3.0
+    names = ["c0", "c1", "n0", "n1", "n2", "n3", "n4"]
+    return names, x_train, x_test[:MAX_ROWS], y_train
+
+
 def load(name):
+    if name.startswith("synthetic_"):
+        return synthetic(name)
     data = getattr(datasets, f"load_{name}")()
     x_train, x_test, y_train, y_test = train_test_split(
         data.data, data.target, test_size=0.3, random_state=7
@@ -114,13 +152,102 @@ def cases():
             MLPClassifier(hidden_layer_sizes=(8,), activation="identity", max_iter=1000, random_state=rs),
             False,
         ),
+    ] + boosted_cases()
+
+
+#: Tolerance of the boosted cases that are not bit-exact (see boosted_cases).
+BOOSTED_TOLERANCE = 1e-12
+
+
+def boosted_cases():
+    """Boosted trees from scikit-learn, XGBoost and LightGBM. Every prediction a library makes in
+    a fixed order (leaf sums in tree order, its own exp) is compared bit for bit. The exception:
+    scikit-learn's multiclass probabilities go through numpy's vectorised exp, which may differ
+    from the C library's in the last bit; those are compared within 1e-12 relative."""
+    import lightgbm
+    import xgboost
+    from sklearn.ensemble import (
+        GradientBoostingClassifier,
+        HistGradientBoostingClassifier,
+        HistGradientBoostingRegressor,
+    )
+
+    rs = 0
+    cat = [True, True, False, False, False, False, False]
+    lgb = dict(n_estimators=40, num_leaves=15, min_child_samples=5, verbose=-1, random_state=rs)
+    lgb_cat = {"categorical_feature": [0, 1]}
+    xgb = dict(n_estimators=40, max_depth=4, learning_rate=0.3, random_state=rs, n_jobs=1)
+    return [
+        ("gb_regressor", "diabetes", GradientBoostingRegressor(n_estimators=60, random_state=rs), True),
+        ("gb_classifier_binary", "breast_cancer", GradientBoostingClassifier(n_estimators=40, random_state=rs), True),
+        ("gb_classifier_multiclass", "iris", GradientBoostingClassifier(n_estimators=30, random_state=rs), BOOSTED_TOLERANCE),
+        ("hgb_regressor", "diabetes", HistGradientBoostingRegressor(max_iter=60, random_state=rs), True),
+        ("hgb_classifier_binary", "breast_cancer", HistGradientBoostingClassifier(max_iter=40, random_state=rs), True),
+        ("hgb_classifier_multiclass", "iris", HistGradientBoostingClassifier(max_iter=30, random_state=rs), BOOSTED_TOLERANCE),
+        (
+            "hgb_regressor_categorical_missing",
+            "synthetic_regression",
+            HistGradientBoostingRegressor(max_iter=60, categorical_features=cat, random_state=rs),
+            True,
+        ),
+        (
+            "hgb_classifier_categorical_missing",
+            "synthetic_multiclass",
+            HistGradientBoostingClassifier(max_iter=40, categorical_features=cat, random_state=rs),
+            BOOSTED_TOLERANCE,
+        ),
+        (
+            "hgb_binary_categorical_missing",
+            "synthetic_binary",
+            HistGradientBoostingClassifier(max_iter=40, categorical_features=cat, random_state=rs),
+            True,
+        ),
+        ("xgb_regressor", "diabetes", xgboost.XGBRegressor(**xgb), True),
+        ("xgb_binary", "breast_cancer", xgboost.XGBClassifier(**xgb), True),
+        ("xgb_multiclass", "iris", xgboost.XGBClassifier(**xgb), True),
+        ("xgb_regressor_missing", "synthetic_regression", xgboost.XGBRegressor(**xgb), True),
+        ("xgb_binary_missing", "synthetic_binary", xgboost.XGBClassifier(**xgb), True),
+        ("xgb_multiclass_missing", "synthetic_multiclass", xgboost.XGBClassifier(**xgb), True),
+        ("lgbm_regressor", "diabetes", lightgbm.LGBMRegressor(**lgb), True),
+        ("lgbm_binary", "breast_cancer", lightgbm.LGBMClassifier(**lgb), True),
+        ("lgbm_multiclass", "iris", lightgbm.LGBMClassifier(**lgb), True),
+        ("lgbm_regressor_categorical_missing", "synthetic_regression", lightgbm.LGBMRegressor(**lgb), True, lgb_cat),
+        ("lgbm_binary_categorical_missing", "synthetic_binary", lightgbm.LGBMClassifier(**lgb), True, lgb_cat),
+        ("lgbm_multiclass_categorical_missing", "synthetic_multiclass", lightgbm.LGBMClassifier(**lgb), True, lgb_cat),
     ]
 
 
 def refusals():
     """(estimator, dataset, text the refusal must contain)."""
     return [
-        ("GradientBoostingRegressor", "diabetes", GradientBoostingRegressor(n_estimators=5), "GradientBoostingRegressor"),
+        (
+            "GradientBoostingClassifier(loss='exponential')",
+            "breast_cancer",
+            GradientBoostingClassifier(n_estimators=3, loss="exponential"),
+            "loss='exponential'",
+        ),
+        (
+            "GradientBoostingRegressor(init=LinearRegression)",
+            "diabetes",
+            GradientBoostingRegressor(n_estimators=3, init=LinearRegression()),
+            "init=LinearRegression",
+        ),
+        (
+            "HistGradientBoostingRegressor(loss='poisson')",
+            "diabetes",
+            HistGradientBoostingRegressor(max_iter=3, loss="poisson"),
+            "loss='poisson'",
+        ),
+        ("XGBRegressor(objective='reg:pseudohubererror')", "diabetes", _xgb(objective="reg:pseudohubererror"), "reg:pseudohubererror"),
+        ("XGBClassifier(objective='binary:logitraw')", "breast_cancer", _xgb(objective="binary:logitraw", classifier=True), "binary:logitraw"),
+        ("XGBRegressor(booster='dart')", "diabetes", _xgb(booster="dart"), "'dart'"),
+        ("XGBRegressor(booster='gblinear')", "diabetes", _xgb(booster="gblinear"), "'gblinear'"),
+        ("XGBRegressor(missing=0)", "diabetes", _xgb(missing=0.0), "missing=0.0"),
+        ("LGBMRegressor(objective='poisson')", "diabetes", _lgbm(objective="poisson"), "poisson"),
+        ("LGBMClassifier(objective='multiclassova')", "iris", _lgbm(objective="multiclassova", classifier=True), "multiclassova"),
+        ("LGBMRegressor(boosting_type='rf')", "diabetes", _lgbm(boosting_type="rf", subsample=0.5, subsample_freq=1), "average_output"),
+        ("LGBMRegressor(linear_tree=True)", "diabetes", _lgbm(linear_tree=True), "linear_tree"),
+        ("LGBMRegressor(zero_as_missing=True)", "diabetes", _lgbm(zero_as_missing=True), "zero_as_missing"),
         ("SVC", "iris", SVC(), "SVC"),
         ("SGDClassifier", "iris", SGDClassifier(random_state=0), "SGDClassifier"),
         (
@@ -145,21 +272,37 @@ def refusals():
     ]
 
 
+def _xgb(classifier=False, **kw):
+    import xgboost
+
+    cls = xgboost.XGBClassifier if classifier else xgboost.XGBRegressor
+    return cls(n_estimators=3, max_depth=2, n_jobs=1, **kw)
+
+
+def _lgbm(classifier=False, **kw):
+    import lightgbm
+
+    cls = lightgbm.LGBMClassifier if classifier else lightgbm.LGBMRegressor
+    return cls(n_estimators=3, num_leaves=4, verbose=-1, **kw)
+
+
 def bits(values):
     arr = np.ascontiguousarray(values, dtype="<f8")
     return np.vectorize(lambda u: f"{int(u):016x}", otypes=[object])(arr.view("<u8")).tolist()
 
 
-def write_case(out_dir, case, dataset, estimator, exact):
+def write_case(out_dir, case, dataset, estimator, exact, fit_params=None):
+    """`exact` is True (bit for bit) or a relative tolerance."""
     names, x_train, x_test, y_train = load(dataset)
-    estimator.fit(x_train, y_train)
+    estimator.fit(x_train, y_train, **(fit_params or {}))
     spec = keyscore_sklearn.export(estimator, names, metrics={"train_score": estimator.score(x_train, y_train)})
     classifier = hasattr(estimator, "classes_")
     predicted = estimator.predict(x_test)
     fixture = {
         "case": case,
         "estimator": spec["metadata"]["estimator"],
-        "exact": exact,
+        "exact": exact is True,
+        "tolerance": None if isinstance(exact, bool) else exact,
         "x": bits(x_test),
         "predict": [str(label) for label in predicted] if classifier else bits(predicted),
         "proba": bits(estimator.predict_proba(x_test)) if classifier else None,

@@ -194,14 +194,32 @@ impl<'a> Decoded<'a> {
         self.field(name).and_then(key_text)
     }
 
-    /// Reads the named features in order into `out` (cleared first).
+    /// Reads the named features in order into `out` (cleared first). A feature that is absent
+    /// or `null` is refused as [`Reason::MissingFeature`].
     pub fn features_into(&self, names: &[String], out: &mut Vec<f64>) -> Result<(), Rejection> {
+        self.read_features(names, false, out)
+    }
+
+    /// Reads the named features in order into `out` (cleared first). A feature that is absent
+    /// or `null` is missing: with `allow_missing` (a model that scores missing values, see
+    /// [`Model::handles_missing`](crate::model::Model::handles_missing)) it is read as NaN,
+    /// otherwise refused as [`Reason::MissingFeature`] with a message saying which.
+    pub fn read_features(
+        &self,
+        names: &[String],
+        allow_missing: bool,
+        out: &mut Vec<f64>,
+    ) -> Result<(), Rejection> {
         out.clear();
         for name in names {
             let Some(raw) = self.field(name) else {
+                if allow_missing {
+                    out.push(f64::NAN);
+                    continue;
+                }
                 return Err(Rejection::new(
                     Reason::MissingFeature,
-                    format!("feature '{name}' is missing"),
+                    format!("feature '{name}' is missing (absent from the record)"),
                 ));
             };
             let text = raw.get();
@@ -217,10 +235,11 @@ impl<'a> Decoded<'a> {
                         ))
                     }
                 },
+                Some(b'n') if allow_missing => out.push(f64::NAN),
                 Some(b'n') => {
                     return Err(Rejection::new(
                         Reason::MissingFeature,
-                        format!("feature '{name}' is missing"),
+                        format!("feature '{name}' is missing (null)"),
                     ))
                 }
                 _ => {
@@ -351,6 +370,28 @@ mod tests {
     }
 
     #[test]
+    fn absent_and_null_features_are_missing_and_say_which() {
+        let d = decode(br#"{"city":"x","a":1.5,"b":null,"c":"7"}"#, &fmt(), None).unwrap();
+        let mut x = Vec::new();
+        let err = d.features_into(&["b".into()], &mut x).unwrap_err();
+        assert_eq!(err.reason, Reason::MissingFeature);
+        assert_eq!(err.message, "feature 'b' is missing (null)");
+        let err = d.features_into(&["z".into()], &mut x).unwrap_err();
+        assert_eq!(err.reason, Reason::MissingFeature);
+        assert_eq!(
+            err.message,
+            "feature 'z' is missing (absent from the record)"
+        );
+        // A model that scores missing values reads them as NaN, and nothing else changes.
+        let names: Vec<String> = ["z", "a", "b"].map(String::from).to_vec();
+        d.read_features(&names, true, &mut x).unwrap();
+        assert!(x[0].is_nan() && x[2].is_nan());
+        assert_eq!(x[1], 1.5);
+        let err = d.read_features(&["c".into()], true, &mut x).unwrap_err();
+        assert_eq!(err.reason, Reason::NonNumericFeature);
+    }
+
+    #[test]
     fn message_key_source() {
         let f = RecordFormat {
             key: KeySource::MessageKey,
@@ -380,7 +421,13 @@ mod tests {
             rec[pos] = byte;
             if let Ok(d) = decode(&rec, &fmt(), None) {
                 let mut x = Vec::new();
-                let _ = d.features_into(&["distance_km".into(), "items".into()], &mut x);
+                let names = ["distance_km".into(), "items".into()];
+                let _ = d.features_into(&names, &mut x);
+                if d.read_features(&names, true, &mut x).is_ok() {
+                    // Every feature is read, as a number or as missing (NaN), never infinite.
+                    prop_assert_eq!(x.len(), 2);
+                    prop_assert!(x.iter().all(|v| !v.is_infinite()));
+                }
             }
         }
     }
