@@ -1,8 +1,8 @@
 //! What an operator meets running `serve`, on librdkafka's mock cluster: records that would
 //! stop a partition (outputs over the producer's size limit: each still gets exactly one
 //! output, a dead letter with its payload cut to the limit or replaced by the source
-//! coordinates, and the member keeps consuming to the end of the input), and readiness that
-//! follows the brokers going down and coming back. (An output the broker refuses as too large goes the
+//! coordinates, and the member keeps consuming to the end of the input), readiness that
+//! follows the brokers going down and coming back, and input headers carried over. (An output the broker refuses as too large goes the
 //! same way from the delivery report; the mock cluster's injected produce errors are retried
 //! by librdkafka until the message times out, which does not make a deterministic test.)
 
@@ -231,4 +231,85 @@ async fn readiness_says_when_every_broker_is_down_and_recovers_with_them() {
         .expect("the pipeline stops")
         .unwrap()
         .expect("the pipeline ends cleanly");
+}
+
+/// Produces `records` with the headers `headers` on each.
+fn produce_with_headers(
+    bootstrap: &str,
+    topic: &str,
+    records: &[(Option<String>, Vec<u8>)],
+    headers: &[(&str, &str)],
+) {
+    use rdkafka::{
+        message::{Header, OwnedHeaders},
+        producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer},
+        ClientConfig,
+    };
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("producer");
+    for (key, payload) in records {
+        let mut h = OwnedHeaders::new();
+        for (k, v) in headers {
+            h = h.insert(Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            });
+        }
+        let mut record: BaseRecord<'_, str, [u8]> =
+            BaseRecord::to(topic).payload(&payload[..]).headers(h);
+        if let Some(k) = key {
+            record = record.key(k.as_str());
+        }
+        producer.send(record).map_err(|(e, _)| e).expect("queued");
+    }
+    producer.flush(Duration::from_secs(30)).expect("flushed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn input_headers_are_carried_over_when_asked_and_never_shadow_keyscores() {
+    for forward in [false, true] {
+        let (_mock, mut config) = setup(1);
+        config.forward_headers = forward;
+        let mut recs: Vec<_> = (0..5).map(valid).collect();
+        recs.push((Some("paris".into()), b"not json".to_vec()));
+        produce_with_headers(
+            &config.bootstrap_servers,
+            &config.input_topics[0],
+            &recs,
+            &[
+                (
+                    "traceparent",
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                ),
+                (headers::MODEL_KEY, "spoofed"),
+            ],
+        );
+        let (_report, out) = run(&config, recs.len()).await;
+        assert_eq!(out.len(), recs.len());
+        for r in &out {
+            assert_eq!(
+                r.headers.contains_key("traceparent"),
+                forward,
+                "forward_headers = {forward}: {r:?}"
+            );
+            if forward {
+                assert_eq!(
+                    r.header("traceparent"),
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+                );
+            }
+            if r.topic == config.output_topic {
+                assert_eq!(
+                    r.header(headers::MODEL_KEY),
+                    "paris",
+                    "keyscore's own header"
+                );
+            } else {
+                assert_eq!(r.header(headers::DEAD_REASON), "not_json");
+                assert!(!r.headers.contains_key(headers::MODEL_KEY), "{r:?}");
+            }
+        }
+    }
 }

@@ -53,6 +53,10 @@ pub struct KafkaConfig {
     /// headers); a longer record's letter holds its first bytes and the header
     /// `keyscore-payload-truncated-from` with its whole size.
     pub dead_letter_max_payload_bytes: usize,
+    /// Carry each input's headers (e.g. `traceparent`) over to its scored output, dead letter
+    /// and shadow output, ahead of keyscore's own (default `false`; the `enriched` output shape
+    /// always carries them). Input headers named `keyscore-*` are never carried over.
+    pub forward_headers: bool,
 }
 
 impl Default for KafkaConfig {
@@ -74,6 +78,7 @@ impl Default for KafkaConfig {
             consumer_options: BTreeMap::new(),
             producer_options: BTreeMap::new(),
             dead_letter_max_payload_bytes: 512 * 1024,
+            forward_headers: false,
         }
     }
 }

@@ -61,11 +61,7 @@ impl IntText {
 /// shape keeps them).
 pub(crate) fn scored(input: Option<&BorrowedHeaders>, s: &Scored) -> OwnedHeaders {
     let version = IntText::new(s.model.version);
-    let mut headers = OwnedHeaders::new_with_capacity(4 + input.map_or(0, |h| h.count()));
-    for h in input.into_iter().flat_map(|h| h.iter()) {
-        headers = headers.insert(h);
-    }
-    let headers = headers
+    let headers = forwarded(input, 4)
         .insert(Header {
             key: MODEL_KEY,
             value: Some(s.model.key.as_bytes()),
@@ -96,9 +92,35 @@ pub(crate) fn scored(input: Option<&BorrowedHeaders>, s: &Scored) -> OwnedHeader
     }
 }
 
-/// Headers of a dead letter.
-pub(crate) fn dead(r: &Rejection, topic: &str, partition: i32, offset: i64) -> OwnedHeaders {
-    dead_because(r.reason.as_str(), &r.message, topic, partition, offset)
+/// The input's headers to carry over (none when `input` is `None`), leaving out any named
+/// like keyscore's own (`keyscore-*`: keyscore's are the ones that count), with room for
+/// `more`.
+fn forwarded(input: Option<&BorrowedHeaders>, more: usize) -> OwnedHeaders {
+    let mut headers = OwnedHeaders::new_with_capacity(more + input.map_or(0, |h| h.count()));
+    for h in input.into_iter().flat_map(|h| h.iter()) {
+        if !h.key.starts_with("keyscore-") {
+            headers = headers.insert(h);
+        }
+    }
+    headers
+}
+
+/// Headers of a dead letter, after the input's headers `input` when they are carried over.
+pub(crate) fn dead(
+    input: Option<&BorrowedHeaders>,
+    r: &Rejection,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> OwnedHeaders {
+    dead_after(
+        forwarded(input, 6),
+        r.reason.as_str(),
+        &r.message,
+        topic,
+        partition,
+        offset,
+    )
 }
 
 /// Headers of a dead letter whose payload is the first bytes of a record of `size` bytes.
@@ -118,9 +140,28 @@ pub(crate) fn dead_because(
     partition: i32,
     offset: i64,
 ) -> OwnedHeaders {
+    dead_after(
+        OwnedHeaders::new_with_capacity(6),
+        reason,
+        message,
+        topic,
+        partition,
+        offset,
+    )
+}
+
+/// `headers` followed by a dead letter's own.
+fn dead_after(
+    headers: OwnedHeaders,
+    reason: &str,
+    message: &str,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> OwnedHeaders {
     let partition = IntText::new(i64::from(partition));
     let offset = IntText::new(offset);
-    OwnedHeaders::new_with_capacity(6)
+    headers
         .insert(Header {
             key: DEAD_REASON,
             value: Some(reason.as_bytes()),
@@ -159,6 +200,7 @@ mod tests {
     #[test]
     fn dead_letter_headers_carry_reason_and_source() {
         let h = dead(
+            None,
             &Rejection::new(Reason::MissingFeature, "feature 'items' is missing"),
             "orders",
             3,

@@ -383,7 +383,8 @@ impl Pipeline<'_> {
             shadow_topic: &self.shadow_topic,
             metrics: self.scorer.metrics(),
             queue_full: &mut self.report.queue_full,
-            enriched: self.scorer.format().output.shape() == OutputShape::Enriched,
+            forward_headers: self.config.forward_headers
+                || self.scorer.format().output.shape() == OutputShape::Enriched,
         };
         emit(
             &scoring,
@@ -410,8 +411,9 @@ struct Producing<'a, 'm> {
     shadow_topic: &'a str,
     metrics: &'a Metrics,
     queue_full: &'a mut u64,
-    /// Whether outputs keep their input's headers (the `enriched` shape).
-    enriched: bool,
+    /// Whether outputs carry their input's headers (`[kafka] forward_headers`, and always for
+    /// the `enriched` shape).
+    forward_headers: bool,
 }
 
 impl Producing<'_, '_> {
@@ -421,6 +423,15 @@ impl Producing<'_, '_> {
             None => record,
         };
         send(self.producer, record, self.queue_full)
+    }
+
+    /// The headers of input `input` to carry over to its outputs, if they are carried.
+    fn input_headers(&self, input: usize) -> Option<&rdkafka::message::BorrowedHeaders> {
+        if self.forward_headers {
+            self.batch[input].headers()
+        } else {
+            None
+        }
     }
 
     /// Hands `record` (an output of `size` bytes for input `input`) to the producer; when the
@@ -488,11 +499,7 @@ impl Sink for Producing<'_, '_> {
     }
 
     fn scored(&mut self, input: usize, scored: &Scored, encoded: &[u8]) -> Result<(), Error> {
-        let input_headers = if self.enriched {
-            self.batch[input].headers()
-        } else {
-            None
-        };
+        let input_headers = self.input_headers(input);
         let record = BaseRecord::with_opaque_to(&self.config.output_topic, self.tokens[input])
             .payload(encoded)
             .headers(headers::scored(input_headers, scored));
@@ -501,7 +508,13 @@ impl Sink for Producing<'_, '_> {
 
     fn dead_letter(&mut self, input: usize, rejection: &Rejection) -> Result<(), Error> {
         let m = &self.batch[input];
-        let mut headers = headers::dead(rejection, m.topic(), m.partition(), m.offset());
+        let mut headers = headers::dead(
+            self.input_headers(input),
+            rejection,
+            m.topic(),
+            m.partition(),
+            m.offset(),
+        );
         let payload = m.payload().map(|p| {
             if p.len() > self.payload_limit {
                 // A record over the limit keeps its first bytes; the header gives its size.
@@ -523,11 +536,7 @@ impl Sink for Producing<'_, '_> {
     }
 
     fn shadow(&mut self, input: usize, scored: &Scored, encoded: &[u8]) -> Result<(), Error> {
-        let input_headers = if self.enriched {
-            self.batch[input].headers()
-        } else {
-            None
-        };
+        let input_headers = self.input_headers(input);
         let record = BaseRecord::with_opaque_to(self.shadow_topic, SHADOW_TOKEN)
             .payload(encoded)
             .headers(headers::scored(input_headers, scored));
