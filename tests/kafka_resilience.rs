@@ -2,7 +2,8 @@
 //! stop a partition (outputs over the producer's size limit: each still gets exactly one
 //! output, a dead letter with its payload cut to the limit or replaced by the source
 //! coordinates, and the member keeps consuming to the end of the input), readiness that
-//! follows the brokers going down and coming back, and input headers carried over. (An output the broker refuses as too large goes the
+//! follows the brokers going down and coming back, a member that restarts itself after a
+//! delivery fails for good, and input headers carried over. (An output the broker refuses as too large goes the
 //! same way from the delivery report; the mock cluster's injected produce errors are retried
 //! by librdkafka until the message times out, which does not make a deterministic test.)
 
@@ -312,4 +313,52 @@ async fn input_headers_are_carried_over_when_asked_and_never_shadow_keyscores() 
             }
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_that_fails_for_good_restarts_the_member_and_loses_nothing() {
+    let (mock, config) = setup(2);
+    let recs: Vec<_> = (0..200).map(valid).collect();
+    broker::produce(&config.bootstrap_servers, &config.input_topics[0], &recs);
+    // The broker refuses the member's first produce requests with an error no retry cures.
+    mock.request_errors(
+        rdkafka::types::RDKafkaApiKey::Produce,
+        &[rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 3],
+    );
+    let group = Arc::new(GroupState::default());
+    let cancel = CancellationToken::new();
+    let mut task = tokio::spawn(
+        KafkaPipeline::new(config.clone(), scorer().await)
+            .with_group(Arc::clone(&group))
+            .run(cancel.clone()),
+    );
+    let bootstrap = config.bootstrap_servers.clone();
+    let topic = config.output_topic.clone();
+    let ids = tokio::task::spawn_blocking(move || {
+        let collector = broker::Collector::start(&bootstrap, &[&topic]);
+        let seen = std::cell::RefCell::new(std::collections::BTreeSet::new());
+        collector.wait_for(Duration::from_secs(60), "every record scored", |r| {
+            *seen.borrow_mut() = r
+                .iter()
+                .map(|r| {
+                    let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+                    v["id"].as_str().unwrap().to_string()
+                })
+                .collect();
+            seen.borrow().len() >= 200
+        });
+        seen.into_inner()
+    });
+    let ids = tokio::select! {
+        ids = ids => ids.unwrap(),
+        stopped = &mut task => panic!("the member stopped instead of restarting: {stopped:?}"),
+    };
+    assert_eq!(ids.len(), recs.len(), "every record scored at least once");
+    assert!(group.restarts() >= 1, "the member restarted itself");
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("the pipeline stops")
+        .unwrap()
+        .expect("the pipeline ends cleanly");
 }

@@ -38,6 +38,8 @@ pub struct GroupState {
     /// Outputs refused as too large (by the producer or the broker), replaced by a dead letter
     /// with the source coordinates only.
     pub(crate) too_large: IntCounter,
+    /// In-process restarts of the member after a delivery or consumer failure.
+    pub(crate) restarts: IntCounter,
 }
 
 impl Default for GroupState {
@@ -71,6 +73,12 @@ impl Default for GroupState {
                  dead letter carrying the source coordinates only.",
             ))
             .expect("a valid counter name"),
+            restarts: IntCounter::with_opts(Opts::new(
+                "keyscore_kafka_restarts_total",
+                "In-process restarts of this member (new consumer and producer) after a delivery \
+                 or consumer failure.",
+            ))
+            .expect("a valid counter name"),
         }
     }
 }
@@ -81,6 +89,7 @@ impl GroupState {
         registry.register(Box::new(self.partitions_gauge.clone()))?;
         registry.register(Box::new(self.truncated.clone()))?;
         registry.register(Box::new(self.too_large.clone()))?;
+        registry.register(Box::new(self.restarts.clone()))?;
         registry.register(Box::new(self.lag_gauge.clone()))
     }
 
@@ -153,6 +162,11 @@ impl GroupState {
     /// Since when no broker connection is up, if none is.
     pub fn brokers_down_since(&self) -> Option<SystemTime> {
         *self.brokers_down_since.lock().expect("broker state lock")
+    }
+
+    /// In-process restarts of this member so far.
+    pub fn restarts(&self) -> u64 {
+        self.restarts.get()
     }
 
     /// Consumer lag per assigned partition, as last reported.

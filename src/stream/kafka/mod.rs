@@ -147,6 +147,101 @@ pub enum Error {
     /// The pipeline thread ended unexpectedly.
     #[error("the scoring pipeline thread failed: {0}")]
     Thread(String),
+    /// Restarting the member in-process after delivery or consumer failures did not help.
+    #[error(
+        "the Kafka member failed {failures} times within {window_s} s and restarting it did not \
+         help; stopping (records not acknowledged are scored again on the next start)"
+    )]
+    GaveUp {
+        /// Failures within the window.
+        failures: usize,
+        /// The window, in seconds.
+        window_s: u64,
+        /// The last failure.
+        #[source]
+        source: Box<Error>,
+    },
+}
+
+impl Error {
+    /// Whether a new consumer and producer may cure it: a delivery that failed for good (an
+    /// outage longer than the producer's timeout, a fatal idempotent-producer error after a
+    /// broker restart) or a fatal consumer error. Configuration errors are not.
+    fn is_recoverable(&self) -> bool {
+        matches!(self, Error::Delivery { .. } | Error::Consumer(_))
+    }
+}
+
+/// How many failures within [`RECOVERY_WINDOW`] the member restarts from before it stops.
+const MAX_FAILURES: usize = 5;
+/// The window failures are counted in.
+const RECOVERY_WINDOW: Duration = Duration::from_secs(300);
+
+impl ServeReport {
+    /// Adds the counts of `other`, a later run of the same member.
+    fn absorb(&mut self, other: ServeReport) {
+        self.consumed += other.consumed;
+        self.scored += other.scored;
+        for (reason, n) in other.dead {
+            *self.dead.entry(reason).or_default() += n;
+        }
+        self.acknowledged += other.acknowledged;
+        self.latency.merge(&other.latency);
+        self.max_in_flight_seen = self.max_in_flight_seen.max(other.max_in_flight_seen);
+        self.pauses += other.pauses;
+        self.queue_full += other.queue_full;
+        self.elapsed += other.elapsed;
+    }
+}
+
+/// Runs the member; after a recoverable failure, logs it once, counts it and starts again with
+/// a new consumer and producer, which resume from the committed offsets, so records whose
+/// outputs were not acknowledged are scored again and nothing is lost. Stops with
+/// [`Error::GaveUp`] after [`MAX_FAILURES`] failures within [`RECOVERY_WINDOW`].
+fn run_recovering(
+    config: &KafkaConfig,
+    scorer: &Scorer,
+    group: &Arc<GroupState>,
+    rt: &tokio::runtime::Handle,
+    cancel: &CancellationToken,
+) -> Result<ServeReport, Error> {
+    let mut total = ServeReport::default();
+    let mut failures: std::collections::VecDeque<std::time::Instant> = Default::default();
+    loop {
+        let err = match worker::run(config, scorer, group, rt, cancel) {
+            Ok(report) => {
+                total.absorb(report);
+                return Ok(total);
+            }
+            Err(err) if err.is_recoverable() && !cancel.is_cancelled() => err,
+            Err(err) => return Err(err),
+        };
+        let now = std::time::Instant::now();
+        failures.retain(|t| now.duration_since(*t) < RECOVERY_WINDOW);
+        failures.push_back(now);
+        if failures.len() >= MAX_FAILURES {
+            return Err(Error::GaveUp {
+                failures: failures.len(),
+                window_s: RECOVERY_WINDOW.as_secs(),
+                source: Box::new(err),
+            });
+        }
+        group.restarts.inc();
+        let pause = Duration::from_millis(500 << failures.len().min(5));
+        tracing::error!(
+            error = %crate::telemetry::ErrorChain(&err),
+            failures = failures.len(),
+            restart_in_ms = pause.as_millis() as u64,
+            "The Kafka member failed; restarting it with a new consumer and producer, which \
+             resume from the committed offsets (records not acknowledged are scored again)."
+        );
+        rt.block_on(async {
+            let _ = tokio::time::timeout(pause, cancel.cancelled()).await;
+        });
+        if cancel.is_cancelled() {
+            return Ok(total);
+        }
+    }
 }
 
 /// What a [`KafkaPipeline`] run did.
@@ -204,8 +299,8 @@ impl KafkaPipeline {
         self
     }
 
-    /// Runs until `cancel` fires (then drains, commits and returns the report) or a fatal
-    /// error. The consumer, scoring and producing run on a dedicated thread; this future only
+    /// Runs until `cancel` fires (then drains, commits and returns the report) or an error
+    /// that restarting the member in-process does not cure (see [`Error::GaveUp`]). The consumer, scoring and producing run on a dedicated thread; this future only
     /// waits for it. Must be called within a Tokio runtime.
     pub async fn run(self, cancel: CancellationToken) -> Result<ServeReport, Error> {
         let handle = tokio::runtime::Handle::current();
@@ -213,7 +308,8 @@ impl KafkaPipeline {
         std::thread::Builder::new()
             .name("keyscore-kafka".into())
             .spawn(move || {
-                let result = worker::run(&self.config, &self.scorer, &self.group, &handle, &cancel);
+                let result =
+                    run_recovering(&self.config, &self.scorer, &self.group, &handle, &cancel);
                 let _ = tx.send(result);
             })
             .map_err(|err| Error::Thread(err.to_string()))?;
