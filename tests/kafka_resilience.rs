@@ -362,3 +362,75 @@ async fn a_delivery_that_fails_for_good_restarts_the_member_and_loses_nothing() 
         .unwrap()
         .expect("the pipeline ends cleanly");
 }
+
+/// Exactly-once on the mock cluster: each batch is one committed transaction and a reader sees
+/// one output per input. (The mock answers a transaction's offset commit without storing it and
+/// does not hide aborted outputs from `read_committed` readers, so neither is checked here;
+/// Tansu has no transactions.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_commits_one_output_per_input_in_transactions() {
+    let (_mock, mut config) = setup(2);
+    config.processing = keyscore::stream::kafka::Processing::ExactlyOnce;
+    config.transactional_id = broker::unique_topic("tx");
+    let mut recs: Vec<_> = (0..400).map(valid).collect();
+    recs.push((Some("paris".into()), b"not json".to_vec()));
+    broker::produce(&config.bootstrap_servers, &config.input_topics[0], &recs);
+    let (report, out) = run(&config, recs.len()).await;
+    assert_eq!(out.len(), recs.len(), "one output per input: {report:?}");
+    assert_eq!(report.acknowledged, recs.len() as u64);
+    let dead = out
+        .iter()
+        .filter(|r| r.topic == config.dead_letter_topic)
+        .count();
+    assert_eq!(dead, 1);
+}
+
+/// On a broker without transactions (Tansu), `exactly_once` stops at once with a message
+/// that says so, instead of restarting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_on_a_broker_without_transactions_stops_saying_so() {
+    let tansu = broker::Broker::start();
+    let input = broker::unique_topic("eos");
+    let mut config = KafkaConfig {
+        bootstrap_servers: tansu.bootstrap(),
+        group_id: broker::unique_topic("g"),
+        input_topics: vec![input.clone()],
+        output_topic: format!("{input}-scored"),
+        dead_letter_topic: format!("{input}-dead"),
+        processing: keyscore::stream::kafka::Processing::ExactlyOnce,
+        transactional_id: broker::unique_topic("tx"),
+        ..KafkaConfig::default()
+    };
+    config
+        .consumer_options
+        .insert("session.timeout.ms".into(), "6000".into());
+    broker::create_topics(
+        &config.bootstrap_servers,
+        &[
+            (&input, 1),
+            (&config.output_topic, 1),
+            (&config.dead_letter_topic, 1),
+        ],
+    )
+    .await;
+    broker::produce(
+        &config.bootstrap_servers,
+        &input,
+        &(0..10).map(valid).collect::<Vec<_>>(),
+    );
+    let group = Arc::new(GroupState::default());
+    let result = tokio::time::timeout(
+        Duration::from_secs(60),
+        KafkaPipeline::new(config, scorer().await)
+            .with_group(Arc::clone(&group))
+            .run(CancellationToken::new()),
+    )
+    .await
+    .expect("the member stops within 60 s");
+    let err = result.expect_err("exactly_once cannot run without transactions");
+    assert!(
+        err.to_string().contains("needs Kafka transactions"),
+        "{err}"
+    );
+    assert_eq!(group.restarts(), 0, "no restart can cure it");
+}

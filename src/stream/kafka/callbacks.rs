@@ -66,6 +66,8 @@ pub(super) struct Shared {
     pub(super) oversized: Mutex<Oversized>,
     /// librdkafka's errors and log lines already said.
     pub(super) client_log: ClientLog,
+    /// `[kafka] processing = "exactly_once"`: offsets are committed in transactions only.
+    pub(super) exactly_once: bool,
 }
 
 /// Outputs refused as too large: waiting to be replaced by a dead letter with the source
@@ -326,7 +328,7 @@ impl ConsumerContext for RebalanceContext {
                     .shared
                     .wait_drained(Some(&parts), Instant::now() + wait);
                 store_offsets(consumer, &self.shared);
-                if !consumer.assignment_lost() {
+                if !consumer.assignment_lost() && !self.shared.exactly_once {
                     commit(consumer);
                 }
                 let abandoned = self.shared.tracker().in_flight_of(&parts);
@@ -372,7 +374,8 @@ impl ConsumerContext for RebalanceContext {
 /// Hands acknowledged offsets to the consumer's offset store.
 pub(super) fn store_offsets<C: ConsumerContext>(consumer: &BaseConsumer<C>, shared: &Shared) {
     let stores = shared.tracker().take_stores();
-    if stores.is_empty() {
+    if stores.is_empty() || shared.exactly_once {
+        // Under exactly-once the offsets go into each batch's transaction instead.
         return;
     }
     let mut tpl = TopicPartitionList::with_capacity(stores.len());

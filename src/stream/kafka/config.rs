@@ -57,6 +57,26 @@ pub struct KafkaConfig {
     /// and shadow output, ahead of keyscore's own (default `false`; the `enriched` output shape
     /// always carries them). Input headers named `keyscore-*` are never carried over.
     pub forward_headers: bool,
+    /// `at_least_once` (default) or `exactly_once`: outputs, dead letters and the input offsets
+    /// of each batch in one Kafka transaction (consumers of the outputs read with
+    /// `isolation.level=read_committed`).
+    pub processing: Processing,
+    /// The producer's `transactional.id` for `exactly_once`: stable across restarts of one
+    /// member and distinct between members, so a restarted member fences its predecessor
+    /// (default `<group_id>-<host name>`; set it per member when several run on one host).
+    pub transactional_id: String,
+}
+
+/// How `serve` hands outputs and offsets to Kafka.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Processing {
+    /// Offsets are committed after the outputs are acknowledged: a crash scores some records
+    /// again.
+    #[default]
+    AtLeastOnce,
+    /// Each batch's outputs and input offsets are one transaction.
+    ExactlyOnce,
 }
 
 impl Default for KafkaConfig {
@@ -79,11 +99,31 @@ impl Default for KafkaConfig {
             producer_options: BTreeMap::new(),
             dead_letter_max_payload_bytes: 512 * 1024,
             forward_headers: false,
+            processing: Processing::AtLeastOnce,
+            transactional_id: String::new(),
         }
     }
 }
 
 impl KafkaConfig {
+    /// The `transactional.id` for `exactly_once` (see [`KafkaConfig::transactional_id`]).
+    pub fn effective_transactional_id(&self) -> String {
+        if !self.transactional_id.trim().is_empty() {
+            return self.transactional_id.trim().to_string();
+        }
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .or_else(|| {
+                std::fs::read_to_string("/etc/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_string())
+            })
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "member".to_string());
+        format!("{}-{host}", self.group_id)
+    }
+
     /// The largest dead-letter payload: [`KafkaConfig::dead_letter_max_payload_bytes`], within
     /// the producer's `message.max.bytes` (librdkafka's default 1,000,000 when not set) less
     /// room for headers.

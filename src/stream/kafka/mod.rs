@@ -95,7 +95,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use tokio_util::sync::CancellationToken;
 
-pub use config::{is_secret_option, KafkaConfig};
+pub use config::{is_secret_option, KafkaConfig, Processing};
 pub use group::{GroupState, TopicPartition};
 pub use topics::ensure_topics;
 
@@ -141,6 +141,17 @@ pub enum Error {
         #[source]
         source: rdkafka::error::KafkaError,
     },
+    /// A Kafka transaction (`exactly_once`) failed and was aborted: none of its outputs or
+    /// offsets count, and the batch is consumed again.
+    #[error("a Kafka transaction failed and was aborted; its records are scored again")]
+    Transaction(#[source] rdkafka::error::KafkaError),
+    /// `exactly_once` was asked for and the producer could not start transactions (the broker
+    /// does not support them, or refused the transactional id).
+    #[error(
+        "processing = \"exactly_once\" needs Kafka transactions (KIP-98), and starting them \
+         failed; use a broker that supports them, or processing = \"at_least_once\""
+    )]
+    NoTransactions(#[source] rdkafka::error::KafkaError),
     /// The consumer reported a fatal error.
     #[error("the Kafka consumer failed")]
     Consumer(#[source] rdkafka::types::RDKafkaErrorCode),
@@ -168,7 +179,10 @@ impl Error {
     /// outage longer than the producer's timeout, a fatal idempotent-producer error after a
     /// broker restart) or a fatal consumer error. Configuration errors are not.
     fn is_recoverable(&self) -> bool {
-        matches!(self, Error::Delivery { .. } | Error::Consumer(_))
+        matches!(
+            self,
+            Error::Delivery { .. } | Error::Consumer(_) | Error::Transaction(_)
+        )
     }
 }
 

@@ -86,6 +86,12 @@ pub fn consumer_config(kafka: &KafkaConfig) -> ClientConfig {
     apply(&mut cfg, user(&kafka.options));
     apply(&mut cfg, user(&kafka.consumer_options));
     cfg.set("enable.auto.offset.store", "false");
+    if kafka.processing == super::Processing::ExactlyOnce {
+        // Offsets go into each batch's transaction, never committed by the consumer; outputs
+        // of aborted transactions are not read back.
+        cfg.set("enable.auto.commit", "false");
+        cfg.set("isolation.level", "read_committed");
+    }
     cfg
 }
 
@@ -95,6 +101,9 @@ pub fn producer_config(kafka: &KafkaConfig) -> ClientConfig {
     apply(&mut cfg, PRODUCER_DEFAULTS.iter().copied());
     apply(&mut cfg, user(&kafka.options));
     apply(&mut cfg, user(&kafka.producer_options));
+    if kafka.processing == super::Processing::ExactlyOnce {
+        cfg.set("transactional.id", kafka.effective_transactional_id());
+    }
     cfg
 }
 

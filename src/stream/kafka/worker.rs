@@ -2,6 +2,7 @@
 //! offsets the broker has acknowledged.
 
 use std::{
+    collections::BTreeMap,
     sync::{
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         Arc, Condvar, Mutex,
@@ -16,6 +17,7 @@ use rdkafka::{
     message::{BorrowedMessage, Message},
     producer::{BaseRecord, Producer, ThreadedProducer},
     types::RDKafkaErrorCode,
+    Offset, TopicPartitionList,
 };
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
@@ -29,7 +31,7 @@ use super::{
     group::GroupState,
     headers, options,
     tracker::{Token, Tracker},
-    Error, KafkaConfig, ServeReport,
+    Error, KafkaConfig, Processing, ServeReport,
 };
 use crate::{
     stream::{
@@ -91,6 +93,7 @@ pub(super) fn run(
         group: Arc::clone(group),
         oversized: Mutex::default(),
         client_log: Default::default(),
+        exactly_once: config.processing == Processing::ExactlyOnce,
     });
     let producer: ThreadedProducer<DeliveryContext> = options::producer_config(config)
         .create_with_context(DeliveryContext {
@@ -100,6 +103,13 @@ pub(super) fn run(
             client: "producer",
             source,
         })?;
+    if shared.exactly_once {
+        // Fences an earlier producer with the same transactional id (a member that died) and
+        // aborts its open transaction.
+        producer
+            .init_transactions(TRANSACTION_TIMEOUT)
+            .map_err(Error::NoTransactions)?;
+    }
     let consumer: BaseConsumer<RebalanceContext> = options::consumer_config(config)
         .create_with_context(RebalanceContext {
             shared: Arc::clone(&shared),
@@ -154,7 +164,9 @@ pub(super) fn run(
         }
     };
     store_offsets(&consumer, &shared);
-    commit(&consumer);
+    if !shared.exactly_once {
+        commit(&consumer);
+    }
     if !drained {
         warn!(
             in_flight = shared.in_flight(),
@@ -201,6 +213,9 @@ struct Pipeline<'a> {
 }
 
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+/// How long a transaction call (init, send offsets, commit, abort) may take.
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Pipeline<'_> {
     fn consume(
@@ -281,7 +296,7 @@ impl Pipeline<'_> {
             if !batch.is_empty() {
                 // Records arrived: a broker connection is up.
                 self.shared.group.brokers_up();
-                self.process(&batch)?;
+                self.process(consumer, &batch)?;
                 batch.clear();
             }
             self.replace_oversized()?;
@@ -341,8 +356,67 @@ impl Pipeline<'_> {
         Ok(())
     }
 
+    /// Scores a batch and hands its outputs to the producer (under exactly-once, in one
+    /// transaction with the batch's input offsets).
+    fn process(
+        &mut self,
+        consumer: &BaseConsumer<RebalanceContext>,
+        batch: &[BorrowedMessage<'_>],
+    ) -> Result<(), Error> {
+        if !self.shared.exactly_once {
+            return self.produce(batch);
+        }
+        // One transaction: the batch's outputs and its input offsets. An abort discards both;
+        // the member then restarts from the committed offsets.
+        let result = self
+            .producer
+            .begin_transaction()
+            .map_err(Error::Transaction)
+            .and_then(|()| self.produce(batch))
+            .and_then(|()| {
+                let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+                for m in batch {
+                    let at = next.entry((m.topic(), m.partition())).or_default();
+                    *at = (*at).max(m.offset() + 1);
+                }
+                let mut offsets = TopicPartitionList::with_capacity(next.len());
+                for ((topic, partition), offset) in next {
+                    offsets
+                        .add_partition_offset(topic, partition, Offset::Offset(offset))
+                        .map_err(Error::Transaction)?;
+                }
+                let group = consumer
+                    .group_metadata()
+                    .ok_or_else(|| Error::Thread("no consumer group metadata".into()))?;
+                self.producer
+                    .send_offsets_to_transaction(&offsets, &group, TRANSACTION_TIMEOUT)
+                    .map_err(Error::Transaction)
+            })
+            .and_then(|()| {
+                self.producer
+                    .commit_transaction(TRANSACTION_TIMEOUT)
+                    .map_err(Error::Transaction)
+            });
+        if let Err(err) = &result {
+            warn!(error = %ErrorChain(err), "Aborting the batch's transaction.");
+            if let Err(abort) = self.producer.abort_transaction(TRANSACTION_TIMEOUT) {
+                warn!(error = %abort, "Aborting the transaction failed.");
+            }
+        }
+        result.map_err(|err| match err {
+            // A broker without transactions (it accepts the transactional id, then refuses to
+            // end a transaction): restarting cannot help.
+            Error::Transaction(e)
+                if e.rdkafka_error_code() == Some(RDKafkaErrorCode::UnsupportedFeature) =>
+            {
+                Error::NoTransactions(e)
+            }
+            other => other,
+        })
+    }
+
     /// Scores a batch and hands one output per record to the producer, in input order.
-    fn process(&mut self, batch: &[BorrowedMessage<'_>]) -> Result<(), Error> {
+    fn produce(&mut self, batch: &[BorrowedMessage<'_>]) -> Result<(), Error> {
         let inputs: Vec<Input<'_>> = batch
             .iter()
             .map(|m| Input {
