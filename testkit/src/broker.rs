@@ -3,6 +3,24 @@
 //!
 //! The Tansu binary comes from `KEYSCORE_TANSU`, else `$KEYSCORE_TOOLS/bin/tansu` (default
 //! `~/.cache/keyscore/tools/bin/tansu`). Install it once with `tests/tools/install-tansu.sh`.
+//!
+//! # What Tansu does not do as Kafka does
+//!
+//! These are the broker's, seen running `keyscore serve` on it; the tests that meet them work
+//! around them where they say so, and none of keyscore's guarantees rests on them (each
+//! guarantee is also what Kafka's protocol promises):
+//!
+//! * No transactions: it accepts a transactional id, then refuses to end a transaction
+//!   (`EndTxn` unsupported). `processing = "exactly_once"` is therefore tested on librdkafka's
+//!   mock cluster, and on Tansu only for its refusal (`tests/kafka_resilience.rs`).
+//! * A member killed and restarted before its session timed out may leave its partitions
+//!   unassigned until it restarts again; `tests/kafka_serve.rs` waits for the survivor's
+//!   takeover before restarting.
+//! * Its in-memory storage slows down as a topic grows, so no latency figure is read without
+//!   the broker's own floor measured in the same run.
+//! * Also seen: a group that does not recover after the broker is paused, batches stored twice
+//!   despite the idempotent producer, end offsets reported too low. Tests read topics to the
+//!   records they expect (by id), never to a reported end alone.
 
 use std::{
     collections::HashMap,
