@@ -93,6 +93,10 @@ pub struct ModelSpec {
     /// Optional standardisation applied to the features before the model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scaler: Option<ScalerSpec>,
+    /// Optional preprocessing (encoding, imputation, scaling) turning the features into the
+    /// model's inputs; exclusive with `scaler`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preprocess: Option<PreprocessSpec>,
     /// The model's parameters, by kind.
     pub model: ParamsSpec,
     /// What the model predicts.
@@ -110,6 +114,71 @@ pub struct ScalerSpec {
     pub mean: Vec<f64>,
     /// Per-feature divisor; must be non-zero.
     pub scale: Vec<f64>,
+}
+
+/// A preprocessing stage: each column writes one or more of the model's inputs, in order
+/// (scikit-learn's `ColumnTransformer` output).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreprocessSpec {
+    /// The output columns' producers, in output order.
+    pub columns: Vec<ColumnSpec>,
+}
+
+/// One producer of model inputs from one feature.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ColumnSpec {
+    /// A numeric feature, optionally imputed then standardised: one input.
+    Numeric {
+        /// Index into `features`.
+        feature: u32,
+        /// The value a missing feature takes (`SimpleImputer.statistics_`); absent: a missing
+        /// value stays missing.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        impute: Option<f64>,
+        /// Subtracted after imputation (`StandardScaler.mean_`); default 0.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mean: Option<f64>,
+        /// Divides after the mean is subtracted (`StandardScaler.scale_`); default 1.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scale: Option<f64>,
+    },
+    /// A string feature one-hot encoded: one input per category.
+    OneHot {
+        /// Index into `features`.
+        feature: u32,
+        /// The known categories, in output order.
+        categories: Vec<String>,
+        /// `error` (an unknown value is refused) or `ignore` (all zeros).
+        handle_unknown: String,
+        /// Whether a missing value is a category of its own (it was seen in training), with
+        /// one more input after the listed categories'; otherwise (default) it is an unknown
+        /// value.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        missing_is_category: bool,
+    },
+    /// A string feature ordinal encoded: one input, the category's index.
+    Ordinal {
+        /// Index into `features`.
+        feature: u32,
+        /// The known categories; the code of each is its index.
+        categories: Vec<String>,
+        /// `error` (an unknown value is refused) or `use_encoded_value` (it takes
+        /// `unknown_value`).
+        handle_unknown: String,
+        /// The code of an unknown value with `use_encoded_value`; `null` or absent: missing.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        unknown_value: Option<f64>,
+        /// Whether a missing value is a category of its own (it was seen in training) and
+        /// takes `encoded_missing_value`; otherwise (default) it is an unknown value.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        missing_is_category: bool,
+        /// The code of a missing value when `missing_is_category`; `null` or absent: missing
+        /// (NaN).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        encoded_missing_value: Option<f64>,
+    },
 }
 
 /// Model parameters, one variant per supported architecture.

@@ -17,6 +17,7 @@ pub(super) fn spec(n_features: usize, model: ParamsSpec, output: OutputSpec) -> 
         format_version: FORMAT_VERSION,
         features: names(n_features),
         scaler: None,
+        preprocess: None,
         model,
         output,
         metadata: None,

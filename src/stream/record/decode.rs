@@ -10,6 +10,7 @@ use serde::{
 use serde_json::{value::RawValue, Value};
 
 use super::{KeySource, Reason, RecordFormat, Rejection};
+use crate::model::Model;
 
 /// A decoded input record: its key, its id and its fields, borrowed from the payload.
 ///
@@ -200,6 +201,21 @@ impl<'a> Decoded<'a> {
         self.read_features(names, false, out)
     }
 
+    /// The raw JSON of a feature: the top-level field named `name`, else, when `name` holds
+    /// dots, the value at the path of object keys it spells (`"user.age"` is the `age` field
+    /// of the `user` object). A path through a value that is not an object finds nothing.
+    fn feature_field(&self, name: &str) -> Option<&'a RawValue> {
+        if let Some(raw) = self.field(name) {
+            return Some(raw);
+        }
+        let (first, rest) = name.split_once('.')?;
+        let mut raw = self.field(first)?;
+        for key in rest.split('.') {
+            raw = member(raw, key)?;
+        }
+        Some(raw)
+    }
+
     /// Reads the named features in order into `out` (cleared first). A feature that is absent
     /// or `null` is missing: with `allow_missing` (a model that scores missing values, see
     /// [`Model::handles_missing`](crate::model::Model::handles_missing)) it is read as NaN,
@@ -212,46 +228,171 @@ impl<'a> Decoded<'a> {
     ) -> Result<(), Rejection> {
         out.clear();
         for name in names {
-            let Some(raw) = self.field(name) else {
-                if allow_missing {
-                    out.push(f64::NAN);
-                    continue;
-                }
-                return Err(Rejection::new(
-                    Reason::MissingFeature,
-                    format!("feature '{name}' is missing (absent from the record)"),
-                ));
-            };
-            let text = raw.get();
-            match text.as_bytes().first() {
-                // Valid JSON number syntax is a subset of what `f64::from_str` reads, and both
-                // round correctly.
-                Some(b'-' | b'0'..=b'9') => match text.parse::<f64>() {
-                    Ok(x) if x.is_finite() => out.push(x),
-                    _ => {
-                        return Err(Rejection::new(
-                            Reason::NonNumericFeature,
-                            format!("feature '{name}' is not a finite number"),
-                        ))
-                    }
-                },
-                Some(b'n') if allow_missing => out.push(f64::NAN),
-                Some(b'n') => {
-                    return Err(Rejection::new(
-                        Reason::MissingFeature,
-                        format!("feature '{name}' is missing (null)"),
-                    ))
-                }
-                _ => {
-                    return Err(Rejection::new(
-                        Reason::NonNumericFeature,
-                        format!("feature '{name}' must be a number, found {}", raw_kind(raw)),
-                    ))
-                }
-            }
+            out.push(read_number(name, self.feature_field(name), allow_missing)?);
         }
         Ok(())
     }
+
+    /// Reads `model`'s features in order into `out` (cleared first), as
+    /// [`Model::predict`](crate::model::Model::predict) takes them: numbers, NaN for a missing
+    /// value the model accepts ([`Model::accepts_missing`](crate::model::Model::accepts_missing)),
+    /// and for a feature a preprocess encoder reads, its string resolved to its category code
+    /// (-1 when unknown). A string with no escapes is resolved without allocating. An unknown
+    /// category the encoder refuses, and a string where a number is expected (or the reverse),
+    /// are [`Reason::NonNumericFeature`]; a missing value the model does not accept is
+    /// [`Reason::MissingFeature`].
+    pub fn read_model_features(&self, model: &Model, out: &mut Vec<f64>) -> Result<(), Rejection> {
+        out.clear();
+        for (i, name) in model.features().iter().enumerate() {
+            let raw = self.feature_field(name);
+            let allow_missing = model.accepts_missing(i);
+            let Some(categories) = model.categories(i) else {
+                out.push(read_number(name, raw, allow_missing)?);
+                continue;
+            };
+            let Some(raw) = raw.filter(|r| r.get() != "null") else {
+                out.push(read_number(name, raw, allow_missing)?);
+                continue;
+            };
+            let Some(value) = string_text(raw) else {
+                return Err(Rejection::new(
+                    Reason::NonNumericFeature,
+                    format!(
+                        "feature '{name}' must be a string (a category), found {}",
+                        raw_kind(raw)
+                    ),
+                ));
+            };
+            out.push(match categories.code(&value) {
+                Some(code) => code as f64,
+                None if categories.refuses_unknown() => {
+                    return Err(Rejection::new(
+                        Reason::NonNumericFeature,
+                        format!(
+                            "feature '{name}' has the unknown category {}, which its encoder \
+                             refuses",
+                            shorten(raw.get())
+                        ),
+                    ))
+                }
+                None => -1.0,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A feature read as a number: NaN when missing and `allow_missing`.
+fn read_number(name: &str, raw: Option<&RawValue>, allow_missing: bool) -> Result<f64, Rejection> {
+    let Some(raw) = raw else {
+        if allow_missing {
+            return Ok(f64::NAN);
+        }
+        return Err(Rejection::new(
+            Reason::MissingFeature,
+            format!("feature '{name}' is missing (absent from the record)"),
+        ));
+    };
+    let text = raw.get();
+    match text.as_bytes().first() {
+        // Valid JSON number syntax is a subset of what `f64::from_str` reads, and both round
+        // correctly.
+        Some(b'-' | b'0'..=b'9') => match text.parse::<f64>() {
+            Ok(x) if x.is_finite() => Ok(x),
+            _ => Err(Rejection::new(
+                Reason::NonNumericFeature,
+                format!("feature '{name}' is not a finite number"),
+            )),
+        },
+        Some(b'n') if allow_missing => Ok(f64::NAN),
+        Some(b'n') => Err(Rejection::new(
+            Reason::MissingFeature,
+            format!("feature '{name}' is missing (null)"),
+        )),
+        _ => Err(Rejection::new(
+            Reason::NonNumericFeature,
+            format!("feature '{name}' must be a number, found {}", raw_kind(raw)),
+        )),
+    }
+}
+
+/// A JSON string's contents: borrowed from the payload unless it holds escapes.
+fn string_text(raw: &RawValue) -> Option<Cow<'_, str>> {
+    let text = raw.get();
+    match text.as_bytes().first() {
+        Some(b'"') if !text.contains('\\') => Some(Cow::Borrowed(&text[1..text.len() - 1])),
+        Some(b'"') => serde_json::from_str::<String>(text).ok().map(Cow::Owned),
+        _ => None,
+    }
+}
+
+/// A JSON text cut to at most 64 bytes (at a character boundary) for a message.
+fn shorten(text: &str) -> Cow<'_, str> {
+    const MAX: usize = 64;
+    if text.len() <= MAX {
+        return Cow::Borrowed(text);
+    }
+    let mut end = MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}...", &text[..end]))
+}
+
+/// The value of `key` in the JSON object `raw` (its last one when named twice), borrowed; none
+/// when `raw` is not an object or has no such key.
+fn member<'a>(raw: &'a RawValue, key: &str) -> Option<&'a RawValue> {
+    struct Member<'k>(&'k str);
+    impl<'de> DeserializeSeed<'de> for Member<'_> {
+        type Value = Option<&'de RawValue>;
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Member<'_> {
+        type Value = Option<&'de RawValue>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON value")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut found = None;
+            while let Some(name) = map.next_key_seed(FieldName)? {
+                if name == self.0 {
+                    found = Some(map.next_value::<&'de RawValue>()?);
+                } else {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+            Ok(found)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+    }
+    let mut d = serde_json::Deserializer::from_str(raw.get());
+    Member(key).deserialize(&mut d).ok().flatten()
 }
 
 fn json_kind(v: &Value) -> &'static str {
