@@ -29,6 +29,9 @@ pub(super) fn build(spec: &ModelSpec) -> Result<Model, Error> {
                      columns",
                 ));
             }
+            if p.columns.is_empty() {
+                return Err(invalid("preprocess.columns is empty"));
+            }
             p.columns.iter().fold(0usize, |n, c| {
                 n.saturating_add(match c {
                     ColumnSpec::OneHot {
@@ -439,6 +442,8 @@ mod tests {
             OutputSpec::Regression,
         );
         assert_eq!(count_numbers(&s), 2 + 9 + 4);
+        // 3 names + 2 labels + 5 weights; columns: 2 categories + 3, 4, 3 categories + 3.
+        assert_eq!(count_numbers(&preprocessed()), 3 + 2 + 5 + 5 + 4 + 6);
     }
 
     #[test]

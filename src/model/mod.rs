@@ -392,7 +392,7 @@ mod tests {
 
         #[test]
         fn from_json_and_build_never_panic_on_mutated_specs(
-            which in 0usize..10,
+            which in 0usize..11,
             edits in prop::collection::vec(edit(), 1..6),
         ) {
             let mut text = one_of_each_kind()[which].to_json().into_bytes();

@@ -399,3 +399,347 @@ impl Preprocess {
 fn code(v: f64, n: usize) -> Option<usize> {
     (v >= 0.0 && v < n as f64 && v.fract() == 0.0).then_some(v as usize)
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use crate::model::{spec::*, testing::*, Error, ModelSpec, Prediction};
+
+    fn columns(s: &mut ModelSpec) -> &mut Vec<ColumnSpec> {
+        &mut s.preprocess.as_mut().unwrap().columns
+    }
+
+    fn p_yes(s: &ModelSpec, x: &[f64]) -> f64 {
+        match s.build().unwrap().predict(x).unwrap() {
+            Prediction::Class { probabilities, .. } => probabilities[1],
+            other => panic!("expected a class, got {other:?}"),
+        }
+    }
+
+    fn sigmoid(z: f64) -> f64 {
+        1.0 / (1.0 + (-z).exp())
+    }
+
+    #[test]
+    fn columns_write_the_model_inputs_in_order() {
+        let s = preprocessed();
+        let m = s.build().unwrap();
+        assert_eq!(m.features(), ["f0", "f1", "f2"]);
+        // b, f1 = 5 -> (5 - 1) / 2 = 2, z -> 2: inputs [0, 1, 2, 2].
+        let z = 0.125 - 1.0 + 0.5 * 2.0 + 0.25 * 2.0;
+        assert_eq!(p_yes(&s, &[1.0, 5.0, 2.0]), sigmoid(z));
+        // Unknown f0 (all zeros), missing f1 (imputed 2 -> 0.5), missing f2 (-2).
+        let z = 0.125 + 0.5 * 0.5 + 0.25 * -2.0;
+        assert_eq!(p_yes(&s, &[-1.0, f64::NAN, f64::NAN]), sigmoid(z));
+        // Unknown f2 -> -1.
+        let z = 0.125 + 1.0 + 0.5 * 0.5 - 0.25;
+        assert_eq!(p_yes(&s, &[0.0, 2.0, -1.0]), sigmoid(z));
+    }
+
+    #[test]
+    fn every_feature_accepts_missing_values_it_encodes_or_imputes() {
+        let mut s = preprocessed();
+        let m = s.build().unwrap();
+        assert!((0..3).all(|i| m.accepts_missing(i)));
+        assert_eq!(m.categories(0).unwrap().code("b"), Some(1));
+        assert_eq!(m.categories(0).unwrap().code("c"), None);
+        assert!(m.categories(1).is_none());
+        // Without an imputer a missing number is refused: the logistic model needs it.
+        let ColumnSpec::Numeric { impute, .. } = &mut columns(&mut s)[1] else {
+            unreachable!()
+        };
+        *impute = None;
+        let m = s.build().unwrap();
+        assert!(!m.accepts_missing(1));
+        assert!(matches!(
+            m.predict(&[0.0, f64::NAN, 0.0]),
+            Err(Error::NonFiniteFeature(f)) if f == "f1"
+        ));
+    }
+
+    #[test]
+    fn an_encoder_refusing_unknown_values_refuses_them() {
+        let mut s = preprocessed();
+        let ColumnSpec::OneHot { handle_unknown, .. } = &mut columns(&mut s)[0] else {
+            unreachable!()
+        };
+        *handle_unknown = "error".into();
+        let m = s.build().unwrap();
+        assert!(m.categories(0).unwrap().refuses_unknown());
+        assert!(!m.accepts_missing(0));
+        assert!(matches!(
+            m.predict(&[-1.0, 0.0, 0.0]),
+            Err(Error::UnknownCategory(f)) if f == "f0"
+        ));
+        assert!(m.predict(&[1.0, 0.0, 0.0]).is_ok());
+    }
+
+    #[test]
+    fn a_missing_category_sets_its_own_input() {
+        let mut s = preprocessed();
+        let ColumnSpec::OneHot {
+            missing_is_category,
+            ..
+        } = &mut columns(&mut s)[0]
+        else {
+            unreachable!()
+        };
+        *missing_is_category = true;
+        // One more input: the model must read 5.
+        assert_eq!(
+            invalid_msg(&s),
+            "logistic coefficients[0] has 4 entries but the model has 5 features (the \
+             preprocess columns write 5 model inputs)"
+        );
+        let ParamsSpec::Logistic { coefficients, .. } = &mut s.model else {
+            unreachable!()
+        };
+        coefficients[0] = vec![1.0, -1.0, 4.0, 0.5, 0.25];
+        let z = 0.125 + 4.0 + 0.5 * 0.5;
+        assert_eq!(p_yes(&s, &[f64::NAN, 2.0, 0.0]), sigmoid(z));
+    }
+
+    /// An edit of a spec.
+    type Edit = fn(&mut ModelSpec);
+
+    #[test]
+    fn inconsistent_preprocessing_is_refused_naming_the_problem() {
+        let cases: Vec<(Edit, &str)> = vec![
+            (
+                |s| {
+                    let ColumnSpec::OneHot { categories, .. } = &mut columns(s)[0] else {
+                        unreachable!()
+                    };
+                    categories.push("c".into());
+                },
+                "logistic coefficients[0] has 4 entries but the model has 5 features (the \
+                 preprocess columns write 5 model inputs)",
+            ),
+            (
+                |s| {
+                    let ColumnSpec::OneHot { categories, .. } = &mut columns(s)[0] else {
+                        unreachable!()
+                    };
+                    categories[1] = "a".into();
+                },
+                "preprocess.columns[0].categories lists 'a' twice",
+            ),
+            (
+                |s| {
+                    let ColumnSpec::Ordinal { categories, .. } = &mut columns(s)[2] else {
+                        unreachable!()
+                    };
+                    categories.clear();
+                },
+                "preprocess.columns[2].categories is empty",
+            ),
+            (
+                |s| {
+                    let ColumnSpec::OneHot { handle_unknown, .. } = &mut columns(s)[0] else {
+                        unreachable!()
+                    };
+                    *handle_unknown = "infrequent_if_exist".into();
+                },
+                "preprocess.columns[0].handle_unknown 'infrequent_if_exist' is not supported; \
+                 use 'error' or 'ignore'",
+            ),
+            (
+                |s| {
+                    let ColumnSpec::Numeric { feature, .. } = &mut columns(s)[1] else {
+                        unreachable!()
+                    };
+                    *feature = 3;
+                },
+                "preprocess.columns[1].feature is 3 but the model has 3 features",
+            ),
+            (
+                |s| {
+                    let ColumnSpec::Numeric { feature, .. } = &mut columns(s)[1] else {
+                        unreachable!()
+                    };
+                    *feature = 0;
+                },
+                "preprocess.columns[1]: feature 'f0' is already read by another column; an \
+                 encoded feature is read by one column only",
+            ),
+            (
+                |s| {
+                    let ColumnSpec::Numeric { feature, .. } = &mut columns(s)[1] else {
+                        unreachable!()
+                    };
+                    *feature = 2;
+                },
+                "preprocess.columns[2]: feature 'f2' is already read by another column; an \
+                 encoded feature is read by one column only",
+            ),
+            (
+                |s| s.features.push("f3".into()),
+                "feature 'f3' is read by no preprocess column; remove it from features",
+            ),
+            (
+                |s| {
+                    let ColumnSpec::Numeric { impute, .. } = &mut columns(s)[1] else {
+                        unreachable!()
+                    };
+                    *impute = Some(f64::NAN);
+                },
+                "preprocess.columns[1].impute is NaN",
+            ),
+            (
+                |s| {
+                    let ColumnSpec::Numeric { scale, .. } = &mut columns(s)[1] else {
+                        unreachable!()
+                    };
+                    *scale = Some(0.0);
+                },
+                "preprocess.columns[1].scale is 0",
+            ),
+            (
+                |s| {
+                    let ColumnSpec::Ordinal { unknown_value, .. } = &mut columns(s)[2] else {
+                        unreachable!()
+                    };
+                    *unknown_value = None;
+                },
+                "preprocess.columns[2] encodes missing or unknown values as missing (NaN) but \
+                 the model does not score missing values; set encoded_missing_value and \
+                 unknown_value",
+            ),
+            (
+                |s| {
+                    let ColumnSpec::Ordinal {
+                        missing_is_category,
+                        ..
+                    } = &mut columns(s)[2]
+                    else {
+                        unreachable!()
+                    };
+                    *missing_is_category = false;
+                },
+                "preprocess.columns[2].encoded_missing_value is set but missing_is_category is \
+                 false",
+            ),
+            (|s| columns(s).clear(), "preprocess.columns is empty"),
+            (
+                |s| {
+                    s.scaler = Some(ScalerSpec {
+                        mean: vec![0.0; 3],
+                        scale: vec![1.0; 3],
+                    })
+                },
+                "scaler and preprocess are both given; put the scaling in preprocess columns",
+            ),
+        ];
+        for (edit, message) in cases {
+            let mut s = preprocessed();
+            edit(&mut s);
+            assert_eq!(invalid_msg(&s), message);
+        }
+    }
+
+    #[test]
+    fn the_preprocess_stage_round_trips_through_json() {
+        let s = preprocessed();
+        let text = s.to_json();
+        assert!(text.contains(r#""op":"one_hot""#), "{text}");
+        assert_eq!(ModelSpec::from_json(text.as_bytes()).unwrap(), s);
+        // NaN cannot be written: null and absence both mean "missing".
+        let text = text.replace(
+            r#""encoded_missing_value":-2.0"#,
+            r#""encoded_missing_value":null"#,
+        );
+        let back = ModelSpec::from_json(text.as_bytes()).unwrap();
+        let ColumnSpec::Ordinal {
+            encoded_missing_value,
+            ..
+        } = &back.preprocess.unwrap().columns[2]
+        else {
+            unreachable!()
+        };
+        assert_eq!(*encoded_missing_value, None);
+    }
+
+    proptest! {
+        #[test]
+        fn build_and_predict_never_panic_on_arbitrary_preprocessing(
+            cols in prop::collection::vec(
+                (
+                    0u8..3,
+                    0u32..5,
+                    prop::collection::vec(prop::sample::select(vec!["a", "b", "c", ""]), 0..4),
+                    prop::sample::select(vec!["error", "ignore", "use_encoded_value", "x"]),
+                    prop::option::of(prop_oneof![-2.0f64..2.0, Just(f64::NAN), Just(0.0)]),
+                    any::<bool>(),
+                ),
+                0..5,
+            ),
+            width in 0usize..8,
+            boosted in any::<bool>(),
+            x in prop::collection::vec(
+                prop_oneof![-2.0f64..4.0, Just(f64::NAN), Just(1.0), Just(f64::INFINITY)],
+                3,
+            ),
+        ) {
+            let columns = cols
+                .iter()
+                .map(|(op, feature, cats, unknown, v, flag)| {
+                    let categories = cats.iter().map(|c| c.to_string()).collect();
+                    match op {
+                        0 => ColumnSpec::Numeric {
+                            feature: *feature,
+                            impute: *v,
+                            mean: v.map(|v| v * 2.0),
+                            scale: *v,
+                        },
+                        1 => ColumnSpec::OneHot {
+                            feature: *feature,
+                            categories,
+                            handle_unknown: unknown.to_string(),
+                            missing_is_category: *flag,
+                        },
+                        _ => ColumnSpec::Ordinal {
+                            feature: *feature,
+                            categories,
+                            handle_unknown: unknown.to_string(),
+                            unknown_value: *v,
+                            missing_is_category: *flag,
+                            encoded_missing_value: v.map(|v| -v),
+                        },
+                    }
+                })
+                .collect();
+            let model = if boosted {
+                ParamsSpec::BoostedTrees(BoostedTreesSpec {
+                    trees: vec![BoostedTreeSpec {
+                        output: 0,
+                        feature: vec![(width as i64) - 1, -2, -2],
+                        threshold: vec![0.5, 0.0, 0.0],
+                        left: vec![1, -1, -1],
+                        right: vec![2, -1, -1],
+                        value: vec![0.0, -1.0, 1.0],
+                        default_left: Some(vec![true, false, false]),
+                        categories: None,
+                    }],
+                    base_score: vec![0.0],
+                    link: "identity".into(),
+                    threshold_precision: ThresholdPrecision::F64,
+                    accumulation: Accumulation::F64,
+                    split: SplitRule::LessOrEqual,
+                    known_categories: None,
+                })
+            } else {
+                ParamsSpec::Linear { coefficients: vec![1.0; width], intercept: 0.0 }
+            };
+            let mut s = spec(3, model, OutputSpec::Regression);
+            s.preprocess = Some(PreprocessSpec { columns });
+            if let Ok(m) = s.build() {
+                match m.predict(&x) {
+                    Ok(Prediction::Value(v)) => prop_assert!(v.is_finite()),
+                    Ok(other) => prop_assert!(false, "unexpected {:?}", other),
+                    Err(_) => {}
+                }
+            }
+        }
+    }
+}

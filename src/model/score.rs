@@ -209,7 +209,8 @@ mod tests {
 
     #[test]
     fn non_finite_features_are_named() {
-        for m in models() {
+        // Models whose preprocessing imputes or encodes missing values score NaN.
+        for m in models().into_iter().filter(|m| !m.accepts_missing(1)) {
             match m.predict(&[0.0, f64::NAN, 1.0]) {
                 Err(Error::NonFiniteFeature(name)) => assert_eq!(name, "f1"),
                 other => panic!("{} gave {other:?}", m.kind_name()),

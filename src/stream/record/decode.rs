@@ -549,6 +549,133 @@ mod tests {
         );
     }
 
+    /// A logistic model behind a preprocess stage: `color` one-hot (`red`, `blue`; unknown
+    /// refused), `user.age` imputed with 40, `shop` ordinal (unknown -1, missing unknown).
+    fn preprocessed() -> crate::model::Model {
+        let text = r#"{"format_version": 1, "features": ["color", "user.age", "shop"],
+          "preprocess": {"columns": [
+            {"op": "one_hot", "feature": 0, "categories": ["red", "blue"], "handle_unknown": "error"},
+            {"op": "numeric", "feature": 1, "impute": 40.0},
+            {"op": "ordinal", "feature": 2, "categories": ["s1", "s0", "s\"2"],
+             "handle_unknown": "use_encoded_value", "unknown_value": -1}]},
+          "model": {"kind": "logistic", "coefficients": [[1, 2, 0.1, 0.5]], "intercepts": [0]},
+          "output": {"type": "classification", "classes": ["no", "yes"]}}"#;
+        crate::model::ModelSpec::from_json(text.as_bytes())
+            .unwrap()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn encoded_features_read_strings_as_category_codes() {
+        let m = preprocessed();
+        let mut x = Vec::new();
+        let d = decode(
+            br#"{"city":"p","color":"blue","user":{"name":"x","age":31.5},"shop":"s0"}"#,
+            &fmt(),
+            None,
+        )
+        .unwrap();
+        d.read_model_features(&m, &mut x).unwrap();
+        assert_eq!(x, vec![1.0, 31.5, 1.0]);
+        // Escaped strings, an unknown shop (-1), a missing age (NaN, imputed by the model).
+        let d = decode(
+            br#"{"city":"p","color":"r\u0065d","user":{"age":null},"shop":"s\"2"}"#,
+            &fmt(),
+            None,
+        )
+        .unwrap();
+        d.read_model_features(&m, &mut x).unwrap();
+        assert_eq!(x[0], 0.0);
+        assert!(x[1].is_nan());
+        assert_eq!(x[2], 2.0);
+        assert!(m.predict(&x).is_ok());
+        let d = decode(
+            br#"{"city":"p","color":"red","shop":"elsewhere"}"#,
+            &fmt(),
+            None,
+        )
+        .unwrap();
+        d.read_model_features(&m, &mut x).unwrap();
+        assert_eq!(x[2], -1.0);
+        let unknown = m.predict(&x).unwrap();
+        // A missing shop is read as missing and scored as an unknown one.
+        let d = decode(br#"{"city":"p","color":"red","shop":null}"#, &fmt(), None).unwrap();
+        d.read_model_features(&m, &mut x).unwrap();
+        assert!(x[2].is_nan());
+        assert_eq!(m.predict(&x).unwrap(), unknown);
+    }
+
+    #[test]
+    fn encoded_features_refuse_what_their_encoder_refuses() {
+        let m = preprocessed();
+        let mut x = Vec::new();
+        let refuse = |rec: &str| {
+            let d = decode(rec.as_bytes(), &fmt(), None).unwrap();
+            d.read_model_features(&m, &mut Vec::new()).unwrap_err()
+        };
+        let err = refuse(r#"{"city":"p","color":"green","shop":"s1"}"#);
+        assert_eq!(err.reason, Reason::NonNumericFeature);
+        assert_eq!(
+            err.message,
+            "feature 'color' has the unknown category \"green\", which its encoder refuses"
+        );
+        let err = refuse(r#"{"city":"p","color":3,"shop":"s1"}"#);
+        assert_eq!(err.reason, Reason::NonNumericFeature);
+        assert_eq!(
+            err.message,
+            "feature 'color' must be a string (a category), found a number"
+        );
+        // `handle_unknown = "error"`: a missing value is not scored.
+        let err = refuse(r#"{"city":"p","shop":"s1"}"#);
+        assert_eq!(err.reason, Reason::MissingFeature);
+        assert_eq!(
+            err.message,
+            "feature 'color' is missing (absent from the record)"
+        );
+        // A string where a number is expected is refused as before.
+        let err = refuse(r#"{"city":"p","color":"red","user":{"age":"old"},"shop":"s1"}"#);
+        assert_eq!(
+            err.message,
+            "feature 'user.age' must be a number, found a string"
+        );
+        let long = "x".repeat(200);
+        let err = refuse(&format!(r#"{{"city":"p","color":"{long}"}}"#));
+        assert!(err.message.len() < 160, "{}", err.message);
+        let d = decode(br#"{"city":"p","color":"red","shop":"s1"}"#, &fmt(), None).unwrap();
+        d.read_model_features(&m, &mut x).unwrap();
+        assert_eq!(x[0], 0.0);
+    }
+
+    #[test]
+    fn dotted_feature_names_read_nested_fields_after_top_level_ones() {
+        let names = ["user.age".to_string(), "a.b.c".to_string()];
+        let mut x = Vec::new();
+        let d = decode(
+            br#"{"city":"p","user":{"age":1,"age":2},"a":{"b":{"c":3}}}"#,
+            &fmt(),
+            None,
+        )
+        .unwrap();
+        d.read_features(&names, false, &mut x).unwrap();
+        assert_eq!(x, vec![2.0, 3.0]);
+        // A top-level field named with the dot wins over the path.
+        let d = decode(
+            br#"{"city":"p","user.age":7,"user":{"age":1},"a":{"b":[1]}}"#,
+            &fmt(),
+            None,
+        )
+        .unwrap();
+        let err = d.read_features(&names, false, &mut x).unwrap_err();
+        assert_eq!(
+            err.message,
+            "feature 'a.b.c' is missing (absent from the record)"
+        );
+        d.read_features(&names, true, &mut x).unwrap();
+        assert_eq!(x[0], 7.0);
+        assert!(x[1].is_nan());
+    }
+
     proptest! {
         #[test]
         fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
@@ -568,6 +695,24 @@ mod tests {
                     // Every feature is read, as a number or as missing (NaN), never infinite.
                     prop_assert_eq!(x.len(), 2);
                     prop_assert!(x.iter().all(|v| !v.is_infinite()));
+                }
+            }
+        }
+
+        #[test]
+        fn encoded_and_nested_features_never_panic_on_mutated_records(
+            pos in 0usize..80,
+            byte in any::<u8>(),
+        ) {
+            let model = preprocessed();
+            let mut rec = br#"{"city":"p","color":"blue","user":{"age":3},"shop":"s\"2"}"#.to_vec();
+            let pos = pos % rec.len();
+            rec[pos] = byte;
+            if let Ok(d) = decode(&rec, &fmt(), None) {
+                let mut x = Vec::new();
+                if d.read_model_features(&model, &mut x).is_ok() {
+                    prop_assert_eq!(x.len(), 3);
+                    prop_assert!(model.predict(&x).is_ok());
                 }
             }
         }
