@@ -22,6 +22,56 @@
 //! before the model sees it (a scikit-learn `StandardScaler` stage). `metadata` is optional and
 //! free-form apart from the three named fields.
 //!
+//! A feature name is read from the record's top-level field of that name; when there is none
+//! and the name holds dots, it is a path of object keys: `"user.age"` reads the `age` field of
+//! the `user` object. A key that itself holds a dot can only be read at the top level (no
+//! escape is supported), and a path through a value that is not an object finds nothing
+//! (the feature is missing).
+//!
+//! ## Preprocessing
+//!
+//! `preprocess` (optional, not with `scaler`) turns the features into the model's inputs, as a
+//! scikit-learn `ColumnTransformer` does; the model is checked against the number of inputs
+//! its columns write, not the number of features:
+//!
+//! ```json
+//! "preprocess": {"columns": [
+//!   {"op": "one_hot", "feature": 0, "categories": ["blue", "red"], "handle_unknown": "ignore"},
+//!   {"op": "numeric", "feature": 1, "impute": 39.5, "mean": 40.1, "scale": 11.6},
+//!   {"op": "ordinal", "feature": 2, "categories": ["s0", "s1"],
+//!    "handle_unknown": "use_encoded_value", "unknown_value": -1,
+//!    "missing_is_category": true, "encoded_missing_value": -2},
+//!   {"op": "numeric", "feature": 3}
+//! ]}
+//! ```
+//!
+//! Columns write their inputs in order (scikit-learn: the transformers in order, then the
+//! `remainder` when it is `passthrough`); `feature` is an index into `features`, and every
+//! feature is read by at least one column (a dropped column is not listed).
+//!
+//! * `numeric`: one input, `(v - mean) / scale` where `v` is the feature, or `impute` when it is
+//!   missing (`SimpleImputer.statistics_`, then `StandardScaler`). `mean` defaults to 0,
+//!   `scale` to 1; no `impute`: a missing value stays missing (NaN), which only a model that
+//!   scores missing values accepts.
+//! * `one_hot`: one input per category, 1 for the record's category and 0 for the others;
+//!   `handle_unknown` is `error` (an unknown category is refused) or `ignore` (all zeros).
+//!   With `missing_is_category` a missing value was a category in training and sets one more
+//!   input, after the categories'; otherwise a missing value is an unknown one.
+//! * `ordinal`: one input, the category's index in `categories`; `handle_unknown` is `error` or
+//!   `use_encoded_value` (an unknown category takes `unknown_value`; absent or `null`: NaN).
+//!   With `missing_is_category` a missing value takes `encoded_missing_value` (absent or
+//!   `null`: NaN); otherwise it is an unknown one.
+//!
+//! A feature a `one_hot` or `ordinal` column reads is a string in records (any other JSON
+//! type is a dead letter), resolved against the categories, which are compared as exact
+//! strings; each encoded feature is read by one column only. [`Model::predict`] takes it as its
+//! category code: the index in `categories`, NaN when missing, -1 when unknown. The checker
+//! refuses an empty `columns`, indices out of range, empty or repeated categories, any other
+//! `handle_unknown` (scikit-learn's `infrequent_if_exist` included), non-finite numbers, a
+//! zero `scale`, and columns that give NaN to a model that does not score missing values.
+//!
+//! [`Model::predict`]: crate::model::Model::predict
+//!
 //! Model parameters by `kind`:
 //!
 //! * `linear`: `coefficients` (one per feature) and `intercept`; output `regression`.
