@@ -138,6 +138,7 @@ fn spec(classes: Option<&[&str]>) -> ModelSpec {
         format_version: FORMAT_VERSION,
         features,
         scaler: None,
+        preprocess: None,
         model,
         output,
         metadata: None,

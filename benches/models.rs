@@ -49,6 +49,7 @@ fn spec(n_features: usize, model: ParamsSpec, output: OutputSpec) -> ModelSpec {
         format_version: FORMAT_VERSION,
         features: (0..n_features).map(|i| format!("f{i}")).collect(),
         scaler: None,
+        preprocess: None,
         model,
         output,
         metadata: None,

@@ -112,6 +112,7 @@ fn spec_json(k: usize) -> String {
         format_version: FORMAT_VERSION,
         features: vec!["distance_km".into(), "items".into()],
         scaler: None,
+        preprocess: None,
         model: ParamsSpec::Linear {
             coefficients: vec![1.5, k as f64],
             intercept: 12.0,

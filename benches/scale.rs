@@ -47,6 +47,7 @@ fn spec(model: ParamsSpec, output: OutputSpec) -> String {
         format_version: 1,
         features: feature_names(),
         scaler: None,
+        preprocess: None,
         model,
         output,
         metadata: None,

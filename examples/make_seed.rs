@@ -321,6 +321,7 @@ fn train_and_write(
         format_version: FORMAT_VERSION,
         features: FEATURES.iter().map(|f| f.to_string()).collect(),
         scaler: trained.scaler,
+        preprocess: None,
         model: trained.params,
         output: trained.output,
         metadata: Some(Metadata {

@@ -19,6 +19,15 @@
 //!   |sklearn|)`: relative error for values above 1 in magnitude, absolute error below;
 //! * a classifier's predicted class must be scikit-learn's `predict`.
 //!
+//! `Pipeline([('prep', ColumnTransformer(...)), ('model', ...)])` cases are fitted on a seeded
+//! frame with string categories, a nested field (`user.age`) and missing values; their held-out
+//! rows are JSON records (with categories unseen in training, missing values absent or `null`)
+//! read as the scorer reads them, and compared with the pipeline's own `predict` and
+//! `predict_proba`. The encoders, the imputer and the scaler compute the model's inputs with
+//! the same `f64` operations as scikit-learn (`(x - mean_) / scale_`, 0/1, category codes), so
+//! boosted models match bit for bit; logistic regression and multiclass probabilities keep the
+//! `1e-12` bound of their summation order and vectorised `exp`.
+//!
 //! `cargo test --test sklearn_parity -- --nocapture` prints the largest absolute and relative
 //! error per estimator and per model kind.
 
@@ -29,7 +38,10 @@ use std::{
     process::Command,
 };
 
-use keyscore::model::{ModelSpec, Output, Prediction};
+use keyscore::{
+    model::{Model, ModelSpec, Output, Prediction},
+    stream::record::{decode, RecordFormat},
+};
 use serde::Deserialize;
 
 /// Bound on `|keyscore - sklearn| / max(1, |sklearn|)` for the non-exact kinds.
@@ -49,6 +61,10 @@ struct Fixture {
     tolerance: Option<f64>,
     /// Rows of feature values as IEEE-754 bits in hex.
     x: Vec<Vec<String>>,
+    /// Instead of `x`: the rows as JSON records (string categories, nested fields, missing
+    /// values absent or null), read as the scorer reads them.
+    #[serde(default)]
+    records: Option<Vec<String>>,
     /// Class labels (classifiers) or regression values as bits in hex.
     predict: Vec<String>,
     /// Class probabilities as bits in hex; classifiers only.
@@ -162,6 +178,35 @@ fn compare(got: f64, want: f64, exact: bool, tolerance: f64) -> (Errors, Option<
     (errors, mismatch)
 }
 
+/// Reads JSON records as the scorer does; checks that some hold categories unseen in training
+/// and missing values, so the fixture covers both.
+fn records_as_rows(case: &str, model: &Model, records: &[String]) -> Vec<Vec<f64>> {
+    let format = RecordFormat::default();
+    let (mut unknown, mut missing) = (0, 0);
+    let rows: Vec<Vec<f64>> = records
+        .iter()
+        .map(|text| {
+            let record = decode(text.as_bytes(), &format, None)
+                .unwrap_or_else(|r| panic!("{case}: record {text} does not decode: {r:?}"));
+            let mut x = Vec::new();
+            record
+                .read_model_features(model, &mut x)
+                .unwrap_or_else(|r| panic!("{case}: record {text} is refused: {r:?}"));
+            for (i, v) in x.iter().enumerate() {
+                missing += usize::from(v.is_nan());
+                unknown += usize::from(model.categories(i).is_some() && *v == -1.0);
+            }
+            x
+        })
+        .collect();
+    assert!(
+        unknown > 0 && missing > 0,
+        "{case}: the records hold {unknown} unseen categories and {missing} missing values; \
+         the fixture must have both"
+    );
+    rows
+}
+
 /// Checks every row of one fixture; returns the kind, the errors and the mismatches.
 fn check(dir: &Path, fixture: &Fixture) -> (String, Errors, Vec<String>) {
     let case = &fixture.case;
@@ -183,8 +228,12 @@ fn check(dir: &Path, fixture: &Fixture) -> (String, Errors, Vec<String>) {
     let mut fail = |row: usize, what: String| {
         failures.push(format!("{case} ({}) row {row}: {what}", fixture.estimator))
     };
-    for (row, x) in fixture.x.iter().enumerate() {
-        let prediction = match model.predict(&floats(x)) {
+    let rows: Vec<Vec<f64>> = match &fixture.records {
+        None => fixture.x.iter().map(|x| floats(x)).collect(),
+        Some(records) => records_as_rows(case, &model, records),
+    };
+    for (row, x) in rows.iter().enumerate() {
+        let prediction = match model.predict(x) {
             Ok(p) => p,
             Err(err) => {
                 fail(row, format!("scoring failed: {err}"));
@@ -267,6 +316,7 @@ fn exported_models_predict_what_scikit_learn_predicts() {
 
     let mut by_kind: BTreeMap<String, Errors> = BTreeMap::new();
     let mut covered = std::collections::BTreeSet::new();
+    let mut preprocessed = 0;
     let mut failures = Vec::new();
     println!(
         "\n{:<40} {:<48} {:<14} {:>5} {:>8} {:>12} {:>12}",
@@ -282,7 +332,7 @@ fn exported_models_predict_what_scikit_learn_predicts() {
             fixture.case,
             fixture.estimator,
             kind,
-            fixture.x.len(),
+            fixture.predict.len(),
             if fixture.exact {
                 "exact".to_string()
             } else {
@@ -297,6 +347,7 @@ fn exported_models_predict_what_scikit_learn_predicts() {
             },
         );
         covered.insert((kind.clone(), fixture.proba.is_some()));
+        preprocessed += usize::from(fixture.records.is_some());
         by_kind.entry(kind).or_default().add(errors);
         let total = case_failures.len();
         case_failures.truncate(MAX_REPORTED);
@@ -324,6 +375,10 @@ fn exported_models_predict_what_scikit_learn_predicts() {
         failures.is_empty(),
         "keyscore disagrees with scikit-learn:\n{}",
         failures.join("\n")
+    );
+    assert!(
+        preprocessed >= 4,
+        "only {preprocessed} ColumnTransformer pipelines were checked"
     );
     for kind in [
         "linear",

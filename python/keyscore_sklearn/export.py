@@ -20,6 +20,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 import scipy.sparse
 import sklearn
+from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import (
     ExtraTreesClassifier,
     ExtraTreesRegressor,
@@ -37,7 +38,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 from sklearn.utils.validation import check_is_fitted
 
-from . import boosted
+from . import boosted, preprocess
 from .errors import UnsupportedEstimatorError
 
 #: The spec format version this exporter writes.
@@ -60,9 +61,12 @@ def export(
     """Returns the keyscore model spec of a fitted estimator, as a JSON-ready dict.
 
     ``estimator`` is one of the supported estimators (see :data:`SUPPORTED`), or a ``Pipeline``
-    of an optional ``StandardScaler`` followed by one. ``feature_names`` are the record fields
+    of an optional ``StandardScaler`` or ``ColumnTransformer`` (see
+    :mod:`keyscore_sklearn.preprocess`) followed by one. ``feature_names`` are the record fields
     keyscore feeds the model, in the order of the training matrix's columns; when ``None``, the
-    estimator's ``feature_names_in_`` (set when it was fitted on a DataFrame) are used.
+    estimator's ``feature_names_in_`` (set when it was fitted on a DataFrame) are used. With a
+    ``ColumnTransformer`` the spec lists only the columns it reads (``remainder='drop'`` drops
+    the rest), and a column name may be a dotted path into nested records (``"user.age"``).
 
     The spec's metadata holds ``trained_at`` (the export time, UTC), ``author`` and ``metrics``
     when given, plus ``sklearn_version`` and ``estimator`` (the class names); ``metadata`` adds
@@ -73,6 +77,9 @@ def export(
     bad feature names or non-finite parameters.
     """
     scaler, model = _split_pipeline(estimator)
+    prep = scaler if isinstance(scaler, ColumnTransformer) else None
+    if prep is not None:
+        scaler = None
     exporter = _EXPORTERS.get(type(model))
     library = boosted.library_exporter(model) if exporter is None else None
     if exporter is None and library is None:
@@ -88,15 +95,26 @@ def export(
         n_features = _n_features(model)
     if scaler is not None:
         check_is_fitted(scaler)
-    names = _feature_names(estimator, feature_names, n_features)
+    if prep is not None:
+        check_is_fitted(prep)
+        names, preprocess_spec, width = preprocess.column_transformer(prep, feature_names)
+        if width != n_features:
+            raise ValueError(
+                f"the ColumnTransformer writes {width} columns but {type(model).__name__} reads"
+                f" {n_features}"
+            )
+    else:
+        names = _feature_names(estimator, feature_names, n_features)
     params, output = exporter(model, n_features)
 
     spec: dict = {"format_version": FORMAT_VERSION, "features": names}
     if scaler is not None:
         spec["scaler"] = _scaler(scaler, n_features)
+    if prep is not None:
+        spec["preprocess"] = preprocess_spec
     spec["model"] = params
     spec["output"] = output
-    spec["metadata"] = _metadata(estimator, scaler, model, author, metrics, metadata)
+    spec["metadata"] = _metadata(estimator, scaler or prep, model, author, metrics, metadata)
     return spec
 
 
@@ -130,16 +148,17 @@ def _split_pipeline(estimator: Any) -> tuple:
         raise UnsupportedEstimatorError("Pipeline has no estimator")
     *pre, model = steps
     for step in pre:
-        if type(step) is not StandardScaler:
+        if type(step) not in (StandardScaler, ColumnTransformer):
             raise UnsupportedEstimatorError(
                 f"Pipeline step {type(step).__name__} is not supported; a pipeline may hold only"
-                " one StandardScaler before the estimator"
+                " one StandardScaler or ColumnTransformer before the estimator"
             )
     if len(pre) > 1:
         raise UnsupportedEstimatorError(
-            "Pipeline with more than one StandardScaler is not supported; use one"
+            "Pipeline with more than one StandardScaler or ColumnTransformer is not supported;"
+            " put the preprocessing in one ColumnTransformer"
         )
-    if type(model) is StandardScaler or isinstance(model, Pipeline):
+    if type(model) in (StandardScaler, ColumnTransformer) or isinstance(model, Pipeline):
         raise UnsupportedEstimatorError(
             f"Pipeline ending in {type(model).__name__} is not supported; it must end in an"
             " estimator"

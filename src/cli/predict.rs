@@ -4,7 +4,10 @@
 use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
 
-use crate::model::{spec_checksum, ModelSpec, Output, Prediction};
+use crate::{
+    model::{spec_checksum, ModelSpec, Output, Prediction},
+    stream::record::{decode, KeySource, Reason, RecordFormat},
+};
 
 /// Arguments of `keyscore predict`.
 #[derive(Debug, clap::Args)]
@@ -40,23 +43,32 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
     let model = ModelSpec::from_json(stored.spec_json.as_bytes())
         .and_then(|spec| spec.build())
         .with_context(|| format!("{key} v{} does not build", stored.version))?;
-    let record: Value = serde_json::from_str(&args.record).context("--record is not JSON")?;
-    let Some(fields) = record.as_object() else {
-        bail!("--record must be a JSON object with the model's features by name");
+    // The record is read as the scorer reads it: nested paths, string categories, missing
+    // values the model accepts.
+    let format = RecordFormat {
+        key: KeySource::MessageKey,
+        ..RecordFormat::default()
+    };
+    let record = match decode(args.record.as_bytes(), &format, Some(key.as_bytes())) {
+        Ok(record) => record,
+        Err(rejection) if rejection.reason == Reason::NotJson => {
+            bail!("--record must be a JSON object with the model's features by name")
+        }
+        Err(rejection) => bail!("--record: {}", rejection.message),
     };
     let mut x = Vec::with_capacity(model.features().len());
-    for name in model.features() {
-        match fields.get(name) {
-            Some(Value::Number(n)) => x.push(n.as_f64().unwrap_or(f64::NAN)),
-            // A model with default directions scores a missing (absent or null) feature.
-            Some(Value::Null) | None if model.handles_missing() => x.push(f64::NAN),
-            Some(other) => bail!("feature '{name}' is not a number in --record: {other}"),
-            None => bail!(
-                "feature '{name}' is missing from --record; {key} v{} reads {}",
+    if let Err(rejection) = record.read_model_features(&model, &mut x) {
+        if rejection.reason == Reason::MissingFeature {
+            bail!(
+                "{}; {key} v{} reads {}",
+                rejection
+                    .message
+                    .replace(" is missing", " is missing from --record"),
                 stored.version,
                 model.features().join(", ")
-            ),
+            );
         }
+        bail!("{} in --record", rejection.message);
     }
     let prediction = match (model.predict(&x)?, model.output()) {
         (Prediction::Value(v), _) => json!({ "value": v }),

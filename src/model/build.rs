@@ -8,6 +8,8 @@
 use std::collections::HashSet;
 
 use super::{
+    preprocess::Preprocess,
+    spec::ColumnSpec,
     spec::{OutputSpec, ParamsSpec, ScalerSpec},
     Boosted, Error, Forest, Kind, Linear, Logistic, Mlp, Model, ModelSpec, Output, Scaler,
     MAX_PARAMETERS,
@@ -16,7 +18,34 @@ use super::{
 pub(super) fn build(spec: &ModelSpec) -> Result<Model, Error> {
     check_size(spec, MAX_PARAMETERS)?;
     check_features(&spec.features)?;
-    let n_features = spec.features.len();
+    let n_raw = spec.features.len();
+    // With preprocessing the model reads the columns it writes, not the features.
+    let n_features = match &spec.preprocess {
+        None => n_raw,
+        Some(p) => {
+            if spec.scaler.is_some() {
+                return Err(invalid(
+                    "scaler and preprocess are both given; put the scaling in preprocess \
+                     columns",
+                ));
+            }
+            if p.columns.is_empty() {
+                return Err(invalid("preprocess.columns is empty"));
+            }
+            p.columns.iter().fold(0usize, |n, c| {
+                n.saturating_add(match c {
+                    ColumnSpec::OneHot {
+                        categories,
+                        missing_is_category,
+                        ..
+                    } => categories
+                        .len()
+                        .saturating_add(usize::from(*missing_is_category)),
+                    _ => 1,
+                })
+            })
+        }
+    };
     let scaler = spec
         .scaler
         .as_ref()
@@ -26,57 +55,73 @@ pub(super) fn build(spec: &ModelSpec) -> Result<Model, Error> {
     let mut round_to_f32 = false;
     let mut mlp_scratch = 0;
     let mut handles_missing = false;
-    let kind = match &spec.model {
-        ParamsSpec::Linear {
-            coefficients,
-            intercept,
-        } => Kind::Linear(Linear::build(
-            coefficients,
-            *intercept,
-            n_features,
-            &output,
-        )?),
-        ParamsSpec::Logistic {
-            coefficients,
-            intercepts,
-        } => Kind::Logistic(Logistic::build(
-            coefficients,
-            intercepts,
-            n_features,
-            &output,
-        )?),
-        ParamsSpec::RandomForest {
-            trees,
-            threshold_precision,
-        } => {
-            let forest = Forest::build(trees, *threshold_precision, n_features, &output)?;
-            round_to_f32 = forest.rounds_to_f32();
-            Kind::Forest(forest)
-        }
-        ParamsSpec::BoostedTrees(boosted) => {
-            let boosted = Boosted::build(boosted, n_features, &output)?;
-            round_to_f32 = boosted.rounds_to_f32();
-            handles_missing = boosted.handles_missing();
-            // One running sum per output.
-            mlp_scratch = boosted.outputs();
-            Kind::Boosted(boosted)
-        }
-        ParamsSpec::Mlp {
-            layers,
-            hidden_activation,
-            output_activation,
-        } => {
-            let mlp = Mlp::build(
-                layers,
-                *hidden_activation,
-                *output_activation,
+    let kind = (|| -> Result<Kind, Error> {
+        Ok(match &spec.model {
+            ParamsSpec::Linear {
+                coefficients,
+                intercept,
+            } => Kind::Linear(Linear::build(
+                coefficients,
+                *intercept,
                 n_features,
                 &output,
-            )?;
-            mlp_scratch = mlp.scratch_len();
-            Kind::Mlp(mlp)
+            )?),
+            ParamsSpec::Logistic {
+                coefficients,
+                intercepts,
+            } => Kind::Logistic(Logistic::build(
+                coefficients,
+                intercepts,
+                n_features,
+                &output,
+            )?),
+            ParamsSpec::RandomForest {
+                trees,
+                threshold_precision,
+            } => {
+                let forest = Forest::build(trees, *threshold_precision, n_features, &output)?;
+                round_to_f32 = forest.rounds_to_f32();
+                Kind::Forest(forest)
+            }
+            ParamsSpec::BoostedTrees(boosted) => {
+                let boosted = Boosted::build(boosted, n_features, &output)?;
+                round_to_f32 = boosted.rounds_to_f32();
+                handles_missing = boosted.handles_missing();
+                // One running sum per output.
+                mlp_scratch = boosted.outputs();
+                Kind::Boosted(boosted)
+            }
+            ParamsSpec::Mlp {
+                layers,
+                hidden_activation,
+                output_activation,
+            } => {
+                let mlp = Mlp::build(
+                    layers,
+                    *hidden_activation,
+                    *output_activation,
+                    n_features,
+                    &output,
+                )?;
+                mlp_scratch = mlp.scratch_len();
+                Kind::Mlp(mlp)
+            }
+        })
+    })();
+    let kind = match (kind, &spec.preprocess) {
+        (Err(Error::Invalid(m)), Some(_)) => {
+            return Err(invalid(format!(
+                "{m} (the preprocess columns write {n_features} model inputs)"
+            )))
         }
+        (kind, _) => kind?,
     };
+    let preprocess = spec
+        .preprocess
+        .as_ref()
+        .map(|p| Preprocess::build(p, &spec.features, handles_missing))
+        .transpose()?;
+    let preprocess_scratch = if preprocess.is_some() { n_features } else { 0 };
     let input_scratch = if scaler.is_some() || round_to_f32 {
         n_features
     } else {
@@ -85,11 +130,12 @@ pub(super) fn build(spec: &ModelSpec) -> Result<Model, Error> {
     Ok(Model {
         features: super::intern_features(&spec.features),
         scaler,
+        preprocess,
         kind,
         output,
         round_to_f32,
         handles_missing,
-        scratch_len: input_scratch + mlp_scratch,
+        scratch_len: preprocess_scratch + input_scratch + mlp_scratch,
     })
 }
 
@@ -146,6 +192,14 @@ fn count_numbers(spec: &ModelSpec) -> usize {
     }
     if let OutputSpec::Classification { classes } = &spec.output {
         n = n.saturating_add(classes.len());
+    }
+    for c in spec.preprocess.iter().flat_map(|p| &p.columns) {
+        n = n.saturating_add(match c {
+            ColumnSpec::Numeric { .. } => 4,
+            ColumnSpec::OneHot { categories, .. } | ColumnSpec::Ordinal { categories, .. } => {
+                categories.len().saturating_add(3)
+            }
+        });
     }
     n = n.saturating_add(match &spec.model {
         ParamsSpec::Linear { coefficients, .. } => coefficients.len().saturating_add(1),
@@ -388,6 +442,8 @@ mod tests {
             OutputSpec::Regression,
         );
         assert_eq!(count_numbers(&s), 2 + 9 + 4);
+        // 3 names + 2 labels + 5 weights; columns: 2 categories + 3, 4, 3 categories + 3.
+        assert_eq!(count_numbers(&preprocessed()), 3 + 2 + 5 + 5 + 4 + 6);
     }
 
     #[test]

@@ -45,6 +45,10 @@ pub enum Error {
     /// A feature value is NaN or infinite.
     #[error("feature '{0}' is not a finite number")]
     NonFiniteFeature(String),
+    /// An encoded feature's value is not one of its categories and the encoder refuses
+    /// unknown values.
+    #[error("feature '{0}' is not one of its encoder's categories")]
+    UnknownCategory(String),
     /// Scoring produced NaN or an infinity (for example an overflow in an activation).
     #[error("model produced a non-finite output")]
     NonFiniteOutput,

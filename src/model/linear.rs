@@ -168,6 +168,7 @@ mod tests {
             format_version: 1,
             features: (0..coefficients.len()).map(|i| format!("f{i}")).collect(),
             scaler,
+            preprocess: None,
             model: ParamsSpec::Linear {
                 coefficients,
                 intercept,
@@ -184,6 +185,7 @@ mod tests {
                 .map(|i| format!("f{i}"))
                 .collect(),
             scaler: None,
+            preprocess: None,
             model: ParamsSpec::Logistic {
                 coefficients,
                 intercepts,

@@ -10,6 +10,7 @@ mod forest;
 mod json_error;
 mod linear;
 mod mlp;
+mod preprocess;
 pub mod spec;
 #[cfg(test)]
 mod testing;
@@ -19,6 +20,7 @@ use std::{collections::HashSet, sync::Arc};
 use ndarray::ArrayView2;
 
 pub use error::Error;
+pub use preprocess::Categories;
 pub use spec::{ModelSpec, FORMAT_VERSION};
 
 use self::{
@@ -26,6 +28,7 @@ use self::{
     forest::Forest,
     linear::{Linear, Logistic},
     mlp::Mlp,
+    preprocess::Preprocess,
 };
 
 /// The most numbers a spec may hold (features, scaler, weights, thresholds, leaf values, tree
@@ -38,6 +41,8 @@ pub struct Model {
     /// Shared by every model with the same feature list (see [`intern_features`]).
     features: Arc<[String]>,
     scaler: Option<Scaler>,
+    /// Encoding, imputation and scaling from the features to the model's inputs.
+    preprocess: Option<Preprocess>,
     kind: Kind,
     output: Output,
     /// Round each (scaled) feature to `f32` before scoring (forests with `f32` thresholds).
@@ -165,6 +170,7 @@ impl Model {
                 .scaler
                 .as_ref()
                 .map_or(0, |s| vec_bytes(&s.mean) + vec_bytes(&s.scale))
+            + self.preprocess.as_ref().map_or(0, Preprocess::heap_bytes)
             + kind
             + output
     }
@@ -184,6 +190,23 @@ impl Model {
     /// True for boosted trees with a default direction for missing values at every node.
     pub fn handles_missing(&self) -> bool {
         self.handles_missing
+    }
+
+    /// Whether a missing value (NaN) of feature `i` is scored: the model handles missing
+    /// values, or a preprocess column imputes or encodes it. A record field that is absent or
+    /// `null` is then not a dead letter.
+    pub fn accepts_missing(&self, i: usize) -> bool {
+        match &self.preprocess {
+            Some(p) => p.accepts_missing(i),
+            None => self.handles_missing,
+        }
+    }
+
+    /// The categories of feature `i` when a preprocess encoder reads it as a string. Such a
+    /// feature is given to [`Model::predict`] as its category code ([`Categories::code`]),
+    /// NaN when missing and -1 when unknown.
+    pub fn categories(&self, i: usize) -> Option<&Categories> {
+        self.preprocess.as_ref().and_then(|p| p.categories(i))
     }
 
     /// The architecture's name as used in specs: `linear`, `logistic`, `random_forest`,
@@ -369,7 +392,7 @@ mod tests {
 
         #[test]
         fn from_json_and_build_never_panic_on_mutated_specs(
-            which in 0usize..10,
+            which in 0usize..11,
             edits in prop::collection::vec(edit(), 1..6),
         ) {
             let mut text = one_of_each_kind()[which].to_json().into_bytes();

@@ -64,7 +64,11 @@ fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f64]) -> R) -> R {
 /// `model.scratch_len` numbers.
 fn predict_row(model: &Model, x: &[f64], scratch: &mut [f64]) -> Result<Prediction, Error> {
     // A model that handles missing values takes NaN as "missing"; infinities never score.
-    let bad = if model.handles_missing {
+    let bad = if let Some(p) = &model.preprocess {
+        x.iter()
+            .enumerate()
+            .position(|(i, v)| v.is_infinite() || (v.is_nan() && !p.accepts_missing(i)))
+    } else if model.handles_missing {
         x.iter().position(|v| v.is_infinite())
     } else {
         x.iter().position(|v| !v.is_finite())
@@ -72,6 +76,15 @@ fn predict_row(model: &Model, x: &[f64], scratch: &mut [f64]) -> Result<Predicti
     if let Some(i) = bad {
         return Err(Error::NonFiniteFeature(model.features[i].clone()));
     }
+    let (transformed, scratch) = match &model.preprocess {
+        Some(p) => {
+            let (t, rest) = scratch.split_at_mut(p.width());
+            p.transform(x, t, &model.features)?;
+            (Some(&*t), rest)
+        }
+        None => (None, scratch),
+    };
+    let x = transformed.unwrap_or(x);
     let uses_input_scratch = model.scaler.is_some() || model.round_to_f32;
     let (input, rest) = scratch.split_at_mut(if uses_input_scratch { x.len() } else { 0 });
     let x = if uses_input_scratch {
@@ -196,7 +209,8 @@ mod tests {
 
     #[test]
     fn non_finite_features_are_named() {
-        for m in models() {
+        // Models whose preprocessing imputes or encodes missing values score NaN.
+        for m in models().into_iter().filter(|m| !m.accepts_missing(1)) {
             match m.predict(&[0.0, f64::NAN, 1.0]) {
                 Err(Error::NonFiniteFeature(name)) => assert_eq!(name, "f1"),
                 other => panic!("{} gave {other:?}", m.kind_name()),

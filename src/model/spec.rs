@@ -22,6 +22,56 @@
 //! before the model sees it (a scikit-learn `StandardScaler` stage). `metadata` is optional and
 //! free-form apart from the three named fields.
 //!
+//! A feature name is read from the record's top-level field of that name; when there is none
+//! and the name holds dots, it is a path of object keys: `"user.age"` reads the `age` field of
+//! the `user` object. A key that itself holds a dot can only be read at the top level (no
+//! escape is supported), and a path through a value that is not an object finds nothing
+//! (the feature is missing).
+//!
+//! ## Preprocessing
+//!
+//! `preprocess` (optional, not with `scaler`) turns the features into the model's inputs, as a
+//! scikit-learn `ColumnTransformer` does; the model is checked against the number of inputs
+//! its columns write, not the number of features:
+//!
+//! ```json
+//! "preprocess": {"columns": [
+//!   {"op": "one_hot", "feature": 0, "categories": ["blue", "red"], "handle_unknown": "ignore"},
+//!   {"op": "numeric", "feature": 1, "impute": 39.5, "mean": 40.1, "scale": 11.6},
+//!   {"op": "ordinal", "feature": 2, "categories": ["s0", "s1"],
+//!    "handle_unknown": "use_encoded_value", "unknown_value": -1,
+//!    "missing_is_category": true, "encoded_missing_value": -2},
+//!   {"op": "numeric", "feature": 3}
+//! ]}
+//! ```
+//!
+//! Columns write their inputs in order (scikit-learn: the transformers in order, then the
+//! `remainder` when it is `passthrough`); `feature` is an index into `features`, and every
+//! feature is read by at least one column (a dropped column is not listed).
+//!
+//! * `numeric`: one input, `(v - mean) / scale` where `v` is the feature, or `impute` when it is
+//!   missing (`SimpleImputer.statistics_`, then `StandardScaler`). `mean` defaults to 0,
+//!   `scale` to 1; no `impute`: a missing value stays missing (NaN), which only a model that
+//!   scores missing values accepts.
+//! * `one_hot`: one input per category, 1 for the record's category and 0 for the others;
+//!   `handle_unknown` is `error` (an unknown category is refused) or `ignore` (all zeros).
+//!   With `missing_is_category` a missing value was a category in training and sets one more
+//!   input, after the categories'; otherwise a missing value is an unknown one.
+//! * `ordinal`: one input, the category's index in `categories`; `handle_unknown` is `error` or
+//!   `use_encoded_value` (an unknown category takes `unknown_value`; absent or `null`: NaN).
+//!   With `missing_is_category` a missing value takes `encoded_missing_value` (absent or
+//!   `null`: NaN); otherwise it is an unknown one.
+//!
+//! A feature a `one_hot` or `ordinal` column reads is a string in records (any other JSON
+//! type is a dead letter), resolved against the categories, which are compared as exact
+//! strings; each encoded feature is read by one column only. [`Model::predict`] takes it as its
+//! category code: the index in `categories`, NaN when missing, -1 when unknown. The checker
+//! refuses an empty `columns`, indices out of range, empty or repeated categories, any other
+//! `handle_unknown` (scikit-learn's `infrequent_if_exist` included), non-finite numbers, a
+//! zero `scale`, and columns that give NaN to a model that does not score missing values.
+//!
+//! [`Model::predict`]: crate::model::Model::predict
+//!
 //! Model parameters by `kind`:
 //!
 //! * `linear`: `coefficients` (one per feature) and `intercept`; output `regression`.
@@ -93,6 +143,10 @@ pub struct ModelSpec {
     /// Optional standardisation applied to the features before the model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scaler: Option<ScalerSpec>,
+    /// Optional preprocessing (encoding, imputation, scaling) turning the features into the
+    /// model's inputs; exclusive with `scaler`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preprocess: Option<PreprocessSpec>,
     /// The model's parameters, by kind.
     pub model: ParamsSpec,
     /// What the model predicts.
@@ -110,6 +164,71 @@ pub struct ScalerSpec {
     pub mean: Vec<f64>,
     /// Per-feature divisor; must be non-zero.
     pub scale: Vec<f64>,
+}
+
+/// A preprocessing stage: each column writes one or more of the model's inputs, in order
+/// (scikit-learn's `ColumnTransformer` output).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreprocessSpec {
+    /// The output columns' producers, in output order.
+    pub columns: Vec<ColumnSpec>,
+}
+
+/// One producer of model inputs from one feature.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ColumnSpec {
+    /// A numeric feature, optionally imputed then standardised: one input.
+    Numeric {
+        /// Index into `features`.
+        feature: u32,
+        /// The value a missing feature takes (`SimpleImputer.statistics_`); absent: a missing
+        /// value stays missing.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        impute: Option<f64>,
+        /// Subtracted after imputation (`StandardScaler.mean_`); default 0.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mean: Option<f64>,
+        /// Divides after the mean is subtracted (`StandardScaler.scale_`); default 1.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scale: Option<f64>,
+    },
+    /// A string feature one-hot encoded: one input per category.
+    OneHot {
+        /// Index into `features`.
+        feature: u32,
+        /// The known categories, in output order.
+        categories: Vec<String>,
+        /// `error` (an unknown value is refused) or `ignore` (all zeros).
+        handle_unknown: String,
+        /// Whether a missing value is a category of its own (it was seen in training), with
+        /// one more input after the listed categories'; otherwise (default) it is an unknown
+        /// value.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        missing_is_category: bool,
+    },
+    /// A string feature ordinal encoded: one input, the category's index.
+    Ordinal {
+        /// Index into `features`.
+        feature: u32,
+        /// The known categories; the code of each is its index.
+        categories: Vec<String>,
+        /// `error` (an unknown value is refused) or `use_encoded_value` (it takes
+        /// `unknown_value`).
+        handle_unknown: String,
+        /// The code of an unknown value with `use_encoded_value`; `null` or absent: missing.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        unknown_value: Option<f64>,
+        /// Whether a missing value is a category of its own (it was seen in training) and
+        /// takes `encoded_missing_value`; otherwise (default) it is an unknown value.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        missing_is_category: bool,
+        /// The code of a missing value when `missing_is_category`; `null` or absent: missing
+        /// (NaN).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        encoded_missing_value: Option<f64>,
+    },
 }
 
 /// Model parameters, one variant per supported architecture.

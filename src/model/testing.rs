@@ -17,6 +17,7 @@ pub(super) fn spec(n_features: usize, model: ParamsSpec, output: OutputSpec) -> 
         format_version: FORMAT_VERSION,
         features: names(n_features),
         scaler: None,
+        preprocess: None,
         model,
         output,
         metadata: None,
@@ -238,6 +239,7 @@ pub(super) fn one_of_each_kind() -> Vec<ModelSpec> {
         classes(&["a", "b", "c"]),
     );
     vec![
+        preprocessed(),
         linear,
         binary,
         multinomial,
@@ -249,4 +251,45 @@ pub(super) fn one_of_each_kind() -> Vec<ModelSpec> {
         boosted_regression,
         boosted_softmax,
     ]
+}
+
+/// A binary logistic model behind a preprocess stage on 3 features: `f0` one-hot encoded
+/// (`a`, `b`; unknown ignored), `f1` imputed with 2 then scaled as `(x - 1) / 2`, `f2` ordinal
+/// encoded (`x`, `y`, `z`; unknown -1, missing a category coded -2). Its 4 inputs are
+/// `[f0 == a, f0 == b, (f1 - 1) / 2, code(f2)]`.
+pub(super) fn preprocessed() -> ModelSpec {
+    let mut s = spec(
+        3,
+        ParamsSpec::Logistic {
+            coefficients: vec![vec![1.0, -1.0, 0.5, 0.25]],
+            intercepts: vec![0.125],
+        },
+        classes(&["no", "yes"]),
+    );
+    let strings = |v: &[&str]| v.iter().map(|c| c.to_string()).collect::<Vec<_>>();
+    s.preprocess = Some(PreprocessSpec {
+        columns: vec![
+            ColumnSpec::OneHot {
+                feature: 0,
+                categories: strings(&["a", "b"]),
+                handle_unknown: "ignore".into(),
+                missing_is_category: false,
+            },
+            ColumnSpec::Numeric {
+                feature: 1,
+                impute: Some(2.0),
+                mean: Some(1.0),
+                scale: Some(2.0),
+            },
+            ColumnSpec::Ordinal {
+                feature: 2,
+                categories: strings(&["x", "y", "z"]),
+                handle_unknown: "use_encoded_value".into(),
+                unknown_value: Some(-1.0),
+                missing_is_category: true,
+                encoded_missing_value: Some(-2.0),
+            },
+        ],
+    });
+    s
 }

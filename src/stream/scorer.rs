@@ -71,9 +71,7 @@ fn score_with(
     scratch: &mut Vec<f64>,
     keep_inputs: bool,
 ) -> Outcome {
-    let features = model.model.features();
-    if let Err(rejection) = decoded.read_features(features, model.model.handles_missing(), scratch)
-    {
+    if let Err(rejection) = decoded.read_model_features(&model.model, scratch) {
         return Outcome::Rejected(rejection);
     }
     match model.model.predict(scratch) {

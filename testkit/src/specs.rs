@@ -72,6 +72,7 @@ pub fn large_forest_json(bytes: usize, seed: u64) -> String {
         format_version: FORMAT_VERSION,
         features: (0..8).map(|i| format!("f{i}")).collect(),
         scaler: None,
+        preprocess: None,
         model: ParamsSpec::RandomForest {
             trees,
             threshold_precision: ThresholdPrecision::F64,

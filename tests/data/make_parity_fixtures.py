@@ -286,6 +286,157 @@ def _lgbm(classifier=False, **kw):
     return cls(n_estimators=3, num_leaves=4, verbose=-1, **kw)
 
 
+PREPROCESS_TOLERANCE = 1e-12
+COLORS = ["red", "green", "blue", "violet", "black"]
+SHOPS = [f"shop-{i}" for i in range(12)]
+
+
+def string_frame(n, seed, unseen):
+    """A seeded frame with string categories and missing values: `color` (one of COLORS,
+    about 15% missing), `shop` (one of SHOPS), numbers `user.age` (read from the nested record
+    field `user.age`, about 20% missing), `size` and `noise`. With `unseen`, about 10% of
+    `color` and `shop` are categories never seen in training."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    color = rng.choice(COLORS, n).astype(object)
+    shop = rng.choice(SHOPS, n).astype(object)
+    if unseen:
+        color[rng.random(n) < 0.1] = "ultraviolet"
+        shop[rng.random(n) < 0.1] = "shop-new"
+    color[rng.random(n) < 0.15] = None
+    age = rng.normal(40.0, 12.0, n)
+    age[rng.random(n) < 0.2] = np.nan
+    size = rng.gamma(2.0, 3.0, n)
+    noise = rng.normal(size=n)
+    frame = pd.DataFrame({"color": color, "shop": shop, "user.age": age, "size": size, "noise": noise})
+    bonus = {"red": 3.0, "green": -1.0, "blue": 0.5, "violet": 2.0, "black": -2.5}
+    signal = (
+        np.array([bonus.get(c, 0.0) if c is not None else 1.0 for c in color])
+        + 0.05 * np.nan_to_num(age, nan=30.0)
+        + 0.3 * size
+        + np.array([int(s.split("-")[1]) % 3 if s != "shop-new" else 0 for s in shop])
+    )
+    return frame, signal + rng.normal(0.0, 0.5, n)
+
+
+def records(frame):
+    """The frame's rows as JSON records as a producer writes them: `user.age` nested in a
+    `user` object, a missing value alternately absent and null."""
+    out = []
+    for i, row in enumerate(frame.to_dict("records")):
+        rec = {"id": i, "city": "parity"}
+        for name, value in row.items():
+            missing = value is None or (isinstance(value, float) and np.isnan(value))
+            if missing and i % 2 == 0:
+                continue
+            v = None if missing else value
+            if "." in name:
+                outer, inner = name.split(".", 1)
+                rec.setdefault(outer, {})[inner] = v
+            else:
+                rec[name] = v
+        out.append(json.dumps(rec, allow_nan=False))
+    return out
+
+
+def preprocess_cases():
+    """(case, pipeline, classes or None, exact or tolerance) over string_frame."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
+
+    def one_hot_prep():
+        return ColumnTransformer(
+            [
+                ("color", OneHotEncoder(handle_unknown="ignore"), ["color"]),
+                (
+                    "numbers",
+                    Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]),
+                    ["user.age", "size"],
+                ),
+            ],
+            remainder="drop",
+        )
+
+    def ordinal_prep():
+        return ColumnTransformer(
+            [("categories", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1), ["color", "shop"])],
+            remainder="passthrough",
+        )
+
+    return [
+        ("prep_onehot_hgb_regressor", Pipeline([("prep", one_hot_prep()), ("model", HistGradientBoostingRegressor(max_iter=40, random_state=0))]), None, True),
+        ("prep_onehot_logistic_binary", Pipeline([("prep", one_hot_prep()), ("model", LogisticRegression(max_iter=500))]), 2, PREPROCESS_TOLERANCE),
+        ("prep_ordinal_hgb_binary", Pipeline([("prep", ordinal_prep()), ("model", HistGradientBoostingClassifier(max_iter=30, random_state=0))]), 2, True),
+        ("prep_ordinal_hgb_multiclass", Pipeline([("prep", ordinal_prep()), ("model", HistGradientBoostingClassifier(max_iter=30, random_state=0))]), 3, PREPROCESS_TOLERANCE),
+    ]
+
+
+def write_preprocess_case(out_dir, case, pipeline, classes, exact):
+    """A Pipeline(ColumnTransformer, model) fitted on string_frame; the fixture holds the
+    held-out rows as JSON records (with unseen categories and missing values) instead of x."""
+    x_train, y_train = string_frame(600, 1, unseen=False)
+    x_test, y_test = string_frame(MAX_ROWS, 2, unseen=True)
+    if classes is not None:
+        cuts = np.quantile(y_train, np.linspace(0, 1, classes + 1)[1:-1])
+        y_train = np.array([f"q{k}" for k in np.searchsorted(cuts, y_train)])
+    pipeline.fit(x_train, y_train)
+    spec = keyscore_sklearn.export(pipeline)
+    predicted = pipeline.predict(x_test)
+    fixture = {
+        "case": case,
+        "estimator": spec["metadata"]["estimator"],
+        "exact": exact is True,
+        "tolerance": None if isinstance(exact, bool) else exact,
+        "x": [],
+        "records": records(x_test),
+        "predict": [str(label) for label in predicted] if classes else bits(predicted),
+        "proba": bits(pipeline.predict_proba(x_test)) if classes else None,
+    }
+    keyscore_sklearn.write_json(spec, os.path.join(out_dir, f"{case}.spec.json"))
+    with open(os.path.join(out_dir, f"{case}.json"), "w", encoding="utf-8") as f:
+        json.dump(fixture, f)
+
+
+def preprocess_refusals():
+    """(name, pipeline, text the refusal must contain), fitted on string_frame."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import KBinsDiscretizer, OneHotEncoder
+
+    def pipe(*transformers, remainder="drop"):
+        ct = ColumnTransformer(list(transformers), remainder=remainder)
+        return Pipeline([("prep", ct), ("model", Ridge())])
+
+    return [
+        ("KBinsDiscretizer", pipe(("bins", KBinsDiscretizer(n_bins=3), ["size"])), "KBinsDiscretizer"),
+        (
+            "OneHotEncoder(handle_unknown='infrequent_if_exist')",
+            pipe(("c", OneHotEncoder(handle_unknown="infrequent_if_exist"), ["shop"])),
+            "infrequent_if_exist",
+        ),
+        ("OneHotEncoder(drop='first')", pipe(("c", OneHotEncoder(drop="first"), ["shop"])), "drop='first'"),
+        (
+            "SimpleImputer(add_indicator=True)",
+            pipe(("n", SimpleImputer(add_indicator=True), ["user.age"])),
+            "add_indicator",
+        ),
+        (
+            "ColumnTransformer(remainder=StandardScaler)",
+            pipe(
+                ("c", OneHotEncoder(), ["color", "shop"]),
+                ("n", StandardScaler(), ["size"]),
+                remainder=StandardScaler(),
+            ),
+            "remainder=StandardScaler",
+        ),
+    ]
+
+
 def bits(values):
     arr = np.ascontiguousarray(values, dtype="<f8")
     return np.vectorize(lambda u: f"{int(u):016x}", otypes=[object])(arr.view("<u8")).tolist()
@@ -323,6 +474,16 @@ def write_refusals(out_dir):
         except keyscore_sklearn.UnsupportedEstimatorError as err:
             message = str(err)
         results.append({"estimator": name, "expect": expect, "message": message})
+    x_train, y_train = string_frame(200, 3, unseen=False)
+    x_train = x_train.fillna({"user.age": 40.0})
+    for name, estimator, expect in preprocess_refusals():
+        estimator.fit(x_train, y_train)
+        try:
+            keyscore_sklearn.export(estimator)
+            message = None
+        except keyscore_sklearn.UnsupportedEstimatorError as err:
+            message = str(err)
+        results.append({"estimator": name, "expect": expect, "message": message})
     with open(os.path.join(out_dir, "refusals.json"), "w", encoding="utf-8") as f:
         json.dump(results, f, indent=1)
 
@@ -335,6 +496,8 @@ def main():
     warnings.simplefilter("ignore")  # convergence warnings of the deliberately small models
     for case in cases():
         write_case(out_dir, *case)
+    for case in preprocess_cases():
+        write_preprocess_case(out_dir, *case)
     write_refusals(out_dir)
 
 

@@ -10,6 +10,7 @@ use serde::{
 use serde_json::{value::RawValue, Value};
 
 use super::{KeySource, Reason, RecordFormat, Rejection};
+use crate::model::Model;
 
 /// A decoded input record: its key, its id and its fields, borrowed from the payload.
 ///
@@ -200,6 +201,21 @@ impl<'a> Decoded<'a> {
         self.read_features(names, false, out)
     }
 
+    /// The raw JSON of a feature: the top-level field named `name`, else, when `name` holds
+    /// dots, the value at the path of object keys it spells (`"user.age"` is the `age` field
+    /// of the `user` object). A path through a value that is not an object finds nothing.
+    fn feature_field(&self, name: &str) -> Option<&'a RawValue> {
+        if let Some(raw) = self.field(name) {
+            return Some(raw);
+        }
+        let (first, rest) = name.split_once('.')?;
+        let mut raw = self.field(first)?;
+        for key in rest.split('.') {
+            raw = member(raw, key)?;
+        }
+        Some(raw)
+    }
+
     /// Reads the named features in order into `out` (cleared first). A feature that is absent
     /// or `null` is missing: with `allow_missing` (a model that scores missing values, see
     /// [`Model::handles_missing`](crate::model::Model::handles_missing)) it is read as NaN,
@@ -212,46 +228,171 @@ impl<'a> Decoded<'a> {
     ) -> Result<(), Rejection> {
         out.clear();
         for name in names {
-            let Some(raw) = self.field(name) else {
-                if allow_missing {
-                    out.push(f64::NAN);
-                    continue;
-                }
-                return Err(Rejection::new(
-                    Reason::MissingFeature,
-                    format!("feature '{name}' is missing (absent from the record)"),
-                ));
-            };
-            let text = raw.get();
-            match text.as_bytes().first() {
-                // Valid JSON number syntax is a subset of what `f64::from_str` reads, and both
-                // round correctly.
-                Some(b'-' | b'0'..=b'9') => match text.parse::<f64>() {
-                    Ok(x) if x.is_finite() => out.push(x),
-                    _ => {
-                        return Err(Rejection::new(
-                            Reason::NonNumericFeature,
-                            format!("feature '{name}' is not a finite number"),
-                        ))
-                    }
-                },
-                Some(b'n') if allow_missing => out.push(f64::NAN),
-                Some(b'n') => {
-                    return Err(Rejection::new(
-                        Reason::MissingFeature,
-                        format!("feature '{name}' is missing (null)"),
-                    ))
-                }
-                _ => {
-                    return Err(Rejection::new(
-                        Reason::NonNumericFeature,
-                        format!("feature '{name}' must be a number, found {}", raw_kind(raw)),
-                    ))
-                }
-            }
+            out.push(read_number(name, self.feature_field(name), allow_missing)?);
         }
         Ok(())
     }
+
+    /// Reads `model`'s features in order into `out` (cleared first), as
+    /// [`Model::predict`](crate::model::Model::predict) takes them: numbers, NaN for a missing
+    /// value the model accepts ([`Model::accepts_missing`](crate::model::Model::accepts_missing)),
+    /// and for a feature a preprocess encoder reads, its string resolved to its category code
+    /// (-1 when unknown). A string with no escapes is resolved without allocating. An unknown
+    /// category the encoder refuses, and a string where a number is expected (or the reverse),
+    /// are [`Reason::NonNumericFeature`]; a missing value the model does not accept is
+    /// [`Reason::MissingFeature`].
+    pub fn read_model_features(&self, model: &Model, out: &mut Vec<f64>) -> Result<(), Rejection> {
+        out.clear();
+        for (i, name) in model.features().iter().enumerate() {
+            let raw = self.feature_field(name);
+            let allow_missing = model.accepts_missing(i);
+            let Some(categories) = model.categories(i) else {
+                out.push(read_number(name, raw, allow_missing)?);
+                continue;
+            };
+            let Some(raw) = raw.filter(|r| r.get() != "null") else {
+                out.push(read_number(name, raw, allow_missing)?);
+                continue;
+            };
+            let Some(value) = string_text(raw) else {
+                return Err(Rejection::new(
+                    Reason::NonNumericFeature,
+                    format!(
+                        "feature '{name}' must be a string (a category), found {}",
+                        raw_kind(raw)
+                    ),
+                ));
+            };
+            out.push(match categories.code(&value) {
+                Some(code) => code as f64,
+                None if categories.refuses_unknown() => {
+                    return Err(Rejection::new(
+                        Reason::NonNumericFeature,
+                        format!(
+                            "feature '{name}' has the unknown category {}, which its encoder \
+                             refuses",
+                            shorten(raw.get())
+                        ),
+                    ))
+                }
+                None => -1.0,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A feature read as a number: NaN when missing and `allow_missing`.
+fn read_number(name: &str, raw: Option<&RawValue>, allow_missing: bool) -> Result<f64, Rejection> {
+    let Some(raw) = raw else {
+        if allow_missing {
+            return Ok(f64::NAN);
+        }
+        return Err(Rejection::new(
+            Reason::MissingFeature,
+            format!("feature '{name}' is missing (absent from the record)"),
+        ));
+    };
+    let text = raw.get();
+    match text.as_bytes().first() {
+        // Valid JSON number syntax is a subset of what `f64::from_str` reads, and both round
+        // correctly.
+        Some(b'-' | b'0'..=b'9') => match text.parse::<f64>() {
+            Ok(x) if x.is_finite() => Ok(x),
+            _ => Err(Rejection::new(
+                Reason::NonNumericFeature,
+                format!("feature '{name}' is not a finite number"),
+            )),
+        },
+        Some(b'n') if allow_missing => Ok(f64::NAN),
+        Some(b'n') => Err(Rejection::new(
+            Reason::MissingFeature,
+            format!("feature '{name}' is missing (null)"),
+        )),
+        _ => Err(Rejection::new(
+            Reason::NonNumericFeature,
+            format!("feature '{name}' must be a number, found {}", raw_kind(raw)),
+        )),
+    }
+}
+
+/// A JSON string's contents: borrowed from the payload unless it holds escapes.
+fn string_text(raw: &RawValue) -> Option<Cow<'_, str>> {
+    let text = raw.get();
+    match text.as_bytes().first() {
+        Some(b'"') if !text.contains('\\') => Some(Cow::Borrowed(&text[1..text.len() - 1])),
+        Some(b'"') => serde_json::from_str::<String>(text).ok().map(Cow::Owned),
+        _ => None,
+    }
+}
+
+/// A JSON text cut to at most 64 bytes (at a character boundary) for a message.
+fn shorten(text: &str) -> Cow<'_, str> {
+    const MAX: usize = 64;
+    if text.len() <= MAX {
+        return Cow::Borrowed(text);
+    }
+    let mut end = MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}...", &text[..end]))
+}
+
+/// The value of `key` in the JSON object `raw` (its last one when named twice), borrowed; none
+/// when `raw` is not an object or has no such key.
+fn member<'a>(raw: &'a RawValue, key: &str) -> Option<&'a RawValue> {
+    struct Member<'k>(&'k str);
+    impl<'de> DeserializeSeed<'de> for Member<'_> {
+        type Value = Option<&'de RawValue>;
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Member<'_> {
+        type Value = Option<&'de RawValue>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON value")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut found = None;
+            while let Some(name) = map.next_key_seed(FieldName)? {
+                if name == self.0 {
+                    found = Some(map.next_value::<&'de RawValue>()?);
+                } else {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+            Ok(found)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+    }
+    let mut d = serde_json::Deserializer::from_str(raw.get());
+    Member(key).deserialize(&mut d).ok().flatten()
 }
 
 fn json_kind(v: &Value) -> &'static str {
@@ -408,6 +549,133 @@ mod tests {
         );
     }
 
+    /// A logistic model behind a preprocess stage: `color` one-hot (`red`, `blue`; unknown
+    /// refused), `user.age` imputed with 40, `shop` ordinal (unknown -1, missing unknown).
+    fn preprocessed() -> crate::model::Model {
+        let text = r#"{"format_version": 1, "features": ["color", "user.age", "shop"],
+          "preprocess": {"columns": [
+            {"op": "one_hot", "feature": 0, "categories": ["red", "blue"], "handle_unknown": "error"},
+            {"op": "numeric", "feature": 1, "impute": 40.0},
+            {"op": "ordinal", "feature": 2, "categories": ["s1", "s0", "s\"2"],
+             "handle_unknown": "use_encoded_value", "unknown_value": -1}]},
+          "model": {"kind": "logistic", "coefficients": [[1, 2, 0.1, 0.5]], "intercepts": [0]},
+          "output": {"type": "classification", "classes": ["no", "yes"]}}"#;
+        crate::model::ModelSpec::from_json(text.as_bytes())
+            .unwrap()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn encoded_features_read_strings_as_category_codes() {
+        let m = preprocessed();
+        let mut x = Vec::new();
+        let d = decode(
+            br#"{"city":"p","color":"blue","user":{"name":"x","age":31.5},"shop":"s0"}"#,
+            &fmt(),
+            None,
+        )
+        .unwrap();
+        d.read_model_features(&m, &mut x).unwrap();
+        assert_eq!(x, vec![1.0, 31.5, 1.0]);
+        // Escaped strings, an unknown shop (-1), a missing age (NaN, imputed by the model).
+        let d = decode(
+            br#"{"city":"p","color":"r\u0065d","user":{"age":null},"shop":"s\"2"}"#,
+            &fmt(),
+            None,
+        )
+        .unwrap();
+        d.read_model_features(&m, &mut x).unwrap();
+        assert_eq!(x[0], 0.0);
+        assert!(x[1].is_nan());
+        assert_eq!(x[2], 2.0);
+        assert!(m.predict(&x).is_ok());
+        let d = decode(
+            br#"{"city":"p","color":"red","shop":"elsewhere"}"#,
+            &fmt(),
+            None,
+        )
+        .unwrap();
+        d.read_model_features(&m, &mut x).unwrap();
+        assert_eq!(x[2], -1.0);
+        let unknown = m.predict(&x).unwrap();
+        // A missing shop is read as missing and scored as an unknown one.
+        let d = decode(br#"{"city":"p","color":"red","shop":null}"#, &fmt(), None).unwrap();
+        d.read_model_features(&m, &mut x).unwrap();
+        assert!(x[2].is_nan());
+        assert_eq!(m.predict(&x).unwrap(), unknown);
+    }
+
+    #[test]
+    fn encoded_features_refuse_what_their_encoder_refuses() {
+        let m = preprocessed();
+        let mut x = Vec::new();
+        let refuse = |rec: &str| {
+            let d = decode(rec.as_bytes(), &fmt(), None).unwrap();
+            d.read_model_features(&m, &mut Vec::new()).unwrap_err()
+        };
+        let err = refuse(r#"{"city":"p","color":"green","shop":"s1"}"#);
+        assert_eq!(err.reason, Reason::NonNumericFeature);
+        assert_eq!(
+            err.message,
+            "feature 'color' has the unknown category \"green\", which its encoder refuses"
+        );
+        let err = refuse(r#"{"city":"p","color":3,"shop":"s1"}"#);
+        assert_eq!(err.reason, Reason::NonNumericFeature);
+        assert_eq!(
+            err.message,
+            "feature 'color' must be a string (a category), found a number"
+        );
+        // `handle_unknown = "error"`: a missing value is not scored.
+        let err = refuse(r#"{"city":"p","shop":"s1"}"#);
+        assert_eq!(err.reason, Reason::MissingFeature);
+        assert_eq!(
+            err.message,
+            "feature 'color' is missing (absent from the record)"
+        );
+        // A string where a number is expected is refused as before.
+        let err = refuse(r#"{"city":"p","color":"red","user":{"age":"old"},"shop":"s1"}"#);
+        assert_eq!(
+            err.message,
+            "feature 'user.age' must be a number, found a string"
+        );
+        let long = "x".repeat(200);
+        let err = refuse(&format!(r#"{{"city":"p","color":"{long}"}}"#));
+        assert!(err.message.len() < 160, "{}", err.message);
+        let d = decode(br#"{"city":"p","color":"red","shop":"s1"}"#, &fmt(), None).unwrap();
+        d.read_model_features(&m, &mut x).unwrap();
+        assert_eq!(x[0], 0.0);
+    }
+
+    #[test]
+    fn dotted_feature_names_read_nested_fields_after_top_level_ones() {
+        let names = ["user.age".to_string(), "a.b.c".to_string()];
+        let mut x = Vec::new();
+        let d = decode(
+            br#"{"city":"p","user":{"age":1,"age":2},"a":{"b":{"c":3}}}"#,
+            &fmt(),
+            None,
+        )
+        .unwrap();
+        d.read_features(&names, false, &mut x).unwrap();
+        assert_eq!(x, vec![2.0, 3.0]);
+        // A top-level field named with the dot wins over the path.
+        let d = decode(
+            br#"{"city":"p","user.age":7,"user":{"age":1},"a":{"b":[1]}}"#,
+            &fmt(),
+            None,
+        )
+        .unwrap();
+        let err = d.read_features(&names, false, &mut x).unwrap_err();
+        assert_eq!(
+            err.message,
+            "feature 'a.b.c' is missing (absent from the record)"
+        );
+        d.read_features(&names, true, &mut x).unwrap();
+        assert_eq!(x[0], 7.0);
+        assert!(x[1].is_nan());
+    }
+
     proptest! {
         #[test]
         fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
@@ -427,6 +695,24 @@ mod tests {
                     // Every feature is read, as a number or as missing (NaN), never infinite.
                     prop_assert_eq!(x.len(), 2);
                     prop_assert!(x.iter().all(|v| !v.is_infinite()));
+                }
+            }
+        }
+
+        #[test]
+        fn encoded_and_nested_features_never_panic_on_mutated_records(
+            pos in 0usize..80,
+            byte in any::<u8>(),
+        ) {
+            let model = preprocessed();
+            let mut rec = br#"{"city":"p","color":"blue","user":{"age":3},"shop":"s\"2"}"#.to_vec();
+            let pos = pos % rec.len();
+            rec[pos] = byte;
+            if let Ok(d) = decode(&rec, &fmt(), None) {
+                let mut x = Vec::new();
+                if d.read_model_features(&model, &mut x).is_ok() {
+                    prop_assert_eq!(x.len(), 3);
+                    prop_assert!(model.predict(&x).is_ok());
                 }
             }
         }

@@ -202,7 +202,8 @@ pub enum Reason {
     MissingKey,
     /// A feature the model needs is absent or null.
     MissingFeature,
-    /// A feature is present but not a finite number.
+    /// A feature is present but not a finite number (or, for a feature a preprocess encoder
+    /// reads, not a string, or a category its encoder refuses).
     NonNumericFeature,
     /// Neither the key nor any key along its fallback chain has a usable model.
     NoModel,
