@@ -3,7 +3,9 @@
 Trains two regression models on a seeded synthetic frame of 16 features (20,000 rows):
 XGBoost with 100 trees of depth 6, and LightGBM with 500 trees of 31 leaves. Exports them with
 keyscore_sklearn, measures each library's single-row predict (XGBoost ``inplace_predict``,
-LightGBM ``Booster.predict``, one thread) and its predict of 64-row batches, then runs
+LightGBM ``Booster.predict``, one thread) and its predict of 64-row batches, XGBoost's C API
+single-row path (``xgboost_c_api.c``, compiled with ``cc`` against the installed libxgboost,
+when a C compiler is there), then runs
 ``cargo bench --bench boosted`` on the exported models (which first checks that keyscore
 predicts what the library predicts, bit for bit) and prints ns per record side by side.
 
@@ -86,6 +88,7 @@ def main():
     lib = {}
     for case, (name, fn, _) in library.items():
         lib[case] = (name, per_record(fn, singles, 1), per_record(fn, batches, BATCH))
+    c_api = xgboost_c_api(booster, test, out)
     run = subprocess.run(
         ["cargo", "bench", "--bench", "boosted", "--", out],
         check=True,
@@ -102,6 +105,30 @@ def main():
     for case, (name, one, many) in lib.items():
         k1, k64 = ours[(case, False)], ours[(case, True)]
         print(f"{case:<14} {name:<26} {one:>14.0f} {k1:>11.0f} {one / k1:>8.1f}x {many:>11.0f} {k64:>12.0f} {many / k64:>8.1f}x")
+    if c_api is not None:
+        k1 = ours[("xgb_100x6", False)]
+        print(f"{'xgb_100x6':<14} {'XGBoost C API (dense)':<26} {c_api:>14.0f} {k1:>11.0f} {c_api / k1:>8.1f}x")
+
+
+def xgboost_c_api(booster, test, out):
+    """ns per single-row XGBoosterPredictFromDense call, or None without a C compiler."""
+    lib_dir = os.path.join(os.path.dirname(xgboost.__file__), "lib")
+    exe = os.path.join(out, "xgboost_c_api")
+    source = os.path.join(os.path.dirname(__file__), "xgboost_c_api.c")
+    try:
+        subprocess.run(
+            ["cc", "-O2", source, f"-L{lib_dir}", "-lxgboost", f"-Wl,-rpath,{lib_dir}", "-o", exe],
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError) as err:
+        print(f"XGBoost C API path not measured: {err}", file=sys.stderr)
+        return None
+    model = os.path.join(out, "xgb_100x6.model.json")
+    rows = os.path.join(out, "xgb_100x6.rows.f32")
+    booster.save_model(model)
+    np.asarray(test[:2048], dtype=np.float32).tofile(rows)
+    run = subprocess.run([exe, model, rows], check=True, capture_output=True, text=True)
+    return float(run.stdout.strip())
 
 
 if __name__ == "__main__":
