@@ -115,21 +115,8 @@ impl State {
     fn change_rollout(&mut self, key: &str, edit: RolloutEdit) {
         let before = self.rollouts.get(key).cloned().unwrap_or_default();
         let entry = match edit {
-            RolloutEdit::Canary(Some(c)) => {
-                HistoryEntry::now(ChangeAction::Canary, Some(c.version), None, Some(c.share))
-            }
-            RolloutEdit::Canary(None) => HistoryEntry::now(
-                ChangeAction::CanaryEnd,
-                before.canary.map(|c| c.version),
-                None,
-                None,
-            ),
-            RolloutEdit::Shadow(Some(v)) => {
-                HistoryEntry::now(ChangeAction::Shadow, Some(v), None, None)
-            }
-            RolloutEdit::Shadow(None) => {
-                HistoryEntry::now(ChangeAction::ShadowEnd, before.shadow, None, None)
-            }
+            RolloutEdit::Canary(canary) => HistoryEntry::canary(canary, before.canary),
+            RolloutEdit::Shadow(shadow) => HistoryEntry::shadow(shadow, before.shadow),
         };
         let revision = self.announce(key, entry);
         let rollout = self.rollouts.entry(key.to_string()).or_default();

@@ -385,6 +385,29 @@ impl HistoryEntry {
         }
     }
 
+    /// The entry of a canary change: `canary` started, or with `None` the canary that ran,
+    /// `before`, ended.
+    pub(crate) fn canary(canary: Option<Canary>, before: Option<Canary>) -> HistoryEntry {
+        match canary {
+            Some(c) => Self::now(ChangeAction::Canary, Some(c.version), None, Some(c.share)),
+            None => Self::now(
+                ChangeAction::CanaryEnd,
+                before.map(|c| c.version),
+                None,
+                None,
+            ),
+        }
+    }
+
+    /// The entry of a shadow change: `shadow` started, or with `None` the shadow that ran,
+    /// `before`, ended.
+    pub(crate) fn shadow(shadow: Option<i64>, before: Option<i64>) -> HistoryEntry {
+        match shadow {
+            Some(v) => Self::now(ChangeAction::Shadow, Some(v), None, None),
+            None => Self::now(ChangeAction::ShadowEnd, before, None, None),
+        }
+    }
+
     /// The parsed action, when it is one keyscore writes.
     pub fn kind(&self) -> Option<ChangeAction> {
         ChangeAction::parse(&self.action)

@@ -695,24 +695,8 @@ impl CqlModelStore {
             };
             if applied {
                 let mut entry = match change {
-                    RolloutChange::Canary(Some(c)) => HistoryEntry::now(
-                        ChangeAction::Canary,
-                        Some(c.version),
-                        None,
-                        Some(c.share),
-                    ),
-                    RolloutChange::Canary(None) => HistoryEntry::now(
-                        ChangeAction::CanaryEnd,
-                        current.canary.map(|c| c.version),
-                        None,
-                        None,
-                    ),
-                    RolloutChange::Shadow(Some(v)) => {
-                        HistoryEntry::now(ChangeAction::Shadow, Some(v), None, None)
-                    }
-                    RolloutChange::Shadow(None) => {
-                        HistoryEntry::now(ChangeAction::ShadowEnd, current.shadow, None, None)
-                    }
+                    RolloutChange::Canary(c) => HistoryEntry::canary(c, current.canary),
+                    RolloutChange::Shadow(v) => HistoryEntry::shadow(v, current.shadow),
                 };
                 entry.revision = revision;
                 self.announce(pointers, key, &entry).await;

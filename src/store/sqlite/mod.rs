@@ -607,15 +607,10 @@ impl ModelStore for EmbeddedModelStore {
                     return Err(Error::NoSuchVersion { key, version: v });
                 }
             }
-            let change = match version {
-                Some(v) => HistoryEntry::now(ChangeAction::Shadow, Some(v), None, None),
-                None => {
-                    let ended = read_rollout(tx, &key)
-                        .map_err(sqlite_error(context))?
-                        .and_then(|r| r.shadow);
-                    HistoryEntry::now(ChangeAction::ShadowEnd, ended, None, None)
-                }
-            };
+            let before = read_rollout(tx, &key)
+                .map_err(sqlite_error(context))?
+                .and_then(|r| r.shadow);
+            let change = HistoryEntry::shadow(version, before);
             let seq = feed_row(tx, &key, &change).map_err(sqlite_error(context))?;
             tx.execute(
                 "INSERT INTO model_rollouts (key, shadow_version, revision) VALUES (?1, ?2, ?3)

@@ -299,15 +299,8 @@ pub(super) fn write_canary(
     key: &str,
     canary: Option<Canary>,
 ) -> rusqlite::Result<()> {
-    let change = match canary {
-        Some(c) => HistoryEntry::now(ChangeAction::Canary, Some(c.version), None, Some(c.share)),
-        None => {
-            let ended = read_rollout(conn, key)?
-                .and_then(|r| r.canary)
-                .map(|c| c.version);
-            HistoryEntry::now(ChangeAction::CanaryEnd, ended, None, None)
-        }
-    };
+    let before = read_rollout(conn, key)?.and_then(|r| r.canary);
+    let change = HistoryEntry::canary(canary, before);
     let seq = feed_row(conn, key, &change)?;
     conn.execute(
         "INSERT INTO model_rollouts (key, canary_version, canary_share, revision)

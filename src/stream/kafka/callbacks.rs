@@ -64,6 +64,9 @@ pub(super) struct Shared {
     pub(super) group: Arc<GroupState>,
     /// Outputs the broker refused as too large, for the pipeline thread to replace.
     pub(super) oversized: Mutex<Oversized>,
+    /// How many replacements of such outputs await their delivery (`oversized.replaced`'s
+    /// size), so a delivery report takes the lock only while there are some.
+    pub(super) replacing: AtomicUsize,
     /// librdkafka's errors and log lines already said.
     pub(super) client_log: ClientLog,
     /// `[kafka] processing = "exactly_once"`: offsets are committed in transactions only.
@@ -245,8 +248,11 @@ impl ProducerContext for DeliveryContext {
         }
         match result {
             Ok(_) => {
-                if !self.shared.oversized().replaced.is_empty() {
-                    self.shared.oversized().replaced.remove(&token);
+                // Checked without the lock: replacements are rare, deliveries are not.
+                if self.shared.replacing.load(Ordering::Relaxed) > 0
+                    && self.shared.oversized().replaced.remove(&token)
+                {
+                    self.shared.replacing.fetch_sub(1, Ordering::Relaxed);
                 }
                 self.shared.metrics.add_out(1);
                 self.shared.acknowledge(token)

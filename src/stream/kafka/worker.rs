@@ -92,6 +92,7 @@ pub(super) fn run(
         metrics: Arc::clone(scorer.metrics()),
         group: Arc::clone(group),
         oversized: Mutex::default(),
+        replacing: AtomicUsize::new(0),
         client_log: Default::default(),
         exactly_once: config.processing == Processing::ExactlyOnce,
     });
@@ -331,7 +332,9 @@ impl Pipeline<'_> {
             let Some((topic, partition, offset)) = coordinates else {
                 continue;
             };
-            self.shared.oversized().replaced.insert(token);
+            if self.shared.oversized().replaced.insert(token) {
+                self.shared.replacing.fetch_add(1, Ordering::Relaxed);
+            }
             let message = too_large_message(size, "the broker");
             let record = BaseRecord::with_opaque_to(&self.config.dead_letter_topic, token).headers(
                 headers::dead_because(
