@@ -16,6 +16,7 @@ pub mod cli;
 pub mod config;
 pub mod model;
 pub mod ops;
+pub mod quality;
 pub mod registry;
 pub mod rollout;
 pub mod store;
