@@ -20,7 +20,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    ops::OpsConfig, registry::StoreConfig, store::CQL_ENV_OVERRIDES, stream::kafka::KafkaConfig,
+    ops::OpsConfig,
+    quality::QualityConfig, registry::StoreConfig, store::CQL_ENV_OVERRIDES, stream::kafka::KafkaConfig,
     stream::record::RecordsConfig,
 };
 
@@ -36,6 +37,8 @@ pub struct Config {
     pub kafka: KafkaConfig,
     /// The operations endpoint: metrics, health, the status page.
     pub ops: OpsConfig,
+    /// Live model quality: the label join, its windows, where labels come from.
+    pub quality: QualityConfig,
 }
 
 /// Configuration errors.

@@ -24,6 +24,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         &[
             "config",
             "stream",
+            "quality",
             "ops",
             "registry",
             "rollout",
@@ -38,6 +39,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "config",
         &[
             "stream",
+            "quality",
             "ops",
             "registry",
             "rollout",
@@ -53,6 +55,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "ops",
         &[
             "stream",
+            "quality",
             "registry",
             "rollout",
             "store",
@@ -64,6 +67,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "stream",
         &[
+            "quality",
             "registry",
             "rollout",
             "store",
@@ -71,6 +75,12 @@ const LAYERS: &[(&str, &[&str])] = &[
             "telemetry",
             "synth",
         ],
+    ),
+    // Live quality: labels joined to predictions, drift, canary verdicts. The stream reports
+    // to it; it reads models and writes rows and verdicts to the store.
+    (
+        "quality",
+        &["registry", "rollout", "store", "model", "telemetry"],
     ),
     (
         "registry",

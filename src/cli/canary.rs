@@ -2,7 +2,10 @@
 
 use anyhow::bail;
 
-use crate::store::{Canary, CanaryChange};
+use crate::{
+    quality::verdict::METRICS,
+    store::{AutoCriteria, Canary, CanaryChange},
+};
 
 /// Arguments of `keyscore canary`.
 #[derive(Debug, clap::Args)]
@@ -22,6 +25,32 @@ pub struct Args {
     /// Replace a canary of another version or share that already runs (else refused).
     #[arg(long)]
     pub replace: bool,
+    /// Let the serving processes decide: promote the canary when its live metric, over at
+    /// least --min-labelled labelled predictions, is no worse than the active version's by
+    /// more than --margin; roll it back when it is worse, or when its dead-letter rate or its
+    /// prediction PSI is over the limit. Each verdict is written once, with its evidence
+    /// (`keyscore history`).
+    #[arg(long)]
+    pub auto: bool,
+    /// With --auto: the metric compared (rmse, mae, log_loss, brier or accuracy; default
+    /// rmse for a regressor, log_loss for a classifier).
+    #[arg(long, requires = "auto")]
+    pub metric: Option<String>,
+    /// With --auto: labelled predictions needed of each version before a verdict.
+    #[arg(long, requires = "auto", default_value_t = 500)]
+    pub min_labelled: u64,
+    /// With --auto: how much worse than the active version the canary may be and still be
+    /// promoted, in the metric's units.
+    #[arg(long, requires = "auto", default_value_t = 0.0)]
+    pub margin: f64,
+    /// With --auto: roll back when more than this share of the canary's records are dead
+    /// letters.
+    #[arg(long, requires = "auto", default_value_t = 0.01)]
+    pub max_dead_letter_rate: f64,
+    /// With --auto: roll back when the canary's prediction PSI (against its training
+    /// predictions) is over this.
+    #[arg(long, requires = "auto", default_value_t = 0.25)]
+    pub max_prediction_psi: f64,
 }
 
 pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> {
@@ -51,11 +80,45 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
             args.version
         );
     }
+    let model = super::guard::check_builds(store.as_ref(), key, args.version).await?;
+    let auto = match args.auto {
+        false => None,
+        true => {
+            let metric = match &args.metric {
+                Some(m) => m.clone(),
+                None => match model.output() {
+                    crate::model::Output::Regression => "rmse".into(),
+                    crate::model::Output::Classification(_) => "log_loss".into(),
+                },
+            };
+            let fits = match model.output() {
+                crate::model::Output::Regression => ["rmse", "mae"].contains(&metric.as_str()),
+                crate::model::Output::Classification(_) => {
+                    ["log_loss", "brier", "accuracy"].contains(&metric.as_str())
+                }
+            };
+            if !METRICS.contains(&metric.as_str()) || !fits {
+                bail!(
+                    "--metric {metric} cannot judge {key} v{}: a regressor is judged by rmse or                      mae, a classifier by log_loss, brier or accuracy; nothing changed",
+                    args.version
+                );
+            }
+            let criteria = AutoCriteria {
+                min_labelled: args.min_labelled,
+                metric,
+                margin: args.margin,
+                max_dead_letter_rate: args.max_dead_letter_rate,
+                max_prediction_psi: args.max_prediction_psi,
+            };
+            crate::store::check_criteria(&criteria)?;
+            Some(criteria)
+        }
+    };
     let wanted = Canary {
         version: args.version,
         share: args.share,
+        auto: auto.clone(),
     };
-    super::guard::check_builds(store.as_ref(), key, args.version).await?;
     // One conditional write: a canary started meanwhile by someone else is not replaced
     // without --replace.
     let changed = store
@@ -88,5 +151,15 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
         args.share * 100.0,
         args.version
     );
+    if let Some(c) = auto {
+        println!(
+            "decided automatically: after {} labelled predictions of each version, promoted              when its {} is no worse than the active version's by more than {}; rolled back              when worse, or over {}% dead letters, or a prediction PSI over {}              (`keyscore quality --key {key}` shows the figures)",
+            c.min_labelled,
+            c.metric,
+            c.margin,
+            c.max_dead_letter_rate * 100.0,
+            c.max_prediction_psi
+        );
+    }
     Ok(())
 }

@@ -278,6 +278,7 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
             &mut stats,
             &mut buf,
             &mut sink,
+            scorer.quality().map(|q| &**q),
         )?;
         let done = first + chunk.len();
         if done >= next_progress || done == total {

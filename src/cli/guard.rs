@@ -14,23 +14,23 @@ pub(crate) fn build_problem(spec_json: &str) -> Option<crate::model::Error> {
 }
 
 /// Fails when `version` of `key` is missing or does not build, so that it is never made to
-/// score: running processes would refuse it.
+/// score: running processes would refuse it. Returns the built model.
 pub(crate) async fn check_builds(
     store: &dyn ModelStore,
     key: &str,
     version: i64,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<crate::model::Model> {
     let Some(stored) = store.version(key, version).await? else {
         bail!(crate::store::Error::NoSuchVersion {
             key: key.to_string(),
             version,
         });
     };
-    if let Some(problem) = build_problem(&stored.spec_json) {
-        bail!(
+    match ModelSpec::from_json(stored.spec_json.as_bytes()).and_then(|spec| spec.build()) {
+        Ok(model) => Ok(model),
+        Err(problem) => bail!(
             "{key} v{version} does not build, so running processes would refuse it: {problem}; \
              nothing changed"
-        );
+        ),
     }
-    Ok(())
 }

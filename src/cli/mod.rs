@@ -13,6 +13,7 @@ mod predict;
 mod produce;
 mod promote;
 mod prune;
+mod quality;
 mod rollback;
 mod score;
 mod serve;
@@ -93,6 +94,8 @@ pub enum Command {
     Show(show::Args),
     /// Every recorded activation, rollback, canary and shadow change of a key, newest first.
     History(history::Args),
+    /// A key's live quality: accuracy from labels and drift per version, newest window first.
+    Quality(quality::Args),
     /// Check a model spec as an upload does, storing nothing (no store needed).
     Validate(validate::Args),
     /// Score one record with a key's active (or a given, not yet active) version.
@@ -148,6 +151,7 @@ impl Cli {
             Command::List(a) => list::run(&ctx, a).await,
             Command::Show(a) => show::run(&ctx, a).await,
             Command::History(a) => history::run(&ctx, a).await,
+            Command::Quality(a) => quality::run(&ctx, a).await,
             Command::Validate(a) => validate::run(a).await,
             Command::Predict(a) => predict::run(&ctx, a).await,
             Command::Score(a) => score::run(&ctx, a).await,
@@ -222,7 +226,7 @@ pub(crate) struct Context {
 
 impl Context {
     /// Starts the operations endpoint on `listen` (nothing when empty) for `registry` and
-    /// `metrics`, until `cancel` fires.
+    /// `metrics` (and `quality`, when measured), until `cancel` fires.
     /// For a Kafka consumer, `group` is its consumer-group state (readiness then needs an
     /// assignment).
     pub(crate) async fn start_ops(
@@ -231,17 +235,22 @@ impl Context {
         registry: &Arc<crate::registry::ModelRegistry>,
         metrics: &Arc<crate::stream::Metrics>,
         group: Option<&Arc<crate::stream::kafka::GroupState>>,
+        quality: Option<&Arc<crate::quality::Quality>>,
         cancel: &tokio_util::sync::CancellationToken,
     ) -> anyhow::Result<()> {
         if listen.is_empty() {
             return Ok(());
         }
-        let ops = Arc::new(crate::ops::Ops::new(
+        let mut ops = crate::ops::Ops::new(
             Arc::clone(registry),
             Arc::clone(metrics),
             group.cloned(),
             self.config.ops.clone(),
-        ));
+        );
+        if let Some(q) = quality {
+            ops = ops.with_quality(Arc::clone(q));
+        }
+        let ops = Arc::new(ops);
         let addr = ops.start(listen, cancel.clone()).await.with_context(|| {
             format!(
                 "listening for operations on {listen}; set [ops] listen (or --ops-listen) to a free address, or \"\" to turn it off"
@@ -257,6 +266,17 @@ impl Context {
     /// The registry settings of `[store]`.
     pub(crate) fn registry_config(&self) -> crate::registry::RegistryConfig {
         self.config.store.registry()
+    }
+
+    /// The quality stage `[quality]` asks for: `None` when it is off.
+    pub(crate) fn quality(&self) -> anyhow::Result<Option<Arc<crate::quality::Quality>>> {
+        let config = &self.config.quality;
+        config
+            .check()
+            .map_err(|problem| anyhow::anyhow!("invalid configuration: {problem}"))?;
+        Ok(config
+            .enabled
+            .then(|| crate::quality::Quality::new(config.clone())))
     }
 
     /// The record format of `[records]`.

@@ -10,6 +10,7 @@ use tokio::io::{AsyncWrite, BufReader};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    quality::{task, LabelResult},
     registry::ModelRegistry,
     stream::Metrics,
     stream::{file, Scorer},
@@ -44,6 +45,11 @@ pub struct Args {
     /// (0 to 1; e.g. 0.01 for 1%). Every record is still scored or dead-lettered first.
     #[arg(long, value_name = "RATIO", value_parser = parse_ratio)]
     pub max_dead_letter_ratio: Option<f64>,
+    /// Labels (JSON lines `{"id": ..., "label": ..., "ts": ...}`, field names from
+    /// `[quality]`) read after the input: each is joined to the prediction made for its id,
+    /// the live figures are written to the store and automatic canaries are decided.
+    #[arg(long, value_name = "FILE")]
+    pub labels: Option<PathBuf>,
 }
 
 /// A ratio in [0, 1].
@@ -72,11 +78,20 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
     let cancel = CancellationToken::new();
     let watcher = registry.spawn_watcher(cancel.clone());
     let metrics = Arc::new(Metrics::default());
+    let quality = ctx.quality()?;
     if let Some(listen) = &args.ops_listen {
-        ctx.start_ops(listen, &registry, &metrics, None, &cancel)
+        ctx.start_ops(listen, &registry, &metrics, None, quality.as_ref(), &cancel)
             .await?;
     }
-    let scorer = Scorer::new(Arc::clone(&registry), ctx.record_format()).with_metrics(metrics);
+    if args.labels.is_some() && quality.is_none() {
+        anyhow::bail!(
+            "--labels needs the quality stage, which [quality] enabled = false turns off"
+        );
+    }
+    let mut scorer = Scorer::new(Arc::clone(&registry), ctx.record_format()).with_metrics(metrics);
+    if let Some(q) = &quality {
+        scorer = scorer.with_quality(Arc::clone(q));
+    }
     let mut shadow: Option<Box<dyn AsyncWrite + Unpin + Send>> = match &args.shadow_output {
         Some(p) => Some(Box::new(create(p).await?)),
         None => None,
@@ -118,6 +133,51 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
     let stats = stats?;
     if args.summary {
         eprint!("{}", stats.summary(started.elapsed()));
+    }
+    if let Some(q) = &quality {
+        if let Some(path) = &args.labels {
+            let text = tokio::fs::read(path)
+                .await
+                .with_context(|| format!("reading labels from {}", path.display()))?;
+            let mut counts = [0u64; 4];
+            for line in text.split(|b| *b == b'\n') {
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let result = q.label(line, crate::quality::now_ms());
+                let at = LabelResult::ALL.iter().position(|r| *r == result);
+                counts[at.expect("every result is listed")] += 1;
+            }
+            let said: Vec<String> = LabelResult::ALL
+                .iter()
+                .zip(counts)
+                .map(|(r, n)| format!("{n} {}", r.as_str()))
+                .collect();
+            eprintln!("labels: {}", said.join(", "));
+        }
+        match task::flush(q, registry.store().as_ref(), crate::quality::now_ms()).await {
+            Ok(flushed) => {
+                if args.labels.is_some() || args.summary {
+                    eprintln!(
+                        "quality: {} rows written (`keyscore quality --key KEY` shows them)",
+                        flushed.rows
+                    );
+                }
+                for v in flushed.verdicts {
+                    eprintln!(
+                        "automatic verdict: {} {} v{}: {}",
+                        if v.promoted { "promoted" } else { "rolled back" },
+                        v.key,
+                        v.version,
+                        v.reason
+                    );
+                }
+            }
+            Err(err) => eprintln!(
+                "warning: live quality was not written to the store: {}",
+                crate::telemetry::ErrorChain(&err)
+            ),
+        }
     }
     check_outcome(
         stats.scored_total(),

@@ -14,6 +14,7 @@ use tracing::{debug, info};
 
 use super::signal::cancel_on_signal;
 use crate::{
+    quality::task,
     registry::ModelRegistry,
     stream::{
         kafka::{ensure_topics, GroupState, KafkaPipeline},
@@ -40,11 +41,19 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
     let metrics = Arc::new(Metrics::default());
     let group = Arc::new(GroupState::default());
     let cancel = CancellationToken::new();
+    let quality = ctx.quality()?;
     let listen = args
         .ops_listen
         .unwrap_or_else(|| ctx.config.ops.listen.clone());
-    ctx.start_ops(&listen, &registry, &metrics, Some(&group), &cancel)
-        .await?;
+    ctx.start_ops(
+        &listen,
+        &registry,
+        &metrics,
+        Some(&group),
+        quality.as_ref(),
+        &cancel,
+    )
+    .await?;
     if kafka.create_topics {
         let shadow_topic = kafka.shadow_topic();
         ensure_topics(
@@ -56,13 +65,21 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
     }
     cancel_on_signal(cancel.clone())?;
     let watcher = registry.spawn_watcher(cancel.clone());
-    let scorer = Scorer::new(Arc::clone(&registry), ctx.record_format()).with_metrics(metrics);
+    let mut scorer = Scorer::new(Arc::clone(&registry), ctx.record_format()).with_metrics(metrics);
+    // Live quality rows and automatic canary verdicts, written at the end of every slice.
+    let quality_task = quality.map(|q| {
+        scorer = scorer.clone().with_quality(Arc::clone(&q));
+        tokio::spawn(task::run(q, Arc::clone(registry.store()), cancel.clone()))
+    });
     let result = KafkaPipeline::new(kafka.clone(), scorer)
         .with_group(group)
         .run(cancel.clone())
         .await;
     cancel.cancel();
     let _ = watcher.await;
+    if let Some(t) = quality_task {
+        let _ = t.await;
+    }
     let report = result?;
     info!(
         consumed = report.consumed,

@@ -25,6 +25,7 @@ mod config;
 mod exposition;
 pub(crate) mod http;
 mod keys;
+mod quality;
 mod series;
 
 use std::{
@@ -64,6 +65,7 @@ const SCORE_BINS: usize = 10;
 /// component's series are registered with.
 pub struct Ops {
     keys: Arc<KeyView>,
+    quality: Option<Arc<crate::quality::Quality>>,
     group: Option<Arc<GroupState>>,
     config: OpsConfig,
     exposition: prometheus::Registry,
@@ -115,12 +117,30 @@ impl Ops {
             .expect("per-key series register once");
         Self {
             keys,
+            quality: None,
             group,
             config,
             exposition,
             auth: auth::OpsAuth::from_env(),
             series: Arc::default(),
         }
+    }
+
+    /// The same endpoint, also showing live quality: its counters and the bounded
+    /// per-(key, version, arm) series on `/metrics`, each key's windows in `/status.json`.
+    pub fn with_quality(mut self, quality: Arc<crate::quality::Quality>) -> Self {
+        quality
+            .metrics()
+            .register(&self.exposition)
+            .expect("quality metrics register once");
+        self.exposition
+            .register(Box::new(
+                quality::QualitySeries::new(Arc::clone(&quality), self.config.top_keys)
+                    .expect("valid quality series"),
+            ))
+            .expect("quality series register once");
+        self.quality = Some(quality);
+        self
     }
 
     /// The metrics reported.
@@ -309,6 +329,7 @@ impl Ops {
                         "agreement": r.activity.shadow.agreement(),
                         "shadow_failed": r.activity.shadow.failed,
                     })),
+                    "quality": self.quality.as_deref().map(|q| quality::key_status(q, &r.key)),
                 })
             })
             .collect();

@@ -7,6 +7,7 @@
 //! * [`window`]: one version's sliding window of errors, dead letters and drift.
 //! * [`psi`]: the population stability index.
 //! * [`verdict`]: the automatic canary decision.
+//! * [`task`]: the periodic writer of quality rows to the store, which also applies verdicts.
 //!
 //! [`Quality`] ties them together for a process. The scorer reports every record a model
 //! scored or dead-lettered ([`Quality::batch`]), the pipelines report every output with its
@@ -19,6 +20,7 @@ pub mod config;
 pub mod join;
 pub mod labels;
 pub mod psi;
+pub mod task;
 pub mod verdict;
 pub mod window;
 
@@ -392,7 +394,7 @@ impl Batch<'_> {
                     return None;
                 }
                 let track = Track::new(
-                    task(&model.model),
+                    task_of(&model.model),
                     baseline(&model.model),
                     config.slices,
                     config.slice_ms(),
@@ -520,7 +522,7 @@ fn sweep(state: &mut State, now_ms: i64) {
 }
 
 /// What the model predicts.
-fn task(model: &Model) -> Task {
+fn task_of(model: &Model) -> Task {
     match model.output() {
         Output::Regression => Task::Regression,
         Output::Classification(classes) => Task::Classification(classes.clone()),

@@ -110,6 +110,7 @@ where
                 &mut stats,
                 &mut encoded,
                 &mut sink,
+                scorer.quality().map(|q| &**q),
             );
             write_all(output, &mut out, "writing scored records").await?;
             write_all(dead, &mut dead_out, "writing dead letters").await?;

@@ -3,11 +3,12 @@
 //! differ only in where outputs go, so each is a [`Sink`] and [`emit`] does the rest.
 
 use super::{
-    record::{OutputFormat, Rejection, Source},
+    record::{Origin, OutputFormat, Rejection, Source},
     report::RunStats,
     scorer::Outcome,
     Scored, Scoring,
 };
+use crate::quality::{self, Arm, Made, Quality};
 
 /// Where a pipeline's outputs go. Each call names the index of the input in the batch.
 pub trait Sink {
@@ -34,21 +35,35 @@ pub trait Sink {
 
 /// Hands every outcome of `scoring` to `sink` in input order, each input's shadow outputs
 /// right after its own output, and counts each outcome in `stats`. Scored records are encoded
-/// as `format` says. `buf` is scratch space for encoding, reused across calls.
+/// as `format` says. `buf` is scratch space for encoding, reused across calls. With `quality`,
+/// each scored record's prediction (and its shadow's) is remembered by the record's id (its own
+/// or the generated one) for its label to find.
 pub fn emit<S: Sink>(
     scoring: &Scoring,
     format: &OutputFormat,
     stats: &mut RunStats,
     buf: &mut Vec<u8>,
     sink: &mut S,
+    quality: Option<&Quality>,
 ) -> Result<(), S::Error> {
+    let mut remember = quality.map(|q| q.batch(quality::now_ms()));
     let mut shadows = scoring.shadows.iter().peekable();
     for (i, outcome) in scoring.outcomes.iter().enumerate() {
         count(stats, outcome);
         match outcome {
             Outcome::Scored(s) => {
                 buf.clear();
-                format.encode(s, &sink.source(i), &scoring.scored_at, buf);
+                let source = sink.source(i);
+                if let Some(q) = remember.as_mut() {
+                    if let Some(id) = id_of(s, source.origin) {
+                        let shadow = shadows
+                            .peek()
+                            .filter(|(at, _)| *at == i)
+                            .map(|(_, s)| made(s));
+                        q.remember(&id, made(s), shadow);
+                    }
+                }
+                format.encode(s, &source, &scoring.scored_at, buf);
                 sink.scored(i, s, buf)?;
             }
             Outcome::Rejected(r) => sink.dead_letter(i, r)?,
@@ -60,6 +75,32 @@ pub fn emit<S: Sink>(
         }
     }
     Ok(())
+}
+
+/// The id a label names a scored record by: its own id's text, else the one made from its
+/// origin (`line-N`, `TOPIC-PARTITION-OFFSET`).
+fn id_of(s: &Scored, origin: Origin<'_>) -> Option<String> {
+    match &s.id {
+        Some(raw) => quality::labels::id_text(raw.get()),
+        None if origin == Origin::Unknown => None,
+        None => Some(origin.to_string()),
+    }
+}
+
+/// What the quality stage remembers of a scored record.
+fn made(s: &Scored) -> Made {
+    Made {
+        key: s.model.key.as_str().into(),
+        version: s.model.version,
+        arm: if s.shadow {
+            Arm::Shadow
+        } else if s.canary {
+            Arm::Canary
+        } else {
+            Arm::Active
+        },
+        predicted: quality::predicted(&s.prediction),
+    }
 }
 
 /// Counts one outcome in the run's statistics.

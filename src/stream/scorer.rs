@@ -27,7 +27,10 @@ use super::{
     },
     report::RunStats,
 };
-use crate::registry::{ModelRegistry, Resolved, ServedModel};
+use crate::{
+    quality::{self, Arm, Quality},
+    registry::{ModelRegistry, Resolved, ServedModel},
+};
 
 /// What became of one input record.
 #[derive(Debug, Clone)]
@@ -114,6 +117,8 @@ pub struct Scorer {
     metrics: Arc<Metrics>,
     /// Records scored per level of the fallback chain, indexed by [`Scorer::level_index`].
     by_level: Arc<[IntCounter]>,
+    /// Live quality and drift, when measured.
+    quality: Option<Arc<Quality>>,
 }
 
 impl Scorer {
@@ -140,12 +145,29 @@ impl Scorer {
             format,
             metrics,
             by_level,
+            quality: None,
         }
     }
 
     /// The same scorer, counting into `metrics`.
     pub fn with_metrics(self, metrics: Arc<Metrics>) -> Self {
-        Self::with_parts(self.registry, self.format, metrics)
+        let quality = self.quality.clone();
+        Self {
+            quality,
+            ..Self::with_parts(self.registry, self.format, metrics)
+        }
+    }
+
+    /// The same scorer, reporting every record a model scores or dead-letters to `quality`
+    /// (features and predictions for drift, dead letters per version).
+    pub fn with_quality(mut self, quality: Arc<Quality>) -> Self {
+        self.quality = Some(quality);
+        self
+    }
+
+    /// Where this scorer reports quality, if it does.
+    pub fn quality(&self) -> Option<&Arc<Quality>> {
+        self.quality.as_ref()
     }
 
     /// The record format: where keys, ids and fallback fields are, and how outputs are
@@ -240,6 +262,8 @@ impl Scorer {
             ..BatchTally::default()
         };
         let timings = self.metrics.scoring.local();
+        // The quality stage, taken once for the batch.
+        let mut observed = self.quality.as_deref().map(|q| q.batch(quality::now_ms()));
         // One clock read per record: a record's scoring time runs from the end of the previous
         // record's to the end of its own, so it covers its features, model and bookkeeping.
         let mut mark = Instant::now();
@@ -259,14 +283,18 @@ impl Scorer {
                                         Some(_) => FallbackCause::Refused,
                                         None => FallbackCause::NoModel,
                                     };
-                                    score_with(
+                                    let outcome = score_with(
                                         d,
                                         model,
                                         *level,
                                         Some(cause),
                                         &mut scratch,
                                         keep_inputs,
-                                    )
+                                    );
+                                    if let Some(q) = observed.as_mut() {
+                                        observe(q, model, Arm::Active, &outcome, &scratch);
+                                    }
+                                    outcome
                                 }
                                 Some(Pick::Missing(why)) => Outcome::Rejected(Rejection::new(
                                     Reason::NoModel,
@@ -287,29 +315,42 @@ impl Scorer {
                                 .as_ref()
                                 .and_then(|r| r.canary.as_ref())
                                 .filter(|c| c.takes(id_text(d, inputs[i].payload)));
+                            let version = canary.map_or(model, |c| &c.model);
                             let mut outcome = score_with(
                                 d,
-                                canary.map_or(model, |c| &c.model),
+                                version,
                                 Level::Own,
                                 None,
                                 &mut scratch,
                                 keep_inputs,
                             );
                             timed = true;
+                            if let Some(q) = observed.as_mut() {
+                                let arm = if canary.is_some() {
+                                    Arm::Canary
+                                } else {
+                                    Arm::Active
+                                };
+                                observe(q, version, arm, &outcome, &scratch);
+                            }
                             if let (Outcome::Scored(s), Some(_)) = (&mut outcome, canary) {
                                 s.canary = true;
                             }
                             let shadow = rollout.as_ref().and_then(|r| r.shadow.as_ref());
                             if let (Outcome::Scored(primary), Some(shadow)) = (&outcome, shadow) {
                                 let tally_key = &mut own_tally[key_of[i]];
-                                match score_with(
+                                let shadowed = score_with(
                                     d,
                                     shadow,
                                     Level::Own,
                                     None,
                                     &mut scratch,
                                     keep_inputs,
-                                ) {
+                                );
+                                if let Some(q) = observed.as_mut() {
+                                    observe(q, shadow, Arm::Shadow, &shadowed, &scratch);
+                                }
+                                match shadowed {
                                     Outcome::Scored(mut s) => {
                                         s.shadow = true;
                                         tally_key.shadow.observe(
@@ -374,6 +415,7 @@ impl Scorer {
             mark = now;
         }
         timings.flush();
+        drop(observed);
         tally.keys.reserve(keys.len() + fallback.len());
         for (counter, n) in self.by_level.iter().zip(by_level) {
             if n > 0 {
@@ -401,6 +443,21 @@ impl Scorer {
         }
         self.metrics.record_batch(tally);
         scoring
+    }
+}
+
+/// Reports one record `model` scored (or refused) for `arm` to the quality stage; `features`
+/// holds what it read.
+fn observe(
+    q: &mut quality::Batch<'_>,
+    model: &ServedModel,
+    arm: Arm,
+    outcome: &Outcome,
+    features: &[f64],
+) {
+    match outcome {
+        Outcome::Scored(s) => q.observe(model, arm, features, &s.prediction),
+        Outcome::Rejected(_) => q.dead_letter(model, arm),
     }
 }
 

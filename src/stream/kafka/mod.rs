@@ -152,6 +152,9 @@ pub enum Error {
          failed; use a broker that supports them, or processing = \"at_least_once\""
     )]
     NoTransactions(#[source] rdkafka::error::KafkaError),
+    /// `[quality] labels_topic` is not co-partitioned with the input topics.
+    #[error("{0}")]
+    NotCoPartitioned(String),
     /// The consumer reported a fatal error.
     #[error("the Kafka consumer failed")]
     Consumer(#[source] rdkafka::types::RDKafkaErrorCode),

@@ -111,7 +111,25 @@ pub(super) fn run(
             .init_transactions(TRANSACTION_TIMEOUT)
             .map_err(Error::NoTransactions)?;
     }
-    let consumer: BaseConsumer<RebalanceContext> = options::consumer_config(config)
+    let labels_topic = scorer
+        .quality()
+        .and_then(|q| q.config().labels_topic.clone());
+    let mut consumer_config = options::consumer_config(config);
+    if labels_topic.is_some() {
+        // Co-partitioning: the range assignor gives each member the same partition numbers of
+        // every topic it subscribes to (same partition counts, checked below), so a label
+        // reaches the member that scored its record. Other assignors do not promise that.
+        match consumer_config.get("partition.assignment.strategy") {
+            None | Some("range") => {
+                consumer_config.set("partition.assignment.strategy", "range");
+            }
+            Some(other) => return Err(Error::NotCoPartitioned(format!(
+                "[quality] labels_topic needs partition.assignment.strategy = \"range\" (labels \
+                 must reach the member that scored their record), not \"{other}\""
+            ))),
+        }
+    }
+    let consumer: BaseConsumer<RebalanceContext> = consumer_config
         .create_with_context(RebalanceContext {
             shared: Arc::clone(&shared),
         })
@@ -119,7 +137,11 @@ pub(super) fn run(
             client: "consumer",
             source,
         })?;
-    let topics: Vec<&str> = config.input_topics.iter().map(String::as_str).collect();
+    let mut topics: Vec<&str> = config.input_topics.iter().map(String::as_str).collect();
+    if let Some(labels) = &labels_topic {
+        check_co_partitioned(&consumer, &config.input_topics, labels)?;
+        topics.push(labels);
+    }
     consumer
         .subscribe(&topics)
         .map_err(|source| Error::Subscribe {
@@ -146,6 +168,7 @@ pub(super) fn run(
         tokens: Vec::with_capacity(config.batch_size.max(1)),
         lag: shared.metrics.lag.local(),
         shadow_topic: config.shadow_topic(),
+        labels_topic,
     };
     let result = pipeline.consume(&consumer, cancel);
 
@@ -211,6 +234,50 @@ struct Pipeline<'a> {
     /// End-to-end lag observations of the batch, added to the metric once per batch.
     lag: LocalHistogram,
     shadow_topic: String,
+    /// The topic labels arrive on (`[quality] labels_topic`), if any.
+    labels_topic: Option<String>,
+}
+
+/// Refuses to start unless the labels topic has as many partitions as every input topic:
+/// records and their labels, keyed alike, must land on partitions of the same number.
+fn check_co_partitioned<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    inputs: &[String],
+    labels: &str,
+) -> Result<(), Error> {
+    let count = |topic: &str| -> Result<usize, Error> {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .map_err(|source| Error::Subscribe {
+                topics: vec![topic.to_string()],
+                source,
+            })?;
+        let partitions = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .filter(|t| t.error().is_none())
+            .map_or(0, |t| t.partitions().len());
+        Ok(partitions)
+    };
+    let labelled = count(labels)?;
+    if labelled == 0 {
+        return Err(Error::NotCoPartitioned(format!(
+            "the labels topic '{labels}' does not exist; create it with as many partitions as \
+             the input topics"
+        )));
+    }
+    for topic in inputs {
+        let n = count(topic)?;
+        if n != 0 && n != labelled {
+            return Err(Error::NotCoPartitioned(format!(
+                "the labels topic '{labels}' has {labelled} partitions and the input topic \
+                 '{topic}' {n}: labels must be co-partitioned with the records they judge (keyed \
+                 alike, the same number of partitions) to reach the member that scored them"
+            )));
+        }
+    }
+    Ok(())
 }
 
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
@@ -297,7 +364,14 @@ impl Pipeline<'_> {
             if !batch.is_empty() {
                 // Records arrived: a broker connection is up.
                 self.shared.group.brokers_up();
-                self.process(consumer, &batch)?;
+                match self.labels_topic.clone() {
+                    None => self.process(consumer, &batch, &[])?,
+                    Some(labels) => {
+                        let (labels, records): (Vec<_>, Vec<_>) =
+                            batch.drain(..).partition(|m| m.topic() == labels.as_str());
+                        self.process(consumer, &records, &labels)?;
+                    }
+                }
                 batch.clear();
             }
             self.replace_oversized()?;
@@ -360,14 +434,20 @@ impl Pipeline<'_> {
     }
 
     /// Scores a batch and hands its outputs to the producer (under exactly-once, in one
-    /// transaction with the batch's input offsets).
+    /// transaction with the batch's input offsets), then joins the batch's labels: after the
+    /// records, so a label may judge a record of its own batch.
     fn process(
         &mut self,
         consumer: &BaseConsumer<RebalanceContext>,
         batch: &[BorrowedMessage<'_>],
+        labels: &[BorrowedMessage<'_>],
     ) -> Result<(), Error> {
         if !self.shared.exactly_once {
-            return self.produce(batch);
+            if !batch.is_empty() {
+                self.produce(batch)?;
+            }
+            self.join_labels(labels);
+            return Ok(());
         }
         // One transaction: the batch's outputs and its input offsets. An abort discards both;
         // the member then restarts from the committed offsets.
@@ -375,10 +455,14 @@ impl Pipeline<'_> {
             .producer
             .begin_transaction()
             .map_err(Error::Transaction)
-            .and_then(|()| self.produce(batch))
+            .and_then(|()| match batch.is_empty() {
+                true => Ok(()),
+                false => self.produce(batch),
+            })
             .and_then(|()| {
+                self.join_labels(labels);
                 let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
-                for m in batch {
+                for m in batch.iter().chain(labels) {
                     let at = next.entry((m.topic(), m.partition())).or_default();
                     *at = (*at).max(m.offset() + 1);
                 }
@@ -416,6 +500,31 @@ impl Pipeline<'_> {
             }
             other => other,
         })
+    }
+
+    /// Joins each label to the prediction it judges. A label has no output: its offset may be
+    /// stored at once (after the records consumed before it, which the tracker sees to).
+    fn join_labels(&mut self, labels: &[BorrowedMessage<'_>]) {
+        let Some(quality) = self.scorer.quality() else {
+            return;
+        };
+        if labels.is_empty() {
+            return;
+        }
+        let now_ms = crate::quality::now_ms();
+        for m in labels {
+            quality.label(m.payload().unwrap_or_default(), now_ms);
+        }
+        let tokens: Vec<Token> = {
+            let mut tracker = self.shared.tracker();
+            labels
+                .iter()
+                .map(|m| tracker.register(m.topic(), m.partition(), m.offset()))
+                .collect()
+        };
+        for token in tokens {
+            self.shared.acknowledge(token);
+        }
     }
 
     /// Scores a batch and hands one output per record to the producer, in input order.
@@ -469,6 +578,7 @@ impl Pipeline<'_> {
             &mut self.stats,
             &mut self.encoded,
             &mut sink,
+            self.scorer.quality().map(|q| &**q),
         )?;
         Ok(())
     }
