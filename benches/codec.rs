@@ -142,6 +142,7 @@ fn spec(classes: Option<&[&str]>) -> ModelSpec {
         model,
         output,
         metadata: None,
+        reference: None,
     }
 }
 

@@ -53,6 +53,7 @@ fn spec(n_features: usize, model: ParamsSpec, output: OutputSpec) -> ModelSpec {
         model,
         output,
         metadata: None,
+        reference: None,
     }
 }
 

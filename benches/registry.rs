@@ -119,6 +119,7 @@ fn spec_json(k: usize) -> String {
         },
         output: OutputSpec::Regression,
         metadata: None,
+        reference: None,
     }
     .to_json()
 }

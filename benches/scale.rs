@@ -51,6 +51,7 @@ fn spec(model: ParamsSpec, output: OutputSpec) -> String {
         model,
         output,
         metadata: None,
+        reference: None,
     })
     .expect("a spec serializes")
 }

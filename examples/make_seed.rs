@@ -25,7 +25,9 @@ use keyscore::model::spec::{
     Activation, LayerSpec, Metadata, ModelSpec, OutputSpec, ParamsSpec, ScalerSpec,
     ThresholdPrecision, TreeSpec,
 };
-use keyscore::model::FORMAT_VERSION;
+use keyscore::model::{
+    Bins, FeatureReference, Model, Prediction, Reference as DataReference, FORMAT_VERSION,
+};
 use keyscore::synth::{Generator, SplitMix64, CITIES, FEATURES};
 use serde_json::{json, Value};
 use smartcore::ensemble::random_forest_regressor::{
@@ -317,7 +319,7 @@ fn train_and_write(
             "trainer": trained.trainer,
         }),
     );
-    let spec = ModelSpec {
+    let mut spec = ModelSpec {
         format_version: FORMAT_VERSION,
         features: FEATURES.iter().map(|f| f.to_string()).collect(),
         scaler: trained.scaler,
@@ -330,7 +332,10 @@ fn train_and_write(
             metrics: trained.metrics,
             extra,
         }),
+        reference: None,
     };
+    let model = spec.build().expect("the trained model builds");
+    spec.reference = Some(reference(&model, &train.x));
     let text = serde_json::to_string_pretty(&spec).expect("a spec serialises") + "\n";
     let reread = ModelSpec::from_json(text.as_bytes()).expect("the spec reads back");
     assert!(
@@ -370,6 +375,61 @@ fn train_and_write(
         text.len(),
         spec.metadata.as_ref().map(|m| &m.metrics)
     );
+}
+
+/// The reference statistics of the training rows, as `keyscore_sklearn.export(...,
+/// reference=X)` writes them: per feature, bins at the deciles of the values (the distinct
+/// values at positions `n * k / 10` of the sorted values, k = 1..9, above the minimum), no
+/// missing values, the range; and the same bins over the model's predictions (the value, or a
+/// classifier's probability of `late`), computed by keyscore itself.
+fn reference(model: &Model, x: &[[f64; 8]]) -> DataReference {
+    let features = (0..FEATURES.len())
+        .map(|j| {
+            let values: Vec<f64> = x.iter().map(|row| row[j]).collect();
+            FeatureReference {
+                bins: deciles(&values),
+                missing: 0.0,
+                min: values.iter().copied().fold(f64::INFINITY, f64::min),
+                max: values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            }
+        })
+        .collect();
+    let predictions: Vec<f64> = x
+        .iter()
+        .map(
+            |row| match model.predict(row).expect("a training row scores") {
+                Prediction::Value(v) => v,
+                Prediction::Class { probabilities, .. } => probabilities[1],
+            },
+        )
+        .collect();
+    DataReference {
+        rows: x.len() as u64,
+        features,
+        prediction: Some(deciles(&predictions)),
+    }
+}
+
+/// Bins at the deciles of `values`, with the share of `values` in each.
+fn deciles(values: &[f64]) -> Bins {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    let mut edges: Vec<f64> = (1..10)
+        .map(|k| sorted[n * k / 10])
+        .filter(|&e| e > sorted[0])
+        .collect();
+    edges.dedup();
+    let mut bins = Bins {
+        shares: vec![0.0; edges.len() + 1],
+        edges,
+    };
+    let mut counts = vec![0usize; bins.len()];
+    for &v in values {
+        counts[bins.bin(v)] += 1;
+    }
+    bins.shares = counts.iter().map(|&c| c as f64 / n as f64).collect();
+    bins
 }
 
 fn spec_kind(params: &ParamsSpec) -> &'static str {

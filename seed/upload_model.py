@@ -34,7 +34,11 @@ def main():
     y = 12.0 + 2.5 * x[:, 0] + 1.5 * x[:, 1] + rng.normal(0.0, 2.0, 2000)
     model = RandomForestRegressor(n_estimators=20, max_depth=8, random_state=0).fit(x, y)
     spec = keyscore_sklearn.export(
-        model, ["distance_km", "items"], author=args.author, metrics={"r2_train": model.score(x, y)}
+        model,
+        ["distance_km", "items"],
+        author=args.author,
+        metrics={"r2_train": model.score(x, y)},
+        reference=x,  # the training data's statistics, which live records are compared with
     )
 
     # TLS, the local datacenter and the login come from the KEYSCORE_CQL_* variables keyscore

@@ -112,6 +112,78 @@ fn every_seed_model_builds_with_the_eight_features_in_order() {
     }
 }
 
+/// The training rows of a seed model, drawn again from the generator as `make_seed` drew them
+/// (the seed and row counts are in its `metadata.training`; the first 80% trained).
+fn training_rows(key: &str, version: u32) -> Vec<[f64; 8]> {
+    let path = seed_dir()
+        .join("models")
+        .join(key)
+        .join(format!("v{version}.json"));
+    let spec: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    let training = &spec["metadata"]["training"];
+    let seed = training["generator_seed"].as_u64().unwrap();
+    let rows = training["rows"].as_u64().unwrap() as usize;
+    let held_out = training["held_out_rows"].as_u64().unwrap() as usize;
+    // The rain surcharge of paris v2's world changes the targets, not the features.
+    let mut generator = keyscore::synth::Generator::new(seed);
+    (0..rows - held_out)
+        .map(|_| {
+            if key == "_default" {
+                generator.next_record().features
+            } else {
+                generator.next_for_city(key).unwrap().features
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn every_seed_model_carries_the_statistics_of_its_training_rows() {
+    for (key, version, path) in model_files() {
+        let model = load(&key, version);
+        let reference = model
+            .reference()
+            .unwrap_or_else(|| panic!("{}: no reference", path.display()));
+        let rows = training_rows(&key, version);
+        assert_eq!(reference.rows, rows.len() as u64, "{}", path.display());
+        let bins_hold = |bins: &keyscore::model::Bins, values: &[f64], what: &str| {
+            let mut counts = vec![0usize; bins.len()];
+            for &v in values {
+                counts[bins.bin(v)] += 1;
+            }
+            let shares: Vec<f64> = counts
+                .iter()
+                .map(|&c| c as f64 / values.len() as f64)
+                .collect();
+            assert_eq!(shares, bins.shares, "{} {what}", path.display());
+            // Decile bins: at most 10, none empty.
+            assert!(bins.len() <= 10 && counts.iter().all(|&c| c > 0), "{what}");
+        };
+        for (j, f) in reference.features.iter().enumerate() {
+            let values: Vec<f64> = rows.iter().map(|r| r[j]).collect();
+            bins_hold(&f.bins, &values, FEATURES[j]);
+            assert_eq!(f.missing, 0.0);
+            assert_eq!(f.min, values.iter().copied().fold(f64::INFINITY, f64::min));
+            assert_eq!(
+                f.max,
+                values.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+            );
+        }
+        let predictions: Vec<f64> = rows
+            .iter()
+            .map(|r| match model.predict(r).unwrap() {
+                Prediction::Value(v) => v,
+                Prediction::Class { probabilities, .. } => probabilities[1],
+            })
+            .collect();
+        bins_hold(
+            reference.prediction.as_ref().expect("prediction bins"),
+            &predictions,
+            "prediction",
+        );
+    }
+}
+
 #[test]
 fn every_city_and_the_fallback_have_a_model_of_the_documented_kind() {
     let kinds: BTreeMap<(String, u32), &str> = model_files()

@@ -28,6 +28,11 @@
 //! boosted models match bit for bit; logistic regression and multiclass probabilities keep the
 //! `1e-12` bound of their summation order and vectorised `exp`.
 //!
+//! Every spec is exported with its training rows as reference data (`reference=`), and the
+//! fixture holds those rows: keyscore bins them with [`Bins::bin`] and must find the exported
+//! shares exactly (the same rule, `number of edges <= v`, on both sides), the same missing
+//! shares and ranges, and the same prediction distribution (exactly for bit-for-bit models).
+//!
 //! `cargo test --test sklearn_parity -- --nocapture` prints the largest absolute and relative
 //! error per estimator and per model kind.
 
@@ -39,7 +44,7 @@ use std::{
 };
 
 use keyscore::{
-    model::{Model, ModelSpec, Output, Prediction},
+    model::{Bins, Model, ModelSpec, Output, Prediction},
     stream::record::{decode, RecordFormat},
 };
 use serde::Deserialize;
@@ -69,6 +74,12 @@ struct Fixture {
     predict: Vec<String>,
     /// Class probabilities as bits in hex; classifiers only.
     proba: Option<Vec<Vec<String>>>,
+    /// The training rows the spec's `reference` was computed on, as bits in hex.
+    #[serde(default)]
+    reference_x: Vec<Vec<String>>,
+    /// Instead of `reference_x`: the training rows as JSON records.
+    #[serde(default)]
+    reference_records: Option<Vec<String>>,
 }
 
 /// An estimator the exporter must refuse.
@@ -207,6 +218,115 @@ fn records_as_rows(case: &str, model: &Model, records: &[String]) -> Vec<Vec<f64
     rows
 }
 
+/// Reads JSON records as the scorer does, with no checks on what they hold.
+fn records_as_plain_rows(case: &str, model: &Model, records: &[String]) -> Vec<Vec<f64>> {
+    let format = RecordFormat::default();
+    records
+        .iter()
+        .map(|text| {
+            let record = decode(text.as_bytes(), &format, None)
+                .unwrap_or_else(|r| panic!("{case}: record {text} does not decode: {r:?}"));
+            let mut x = Vec::new();
+            record
+                .read_model_features(model, &mut x)
+                .unwrap_or_else(|r| panic!("{case}: record {text} is refused: {r:?}"));
+            x
+        })
+        .collect()
+}
+
+/// The share of `values` in each bin of `bins`, binned with [`Bins::bin`].
+fn shares(bins: &Bins, values: &[f64]) -> Vec<f64> {
+    let mut counts = vec![0usize; bins.len()];
+    for &v in values {
+        counts[bins.bin(v)] += 1;
+    }
+    counts
+        .iter()
+        .map(|&c| c as f64 / values.len() as f64)
+        .collect()
+}
+
+/// The model's value that reference statistics bin: the regression value, a binary
+/// classifier's probability of its second class, a multiclass classifier's class index.
+fn binned_value(prediction: &Prediction) -> f64 {
+    match prediction {
+        Prediction::Value(v) => *v,
+        Prediction::Class { probabilities, .. } if probabilities.len() == 2 => probabilities[1],
+        Prediction::Class { index, .. } => *index as f64,
+    }
+}
+
+/// Checks the spec's reference statistics against its training rows binned by keyscore: the
+/// feature shares, missing shares and ranges exactly; the prediction shares exactly for a
+/// bit-for-bit model, and otherwise up to the rows whose value lies within the tolerance of an
+/// edge. Returns the mismatches.
+fn check_reference(model: &Model, fixture: &Fixture) -> Vec<String> {
+    let case = &fixture.case;
+    let Some(reference) = model.reference() else {
+        return vec![format!("{case}: the spec has no reference")];
+    };
+    let rows: Vec<Vec<f64>> = match &fixture.reference_records {
+        None => fixture.reference_x.iter().map(|x| floats(x)).collect(),
+        Some(records) => records_as_plain_rows(case, model, records),
+    };
+    let mut failures = Vec::new();
+    if reference.rows != rows.len() as u64 {
+        failures.push(format!(
+            "{case}: reference.rows is {}, the fixture has {} training rows",
+            reference.rows,
+            rows.len()
+        ));
+    }
+    for (j, (name, f)) in model.features().iter().zip(&reference.features).enumerate() {
+        let present: Vec<f64> = rows.iter().map(|r| r[j]).filter(|v| !v.is_nan()).collect();
+        let missing = (rows.len() - present.len()) as f64 / rows.len() as f64;
+        let min = present.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = present.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let binned = shares(&f.bins, &present);
+        if binned != f.bins.shares || missing != f.missing || min != f.min || max != f.max {
+            failures.push(format!(
+                "{case}: feature {name}: keyscore bins the training rows as shares {binned:?},                  missing {missing}, range [{min}, {max}]; the exporter wrote {f:?}"
+            ));
+        }
+    }
+    let Some(exported) = &reference.prediction else {
+        failures.push(format!("{case}: the reference has no prediction bins"));
+        return failures;
+    };
+    let values: Vec<f64> = rows
+        .iter()
+        .map(|r| binned_value(&model.predict(r).expect("a training row scores")))
+        .collect();
+    let binned = shares(exported, &values);
+    let tolerance = if fixture.exact {
+        0.0
+    } else {
+        fixture.tolerance.unwrap_or(TOLERANCE)
+    };
+    // Rows whose value is within the tolerance of an edge may fall either side of it.
+    let ambiguous = values
+        .iter()
+        .filter(|&&v| {
+            let d = tolerance * v.abs().max(1.0);
+            exported.bin(v - d) != exported.bin(v + d)
+        })
+        .count() as f64
+        / values.len() as f64;
+    let off = binned
+        .iter()
+        .zip(&exported.shares)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    if off > ambiguous {
+        failures.push(format!(
+            "{case}: keyscore's predictions on the training rows bin as {binned:?}; the exporter              wrote {:?} (edges {:?})",
+            exported.shares, exported.edges
+        ));
+    }
+    failures
+}
+
 /// Checks every row of one fixture; returns the kind, the errors and the mismatches.
 fn check(dir: &Path, fixture: &Fixture) -> (String, Errors, Vec<String>) {
     let case = &fixture.case;
@@ -295,6 +415,7 @@ fn check(dir: &Path, fixture: &Fixture) -> (String, Errors, Vec<String>) {
             ),
         }
     }
+    failures.extend(check_reference(&model, fixture));
     (model.kind_name().to_string(), errors, failures)
 }
 

@@ -10,6 +10,10 @@
 'linear'
 >>> keyscore_sklearn.write_json(spec, "model.json")  # doctest: +SKIP
 
+``export(..., reference=data.data)`` also stores the training data's statistics (per-feature
+decile bins, missing shares and ranges, the distribution of the model's predictions), which
+keyscore compares live records with; see :mod:`keyscore_sklearn.reference`.
+
 Then ``keyscore upload --key paris model.json``, or :func:`upload` with a cassandra-driver
 session (:func:`connect` opens one with keyscore's TLS, datacenter and login settings), and
 ``keyscore activate --key paris --version N`` (or :func:`activate`). :func:`upload_many` and

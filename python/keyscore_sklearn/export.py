@@ -39,6 +39,7 @@ from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 from sklearn.utils.validation import check_is_fitted
 
 from . import boosted, preprocess
+from . import reference as _reference
 from .errors import UnsupportedEstimatorError
 
 #: The spec format version this exporter writes.
@@ -57,6 +58,7 @@ def export(
     author: Optional[str] = None,
     metrics: Optional[Mapping[str, float]] = None,
     metadata: Optional[Mapping[str, Any]] = None,
+    reference: Any = None,
 ) -> dict:
     """Returns the keyscore model spec of a fitted estimator, as a JSON-ready dict.
 
@@ -72,9 +74,22 @@ def export(
     when given, plus ``sklearn_version`` and ``estimator`` (the class names); ``metadata`` adds
     or overrides fields and must be JSON-serialisable.
 
+    ``reference`` (optional) is the training data, or other data the model's inputs should keep
+    resembling: a 2-D array with the estimator's input columns (the columns of the matrix or
+    frame it was fitted on, in order) or a DataFrame holding them by name. With it the spec gets
+    ``reference``, the statistics keyscore compares live data with: ``rows``; per feature,
+    decile bins of the present values (at most 10; one for a constant), the share of missing
+    values (None or NaN), the smallest and largest value; a string feature a
+    ``ColumnTransformer`` encodes is binned by category code (one bin per code, -1 for an
+    unknown value first; deciles of the codes above 100 categories); and ``prediction``, bins
+    of the model's own value on the rows (deciles of the regression value or of a binary
+    classifier's probability of ``classes[1]``; one bin per class index for a multiclass
+    classifier). See :mod:`keyscore_sklearn.reference`.
+
     Raises :class:`UnsupportedEstimatorError` for an estimator or option keyscore cannot score
     exactly, ``sklearn.exceptions.NotFittedError`` for an unfitted one, and ``ValueError`` for
-    bad feature names or non-finite parameters.
+    bad feature names, non-finite parameters or reference data that does not fit the model
+    (columns missing, a column without any value, values the model cannot score).
     """
     scaler, model = _split_pipeline(estimator)
     prep = scaler if isinstance(scaler, ColumnTransformer) else None
@@ -98,6 +113,7 @@ def export(
     if prep is not None:
         check_is_fitted(prep)
         names, preprocess_spec, width = preprocess.column_transformer(prep, feature_names)
+        input_names = preprocess.input_names(prep, feature_names)
         if width != n_features:
             raise ValueError(
                 f"the ColumnTransformer writes {width} columns but {type(model).__name__} reads"
@@ -105,6 +121,7 @@ def export(
             )
     else:
         names = _feature_names(estimator, feature_names, n_features)
+        input_names = names
     params, output = exporter(model, n_features)
 
     spec: dict = {"format_version": FORMAT_VERSION, "features": names}
@@ -115,6 +132,8 @@ def export(
     spec["model"] = params
     spec["output"] = output
     spec["metadata"] = _metadata(estimator, scaler or prep, model, author, metrics, metadata)
+    if reference is not None:
+        spec["reference"] = _reference.reference(estimator, spec, reference, input_names)
     return spec
 
 

@@ -35,24 +35,7 @@ def column_transformer(ct: ColumnTransformer, feature_names: Optional[Sequence[s
     """Returns ``(features, preprocess, width)``: the input columns the stage reads (in the
     order of the frame it was fitted on), the spec's ``preprocess`` object and the number of
     model inputs it writes."""
-    fitted = getattr(ct, "feature_names_in_", None)
-    if feature_names is None:
-        if fitted is None:
-            raise ValueError(
-                "feature_names is required: the ColumnTransformer was not fitted on a DataFrame,"
-                " so it does not know its column names"
-            )
-        feature_names = list(fitted)
-    names = [str(f) for f in feature_names]
-    if len(names) != ct.n_features_in_:
-        raise ValueError(
-            f"{len(names)} feature names given but the ColumnTransformer has"
-            f" {ct.n_features_in_} input columns"
-        )
-    if fitted is not None and list(fitted) != names:
-        raise ValueError(
-            f"feature_names differ from the ColumnTransformer's feature_names_in_: {list(fitted)}"
-        )
+    names = input_names(ct, feature_names)
     if isinstance(ct.remainder, str):
         if ct.remainder not in ("drop", "passthrough"):
             raise UnsupportedEstimatorError(f"ColumnTransformer remainder={ct.remainder!r}")
@@ -92,6 +75,30 @@ def column_transformer(ct: ColumnTransformer, feature_names: Optional[Sequence[s
                 f"the ColumnTransformer writes {total} columns but the exported stage {width}"
             )
     return [names[i] for i in read], {"columns": columns}, width
+
+
+def input_names(ct: ColumnTransformer, feature_names: Optional[Sequence[str]]) -> list:
+    """The names of every column of the frame ``ct`` was fitted on, in order (those it drops
+    included): ``feature_names`` when given, else its ``feature_names_in_``."""
+    fitted = getattr(ct, "feature_names_in_", None)
+    if feature_names is None:
+        if fitted is None:
+            raise ValueError(
+                "feature_names is required: the ColumnTransformer was not fitted on a DataFrame,"
+                " so it does not know its column names"
+            )
+        feature_names = list(fitted)
+    names = [str(f) for f in feature_names]
+    if len(names) != ct.n_features_in_:
+        raise ValueError(
+            f"{len(names)} feature names given but the ColumnTransformer has"
+            f" {ct.n_features_in_} input columns"
+        )
+    if fitted is not None and list(fitted) != names:
+        raise ValueError(
+            f"feature_names differ from the ColumnTransformer's feature_names_in_: {list(fitted)}"
+        )
+    return names
 
 
 def _indices(selection: Any, names: list, transformer: str) -> list:

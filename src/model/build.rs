@@ -5,10 +5,11 @@
 //! expected. The per-kind checks live next to each kind's scoring code; this file holds the
 //! checks every kind shares and assembles the [`Model`].
 
-use std::collections::HashSet;
+use std::{collections::HashSet, sync::Arc};
 
 use super::{
     preprocess::Preprocess,
+    reference,
     spec::ColumnSpec,
     spec::{OutputSpec, ParamsSpec, ScalerSpec},
     Boosted, Error, Forest, Kind, Linear, Logistic, Mlp, Model, ModelSpec, Output, Scaler,
@@ -121,6 +122,12 @@ pub(super) fn build(spec: &ModelSpec) -> Result<Model, Error> {
         .as_ref()
         .map(|p| Preprocess::build(p, &spec.features, handles_missing))
         .transpose()?;
+    // The model's own problems are named first; the statistics only describe its data.
+    let reference = spec
+        .reference
+        .as_ref()
+        .map(|r| reference::check(r, n_raw).map(|()| Arc::new(r.clone())))
+        .transpose()?;
     let preprocess_scratch = if preprocess.is_some() { n_features } else { 0 };
     let input_scratch = if scaler.is_some() || round_to_f32 {
         n_features
@@ -136,6 +143,7 @@ pub(super) fn build(spec: &ModelSpec) -> Result<Model, Error> {
         round_to_f32,
         handles_missing,
         scratch_len: preprocess_scratch + input_scratch + mlp_scratch,
+        reference,
     })
 }
 
@@ -200,6 +208,9 @@ fn count_numbers(spec: &ModelSpec) -> usize {
                 categories.len().saturating_add(3)
             }
         });
+    }
+    if let Some(r) = &spec.reference {
+        n = n.saturating_add(r.numbers());
     }
     n = n.saturating_add(match &spec.model {
         ParamsSpec::Linear { coefficients, .. } => coefficients.len().saturating_add(1),

@@ -175,6 +175,7 @@ mod tests {
             },
             output: OutputSpec::Regression,
             metadata: None,
+            reference: None,
         }
     }
 
@@ -194,6 +195,7 @@ mod tests {
                 classes: classes.iter().map(|c| c.to_string()).collect(),
             },
             metadata: None,
+            reference: None,
         }
     }
 

@@ -11,6 +11,7 @@ mod json_error;
 mod linear;
 mod mlp;
 mod preprocess;
+mod reference;
 pub mod spec;
 #[cfg(test)]
 mod testing;
@@ -21,6 +22,7 @@ use ndarray::ArrayView2;
 
 pub use error::Error;
 pub use preprocess::Categories;
+pub use reference::{Bins, FeatureReference, Reference, MAX_BIN_EDGES};
 pub use spec::{ModelSpec, FORMAT_VERSION};
 
 use self::{
@@ -51,6 +53,8 @@ pub struct Model {
     handles_missing: bool,
     /// Scratch a call needs: the prepared input (when scaled or rounded) then the MLP buffers.
     scratch_len: usize,
+    /// The training data's statistics, shared by clones.
+    reference: Option<Arc<Reference>>,
 }
 
 /// Standardisation applied to features before the model.
@@ -173,6 +177,7 @@ impl Model {
             + self.preprocess.as_ref().map_or(0, Preprocess::heap_bytes)
             + kind
             + output
+            + self.reference.as_deref().map_or(0, Reference::heap_bytes)
     }
 
     /// Feature names in the order [`Model::predict`] expects them.
@@ -207,6 +212,13 @@ impl Model {
     /// NaN when missing and -1 when unknown.
     pub fn categories(&self, i: usize) -> Option<&Categories> {
         self.preprocess.as_ref().and_then(|p| p.categories(i))
+    }
+
+    /// The reference statistics of the data the model was trained on, when its spec has
+    /// them: per feature, quantile bins of the values [`Model::predict`] takes, the share of
+    /// missing values and the range; and the distribution of the model's predictions.
+    pub fn reference(&self) -> Option<&Reference> {
+        self.reference.as_deref()
     }
 
     /// The architecture's name as used in specs: `linear`, `logistic`, `random_forest`,

@@ -123,10 +123,52 @@
 //!
 //! `output` is `{"type": "regression"}` or `{"type": "classification", "classes": [..]}`; a
 //! classifier's class labels are strings, in the order of its probability columns.
+//!
+//! ## Reference statistics
+//!
+//! `reference` (optional) describes the data the model was trained on, so that live data can
+//! be compared with it (population stability per feature and for the predictions):
+//!
+//! ```json
+//! "reference": {
+//!   "rows": 5000,
+//!   "features": [
+//!     {"edges": [1.2, 2.5, 3.9], "shares": [0.25, 0.25, 0.25, 0.25], "missing": 0.01, "min": 0.1, "max": 9.7},
+//!     {"edges": [-0.5, 0.5, 1.5], "shares": [0.0, 0.5, 0.3, 0.2], "missing": 0.0, "min": 0.0, "max": 2.0}
+//!   ],
+//!   "prediction": {"edges": [0.2, 0.5], "shares": [0.3, 0.4, 0.3]}
+//! }
+//! ```
+//!
+//! * `rows`: how many rows the statistics come from (at least 1).
+//! * `features`: one entry per feature, in the order of `features`. A value is binned as
+//!   [`Model::predict`] takes it: the number read from the record, or for a feature a `one_hot`
+//!   or `ordinal` column encodes its category code (index in `categories`, -1 when unknown).
+//!   `edges` are finite and strictly increasing, at most 100 ([`MAX_BIN_EDGES`]); they make
+//!   `edges.len() + 1` bins, and a value `v` falls in bin "number of edges `<= v`" (below the
+//!   first edge: bin 0; at or above the last: the last bin; see [`Bins::bin`]). `shares` holds
+//!   one share per bin, each in [0, 1], summing to 1 (within 1e-6), over the rows where the
+//!   feature was present; `missing` is the share of rows where it was missing (absent, `null`,
+//!   NaN), in [0, 1]; `min <= max` are the smallest and largest present values. The exporter
+//!   writes deciles (at most 10 bins; a constant feature has no edges and one share of 1) and
+//!   for an encoded feature one bin per code, unknown first (`[-0.5, 0.5, 1.5, ...]`).
+//! * `prediction` (optional): the same bins over the model's value on the reference rows: the
+//!   regression value, a binary classifier's probability of its second class, a multiclass
+//!   classifier's predicted class index (edges `[0.5, 1.5, ...]`, one bin per class).
+//!
+//! The checker refuses a reference without one entry per feature, bins that break these rules,
+//! shares outside [0, 1], `min > max` and `rows` 0, naming the field
+//! (`reference.features[3].edges: not strictly increasing ...`). The statistics are never used
+//! for scoring; a built model keeps them ([`Model::reference`]).
+//!
+//! [`MAX_BIN_EDGES`]: crate::model::MAX_BIN_EDGES
+//! [`Model::reference`]: crate::model::Model::reference
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+pub use super::reference::{Bins, FeatureReference, Reference};
 
 /// The spec format this build writes and the newest one it reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -154,6 +196,10 @@ pub struct ModelSpec {
     /// Optional provenance: who trained it, when, and how well it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Metadata>,
+    /// Optional reference statistics of the training data (per-feature bins, missing shares
+    /// and ranges, the distribution of predictions), which live data is compared with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<Reference>,
 }
 
 /// A `StandardScaler` stage: `x' = (x - mean) / scale`, per feature.

@@ -21,6 +21,7 @@ pub(super) fn spec(n_features: usize, model: ParamsSpec, output: OutputSpec) -> 
         model,
         output,
         metadata: None,
+        reference: None,
     }
 }
 
@@ -106,6 +107,13 @@ pub(super) fn one_of_each_kind() -> Vec<ModelSpec> {
         OutputSpec::Regression,
     );
     linear.scaler = scaler.clone();
+    linear.reference = Some(reference(
+        3,
+        Some(Bins {
+            edges: vec![-1.5, 0.0, 2.25],
+            shares: vec![0.125, 0.375, 0.25, 0.25],
+        }),
+    ));
     let binary = spec(
         3,
         ParamsSpec::Logistic {
@@ -167,7 +175,7 @@ pub(super) fn one_of_each_kind() -> Vec<ModelSpec> {
         OutputSpec::Regression,
     );
     mlp_regression.scaler = scaler.clone();
-    let mlp_binary = spec(
+    let mut mlp_binary = spec(
         3,
         mlp(
             vec![hidden.clone(), layer(&[&[1.2], &[-0.7], &[0.4]], &[0.3])],
@@ -176,6 +184,7 @@ pub(super) fn one_of_each_kind() -> Vec<ModelSpec> {
         ),
         classes(&["no", "yes"]),
     );
+    mlp_binary.reference = Some(reference(3, None));
     let mlp_softmax = spec(
         3,
         mlp(
@@ -251,6 +260,24 @@ pub(super) fn one_of_each_kind() -> Vec<ModelSpec> {
         boosted_regression,
         boosted_softmax,
     ]
+}
+
+/// Valid reference statistics for `n` features, with the given prediction bins.
+pub(super) fn reference(n: usize, prediction: Option<Bins>) -> Reference {
+    let feature = |i: usize| FeatureReference {
+        bins: Bins {
+            edges: (0..i).map(|e| e as f64 - 0.5).collect(),
+            shares: vec![1.0 / (i + 1) as f64; i + 1],
+        },
+        missing: 0.0625 * i as f64,
+        min: -1.0,
+        max: 0.5 * i as f64,
+    };
+    Reference {
+        rows: 800,
+        features: (0..n).map(feature).collect(),
+        prediction,
+    }
 }
 
 /// A binary logistic model behind a preprocess stage on 3 features: `f0` one-hot encoded

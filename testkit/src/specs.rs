@@ -79,6 +79,7 @@ pub fn large_forest_json(bytes: usize, seed: u64) -> String {
         },
         output: OutputSpec::Regression,
         metadata: None,
+        reference: None,
     };
     let text = serde_json::to_string(&spec).expect("a spec serialises");
     assert!(

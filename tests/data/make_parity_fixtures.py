@@ -12,6 +12,10 @@ the spec exactly as keyscore_sklearn.write_json writes it for upload, and OUT_DI
 `x` holds held-out rows only. Every float in it (x, regression predictions, probabilities) is
 written as the 16 hex digits of its IEEE-754 bits, so the test reads back exactly what
 scikit-learn computed. `predict` holds class labels as strings for classifiers.
+
+Every spec is exported with its training rows as `reference`, and the fixture holds those rows
+too (`reference_x`, or `reference_records` for the ColumnTransformer cases), so the test can bin
+them as keyscore bins and compare with the exported shares.
 OUT_DIR/refusals.json lists estimators the exporter must refuse, with the text the refusal
 must contain and the message it gave (null: not refused).
 """
@@ -384,7 +388,7 @@ def write_preprocess_case(out_dir, case, pipeline, classes, exact):
         cuts = np.quantile(y_train, np.linspace(0, 1, classes + 1)[1:-1])
         y_train = np.array([f"q{k}" for k in np.searchsorted(cuts, y_train)])
     pipeline.fit(x_train, y_train)
-    spec = keyscore_sklearn.export(pipeline)
+    spec = keyscore_sklearn.export(pipeline, reference=x_train)
     predicted = pipeline.predict(x_test)
     fixture = {
         "case": case,
@@ -393,6 +397,7 @@ def write_preprocess_case(out_dir, case, pipeline, classes, exact):
         "tolerance": None if isinstance(exact, bool) else exact,
         "x": [],
         "records": records(x_test),
+        "reference_records": records(x_train),
         "predict": [str(label) for label in predicted] if classes else bits(predicted),
         "proba": bits(pipeline.predict_proba(x_test)) if classes else None,
     }
@@ -446,7 +451,9 @@ def write_case(out_dir, case, dataset, estimator, exact, fit_params=None):
     """`exact` is True (bit for bit) or a relative tolerance."""
     names, x_train, x_test, y_train = load(dataset)
     estimator.fit(x_train, y_train, **(fit_params or {}))
-    spec = keyscore_sklearn.export(estimator, names, metrics={"train_score": estimator.score(x_train, y_train)})
+    spec = keyscore_sklearn.export(
+        estimator, names, metrics={"train_score": estimator.score(x_train, y_train)}, reference=x_train
+    )
     classifier = hasattr(estimator, "classes_")
     predicted = estimator.predict(x_test)
     fixture = {
@@ -455,6 +462,7 @@ def write_case(out_dir, case, dataset, estimator, exact, fit_params=None):
         "exact": exact is True,
         "tolerance": None if isinstance(exact, bool) else exact,
         "x": bits(x_test),
+        "reference_x": bits(x_train),
         "predict": [str(label) for label in predicted] if classifier else bits(predicted),
         "proba": bits(estimator.predict_proba(x_test)) if classifier else None,
     }
