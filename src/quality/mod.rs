@@ -531,8 +531,27 @@ fn task_of(model: &Model) -> Task {
 
 /// The model's training statistics, from its spec's `reference` (none: no drift figures).
 fn baseline(model: &Model) -> Baseline {
-    let _ = model;
-    Baseline::default()
+    let Some(reference) = model.reference() else {
+        return Baseline::default();
+    };
+    let binned = |b: &crate::model::Bins| Binned {
+        edges: b.edges.clone().into(),
+        shares: b.shares.clone().into(),
+    };
+    Baseline {
+        features: model
+            .features()
+            .iter()
+            .zip(&reference.features)
+            .map(|(name, f)| FeatureStats {
+                name: name.clone(),
+                binned: binned(&f.bins),
+                min: f.min,
+                max: f.max,
+            })
+            .collect(),
+        prediction: reference.prediction.as_ref().map(binned),
+    }
 }
 
 /// What `prediction` is remembered as.

@@ -519,41 +519,6 @@ pub struct Canary {
     pub share: f64,
 }
 
-/// One window of a model version's live quality, as written by a serving process.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct QualityRow {
-    pub key: String,
-    pub version: i64,
-    pub arm: String,
-    pub window_end_ms: i64,
-    pub window_ms: i64,
-    pub predictions: i64,
-    pub labelled: i64,
-    pub mae: Option<f64>,
-    pub rmse: Option<f64>,
-    pub accuracy: Option<f64>,
-    pub log_loss: Option<f64>,
-    pub brier: Option<f64>,
-    pub label_lag_ms: Option<f64>,
-    pub dead_letters: i64,
-    pub prediction_psi: Option<f64>,
-    pub max_feature_psi: Option<f64>,
-    pub feature_psi: Option<String>,
-    pub missing_share: Option<f64>,
-    pub out_of_range_share: Option<f64>,
-    pub by: Option<String>,
-}
-
-/// What decides a canary automatically (`keyscore canary --auto`).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct AutoCriteria {
-    pub min_labelled: u64,
-    pub metric: String,
-    pub margin: f64,
-    pub max_dead_letter_rate: f64,
-    pub max_prediction_psi: f64,
-}
-
 /// A key's rollout state: what scores besides (or instead of, for some records) the active
 /// version.
 #[derive(Debug, Clone, PartialEq, Default)]
