@@ -54,6 +54,7 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
     let wanted = Canary {
         version: args.version,
         share: args.share,
+        auto: None,
     };
     super::guard::check_builds(store.as_ref(), key, args.version).await?;
     // One conditional write: a canary started meanwhile by someone else is not replaced

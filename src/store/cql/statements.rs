@@ -1,12 +1,16 @@
 //! The prepared statements, one per query shape, prepared on first use and cached by the
-//! store.
+//! store. The statements of tables that gained columns later are prepared for the columns the
+//! keyspace has, so a keyspace made by an older keyscore keeps serving until `keyscore init`
+//! adds them.
+
+use std::collections::BTreeSet;
 
 use scylla::client::session::Session;
 use scylla::errors::ExecutionError;
 use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::SerialConsistency;
 
-use super::errors::execution_error;
+use super::errors::{corrupt, execution_error};
 use crate::store::Error;
 
 /// The prepared statements, one per query shape.
@@ -185,21 +189,65 @@ impl Statements {
     }
 }
 
+/// The columns `keyspace.table` has, from `system_schema.columns` (empty for a missing table).
+pub(super) async fn table_columns(
+    session: &Session,
+    keyspace: &str,
+    table: &str,
+) -> Result<BTreeSet<String>, Error> {
+    let context = "reading the schema";
+    let rows = session
+        .query_unpaged(
+            "SELECT column_name FROM system_schema.columns \
+             WHERE keyspace_name = ? AND table_name = ?",
+            (keyspace, table),
+        )
+        .await
+        .map_err(|err| execution_error(context, err))?
+        .into_rows_result()
+        .map_err(|err| corrupt(context, err))?;
+    let columns = rows
+        .rows::<(String,)>()
+        .map_err(|err| corrupt(context, err))?
+        .map(|row| row.map(|(c,)| c).map_err(|err| corrupt(context, err)))
+        .collect::<Result<BTreeSet<String>, Error>>()?;
+    Ok(columns)
+}
+
+/// The columns `model_rollouts` gained for automatic canaries (`cql/070_added_columns.cql`).
+const AUTOMATIC_COLUMNS: [&str; 3] = ["canary_auto", "promote_version", "promote_from_revision"];
+
 /// The prepared statements of `model_rollouts`.
 pub(super) struct RolloutStatements {
-    /// `SELECT canary_version, canary_share, shadow_version, revision ... WHERE key = ?`
+    /// `SELECT canary_version, canary_share, shadow_version, revision[, canary_auto,
+    /// promote_version, promote_from_revision] ... WHERE key = ?`
     pub(super) read: PreparedStatement,
-    /// `UPDATE model_rollouts SET ... WHERE key = ? IF revision = ?`
+    /// `UPDATE model_rollouts SET ... WHERE key = ? IF revision = ?`: the canary (with its
+    /// criteria), the shadow, a promotion decided by a verdict, the revision.
     pub(super) write: PreparedStatement,
+    /// Whether the table has the columns of automatic canaries; without them (a keyspace made
+    /// before them, until `keyscore init` adds them) canaries are read and written without
+    /// criteria and verdicts are refused.
+    pub(super) automatic: bool,
 }
 
 impl RolloutStatements {
     pub(super) async fn prepare(session: &Session, ks: &str) -> Result<Self, Error> {
+        let columns = table_columns(session, ks, "model_rollouts").await?;
+        let automatic = AUTOMATIC_COLUMNS.iter().all(|c| columns.contains(*c));
+        let (read_more, write_more) = if automatic {
+            (
+                ", canary_auto, promote_version, promote_from_revision",
+                "canary_auto = ?, promote_version = ?, promote_from_revision = ?, ",
+            )
+        } else {
+            ("", "")
+        };
         Ok(Self {
             read: prepare(
                 session,
                 format!(
-                    "SELECT canary_version, canary_share, shadow_version, revision \
+                    "SELECT canary_version, canary_share, shadow_version, revision{read_more} \
                      FROM {ks}.model_rollouts WHERE key = ?"
                 ),
                 true,
@@ -209,11 +257,12 @@ impl RolloutStatements {
                 session,
                 format!(
                     "UPDATE {ks}.model_rollouts SET canary_version = ?, canary_share = ?, \
-                     shadow_version = ?, revision = ?, changed_at = ? WHERE key = ? \
+                     {write_more}shadow_version = ?, revision = ?, changed_at = ? WHERE key = ? \
                      IF revision = ?"
                 ),
             )
             .await?,
+            automatic,
         })
     }
 }
@@ -225,17 +274,28 @@ pub(super) struct HistoryStatements {
     pub(super) insert: PreparedStatement,
     /// `SELECT ... FROM model_history WHERE key = ? AND pointer = ? LIMIT ?`
     pub(super) read: PreparedStatement,
+    /// Whether the table has `evidence` (a keyspace made before it lacks it until `keyscore
+    /// init` adds it; evidence is then not written, and read as none).
+    pub(super) evidence: bool,
 }
 
 impl HistoryStatements {
     pub(super) async fn prepare(session: &Session, ks: &str) -> Result<Self, Error> {
+        let evidence = table_columns(session, ks, "model_history")
+            .await?
+            .contains("evidence");
+        let (column, marker) = if evidence {
+            (", evidence", ", ?")
+        } else {
+            ("", "")
+        };
         Ok(Self {
             insert: prepare(
                 session,
                 format!(
                     "INSERT INTO {ks}.model_history (key, pointer, revision, action, version, \
-                     previous_version, canary_share, changed_by, changed_at) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                     previous_version, canary_share, changed_by, changed_at{column}) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?{marker})"
                 ),
                 true,
             )
@@ -244,8 +304,62 @@ impl HistoryStatements {
                 session,
                 format!(
                     "SELECT revision, action, version, previous_version, canary_share, \
-                     changed_by, changed_at FROM {ks}.model_history \
+                     changed_by, changed_at{column} FROM {ks}.model_history \
                      WHERE key = ? AND pointer = ? LIMIT ?"
+                ),
+                true,
+            )
+            .await?,
+            evidence,
+        })
+    }
+}
+
+/// The prepared statements of `model_quality`, prepared apart so that a keyspace made before
+/// the table existed still serves everything else (`keyscore init` adds it).
+pub(super) struct QualityStatements {
+    /// `INSERT INTO model_quality (...) VALUES (...) USING TTL ?`: one row, whole.
+    pub(super) insert: PreparedStatement,
+    /// `SELECT ... FROM model_quality WHERE key = ? AND version = ? LIMIT ?`: one version's
+    /// newest windows.
+    pub(super) read_version: PreparedStatement,
+    /// `SELECT version FROM model_quality WHERE key = ? AND version <= ? LIMIT 1`: the next
+    /// version with rows, newest first (a skip from slice to slice of the partition).
+    pub(super) next_version: PreparedStatement,
+}
+
+/// The columns of `model_quality` in [`crate::store::QualityRow`] order.
+pub(super) const QUALITY_COLUMNS: &str =
+    "key, version, arm, window_end, window_ms, predictions, labelled, mae, rmse, accuracy, \
+     log_loss, brier, label_lag_ms, dead_letters, prediction_psi, max_feature_psi, \
+     feature_psi, missing_share, out_of_range_share, written_by";
+
+impl QualityStatements {
+    pub(super) async fn prepare(session: &Session, ks: &str) -> Result<Self, Error> {
+        Ok(Self {
+            insert: prepare(
+                session,
+                format!(
+                    "INSERT INTO {ks}.model_quality ({QUALITY_COLUMNS}) VALUES \
+                     (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?"
+                ),
+                true,
+            )
+            .await?,
+            read_version: prepare(
+                session,
+                format!(
+                    "SELECT {QUALITY_COLUMNS} FROM {ks}.model_quality \
+                     WHERE key = ? AND version = ? LIMIT ?"
+                ),
+                true,
+            )
+            .await?,
+            next_version: prepare(
+                session,
+                format!(
+                    "SELECT version FROM {ks}.model_quality WHERE key = ? AND version <= ? \
+                     LIMIT 1"
                 ),
                 true,
             )

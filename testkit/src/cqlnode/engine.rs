@@ -1288,6 +1288,9 @@ impl Engine {
                 self.keyspace_ddl(stmt)
             }
             Statement::CreateTable { .. } => self.create_table(stmt, exec.keyspace, false),
+            Statement::AlterTableAdd { table, column, ty } => {
+                self.alter_table_add(table, column, ty, exec.keyspace)
+            }
             Statement::DropTable { table, if_exists } => {
                 let ks = self.keyspace_of(table, exec.keyspace)?.to_string();
                 if is_system(&ks) {
@@ -2528,6 +2531,86 @@ impl Engine {
             target: "TABLE",
             keyspace: ks,
             table: Some(table.table.clone()),
+        })
+    }
+
+    /// `ALTER TABLE ... ADD column type`: the column joins the regular columns (in name order,
+    /// as `SELECT *` lists them), null in every row stored. An existing column is refused with
+    /// the server's message (Cassandra 4.0 `AlterTableStatement.AddColumns`: "Column with name
+    /// '%s' already exists"; ScyllaDB, Cassandra 3's wording: "Invalid column name %s because it
+    /// conflicts with an existing column", or "... with a PRIMARY KEY part"). Statements
+    /// prepared on the table are forgotten, as Cassandra evicts them when a table changes, so
+    /// clients prepare them again against the new columns.
+    fn alter_table_add(
+        &mut self,
+        table: &TableRef,
+        column: &str,
+        ty: &CqlType,
+        current: Option<&str>,
+    ) -> Result<Outcome, CqlError> {
+        let ks = self.keyspace_of(table, current)?.to_string();
+        if is_system(&ks) {
+            return Err(CqlError::invalid(format!(
+                "system keyspace {ks} is not user-modifiable"
+            )));
+        }
+        let flavor = self.flavor;
+        let Some(keyspace) = self.keyspaces.get_mut(&ks) else {
+            return Err(CqlError::invalid(format!("Keyspace '{ks}' does not exist")));
+        };
+        let Some(t) = keyspace.tables.get_mut(&table.table) else {
+            return Err(CqlError::invalid(format!(
+                "Table '{ks}.{}' doesn't exist",
+                table.table
+            )));
+        };
+        if let Some(existing) = t.def.columns.iter().find(|c| c.name == column) {
+            return Err(CqlError::invalid(match flavor {
+                Flavor::Cassandra4 => format!("Column with name '{column}' already exists"),
+                Flavor::Scylla6 if existing.kind != Kind::Regular => format!(
+                    "Invalid column name {column} because it conflicts with a PRIMARY KEY part"
+                ),
+                Flavor::Scylla6 => format!(
+                    "Invalid column name {column} because it conflicts with an existing column"
+                ),
+            }));
+        }
+        let keys = t.def.pk_len + t.def.ck_len;
+        let at = keys
+            + t.def.columns[keys..]
+                .iter()
+                .filter(|c| c.name.as_str() < column)
+                .count();
+        t.def.columns.insert(
+            at,
+            Column {
+                name: column.to_string(),
+                ty: ty.clone(),
+                kind: Kind::Regular,
+            },
+        );
+        // Cells are held by column index: those at and after the new column move one up.
+        for partition in t.partitions.values_mut() {
+            for row in &mut partition.rows {
+                row.cells = std::mem::take(&mut row.cells)
+                    .into_iter()
+                    .map(|(i, cell)| (if i >= at { i + 1 } else { i }, cell))
+                    .collect();
+            }
+        }
+        let table_name = table.table.clone();
+        self.prepared.retain(|_, p| {
+            p.statement.table().is_none_or(|t| {
+                t.table != table_name
+                    || t.keyspace.as_deref().or(p.keyspace.as_deref()) != Some(&ks)
+            })
+        });
+        self.schema_changed();
+        Ok(Outcome::SchemaChange {
+            change: "UPDATED",
+            target: "TABLE",
+            keyspace: ks,
+            table: Some(table_name),
         })
     }
 
