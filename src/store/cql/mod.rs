@@ -63,7 +63,7 @@ use self::connection::ConnectionSettings;
 use self::errors::{corrupt, execution_error, pager_error, row_error};
 use self::specs::{Body, EncodedSpec, Layout, StoredSpec};
 use self::statements::{
-    table_columns, HistoryStatements, QualityStatements, RolloutStatements, Statements,
+    table_columns, ColumnAware, HistoryStatements, QualityStatements, RolloutStatements, Statements,
 };
 use super::auto::{criteria_from_text, criteria_text};
 use super::{
@@ -111,8 +111,8 @@ pub struct CqlModelStore {
     config: CqlConfig,
     session: Session,
     statements: OnceCell<Statements>,
-    rollout_statements: OnceCell<RolloutStatements>,
-    history_statements: OnceCell<HistoryStatements>,
+    rollout_statements: ColumnAware<RolloutStatements>,
+    history_statements: ColumnAware<HistoryStatements>,
     quality_statements: OnceCell<QualityStatements>,
     /// How long quality rows live, seconds (`USING TTL`).
     quality_ttl: i32,
@@ -319,8 +319,8 @@ impl CqlModelStore {
             config,
             session,
             statements: OnceCell::new(),
-            rollout_statements: OnceCell::new(),
-            history_statements: OnceCell::new(),
+            rollout_statements: ColumnAware::new(),
+            history_statements: ColumnAware::new(),
             quality_statements: OnceCell::new(),
             quality_ttl,
             max_spec_bytes: options.max_spec_bytes,
@@ -358,10 +358,30 @@ impl CqlModelStore {
             .await
     }
 
+    /// The rollout statements, preparing them on first use; with `now`, looking at once for
+    /// the columns of automatic canaries when the keyspace lacked them.
+    async fn rollout_statements_now(&self, now: bool) -> Result<&RolloutStatements, Error> {
+        self.rollout_statements
+            .get(
+                || RolloutStatements::prepare(&self.session, &self.config.keyspace),
+                now,
+            )
+            .await
+    }
+
     /// The rollout statements, preparing them on first use.
     async fn rollout_statements(&self) -> Result<&RolloutStatements, Error> {
-        self.rollout_statements
-            .get_or_try_init(|| RolloutStatements::prepare(&self.session, &self.config.keyspace))
+        self.rollout_statements_now(false).await
+    }
+
+    /// The history statements, preparing them on first use; with `now`, looking at once for
+    /// the evidence column when the keyspace lacked it.
+    async fn history_statements(&self, now: bool) -> Result<&HistoryStatements, Error> {
+        self.history_statements
+            .get(
+                || HistoryStatements::prepare(&self.session, &self.config.keyspace),
+                now,
+            )
             .await
     }
 
@@ -570,12 +590,7 @@ impl CqlModelStore {
     /// shows the revision it lacks as a change not recorded.
     async fn record_history(&self, key: &str, change: &HistoryEntry) {
         let written = async {
-            let st = self
-                .history_statements
-                .get_or_try_init(|| {
-                    HistoryStatements::prepare(&self.session, &self.config.keyspace)
-                })
-                .await?;
+            let st = self.history_statements(change.evidence.is_some()).await?;
             let (a, b, c, d, e, f, g, h, i) = (
                 key,
                 history_pointer(change.kind()),
@@ -736,7 +751,7 @@ impl CqlModelStore {
         key: &str,
         decide: impl Fn(&RolloutRow) -> Result<Option<RolloutChange>, Error>,
     ) -> Result<(RolloutRow, bool), Error> {
-        let st = self.rollout_statements().await?;
+        let mut st = self.rollout_statements().await?;
         let pointers = self.statements().await?;
         let context = "changing a canary or shadow";
         for attempt in 0..CAS_ATTEMPTS {
@@ -744,6 +759,25 @@ impl CqlModelStore {
             let Some(change) = decide(&current)? else {
                 return Ok((current, false));
             };
+            let needs_columns = match &change {
+                RolloutChange::Canary(canary) => canary.as_ref().is_some_and(|c| c.auto.is_some()),
+                RolloutChange::Shadow(_) => false,
+                RolloutChange::Verdict { .. } => true,
+            };
+            if needs_columns && !st.automatic {
+                // `keyscore init` may have added the columns since the statements were
+                // prepared: look again before refusing.
+                let fresh = self.rollout_statements_now(true).await?;
+                if fresh.automatic {
+                    st = fresh;
+                    continue;
+                }
+                return Err(Error::rejected(format!(
+                    "{}.model_rollouts lacks the columns of automatic canaries; run `keyscore \
+                     init` to add them",
+                    self.config.keyspace
+                )));
+            }
             if let RolloutChange::Canary(Some(c)) = &change {
                 self.require_version(pointers, key, c.version).await?;
             }
@@ -775,14 +809,6 @@ impl CqlModelStore {
                     current.revision,
                 );
                 self.compare_and_set(context, &st.write, values).await
-            } else if canary.as_ref().is_some_and(|c| c.auto.is_some())
-                || matches!(change, RolloutChange::Verdict { .. })
-            {
-                return Err(Error::rejected(format!(
-                    "{}.model_rollouts lacks the columns of automatic canaries; run `keyscore \
-                     init` to add them",
-                    self.config.keyspace
-                )));
             } else {
                 let values = (version, share, shadow, revision, now, key, current.revision);
                 self.compare_and_set(context, &st.write, values).await
@@ -1244,10 +1270,7 @@ impl ModelStore for CqlModelStore {
     /// newest first by time, then revision.
     async fn history(&self, key: &str, limit: usize) -> Result<Vec<HistoryEntry>, Error> {
         let context = "reading a key's history";
-        let st = self
-            .history_statements
-            .get_or_try_init(|| HistoryStatements::prepare(&self.session, &self.config.keyspace))
-            .await?;
+        let st = self.history_statements(false).await?;
         let limit_cql = i32::try_from(limit.max(1)).unwrap_or(i32::MAX);
         // Each pointer's revision now: a revision between it and the rows read that has no
         // row was changed by a writer that did not record it (see cql/050_model_history.cql).

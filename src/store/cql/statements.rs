@@ -4,11 +4,15 @@
 //! adds them.
 
 use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use scylla::client::session::Session;
 use scylla::errors::ExecutionError;
 use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::SerialConsistency;
+use tokio::sync::OnceCell;
 
 use super::errors::{corrupt, execution_error};
 use crate::store::Error;
@@ -214,6 +218,69 @@ pub(super) async fn table_columns(
     Ok(columns)
 }
 
+/// How often statements prepared for a keyspace that lacks columns look again for them.
+const RECHECK: Duration = Duration::from_secs(60);
+
+/// Statements that say whether the keyspace had every column they can use when prepared.
+pub(super) trait Complete {
+    /// Whether every column was there.
+    fn complete(&self) -> bool;
+}
+
+/// Statements of a table that gained columns after its first release: prepared on first use for
+/// the columns the keyspace has, and, while it lacks some, prepared again at most every
+/// [`RECHECK`] (at once when a write needs them), so a process started before `keyscore init`
+/// added them starts using them without a restart.
+pub(super) struct ColumnAware<T> {
+    first: OnceCell<T>,
+    complete: OnceCell<T>,
+    checked: Mutex<Option<Instant>>,
+}
+
+impl<T: Complete> ColumnAware<T> {
+    pub(super) fn new() -> Self {
+        Self {
+            first: OnceCell::new(),
+            complete: OnceCell::new(),
+            checked: Mutex::new(None),
+        }
+    }
+
+    /// The statements, prepared with `prepare`; `now` looks again for missing columns at once.
+    pub(super) async fn get<F, Fut>(&self, prepare: F, now: bool) -> Result<&T, Error>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, Error>>,
+    {
+        if let Some(st) = self.complete.get() {
+            return Ok(st);
+        }
+        let first = self.first.get_or_try_init(&prepare).await?;
+        if first.complete() {
+            return Ok(first);
+        }
+        let due = {
+            let mut checked = self.checked.lock().unwrap_or_else(|p| p.into_inner());
+            let due = match *checked {
+                None => now,
+                Some(at) => now || at.elapsed() >= RECHECK,
+            };
+            if due || checked.is_none() {
+                *checked = Some(Instant::now());
+            }
+            due
+        };
+        if due {
+            let fresh = prepare().await?;
+            if fresh.complete() {
+                let _ = self.complete.set(fresh);
+                return Ok(self.complete.get().unwrap_or(first));
+            }
+        }
+        Ok(first)
+    }
+}
+
 /// The columns `model_rollouts` gained for automatic canaries (`cql/070_added_columns.cql`).
 const AUTOMATIC_COLUMNS: [&str; 3] = ["canary_auto", "promote_version", "promote_from_revision"];
 
@@ -264,6 +331,18 @@ impl RolloutStatements {
             .await?,
             automatic,
         })
+    }
+}
+
+impl Complete for RolloutStatements {
+    fn complete(&self) -> bool {
+        self.automatic
+    }
+}
+
+impl Complete for HistoryStatements {
+    fn complete(&self) -> bool {
+        self.evidence
     }
 }
 
