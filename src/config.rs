@@ -382,6 +382,7 @@ mod tests {
         assert_eq!(c.store.cql.local_dc.as_deref(), Some("file-dc"));
         assert_eq!(c.store.cql.max_spec_bytes, 32 << 20);
         assert_eq!(c.store.cql.feed_look_back_ms, 30_000);
+        assert_eq!(c.store.cql.quality_ttl_secs, 30 * 24 * 3600);
 
         let c = Config::from_toml_with_env(
             file,

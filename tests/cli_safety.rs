@@ -8,7 +8,7 @@ use std::{
     process::{Command, Output},
 };
 
-use keyscore::store::{EmbeddedModelStore, ModelStore};
+use keyscore::store::{AutoCriteria, Canary, EmbeddedModelStore, ModelStore, Verdict};
 
 const BIN: &str = env!("CARGO_BIN_EXE_keyscore");
 
@@ -923,6 +923,81 @@ fn demo_says_when_the_stream_outran_the_watcher() {
         swap.contains("the stream ended before the watcher's next poll, so the")
             && swap.contains("later records of paris were scored by the old version"),
         "{swap}"
+    );
+}
+
+/// An automatic verdict's evidence is in `history --format json` as the object written, and
+/// in the text as a short note; `show` says a canary is automatic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_and_show_tell_an_automatic_verdict_and_its_evidence() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_paris(dir.path(), 2);
+    let direct = EmbeddedModelStore::open(&store).unwrap();
+    let canary = Canary {
+        version: 2,
+        share: 0.25,
+        auto: Some(AutoCriteria {
+            min_labelled: 200,
+            metric: "rmse".into(),
+            margin: 0.1,
+            max_dead_letter_rate: 0.02,
+            max_prediction_psi: 0.2,
+        }),
+    };
+    direct.set_canary("paris", Some(canary)).await.unwrap();
+    let show = ok(keyscore(
+        &store,
+        &[
+            "show",
+            "--key",
+            "paris",
+            "--version",
+            "2",
+            "--format",
+            "json",
+        ],
+    ));
+    let doc: serde_json::Value = serde_json::from_str(&show).unwrap();
+    assert_eq!(doc["canary"]["auto"]["metric"], "rmse", "{show}");
+    let show = ok(keyscore(
+        &store,
+        &["show", "--key", "paris", "--version", "2"],
+    ));
+    assert!(show.contains("decided automatically on rmse"), "{show}");
+    let evidence = r#"{"labelled":250,"rmse":{"canary":0.5,"active":0.55}}"#;
+    direct
+        .decide_canary("paris", 2, Verdict::Promote, evidence)
+        .await
+        .unwrap();
+    drop(direct);
+
+    let json = ok(keyscore(
+        &store,
+        &["history", "--key", "paris", "--format", "json"],
+    ));
+    let docs: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let promoted = docs
+        .iter()
+        .find(|d| d["action"] == "promote")
+        .expect("a promote row");
+    assert_eq!(
+        promoted["evidence"],
+        serde_json::from_str::<serde_json::Value>(evidence).unwrap()
+    );
+    assert!(
+        docs.iter()
+            .filter(|d| d["action"] == "activate")
+            .all(|d| d["evidence"].is_null()),
+        "{json}"
+    );
+    let text = ok(keyscore(&store, &["history", "--key", "paris"]));
+    assert!(
+        text.lines()
+            .any(|l| l.contains("promoted v2 (was v1) (automatic: {\"labelled\":250")),
+        "{text}"
     );
 }
 

@@ -111,6 +111,7 @@ async fn described_tables_are_recreated_exactly() {
             ("table", "active_models"),
             ("table", "model_changes"),
             ("table", "model_history"),
+            ("table", "model_quality"),
             ("table", "model_rollouts"),
             ("table", "model_spec_chunks"),
             ("table", "model_versions"),

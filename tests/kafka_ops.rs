@@ -64,6 +64,7 @@ async fn serve_applies_canary_and_shadow_and_reports_on_the_operations_endpoint(
             Some(Canary {
                 version: 2,
                 share: 0.3,
+                auto: None,
             }),
         )
         .await

@@ -70,8 +70,8 @@ fn serve(
         .env("KEYSCORE__KAFKA__DEAD_LETTER_TOPIC", format!("{input}-dead"))
         .env("KEYSCORE__OPS__LISTEN", "127.0.0.1:0")
         .env("KEYSCORE__QUALITY__LABELS_TOPIC", labels)
-        .env("KEYSCORE__QUALITY__WINDOW_SECS", "600")
-        .env("KEYSCORE__QUALITY__SLICES", "300")
+        .env("KEYSCORE__QUALITY__WINDOW_SECS", "120")
+        .env("KEYSCORE__QUALITY__SLICES", "60")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
@@ -106,13 +106,16 @@ async fn labels_reach_the_member_that_scored_their_record() {
     let labels = format!("{input}-labels");
     broker::create_topics(&broker.bootstrap(), &[(&input, 4), (&labels, 4)]).await;
     let group = broker::unique_topic("keyscore");
-    let a = serve(dir.path(), "a", &broker, &group, &input, &labels);
-    let b = serve(dir.path(), "b", &broker, &group, &input, &labels);
+    let mut a = serve(dir.path(), "a", &broker, &group, &input, &labels);
+    let mut b = serve(dir.path(), "b", &broker, &group, &input, &labels);
     // Both members hold partitions before records arrive.
     let deadline = Instant::now() + Duration::from_secs(90);
     while !(a.log().contains("Partitions assigned") && b.log().contains("Partitions assigned")) {
+        let exited = [&mut a, &mut b]
+            .into_iter()
+            .any(|m| m.child.try_wait().unwrap().is_some());
         assert!(
-            Instant::now() < deadline,
+            Instant::now() < deadline && !exited,
             "both members join:\n{}\n{}",
             a.log(),
             b.log()

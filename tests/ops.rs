@@ -324,6 +324,7 @@ async fn a_canary_scores_the_same_share_of_records_in_every_process_until_promot
             Some(Canary {
                 version: 2,
                 share: 0.3,
+                auto: None,
             }),
         )
         .await

@@ -194,6 +194,7 @@ async fn the_status_page_shows_the_seed_keys_and_follows_an_activation() {
             Some(Canary {
                 version: 1,
                 share: 0.5,
+                auto: None,
             }),
         )
         .await

@@ -1,5 +1,5 @@
 //! `keyscore history`: every recorded change of a key's active version, canary and shadow,
-//! newest first, with who made it and when.
+//! newest first, with who made it and when, and what decided an automatic verdict.
 
 use serde_json::json;
 
@@ -47,6 +47,7 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
                     "share": e.share,
                     "by": e.by,
                     "at": e.at_ms.map(super::show::utc_time),
+                    "evidence": e.evidence.as_deref().map(evidence_value),
                 });
                 out.push_str(&format!("{doc}\n"));
             }
@@ -72,8 +73,36 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// A change in words: `activated v3 (was v2)`, `canary v4 on 10%`, ...
+/// Stored evidence as JSON: the object it holds, or the text itself when it is not JSON (a row
+/// written by hand).
+fn evidence_value(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.to_string()))
+}
+
+/// The longest evidence a text line shows; `history --format json` shows all of it.
+const EVIDENCE_CHARS: usize = 80;
+
+/// A change in words: `activated v3 (was v2)`, `canary v4 on 10%`, ..., with `(automatic:
+/// EVIDENCE)` after a verdict.
 pub(crate) fn describe(e: &HistoryEntry) -> String {
+    let what = describe_change(e);
+    match &e.evidence {
+        Some(evidence) => {
+            let compact = evidence_value(evidence).to_string();
+            let shown: String = compact.chars().take(EVIDENCE_CHARS).collect();
+            let more = if shown.len() < compact.len() {
+                "..."
+            } else {
+                ""
+            };
+            format!("{what} (automatic: {shown}{more})")
+        }
+        None => what,
+    }
+}
+
+/// A change in words, without its evidence.
+fn describe_change(e: &HistoryEntry) -> String {
     let v = |n: Option<i64>| n.map_or_else(|| "?".to_string(), |n| format!("v{n}"));
     let was = e
         .previous

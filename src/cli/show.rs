@@ -89,7 +89,11 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
             "version": stored.version,
             "active": pointer.map(|p| p.version),
             "previous": pointer.and_then(|p| p.previous),
-            "canary": rollout.canary.map(|c| json!({"version": c.version, "share": c.share})),
+            "canary": rollout.canary.as_ref().map(|c| json!({
+                "version": c.version,
+                "share": c.share,
+                "auto": c.auto,
+            })),
             "shadow": rollout.shadow,
             "activated_by": activation.by,
             "activated_at": activated_at,
@@ -119,8 +123,11 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
     );
     line(
         "canary:",
-        &rollout.canary.map_or("none".into(), |c| {
-            format!("{} on {}% of records", v(c.version), c.share * 100.0)
+        &rollout.canary.as_ref().map_or("none".into(), |c| {
+            let auto = c.auto.as_ref().map_or(String::new(), |a| {
+                format!(", decided automatically on {}", a.metric)
+            });
+            format!("{} on {}% of records{auto}", v(c.version), c.share * 100.0)
         }),
     );
     line("shadow:", &rollout.shadow.map_or("none".into(), v));

@@ -6,7 +6,6 @@
 //! "ts": "2026-12-03T10:00:00Z"}`. The field names are `[quality]` settings. `ts` is RFC 3339
 //! text or milliseconds since the Unix epoch; without it the label's arrival time is used.
 
-use serde::Deserialize;
 use serde_json::value::RawValue;
 
 /// The field names a label is read from.

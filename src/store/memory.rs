@@ -4,18 +4,20 @@
 //! It keeps the same model as the SQLite backend: the change feed is a list of keys, a
 //! [`ChangeCursor`] is an index into it, and an activation's or rollout change's revision is
 //! the index of its feed row, so revisions of a key strictly increase. Every change is made
-//! under the one lock, so each is atomic and isolated. It is meant for tests, benchmarks and
-//! trying keyscore out; nothing in it survives a restart.
+//! under the one lock, so each is atomic and isolated (a canary verdict too: its check, pointer
+//! move and canary end are one step). Quality rows are kept per key. It is meant for tests,
+//! benchmarks and trying keyscore out; nothing in it survives a restart.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::{Mutex, MutexGuard};
 
+use super::auto::plan_verdict;
 use super::{
-    actor, check_key, check_share, plan_canary, plan_move, Activation, ActiveModel, Canary,
-    CanaryChange, CanaryChanged, ChangeAction, ChangeCursor, Changes, Error, HistoryEntry, KeyPage,
-    KeySummary, ModelStore, MovePlan, Moved, Pointer as StorePointer, PointerMove, Rollout,
-    StoredModel,
+    actor, check_canary, check_evidence, check_key, newest_first, plan_canary, plan_move,
+    Activation, ActiveModel, Canary, CanaryChange, CanaryChanged, ChangeAction, ChangeCursor,
+    Changes, Error, HistoryEntry, KeyPage, KeySummary, ModelStore, MovePlan, Moved,
+    Pointer as StorePointer, PointerMove, QualityRow, Rollout, StoredModel, Verdict,
 };
 
 /// A key's active pointer.
@@ -39,6 +41,8 @@ struct State {
     feed: Vec<String>,
     /// Each key's changes, oldest first.
     history: BTreeMap<String, Vec<HistoryEntry>>,
+    /// Each key's quality rows by (version, arm, window end).
+    quality: BTreeMap<String, BTreeMap<(i64, String, i64), QualityRow>>,
 }
 
 impl State {
@@ -92,11 +96,21 @@ impl State {
             Some(p) => Some(p.version),
             None => None,
         };
-        self.point(key, action, version, previous);
+        self.point(key, action, version, previous, None);
     }
 
-    fn point(&mut self, key: &str, action: ChangeAction, version: i64, previous: Option<i64>) {
-        let entry = HistoryEntry::now(action, Some(version), previous, None);
+    /// Points `key` at `version`, remembering `previous`, and records the change (with the
+    /// evidence of an automatic verdict, if it is one).
+    fn point(
+        &mut self,
+        key: &str,
+        action: ChangeAction,
+        version: i64,
+        previous: Option<i64>,
+        evidence: Option<&str>,
+    ) {
+        let entry =
+            HistoryEntry::now(action, Some(version), previous, None).with_evidence(evidence);
         let at_ms = entry.at_ms.unwrap_or_default();
         let revision = self.announce(key, entry);
         self.active.insert(
@@ -111,13 +125,15 @@ impl State {
         );
     }
 
-    /// Applies `edit` to `key`'s rollout and announces it.
-    fn change_rollout(&mut self, key: &str, edit: RolloutEdit) {
+    /// Applies `edit` to `key`'s rollout and announces it (with the evidence of an automatic
+    /// verdict, if it is one).
+    fn change_rollout(&mut self, key: &str, edit: RolloutEdit, evidence: Option<&str>) {
         let before = self.rollouts.get(key).cloned().unwrap_or_default();
-        let entry = match edit {
-            RolloutEdit::Canary(canary) => HistoryEntry::canary(canary, before.canary),
-            RolloutEdit::Shadow(shadow) => HistoryEntry::shadow(shadow, before.shadow),
-        };
+        let entry = match &edit {
+            RolloutEdit::Canary(canary) => HistoryEntry::canary(canary.clone(), before.canary),
+            RolloutEdit::Shadow(shadow) => HistoryEntry::shadow(*shadow, before.shadow),
+        }
+        .with_evidence(evidence);
         let revision = self.announce(key, entry);
         let rollout = self.rollouts.entry(key.to_string()).or_default();
         match edit {
@@ -129,7 +145,7 @@ impl State {
 }
 
 /// A change of one half of a key's rollout.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum RolloutEdit {
     Canary(Option<Canary>),
     Shadow(Option<i64>),
@@ -220,7 +236,7 @@ impl ModelStore for MemoryModelStore {
                 key: key.to_string(),
             });
         };
-        state.point(key, ChangeAction::Rollback, previous, Some(current));
+        state.point(key, ChangeAction::Rollback, previous, Some(current), None);
         Ok(previous)
     }
 
@@ -242,7 +258,7 @@ impl ModelStore for MemoryModelStore {
             } => {
                 state.require_version(key, version)?;
                 let action = change.action();
-                state.point(key, action, version, previous);
+                state.point(key, action, version, previous, None);
                 Ok(outcome)
             }
         }
@@ -386,35 +402,35 @@ impl ModelStore for MemoryModelStore {
 
     async fn set_canary(&self, key: &str, canary: Option<Canary>) -> Result<(), Error> {
         check_key(key)?;
-        if let Some(c) = canary {
-            check_share(c.share)?;
+        if let Some(c) = &canary {
+            check_canary(c)?;
         }
         let mut state = self.state();
-        if let Some(c) = canary {
+        if let Some(c) = &canary {
             state.require_version(key, c.version)?;
         }
-        state.change_rollout(key, RolloutEdit::Canary(canary));
+        state.change_rollout(key, RolloutEdit::Canary(canary), None);
         Ok(())
     }
 
     async fn change_canary(&self, key: &str, change: CanaryChange) -> Result<CanaryChanged, Error> {
         check_key(key)?;
-        if let CanaryChange::Start { canary, .. } = change {
-            check_share(canary.share)?;
+        if let CanaryChange::Start { canary, .. } = &change {
+            check_canary(canary)?;
         }
         let mut state = self.state();
-        let before = state.rollouts.get(key).and_then(|r| r.canary);
-        let Some(after) = plan_canary(key, before, change)? else {
+        let before = state.rollouts.get(key).and_then(|r| r.canary.clone());
+        let Some(after) = plan_canary(key, before.clone(), change)? else {
             return Ok(CanaryChanged {
+                after: before.clone(),
                 before,
-                after: before,
                 changed: false,
             });
         };
-        if let Some(c) = after {
+        if let Some(c) = &after {
             state.require_version(key, c.version)?;
         }
-        state.change_rollout(key, RolloutEdit::Canary(after));
+        state.change_rollout(key, RolloutEdit::Canary(after.clone()), None);
         Ok(CanaryChanged {
             before,
             after,
@@ -428,20 +444,84 @@ impl ModelStore for MemoryModelStore {
         if let Some(v) = version {
             state.require_version(key, v)?;
         }
-        state.change_rollout(key, RolloutEdit::Shadow(version));
+        state.change_rollout(key, RolloutEdit::Shadow(version), None);
         Ok(())
     }
 
     async fn promote(&self, key: &str) -> Result<i64, Error> {
         check_key(key)?;
         let mut state = self.state();
-        let Some(canary) = state.rollouts.get(key).and_then(|r| r.canary) else {
+        let Some(canary) = state.rollouts.get(key).and_then(|r| r.canary.clone()) else {
             return Err(Error::NoCanary {
                 key: key.to_string(),
             });
         };
         state.activate(key, ChangeAction::Promote, canary.version);
-        state.change_rollout(key, RolloutEdit::Canary(None));
+        state.change_rollout(key, RolloutEdit::Canary(None), None);
         Ok(canary.version)
+    }
+
+    /// Under the one lock: the canary is checked, the pointer moved and the canary ended in one
+    /// step.
+    async fn decide_canary(
+        &self,
+        key: &str,
+        version: i64,
+        verdict: Verdict,
+        evidence: &str,
+    ) -> Result<CanaryChanged, Error> {
+        check_key(key)?;
+        check_evidence(evidence)?;
+        let mut state = self.state();
+        let before = state.rollouts.get(key).and_then(|r| r.canary.clone());
+        let active = state.active.get(key).map(|p| (p.version, p.previous));
+        let Some(plan) = plan_verdict(key, before.as_ref(), active, version, verdict)? else {
+            return Ok(CanaryChanged {
+                after: before.clone(),
+                before,
+                changed: false,
+            });
+        };
+        if let Some((to, previous)) = plan.pointer {
+            state.require_version(key, to)?;
+            state.point(key, ChangeAction::Promote, to, previous, Some(evidence));
+        }
+        state.change_rollout(key, RolloutEdit::Canary(None), Some(evidence));
+        Ok(CanaryChanged {
+            before,
+            after: None,
+            changed: true,
+        })
+    }
+
+    async fn write_quality(&self, rows: &[QualityRow]) -> Result<(), Error> {
+        let mut state = self.state();
+        for row in rows {
+            state.quality.entry(row.key.clone()).or_default().insert(
+                (row.version, row.arm.clone(), row.window_end_ms),
+                row.clone(),
+            );
+        }
+        Ok(())
+    }
+
+    async fn quality(
+        &self,
+        key: &str,
+        version: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<QualityRow>, Error> {
+        let state = self.state();
+        let Some(rows) = state.quality.get(key) else {
+            return Ok(Vec::new());
+        };
+        let mut out: Vec<QualityRow> = rows
+            .values()
+            .filter(|row| version.is_none_or(|v| row.version == v))
+            .cloned()
+            .collect();
+        out.sort_by(newest_first);
+        out.truncate(limit);
+        Ok(out)
     }
 }

@@ -13,19 +13,25 @@
 //!
 //! Versions are immutable once written. Activation moves a per-key pointer and appends to a
 //! change feed, so a watcher learns which keys changed since a [`ChangeCursor`] without
-//! rescanning every key. A key's [`Rollout`] (a canary version with its share of records, a
-//! shadow version) is stored beside the pointer and announced on the same feed.
+//! rescanning every key. A key's [`Rollout`] (a canary version with its share of records and,
+//! for an automatic canary, the [`AutoCriteria`] that decide it; a shadow version) is stored
+//! beside the pointer and announced on the same feed. Serving processes record each version's
+//! live quality per window ([`QualityRow`]) beside them.
 
+mod auto;
 mod cql;
 mod memory;
+mod quality;
 mod sqlite;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub use auto::{check_canary, check_criteria, check_evidence, AutoCriteria, Verdict};
 pub use cql::{CqlModelStore, CqlOptions, CQL_ENV_OVERRIDES};
 pub use memory::MemoryModelStore;
+pub use quality::{check_quality_row, newest_first, QualityRow, QUALITY_ARMS};
 pub use sqlite::EmbeddedModelStore;
 
 use crate::model::{self, ModelSpec};
@@ -210,7 +216,7 @@ fn plan_rollback_from(
 /// A change of a key's canary that says what the caller expects to find, so that a retry is
 /// recognised and a canary someone else started is not silently replaced. See
 /// [`ModelStore::change_canary`] and [`plan_canary`].
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum CanaryChange {
     /// Start `canary`. The same canary already running is left alone; a different one running
     /// is refused with [`Error::CanaryRunning`] unless `replace`.
@@ -228,8 +234,8 @@ pub enum CanaryChange {
     },
 }
 
-/// What a [`CanaryChange`] did.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// What a [`CanaryChange`] (or a [`Verdict`]) did.
+#[derive(Debug, Clone, PartialEq)]
 pub struct CanaryChanged {
     /// The canary running before.
     pub before: Option<Canary>,
@@ -363,6 +369,9 @@ pub struct HistoryEntry {
     pub by: Option<String>,
     /// When, in milliseconds since the Unix epoch.
     pub at_ms: Option<i64>,
+    /// For an automatic verdict ([`ModelStore::decide_canary`]): what decided it, a JSON object
+    /// as text (counts, metrics, thresholds).
+    pub evidence: Option<String>,
 }
 
 impl HistoryEntry {
@@ -382,7 +391,14 @@ impl HistoryEntry {
             share,
             by: Some(actor()),
             at_ms: Some(now_millis()),
+            evidence: None,
         }
+    }
+
+    /// The entry with `evidence` of an automatic verdict recorded.
+    pub(crate) fn with_evidence(mut self, evidence: Option<&str>) -> HistoryEntry {
+        self.evidence = evidence.map(str::to_string);
+        self
     }
 
     /// The entry of a canary change: `canary` started, or with `None` the canary that ran,
@@ -511,12 +527,15 @@ impl KeyPage {
 }
 
 /// A candidate version that scores a share of a key's records.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Canary {
     /// The candidate version.
     pub version: i64,
     /// The share of the key's records it scores, in (0, 1].
     pub share: f64,
+    /// What decides it automatically (`keyscore canary --auto`); `None` when a person promotes
+    /// or ends it.
+    pub auto: Option<AutoCriteria>,
 }
 
 /// A key's rollout state: what scores besides (or instead of, for some records) the active
@@ -982,6 +1001,80 @@ pub trait ModelStore: Send + Sync + std::fmt::Debug {
         self.set_canary(key, None).await?;
         Ok(canary.version)
     }
+
+    /// An automatic canary verdict: promote the canary `version` of `key`, or end it (roll back
+    /// to the active version), recording `evidence` (a JSON object as text: the counts, metrics
+    /// and thresholds that decided it, [`check_evidence`]) in the history rows it writes.
+    ///
+    /// It applies only while `version` is still the running canary of `key`: a promotion makes
+    /// `version` active and ends the canary, as [`ModelStore::promote`] does (history actions
+    /// `promote` and `canary_end`); a rollback ends the canary and the active version stays
+    /// (`canary_end`). Otherwise nothing is written and `changed` is `false`, with `before` and
+    /// `after` the canary that runs, if any. So a retry, a verdict on a canary already ended or
+    /// replaced, and the loser of two processes deciding at once write nothing. `changed` is
+    /// whether this call's verdict is the one that applied.
+    ///
+    /// One conditional write decides: one transaction (SQLite), one lock (memory), one
+    /// compare-and-set on the key's rollout (CQL, followed by the pointer's for a promotion; see
+    /// the CQL store). The default, for stores without rollouts, refuses with
+    /// [`Error::Rejected`].
+    async fn decide_canary(
+        &self,
+        key: &str,
+        version: i64,
+        verdict: Verdict,
+        evidence: &str,
+    ) -> Result<CanaryChanged, Error> {
+        let _ = (key, version, verdict, evidence);
+        Err(Error::rejected(format!(
+            "{} does not support canary versions",
+            self.describe()
+        )))
+    }
+
+    /// Records windows of live model quality, as serving processes write them. Every row is
+    /// checked first ([`check_quality_row`]); one refused refuses the call with nothing
+    /// written. Idempotent: a row with the (key, version, arm, window_end_ms) of a stored one
+    /// replaces it, the later write winning, so a window may be written again as labels
+    /// arrive. Cost: each key's rows go to that key's own rows (one partition, an index by
+    /// key), whatever the number of keys. Provided: the checks, then
+    /// [`ModelStore::write_quality`].
+    async fn record_quality(&self, rows: &[QualityRow]) -> Result<(), Error> {
+        for row in rows {
+            check_quality_row(row)?;
+        }
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.write_quality(rows).await
+    }
+
+    /// The backend's write behind [`ModelStore::record_quality`]: stores the rows as given,
+    /// without checking them. The default refuses with [`Error::Rejected`].
+    async fn write_quality(&self, rows: &[QualityRow]) -> Result<(), Error> {
+        let _ = rows;
+        Err(Error::rejected(format!(
+            "{} does not store model quality",
+            self.describe()
+        )))
+    }
+
+    /// The quality rows of `key` (of `version` only, when given), newest window first (then
+    /// version descending, arm ascending: [`newest_first`]), at most `limit`. Empty for a key
+    /// without rows. Cost: a read of the key's own rows, bounded by `limit` (per version, for
+    /// the CQL store). The default refuses with [`Error::Rejected`].
+    async fn quality(
+        &self,
+        key: &str,
+        version: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<QualityRow>, Error> {
+        let _ = (key, version, limit);
+        Err(Error::rejected(format!(
+            "{} does not store model quality",
+            self.describe()
+        )))
+    }
 }
 
 /// Whether opening a store may create it.
@@ -1155,6 +1248,30 @@ pub enum Error {
     /// A canary share outside (0, 1].
     #[error("invalid canary share {0}: use a number greater than 0 and at most 1, e.g. 0.1 for 10% of records")]
     InvalidShare(f64),
+    /// A canary's automatic criteria are unusable ([`check_criteria`]); nothing was written.
+    #[error("invalid automatic canary criteria: {field} {problem}; nothing changed")]
+    InvalidCriteria {
+        /// The field at fault.
+        field: &'static str,
+        /// What is wrong with it, and what to use instead.
+        problem: String,
+    },
+    /// A quality row is unusable ([`check_quality_row`]); nothing of the call was written.
+    #[error("quality row refused ({row}): {field} {problem}; nothing was written")]
+    InvalidQuality {
+        /// Which row: key, version, arm and window.
+        row: String,
+        /// The field at fault.
+        field: &'static str,
+        /// What is wrong with it, and what to use instead.
+        problem: String,
+    },
+    /// A verdict's evidence is not a JSON object ([`check_evidence`]); nothing was written.
+    #[error(
+        "invalid verdict evidence: {0}; pass a JSON object, e.g. {{\"labelled\": 1200}}; \
+         nothing changed"
+    )]
+    InvalidEvidence(String),
     /// Promote was asked for a key without a running canary.
     #[error("{key} has no running canary; start one with `keyscore canary`")]
     NoCanary {

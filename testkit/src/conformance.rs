@@ -7,7 +7,8 @@
 //! [`conformance_tests!`](crate::conformance_tests) runs the suite for one engine: one
 //! `#[tokio::test]` per check, each on a store of its own (or on a shared cluster), so a failure
 //! names the behaviour and does not hide the checks after it. The list of checks is written once,
-//! in that macro.
+//! in that macro. The checks of live quality are in [`quality`], those of automatic canaries in
+//! [`verdicts`].
 //!
 //! ```text
 //! use keyscore::store::EmbeddedModelStore;
@@ -32,6 +33,21 @@ use keyscore::store::{
 
 use crate::specs::{SHAPE_MISMATCH_SPEC, UNKNOWN_KIND_SPEC, VALID_SPEC, VALID_SPEC_2};
 use crate::unique_key;
+
+pub mod quality;
+pub mod verdicts;
+
+pub use quality::{
+    quality_rows_are_idempotent_and_the_later_write_wins,
+    quality_rows_are_stored_and_read_newest_first,
+    quality_rows_of_many_keys_are_written_in_one_call,
+    quality_rows_refuse_bad_input_and_write_nothing,
+};
+pub use verdicts::{
+    a_verdict_applies_once, a_verdict_on_a_version_no_longer_the_canary_writes_nothing,
+    a_verdict_records_its_evidence_in_the_history, auto_criteria_are_stored_with_the_canary,
+    concurrent_verdicts_apply_exactly_once,
+};
 
 /// One test per conformance check for one engine, in a module `$module`:
 /// `conformance_tests!(sqlite, fresh_store())`.
@@ -72,6 +88,15 @@ macro_rules! conformance_tests {
             activation_says_who_and_when,
             change_canary_refuses_to_replace_and_is_safe_to_retry,
             history_records_every_change_with_who_and_when,
+            quality_rows_are_stored_and_read_newest_first,
+            quality_rows_are_idempotent_and_the_later_write_wins,
+            quality_rows_refuse_bad_input_and_write_nothing,
+            quality_rows_of_many_keys_are_written_in_one_call,
+            auto_criteria_are_stored_with_the_canary,
+            a_verdict_applies_once,
+            a_verdict_on_a_version_no_longer_the_canary_writes_nothing,
+            a_verdict_records_its_evidence_in_the_history,
+            concurrent_verdicts_apply_exactly_once,
         );
     };
     (@checks $module:ident, $fresh:expr; $($check:ident),* $(,)?) => {
@@ -513,6 +538,7 @@ pub async fn prune_keeps_the_newest_and_every_version_in_use(store: &dyn ModelSt
             Some(Canary {
                 version: 1,
                 share: 0.1,
+                auto: None,
             }),
         )
         .await
@@ -642,10 +668,11 @@ pub async fn canary_and_shadow_are_stored_and_announced_on_the_feed(store: &dyn 
     let canary = Canary {
         version: 2,
         share: 0.25,
+        auto: None,
     };
-    store.set_canary(&key, Some(canary)).await.unwrap();
+    store.set_canary(&key, Some(canary.clone())).await.unwrap();
     let r1 = store.rollout(&key).await.unwrap().expect("rollout stored");
-    assert_eq!(r1.canary, Some(canary));
+    assert_eq!(r1.canary, Some(canary.clone()));
     assert_eq!(r1.shadow, None);
     let changes = store.changes_since(before).await.unwrap();
     assert!(
@@ -698,6 +725,7 @@ pub async fn canary_and_shadow_refuse_bad_input(store: &dyn ModelStore) {
             Some(Canary {
                 version: 9,
                 share: 0.1,
+                auto: None,
             }),
         )
         .await
@@ -713,7 +741,14 @@ pub async fn canary_and_shadow_refuse_bad_input(store: &dyn ModelStore) {
     );
     for share in [0.0, -0.5, 1.5, f64::NAN] {
         let err = store
-            .set_canary(&key, Some(Canary { version: 1, share }))
+            .set_canary(
+                &key,
+                Some(Canary {
+                    version: 1,
+                    share,
+                    auto: None,
+                }),
+            )
             .await
             .expect_err("a bad share was stored");
         assert!(matches!(err, Error::InvalidShare(_)), "{share}: {err:?}");
@@ -743,6 +778,7 @@ pub async fn promote_activates_the_canary_and_ends_it(store: &dyn ModelStore) {
             Some(Canary {
                 version: 2,
                 share: 0.5,
+                auto: None,
             }),
         )
         .await
@@ -989,27 +1025,38 @@ pub async fn change_canary_refuses_to_replace_and_is_safe_to_retry(store: &dyn M
     let c2 = Canary {
         version: 2,
         share: 0.1,
+        auto: None,
     };
     let c3 = Canary {
         version: 3,
         share: 0.2,
+        auto: None,
     };
     let start = |canary, replace| CanaryChange::Start { canary, replace };
     let rollout_revision = || async { store.rollout(&key).await.unwrap().map(|r| r.revision) };
-    let first = store.change_canary(&key, start(c2, false)).await.unwrap();
+    let first = store
+        .change_canary(&key, start(c2.clone(), false))
+        .await
+        .unwrap();
     assert!(
-        first.changed && first.before.is_none() && first.after == Some(c2),
+        first.changed && first.before.is_none() && first.after == Some(c2.clone()),
         "{first:?}"
     );
     let before = rollout_revision().await;
-    let again = store.change_canary(&key, start(c2, false)).await.unwrap();
-    assert!(!again.changed && again.after == Some(c2), "{again:?}");
+    let again = store
+        .change_canary(&key, start(c2.clone(), false))
+        .await
+        .unwrap();
+    assert!(
+        !again.changed && again.after == Some(c2.clone()),
+        "{again:?}"
+    );
     let err = store
-        .change_canary(&key, start(c3, false))
+        .change_canary(&key, start(c3.clone(), false))
         .await
         .expect_err("a second canary replaced the first");
     assert!(
-        matches!(err, Error::CanaryRunning { running, .. } if running == c2),
+        matches!(&err, Error::CanaryRunning { running, .. } if *running == c2),
         "{err:?}"
     );
     let err = store
@@ -1024,6 +1071,7 @@ pub async fn change_canary_refuses_to_replace_and_is_safe_to_retry(store: &dyn M
                 Canary {
                     version: 9,
                     share: 0.1,
+                    auto: None,
                 },
                 true,
             ),
@@ -1035,7 +1083,10 @@ pub async fn change_canary_refuses_to_replace_and_is_safe_to_retry(store: &dyn M
         "{err:?}"
     );
     assert_eq!(rollout_revision().await, before, "a refused change wrote");
-    let replaced = store.change_canary(&key, start(c3, true)).await.unwrap();
+    let replaced = store
+        .change_canary(&key, start(c3.clone(), true))
+        .await
+        .unwrap();
     assert!(
         replaced.changed && replaced.before == Some(c2) && replaced.after == Some(c3),
         "{replaced:?}"
@@ -1070,12 +1121,13 @@ pub async fn history_records_every_change_with_who_and_when(store: &dyn ModelSto
     let canary = Canary {
         version: 3,
         share: 0.25,
+        auto: None,
     };
     let start = CanaryChange::Start {
         canary,
         replace: false,
     };
-    store.change_canary(&key, start).await.unwrap();
+    store.change_canary(&key, start.clone()).await.unwrap();
     // A retry of the same start writes nothing, so it adds nothing to the history.
     store.change_canary(&key, start).await.unwrap();
     store.promote(&key).await.unwrap();

@@ -27,7 +27,7 @@ use async_trait::async_trait;
 use keyscore::store::{
     Activation, ActiveModel, Canary, CanaryChange, CanaryChanged, ChangeCursor, Changes, Error,
     HistoryEntry, KeyPage, KeySummary, MemoryModelStore, ModelStore, Moved, Pointer, PointerMove,
-    Rollout, StoredModel,
+    QualityRow, Rollout, StoredModel, Verdict,
 };
 
 use crate::conformance::Fixture;
@@ -268,6 +268,45 @@ impl<S: ModelStore> ModelStore for FaultyStore<S> {
     async fn promote(&self, key: &str) -> Result<i64, Error> {
         self.check_key(key)?;
         self.inner.promote(key).await
+    }
+
+    async fn decide_canary(
+        &self,
+        key: &str,
+        version: i64,
+        verdict: Verdict,
+        evidence: &str,
+    ) -> Result<CanaryChanged, Error> {
+        self.check_key(key)?;
+        self.inner
+            .decide_canary(key, version, verdict, evidence)
+            .await
+    }
+
+    async fn record_quality(&self, rows: &[QualityRow]) -> Result<(), Error> {
+        self.check()?;
+        for row in rows {
+            self.check_key(&row.key)?;
+        }
+        self.inner.record_quality(rows).await
+    }
+
+    async fn write_quality(&self, rows: &[QualityRow]) -> Result<(), Error> {
+        self.check()?;
+        for row in rows {
+            self.check_key(&row.key)?;
+        }
+        self.inner.write_quality(rows).await
+    }
+
+    async fn quality(
+        &self,
+        key: &str,
+        version: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<QualityRow>, Error> {
+        self.check_key(key)?;
+        self.inner.quality(key, version, limit).await
     }
 }
 

@@ -73,6 +73,11 @@ pub struct CqlOptions {
     /// fails the store's opening after this, with a message naming the store, instead of
     /// hanging.
     pub connect_timeout_ms: u64,
+    /// How long live-quality rows (`model_quality`) live, in seconds, written `USING TTL`
+    /// (default 2592000, 30 days; 0 keeps them until deleted; at most 20 years). It bounds
+    /// each key's partition: about this long divided by the window length rows per version
+    /// and arm (see `cql/060_model_quality.cql`).
+    pub quality_ttl_secs: u64,
 }
 
 impl Default for CqlOptions {
@@ -88,6 +93,7 @@ impl Default for CqlOptions {
                 .unwrap_or(u64::MAX),
             connect_timeout_ms: u64::try_from(super::CONNECT_TIMEOUT.as_millis())
                 .unwrap_or(u64::MAX),
+            quality_ttl_secs: super::DEFAULT_QUALITY_TTL.as_secs(),
         }
     }
 }

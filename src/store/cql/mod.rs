@@ -3,7 +3,8 @@
 //! Tables (see `cql/*.cql`): `model_versions` holds every version (small specs inline, large
 //! ones compressed into `model_spec_chunks`, see [`specs`]); `active_models` holds the pointer
 //! per key; `model_rollouts` the canary and shadow per key; `model_changes` is the change feed,
-//! partitioned by (UTC day, bucket), see [`feed`].
+//! partitioned by (UTC day, bucket), see [`feed`]; `model_history` each key's changes;
+//! `model_quality` each key's live quality per window, see [`quality`].
 //!
 //! One write protocol, the same for keyscore, the Python package and plain CQL:
 //!
@@ -20,6 +21,8 @@
 //! * **Then the feed row**, a separate write (a conditional batch cannot span partitions, and a
 //!   logged batch across partitions is not isolated). It only tells running processes which keys
 //!   to re-read; if it is lost, their periodic resync finds the change.
+//! * **A canary verdict is decided by the rollout's compare-and-set**, which ends the canary;
+//!   a promotion then moves the pointer by its own, see [`verdict`].
 //!
 //! Lightweight transactions need a keyspace without tablets on ScyllaDB 6.0 to 2025.3;
 //! [`ModelStore::init_with`] creates it so and refuses to use one that has them.
@@ -31,9 +34,11 @@ mod config;
 mod connection;
 mod errors;
 mod feed;
+mod quality;
 mod schema;
 mod specs;
 mod statements;
+mod verdict;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -57,12 +62,15 @@ use self::config::CqlConfig;
 use self::connection::ConnectionSettings;
 use self::errors::{corrupt, execution_error, pager_error, row_error};
 use self::specs::{Body, EncodedSpec, Layout, StoredSpec};
-use self::statements::{HistoryStatements, RolloutStatements, Statements};
+use self::statements::{
+    table_columns, ColumnAware, HistoryStatements, QualityStatements, RolloutStatements, Statements,
+};
+use super::auto::{criteria_from_text, criteria_text};
 use super::{
-    actor, check_key, check_share, plan_canary, plan_move, Activation, ActiveModel, Canary,
+    actor, check_canary, check_key, plan_canary, plan_move, Activation, ActiveModel, Canary,
     CanaryChange, CanaryChanged, ChangeAction, ChangeCursor, Changes, Error, HistoryEntry,
     InitOptions, InitReport, KeyPage, KeySummary, ModelStore, MovePlan, Moved, NewVersion,
-    Pointer as StorePointer, PointerMove, Rollout, StoredModel, NOT_RECORDED,
+    Pointer as StorePointer, PointerMove, QualityRow, Rollout, StoredModel, Verdict, NOT_RECORDED,
 };
 use crate::model::ModelSpec;
 
@@ -91,13 +99,23 @@ pub(crate) const DEFAULT_MAX_SPEC_BYTES: u64 = 32 << 20;
 /// How far behind the newest feed row a poll re-reads by default.
 pub(crate) const DEFAULT_FEED_LOOK_BACK: Duration = Duration::from_secs(30);
 
+/// How long quality rows live by default ([`CqlOptions::quality_ttl_secs`]): 30 days.
+pub(crate) const DEFAULT_QUALITY_TTL: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
+/// The longest TTL the servers accept, in seconds: 20 years (Cassandra's `Attributes.MAX_TTL`;
+/// ScyllaDB's `max_ttl` likewise).
+const MAX_TTL_SECS: u64 = 20 * 365 * 24 * 60 * 60;
+
 /// A model store in a ScyllaDB or Cassandra keyspace.
 pub struct CqlModelStore {
     config: CqlConfig,
     session: Session,
     statements: OnceCell<Statements>,
-    rollout_statements: OnceCell<RolloutStatements>,
-    history_statements: OnceCell<HistoryStatements>,
+    rollout_statements: ColumnAware<RolloutStatements>,
+    history_statements: ColumnAware<HistoryStatements>,
+    quality_statements: OnceCell<QualityStatements>,
+    /// How long quality rows live, seconds (`USING TTL`).
+    quality_ttl: i32,
     /// The largest spec stored, compressed bytes.
     max_spec_bytes: u64,
     /// How far behind its position a feed poll re-reads, milliseconds.
@@ -124,12 +142,15 @@ struct PointerRow {
     revision: Option<i64>,
 }
 
-/// A key's row in `model_rollouts` as stored.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+/// A key's row in `model_rollouts` as stored, its canary with the criteria stored for it.
+#[derive(Debug, Clone, PartialEq, Default)]
 struct RolloutRow {
     canary: Option<Canary>,
     shadow: Option<i64>,
     revision: Option<i64>,
+    /// A promotion decided by a verdict: the version, and the `active_models` revision it was
+    /// decided against (see [`verdict`]).
+    promotion: Option<(i64, Option<i64>)>,
 }
 
 /// `revision, action, version, previous_version, canary_share, changed_by, changed_at` of
@@ -142,6 +163,18 @@ type HistoryColumns = (
     Option<f64>,
     Option<String>,
     Option<CqlTimestamp>,
+);
+
+/// [`HistoryColumns`] and `evidence`.
+type HistoryColumnsWithEvidence = (
+    i64,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    Option<f64>,
+    Option<String>,
+    Option<CqlTimestamp>,
+    Option<String>,
 );
 
 /// The `pointer` of a history row: `active` for changes of the active pointer, `rollout` for
@@ -166,6 +199,7 @@ fn with_gaps(rows: Vec<HistoryEntry>, current: i64, limit: usize) -> Vec<History
         share: None,
         by: None,
         at_ms: None,
+        evidence: None,
     };
     let mut out = Vec::with_capacity(limit.min(rows.len() + 16));
     let mut expected = current.max(rows.first().map_or(0, |r| r.revision));
@@ -218,8 +252,20 @@ fn merge_newest_first(
     out
 }
 
-/// `canary_version, canary_share, shadow_version, revision` of `model_rollouts`.
-type RolloutColumns = (Option<i64>, Option<f64>, Option<i64>, Option<i64>);
+/// `canary_version, canary_share, shadow_version, revision` of `model_rollouts`, then, when
+/// the table has them, `canary_auto, promote_version, promote_from_revision`.
+type RolloutColumns = (
+    Option<i64>,
+    Option<f64>,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+);
+
+/// [`RolloutColumns`] of a table without the columns of automatic canaries.
+type LegacyRolloutColumns = (Option<i64>, Option<f64>, Option<i64>, Option<i64>);
 
 impl CqlModelStore {
     /// Connects to `HOST[:PORT][,HOST[:PORT]...][/KEYSPACE]` (the store URL after `cql://`;
@@ -240,6 +286,7 @@ impl CqlModelStore {
             .profile(ExecutionProfile::builder().request_timeout(Some(REQUEST_TIMEOUT)))
             .build();
         let connect_timeout = Duration::from_millis(options.connect_timeout_ms.max(1));
+        let quality_ttl = quality_ttl(options.quality_ttl_secs)?;
         let mut builder = SessionBuilder::new()
             .known_nodes(&config.nodes)
             .connection_timeout(connect_timeout)
@@ -272,8 +319,10 @@ impl CqlModelStore {
             config,
             session,
             statements: OnceCell::new(),
-            rollout_statements: OnceCell::new(),
-            history_statements: OnceCell::new(),
+            rollout_statements: ColumnAware::new(),
+            history_statements: ColumnAware::new(),
+            quality_statements: OnceCell::new(),
+            quality_ttl,
             max_spec_bytes: options.max_spec_bytes,
             look_back_ms: i64::try_from(options.feed_look_back_ms).unwrap_or(i64::MAX),
             actor: actor(),
@@ -295,6 +344,13 @@ impl CqlModelStore {
         self.look_back_ms = i64::try_from(look_back.as_millis()).unwrap_or(i64::MAX);
     }
 
+    /// Sets how long the quality rows this store writes live (whole seconds; 0 keeps them
+    /// until deleted). Refused over the servers' 20-year limit.
+    pub fn set_quality_ttl(&mut self, ttl: Duration) -> Result<(), Error> {
+        self.quality_ttl = quality_ttl(ttl.as_secs())?;
+        Ok(())
+    }
+
     /// The prepared statements, preparing them on first use.
     async fn statements(&self) -> Result<&Statements, Error> {
         self.statements
@@ -302,10 +358,30 @@ impl CqlModelStore {
             .await
     }
 
+    /// The rollout statements, preparing them on first use; with `now`, looking at once for
+    /// the columns of automatic canaries when the keyspace lacked them.
+    async fn rollout_statements_now(&self, now: bool) -> Result<&RolloutStatements, Error> {
+        self.rollout_statements
+            .get(
+                || RolloutStatements::prepare(&self.session, &self.config.keyspace),
+                now,
+            )
+            .await
+    }
+
     /// The rollout statements, preparing them on first use.
     async fn rollout_statements(&self) -> Result<&RolloutStatements, Error> {
-        self.rollout_statements
-            .get_or_try_init(|| RolloutStatements::prepare(&self.session, &self.config.keyspace))
+        self.rollout_statements_now(false).await
+    }
+
+    /// The history statements, preparing them on first use; with `now`, looking at once for
+    /// the evidence column when the keyspace lacked it.
+    async fn history_statements(&self, now: bool) -> Result<&HistoryStatements, Error> {
+        self.history_statements
+            .get(
+                || HistoryStatements::prepare(&self.session, &self.config.keyspace),
+                now,
+            )
             .await
     }
 
@@ -514,16 +590,10 @@ impl CqlModelStore {
     /// shows the revision it lacks as a change not recorded.
     async fn record_history(&self, key: &str, change: &HistoryEntry) {
         let written = async {
-            let st = self
-                .history_statements
-                .get_or_try_init(|| {
-                    HistoryStatements::prepare(&self.session, &self.config.keyspace)
-                })
-                .await?;
-            let pointer = history_pointer(change.kind());
-            let values = (
+            let st = self.history_statements(change.evidence.is_some()).await?;
+            let (a, b, c, d, e, f, g, h, i) = (
                 key,
-                pointer,
+                history_pointer(change.kind()),
                 change.revision,
                 change.action.as_str(),
                 change.version,
@@ -532,17 +602,22 @@ impl CqlModelStore {
                 change.by.as_deref(),
                 change.at_ms.map(CqlTimestamp),
             );
-            let mut last = None;
-            for _ in 0..3 {
-                match self.session.execute_unpaged(&st.insert, &values).await {
-                    Ok(_) => return Ok(()),
-                    Err(err) => last = Some(err),
+            let written = if st.evidence {
+                let evidence = change.evidence.as_deref();
+                self.execute_thrice(&st.insert, (a, b, c, d, e, f, g, h, i, evidence))
+                    .await
+            } else {
+                if change.evidence.is_some() {
+                    tracing::warn!(
+                        key,
+                        "model_history has no evidence column; run `keyscore init` to add it. \
+                         The verdict is recorded without its evidence."
+                    );
                 }
-            }
-            Err(execution_error(
-                "writing the key's history",
-                last.expect("three attempts failed"),
-            ))
+                self.execute_thrice(&st.insert, (a, b, c, d, e, f, g, h, i))
+                    .await
+            };
+            written.map_err(|err| execution_error("writing the key's history", err))
         }
         .await;
         if let Err(err) = written {
@@ -556,14 +631,32 @@ impl CqlModelStore {
         }
     }
 
+    /// Runs a statement that is safe to repeat, up to three times until it succeeds.
+    async fn execute_thrice(
+        &self,
+        statement: &PreparedStatement,
+        values: impl scylla::serialize::row::SerializeRow,
+    ) -> Result<(), scylla::errors::ExecutionError> {
+        let mut last = None;
+        for _ in 0..3 {
+            match self.session.execute_unpaged(statement, &values).await {
+                Ok(_) => return Ok(()),
+                Err(err) => last = Some(err),
+            }
+        }
+        Err(last.expect("three attempts failed"))
+    }
+
     /// Moves `key`'s pointer by compare-and-set: reads the pointer, asks `decide` what to
     /// write (`Ok(None)` to write nothing), checks that the version to write exists, and
     /// writes it if the revision is still the one read; on a lost race, reads again. Returns
-    /// the pointer written (or the one left alone).
+    /// the pointer written (or the one left alone). The history row carries `evidence`, for
+    /// an automatic verdict.
     async fn move_pointer(
         &self,
         key: &str,
         action: ChangeAction,
+        evidence: Option<&str>,
         decide: impl Fn(&PointerRow) -> Result<Option<(i64, Option<i64>)>, Error>,
     ) -> Result<PointerRow, Error> {
         let st = self.statements().await?;
@@ -575,7 +668,8 @@ impl CqlModelStore {
             };
             self.require_version(st, key, version).await?;
             let revision = current.revision.unwrap_or(0) + 1;
-            let mut change = HistoryEntry::now(action, Some(version), current.version, None);
+            let mut change = HistoryEntry::now(action, Some(version), current.version, None)
+                .with_evidence(evidence);
             change.revision = revision;
             let wanted = PointerRow {
                 version: Some(version),
@@ -625,18 +719,28 @@ impl CqlModelStore {
         st: &RolloutStatements,
         key: &str,
     ) -> Result<Option<RolloutRow>, Error> {
-        let row: Option<RolloutColumns> = self
-            .read_row("reading the canary and shadow", &st.read, (key,))
-            .await?;
-        Ok(row.map(
-            |(canary_version, canary_share, shadow, revision)| RolloutRow {
-                canary: canary_version
-                    .zip(canary_share)
-                    .map(|(version, share)| Canary { version, share }),
-                shadow,
-                revision,
-            },
-        ))
+        let context = "reading the canary and shadow";
+        let row: Option<RolloutColumns> = if st.automatic {
+            self.read_row(context, &st.read, (key,)).await?
+        } else {
+            let row: Option<LegacyRolloutColumns> =
+                self.read_row(context, &st.read, (key,)).await?;
+            row.map(|(v, share, shadow, revision)| (v, share, shadow, revision, None, None, None))
+        };
+        let Some((canary_version, share, shadow, revision, auto, promote, from)) = row else {
+            return Ok(None);
+        };
+        let auto = criteria_from_text(key, auto.as_deref(), revision)?;
+        Ok(Some(RolloutRow {
+            canary: canary_version.zip(share).map(|(version, share)| Canary {
+                version,
+                share,
+                auto,
+            }),
+            shadow,
+            revision,
+            promotion: promote.map(|version| (version, from)),
+        }))
     }
 
     /// Changes `key`'s rollout by compare-and-set, like [`CqlModelStore::move_pointer`]:
@@ -647,7 +751,7 @@ impl CqlModelStore {
         key: &str,
         decide: impl Fn(&RolloutRow) -> Result<Option<RolloutChange>, Error>,
     ) -> Result<(RolloutRow, bool), Error> {
-        let st = self.rollout_statements().await?;
+        let mut st = self.rollout_statements().await?;
         let pointers = self.statements().await?;
         let context = "changing a canary or shadow";
         for attempt in 0..CAS_ATTEMPTS {
@@ -655,33 +759,65 @@ impl CqlModelStore {
             let Some(change) = decide(&current)? else {
                 return Ok((current, false));
             };
-            if let RolloutChange::Canary(Some(c)) = change {
+            let needs_columns = match &change {
+                RolloutChange::Canary(canary) => canary.as_ref().is_some_and(|c| c.auto.is_some()),
+                RolloutChange::Shadow(_) => false,
+                RolloutChange::Verdict { .. } => true,
+            };
+            if needs_columns && !st.automatic {
+                // `keyscore init` may have added the columns since the statements were
+                // prepared: look again before refusing.
+                let fresh = self.rollout_statements_now(true).await?;
+                if fresh.automatic {
+                    st = fresh;
+                    continue;
+                }
+                return Err(Error::rejected(format!(
+                    "{}.model_rollouts lacks the columns of automatic canaries; run `keyscore \
+                     init` to add them",
+                    self.config.keyspace
+                )));
+            }
+            if let RolloutChange::Canary(Some(c)) = &change {
                 self.require_version(pointers, key, c.version).await?;
             }
-            let (canary, shadow) = match change {
-                RolloutChange::Canary(canary) => (canary, current.shadow),
-                RolloutChange::Shadow(shadow) => (current.canary, shadow),
+            let (canary, shadow, promotion) = match &change {
+                RolloutChange::Canary(canary) => (canary.clone(), current.shadow, None),
+                RolloutChange::Shadow(shadow) => (current.canary.clone(), *shadow, None),
+                RolloutChange::Verdict { promotion, .. } => (None, current.shadow, *promotion),
             };
             let revision = current.revision.unwrap_or(0) + 1;
-            let applied = self
-                .compare_and_set(
-                    context,
-                    &st.write,
-                    (
-                        canary.map(|c| c.version),
-                        canary.map(|c| c.share),
-                        shadow,
-                        revision,
-                        CqlTimestamp(feed::now_millis()),
-                        key,
-                        current.revision,
-                    ),
-                )
-                .await;
+            let version = canary.as_ref().map(|c| c.version);
+            let share = canary.as_ref().map(|c| c.share);
+            let now = CqlTimestamp(feed::now_millis());
+            let applied = if st.automatic {
+                let auto = canary
+                    .as_ref()
+                    .and_then(|c| c.auto.as_ref())
+                    .map(|a| criteria_text(a, revision));
+                let (promote, from) = (promotion.map(|p| p.0), promotion.and_then(|p| p.1));
+                let values = (
+                    version,
+                    share,
+                    auto,
+                    promote,
+                    from,
+                    shadow,
+                    revision,
+                    now,
+                    key,
+                    current.revision,
+                );
+                self.compare_and_set(context, &st.write, values).await
+            } else {
+                let values = (version, share, shadow, revision, now, key, current.revision);
+                self.compare_and_set(context, &st.write, values).await
+            };
             let wanted = RolloutRow {
-                canary,
+                canary: canary.clone(),
                 shadow,
                 revision: Some(revision),
+                promotion,
             };
             let applied = match applied {
                 Ok(applied) => applied,
@@ -694,9 +830,15 @@ impl CqlModelStore {
                 }
             };
             if applied {
-                let mut entry = match change {
-                    RolloutChange::Canary(c) => HistoryEntry::canary(c, current.canary),
-                    RolloutChange::Shadow(v) => HistoryEntry::shadow(v, current.shadow),
+                let mut entry = match &change {
+                    RolloutChange::Canary(c) => {
+                        HistoryEntry::canary(c.clone(), current.canary.clone())
+                    }
+                    RolloutChange::Shadow(v) => HistoryEntry::shadow(*v, current.shadow),
+                    RolloutChange::Verdict { evidence, .. } => {
+                        HistoryEntry::canary(None, current.canary.clone())
+                            .with_evidence(Some(evidence))
+                    }
                 };
                 entry.revision = revision;
                 self.announce(pointers, key, &entry).await;
@@ -880,10 +1022,28 @@ async fn back_off(attempt: u32) {
 }
 
 /// One change of a key's rollout.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum RolloutChange {
     Canary(Option<Canary>),
     Shadow(Option<i64>),
+    /// An automatic verdict: the canary ends, and a promotion records itself (see [`verdict`]).
+    Verdict {
+        /// The version promoted and the pointer revision it was decided against.
+        promotion: Option<(i64, Option<i64>)>,
+        /// What decided it, for the history.
+        evidence: String,
+    },
+}
+
+/// The quality TTL of [`CqlOptions::quality_ttl_secs`] as CQL takes it.
+fn quality_ttl(secs: u64) -> Result<i32, Error> {
+    if secs > MAX_TTL_SECS {
+        return Err(Error::setting(format!(
+            "[store.cql] quality_ttl_secs is {secs}, over the servers' limit of {MAX_TTL_SECS} \
+             (20 years); use a shorter time, or 0 to keep quality rows until deleted"
+        )));
+    }
+    Ok(i32::try_from(secs).expect("under the 20-year limit"))
 }
 
 #[async_trait::async_trait]
@@ -977,6 +1137,27 @@ impl ModelStore for CqlModelStore {
             }
         }
         for cql in schema::table_statements(ks) {
+            // An ALTER ... ADD runs only when its column is missing: the CREATE statements
+            // already have it for new keyspaces, and a second ADD would be refused.
+            if let Some((table, column)) = schema::added_column(&cql) {
+                let (table, column) = (table.to_string(), column.to_string());
+                let has = || async {
+                    Ok::<_, Error>(
+                        table_columns(&self.session, ks, &table)
+                            .await?
+                            .contains(&column),
+                    )
+                };
+                if !has().await? {
+                    if let Err(err) = run(cql).await {
+                        // Another init may have added it meanwhile.
+                        if !has().await? {
+                            return Err(err);
+                        }
+                    }
+                }
+                continue;
+            }
             run(cql).await?;
         }
         self.check_columns(ks).await?;
@@ -1011,7 +1192,7 @@ impl ModelStore for CqlModelStore {
 
     async fn activate(&self, key: &str, version: i64) -> Result<(), Error> {
         check_key(key)?;
-        self.move_pointer(key, ChangeAction::Activate, |current| {
+        self.move_pointer(key, ChangeAction::Activate, None, |current| {
             // Re-activating the active version keeps the rollback target.
             let previous = if current.version == Some(version) {
                 current.previous
@@ -1035,7 +1216,7 @@ impl ModelStore for CqlModelStore {
     async fn rollback(&self, key: &str) -> Result<i64, Error> {
         check_key(key)?;
         let moved = self
-            .move_pointer(key, ChangeAction::Rollback, |current| {
+            .move_pointer(key, ChangeAction::Rollback, None, |current| {
                 match (current.version, current.previous) {
                     (Some(active), Some(previous)) => Ok(Some((previous, Some(active)))),
                     _ => Err(Error::NothingToRollBack {
@@ -1062,7 +1243,7 @@ impl ModelStore for CqlModelStore {
         check_key(key)?;
         self.require_key(key).await?;
         let outcome = std::sync::Mutex::new(None);
-        self.move_pointer(key, change.action(), |current| {
+        self.move_pointer(key, change.action(), None, |current| {
             let plan = plan_move(key, current.version.map(|v| (v, current.previous)), change)?;
             let mut outcome = outcome.lock().unwrap_or_else(|p| p.into_inner());
             Ok(match plan {
@@ -1089,10 +1270,7 @@ impl ModelStore for CqlModelStore {
     /// newest first by time, then revision.
     async fn history(&self, key: &str, limit: usize) -> Result<Vec<HistoryEntry>, Error> {
         let context = "reading a key's history";
-        let st = self
-            .history_statements
-            .get_or_try_init(|| HistoryStatements::prepare(&self.session, &self.config.keyspace))
-            .await?;
+        let st = self.history_statements(false).await?;
         let limit_cql = i32::try_from(limit.max(1)).unwrap_or(i32::MAX);
         // Each pointer's revision now: a revision between it and the rows read that has no
         // row was changed by a writer that did not record it (see cql/050_model_history.cql).
@@ -1111,23 +1289,33 @@ impl ModelStore for CqlModelStore {
                 .map_err(|err| execution_error(context, err))?
                 .into_rows_result()
                 .map_err(|err| corrupt(context, err))?;
-            let mut entries = Vec::new();
-            for row in rows
-                .rows::<HistoryColumns>()
-                .map_err(|err| corrupt(context, err))?
-            {
-                let (revision, action, version, previous, share, by, at) =
-                    row.map_err(|err| corrupt(context, err))?;
-                entries.push(HistoryEntry {
-                    action: action.unwrap_or_else(|| "change".to_string()),
-                    revision,
-                    version,
-                    previous,
-                    share,
-                    by,
-                    at_ms: at.map(|t| t.0),
-                });
-            }
+            let decoded: Vec<HistoryColumnsWithEvidence> = if st.evidence {
+                rows.rows::<HistoryColumnsWithEvidence>()
+                    .map_err(|err| corrupt(context, err))?
+                    .collect::<Result<_, _>>()
+                    .map_err(|err| corrupt(context, err))?
+            } else {
+                rows.rows::<HistoryColumns>()
+                    .map_err(|err| corrupt(context, err))?
+                    .map(|row| row.map(|(a, b, c, d, e, f, g)| (a, b, c, d, e, f, g, None)))
+                    .collect::<Result<_, _>>()
+                    .map_err(|err| corrupt(context, err))?
+            };
+            let entries = decoded
+                .into_iter()
+                .map(
+                    |(revision, action, version, previous, share, by, at, evidence)| HistoryEntry {
+                        action: action.unwrap_or_else(|| "change".to_string()),
+                        revision,
+                        version,
+                        previous,
+                        share,
+                        by,
+                        at_ms: at.map(|t| t.0),
+                        evidence,
+                    },
+                )
+                .collect();
             lists.push(with_gaps(entries, current.unwrap_or(0), limit));
         }
         let rollout = lists.pop().unwrap_or_default();
@@ -1147,7 +1335,7 @@ impl ModelStore for CqlModelStore {
             .ok_or_else(|| Error::NoCanary {
                 key: key.to_string(),
             })?;
-        self.move_pointer(key, ChangeAction::Promote, |current| {
+        self.move_pointer(key, ChangeAction::Promote, None, |current| {
             let previous = if current.version == Some(canary.version) {
                 current.previous
             } else {
@@ -1164,6 +1352,33 @@ impl ModelStore for CqlModelStore {
         )
         .await?;
         Ok(canary.version)
+    }
+
+    /// The rollout's compare-and-set decides (see [`verdict`]).
+    async fn decide_canary(
+        &self,
+        key: &str,
+        version: i64,
+        verdict: Verdict,
+        evidence: &str,
+    ) -> Result<CanaryChanged, Error> {
+        self.decide(key, version, verdict, evidence).await
+    }
+
+    /// Each key's rows in one request (a single-partition unlogged batch), keys concurrently
+    /// (see [`quality`]).
+    async fn write_quality(&self, rows: &[QualityRow]) -> Result<(), Error> {
+        self.write_quality_rows(rows).await
+    }
+
+    /// One slice of the key's partition per version read (see [`quality`]).
+    async fn quality(
+        &self,
+        key: &str,
+        version: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<QualityRow>, Error> {
+        self.read_quality_rows(key, version, limit).await
     }
 
     /// `changed_by` and `changed_at` of the key's `active_models` row.
@@ -1250,11 +1465,11 @@ impl ModelStore for CqlModelStore {
 
     async fn set_canary(&self, key: &str, canary: Option<Canary>) -> Result<(), Error> {
         check_key(key)?;
-        if let Some(c) = canary {
-            check_share(c.share)?;
+        if let Some(c) = &canary {
+            check_canary(c)?;
         }
         // change_rollout checks that the canary's version exists.
-        self.change_rollout(key, |_| Ok(Some(RolloutChange::Canary(canary))))
+        self.change_rollout(key, |_| Ok(Some(RolloutChange::Canary(canary.clone()))))
             .await
             .map(drop)
     }
@@ -1263,14 +1478,14 @@ impl ModelStore for CqlModelStore {
     /// read, and a row changed in between is read and decided again.
     async fn change_canary(&self, key: &str, change: CanaryChange) -> Result<CanaryChanged, Error> {
         check_key(key)?;
-        if let CanaryChange::Start { canary, .. } = change {
-            check_share(canary.share)?;
+        if let CanaryChange::Start { canary, .. } = &change {
+            check_canary(canary)?;
         }
         let after = std::sync::Mutex::new(None);
         let (read, changed) = self
             .change_rollout(key, |current| {
-                let planned = plan_canary(key, current.canary, change)?;
-                *after.lock().unwrap_or_else(|p| p.into_inner()) = planned;
+                let planned = plan_canary(key, current.canary.clone(), change.clone())?;
+                *after.lock().unwrap_or_else(|p| p.into_inner()) = planned.clone();
                 Ok(planned.map(RolloutChange::Canary))
             })
             .await?;
@@ -1278,7 +1493,7 @@ impl ModelStore for CqlModelStore {
         let after = after
             .into_inner()
             .unwrap_or_else(|p| p.into_inner())
-            .unwrap_or(before);
+            .unwrap_or_else(|| before.clone());
         Ok(CanaryChanged {
             before,
             after,
@@ -1460,25 +1675,8 @@ impl CqlModelStore {
     /// Refuses tables made by an older keyscore (`CREATE TABLE IF NOT EXISTS` leaves them as
     /// they are), naming what is missing.
     async fn check_columns(&self, keyspace: &str) -> Result<(), Error> {
-        let context = "checking the schema";
         for (table, wanted) in schema::REQUIRED_COLUMNS {
-            let rows = self
-                .session
-                .query_unpaged(
-                    "SELECT column_name FROM system_schema.columns \
-                     WHERE keyspace_name = ? AND table_name = ?",
-                    (keyspace, *table),
-                )
-                .await
-                .map_err(|err| execution_error(context, err))?
-                .into_rows_result()
-                .map_err(|err| corrupt(context, err))?;
-            let have: BTreeSet<String> = rows
-                .rows::<(String,)>()
-                .map_err(|err| corrupt(context, err))?
-                .filter_map(Result::ok)
-                .map(|(c,)| c)
-                .collect();
+            let have = table_columns(&self.session, keyspace, table).await?;
             let missing: Vec<&str> = wanted
                 .iter()
                 .copied()
@@ -1529,6 +1727,7 @@ mod tests {
             share: None,
             by: None,
             at_ms: Some(at_ms),
+            evidence: None,
         }
     }
 

@@ -11,7 +11,7 @@ use crate::store::Error;
 const KEYSPACE_FILE: &str = include_str!("../../../cql/001_keyspace.cql");
 
 /// The table files, in the order `init` applies them.
-const TABLE_FILES: [(&str, &str); 5] = [
+const TABLE_FILES: [(&str, &str); 7] = [
     (
         "010_model_versions.cql",
         include_str!("../../../cql/010_model_versions.cql"),
@@ -32,6 +32,14 @@ const TABLE_FILES: [(&str, &str); 5] = [
         "050_model_history.cql",
         include_str!("../../../cql/050_model_history.cql"),
     ),
+    (
+        "060_model_quality.cql",
+        include_str!("../../../cql/060_model_quality.cql"),
+    ),
+    (
+        "070_added_columns.cql",
+        include_str!("../../../cql/070_added_columns.cql"),
+    ),
 ];
 
 /// Columns this keyscore relies on, per table: `init` refuses a keyspace whose tables (made by
@@ -50,7 +58,20 @@ pub(crate) const REQUIRED_COLUMNS: &[(&str, &[&str])] = &[
         "model_changes",
         &["day", "bucket", "changed_at", "revision"],
     ),
-    ("model_rollouts", &["revision"]),
+    (
+        "model_rollouts",
+        &[
+            "revision",
+            "canary_auto",
+            "promote_version",
+            "promote_from_revision",
+        ],
+    ),
+    ("model_history", &["evidence"]),
+    (
+        "model_quality",
+        &["key", "version", "window_end", "arm", "written_by"],
+    ),
 ];
 
 /// The keyspace name the schema files are written with.
@@ -63,6 +84,24 @@ pub(crate) fn table_statements(keyspace: &str) -> Vec<String> {
         .flat_map(|(_, text)| split_statements(text))
         .map(|statement| substitute_keyspace(&statement, keyspace))
         .collect()
+}
+
+/// The table and column an `ALTER TABLE keyspace.table ADD column type` statement adds, or
+/// `None` for any other statement. `init` runs such a statement only when the column is
+/// missing (see `cql/070_added_columns.cql`).
+pub(crate) fn added_column(statement: &str) -> Option<(&str, &str)> {
+    let mut words = statement.split_whitespace();
+    let keyword = |w: Option<&str>, k: &str| w.is_some_and(|w| w.eq_ignore_ascii_case(k));
+    if !(keyword(words.next(), "ALTER") && keyword(words.next(), "TABLE")) {
+        return None;
+    }
+    let table = words.next()?;
+    let table = table.rsplit_once('.').map_or(table, |(_, t)| t);
+    if !keyword(words.next(), "ADD") {
+        return None;
+    }
+    let column = words.next()?;
+    (words.next().is_some() && words.next().is_none()).then_some((table, column))
 }
 
 /// A replication given to `init`, as the CQL map of `CREATE KEYSPACE`: `None` is the
@@ -251,6 +290,11 @@ mod tests {
             "CREATE TABLE IF NOT EXISTS keyscore.model_changes",
             "CREATE TABLE IF NOT EXISTS keyscore.model_rollouts",
             "CREATE TABLE IF NOT EXISTS keyscore.model_history",
+            "CREATE TABLE IF NOT EXISTS keyscore.model_quality",
+            "ALTER TABLE keyscore.model_rollouts ADD canary_auto text",
+            "ALTER TABLE keyscore.model_rollouts ADD promote_version bigint",
+            "ALTER TABLE keyscore.model_rollouts ADD promote_from_revision bigint",
+            "ALTER TABLE keyscore.model_history ADD evidence text",
         ];
         assert_eq!(statements.len(), starts.len(), "{statements:#?}");
         for (statement, start) in statements.iter().zip(starts) {
@@ -259,6 +303,39 @@ mod tests {
             assert!(!statement.ends_with(';'), "{statement}");
         }
         assert!(statements[3].contains("default_time_to_live = 1209600"));
+        assert!(statements[6].contains("default_time_to_live = 2592000"));
+    }
+
+    #[test]
+    fn every_added_column_is_in_its_table_s_create_statement() {
+        let statements = table_statements("keyscore");
+        let added: Vec<(&str, &str)> = statements.iter().filter_map(|s| added_column(s)).collect();
+        assert_eq!(added.len(), 4, "{statements:#?}");
+        for (table, column) in added {
+            let create = statements
+                .iter()
+                .find(|s| s.starts_with(&format!("CREATE TABLE IF NOT EXISTS keyscore.{table} ")))
+                .unwrap_or_else(|| panic!("no CREATE of {table}"));
+            assert!(
+                create
+                    .lines()
+                    .any(|l| l.trim().starts_with(&format!("{column} "))),
+                "{table}.{column} is added by an ALTER but not created by:\n{create}"
+            );
+            assert!(
+                REQUIRED_COLUMNS
+                    .iter()
+                    .any(|(t, cols)| *t == table && cols.contains(&column)),
+                "init does not check {table}.{column}"
+            );
+        }
+        assert_eq!(
+            added_column("ALTER TABLE ks.t ADD c text"),
+            Some(("t", "c"))
+        );
+        assert_eq!(added_column("alter table t add c bigint"), Some(("t", "c")));
+        assert_eq!(added_column("ALTER TABLE t DROP c"), None);
+        assert_eq!(added_column("CREATE TABLE t (c text)"), None);
     }
 
     #[test]

@@ -1,27 +1,32 @@
 //! The embedded default backend: one SQLite file.
 //!
-//! The file holds four tables, readable with the `sqlite3` shell:
+//! The file holds five tables, readable with the `sqlite3` shell:
 //!
 //! * `model_versions (key, version, spec, author, created_at)`: every uploaded version,
 //!   immutable; `created_at` is Unix milliseconds, `author` comes from the spec's
 //!   `metadata.author` when it has one.
 //! * `active_models (key, version, previous_version, revision)`: the active pointer per key.
 //! * `model_changes (seq, key, version, at, changed_by, action, previous_version,
-//!   canary_share)`: the change feed and each key's history, one row per activation,
-//!   rollback, promotion or rollout change. `action` is one of [`ChangeAction`]'s names,
-//!   `version` the version made active or the canary or shadow version started or ended,
-//!   `previous_version` the version active before (pointer moves), `canary_share` a started
-//!   canary's share, `changed_by` `keyscore:USER@HOST`. Columns added later are added to
-//!   older files on open and are NULL in their old rows. `seq` only grows; an activation's
-//!   `revision` is its feed row's `seq`, and a [`ChangeCursor`] is a `seq`.
-//! * `model_rollouts (key, canary_version, canary_share, shadow_version, revision)`: the
-//!   canary and shadow version per key (NULL when none runs); `revision` is the `seq` of the
-//!   feed row of its last change.
+//!   canary_share, evidence)`: the change feed and each key's history, one row per
+//!   activation, rollback, promotion or rollout change. `action` is one of [`ChangeAction`]'s
+//!   names, `version` the version made active or the canary or shadow version started or
+//!   ended, `previous_version` the version active before (pointer moves), `canary_share` a
+//!   started canary's share, `changed_by` `keyscore:USER@HOST`, `evidence` what decided an
+//!   automatic verdict (a JSON object). Columns added later are added to older files on open
+//!   and are NULL in their old rows. `seq` only grows; an activation's `revision` is its feed
+//!   row's `seq`, and a [`ChangeCursor`] is a `seq`.
+//! * `model_rollouts (key, canary_version, canary_share, shadow_version, revision,
+//!   canary_auto)`: the canary and shadow version per key (NULL when none runs); `revision` is
+//!   the `seq` of the feed row of its last change; `canary_auto` an automatic canary's criteria
+//!   as JSON with the revision they were written at (criteria of another revision are void:
+//!   see [`crate::store::AutoCriteria`]).
+//! * `model_quality (key, version, window_end, arm, ...)`: live quality per window, one row
+//!   per (key, version, window, arm), read by key (see [`quality`]).
 //!
 //! The file runs in WAL mode, so readers (the service) never block on a writer (the CLI in
 //! another process); a writer waits up to [`sql::BUSY_TIMEOUT`] for another writer before giving up
 //! with [`Error::Unavailable`]. An activation writes the pointer and its feed row in one
-//! transaction.
+//! transaction; a canary verdict reads the canary and pointer and writes both in one.
 //!
 //! SQLite calls block, so every call runs on tokio's blocking thread pool with the connection
 //! behind a mutex; the async reactor never waits on the disk.
@@ -32,6 +37,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
+mod quality;
 mod sql;
 
 use sql::{
@@ -40,10 +46,12 @@ use sql::{
     version_exists, write_canary,
 };
 
+use super::auto::{criteria_text, plan_verdict};
 use super::{
-    check_key, check_share, plan_canary, plan_move, Activation, ActiveModel, Canary, CanaryChange,
-    CanaryChanged, ChangeAction, ChangeCursor, Changes, Error, HistoryEntry, KeyPage, KeySummary,
-    ModelStore, MovePlan, Moved, NewVersion, Pointer, PointerMove, Rollout, StoredModel,
+    check_canary, check_evidence, check_key, plan_canary, plan_move, Activation, ActiveModel,
+    Canary, CanaryChange, CanaryChanged, ChangeAction, ChangeCursor, Changes, Error, HistoryEntry,
+    KeyPage, KeySummary, ModelStore, MovePlan, Moved, NewVersion, Pointer, PointerMove, QualityRow,
+    Rollout, StoredModel, Verdict,
 };
 
 /// Versions written (or activations made) in one transaction by the bulk calls, at most.
@@ -245,8 +253,15 @@ impl ModelStore for EmbeddedModelStore {
                 }
                 return Err(Error::NothingToRollBack { key });
             };
-            move_pointer(tx, &key, ChangeAction::Rollback, previous, Some(current))
-                .map_err(sqlite_error(context))?;
+            move_pointer(
+                tx,
+                &key,
+                ChangeAction::Rollback,
+                previous,
+                Some(current),
+                None,
+            )
+            .map_err(sqlite_error(context))?;
             Ok(previous)
         })
         .await
@@ -276,7 +291,7 @@ impl ModelStore for EmbeddedModelStore {
                         return Err(Error::NoSuchVersion { key, version });
                     }
                     let action = change.action();
-                    move_pointer(tx, &key, action, version, previous)
+                    move_pointer(tx, &key, action, version, previous, None)
                         .map_err(sqlite_error(context))?;
                     Ok(outcome)
                 }
@@ -520,10 +535,7 @@ impl ModelStore for EmbeddedModelStore {
 
     async fn rollout(&self, key: &str) -> Result<Option<Rollout>, Error> {
         let key = key.to_string();
-        self.call(move |conn| {
-            read_rollout(conn, &key).map_err(sqlite_error("reading the canary and shadow"))
-        })
-        .await
+        self.call(move |conn| read_rollout(conn, &key)).await
     }
 
     async fn rollouts(&self, keys: &[String]) -> Result<Vec<Option<Rollout>>, Error> {
@@ -531,22 +543,20 @@ impl ModelStore for EmbeddedModelStore {
         self.call(move |conn| {
             let context = "reading canaries and shadows";
             let tx = conn.transaction().map_err(sqlite_error(context))?;
-            keys.iter()
-                .map(|key| read_rollout(&tx, key).map_err(sqlite_error(context)))
-                .collect()
+            keys.iter().map(|key| read_rollout(&tx, key)).collect()
         })
         .await
     }
 
     async fn set_canary(&self, key: &str, canary: Option<Canary>) -> Result<(), Error> {
         check_key(key)?;
-        if let Some(c) = canary {
-            check_share(c.share)?;
+        if let Some(c) = &canary {
+            check_canary(c)?;
         }
         let key = key.to_string();
         self.write("setting a canary", move |tx| {
             let context = "setting a canary";
-            if let Some(c) = canary {
+            if let Some(c) = &canary {
                 if !version_exists(tx, &key, c.version).map_err(sqlite_error(context))? {
                     return Err(Error::NoSuchVersion {
                         key,
@@ -554,7 +564,7 @@ impl ModelStore for EmbeddedModelStore {
                     });
                 }
             }
-            write_canary(tx, &key, canary).map_err(sqlite_error(context))
+            write_canary(tx, &key, canary, None)
         })
         .await
     }
@@ -563,23 +573,21 @@ impl ModelStore for EmbeddedModelStore {
     /// between.
     async fn change_canary(&self, key: &str, change: CanaryChange) -> Result<CanaryChanged, Error> {
         check_key(key)?;
-        if let CanaryChange::Start { canary, .. } = change {
-            check_share(canary.share)?;
+        if let CanaryChange::Start { canary, .. } = &change {
+            check_canary(canary)?;
         }
         let key = key.to_string();
         self.write("changing a canary", move |tx| {
             let context = "changing a canary";
-            let before = read_rollout(tx, &key)
-                .map_err(sqlite_error(context))?
-                .and_then(|r| r.canary);
-            let Some(after) = plan_canary(&key, before, change)? else {
+            let before = read_rollout(tx, &key)?.and_then(|r| r.canary);
+            let Some(after) = plan_canary(&key, before.clone(), change)? else {
                 return Ok(CanaryChanged {
+                    after: before.clone(),
                     before,
-                    after: before,
                     changed: false,
                 });
             };
-            if let Some(c) = after {
+            if let Some(c) = &after {
                 if !version_exists(tx, &key, c.version).map_err(sqlite_error(context))? {
                     return Err(Error::NoSuchVersion {
                         key,
@@ -587,7 +595,7 @@ impl ModelStore for EmbeddedModelStore {
                     });
                 }
             }
-            write_canary(tx, &key, after).map_err(sqlite_error(context))?;
+            write_canary(tx, &key, after.clone(), None)?;
             Ok(CanaryChanged {
                 before,
                 after,
@@ -607,17 +615,23 @@ impl ModelStore for EmbeddedModelStore {
                     return Err(Error::NoSuchVersion { key, version: v });
                 }
             }
-            let before = read_rollout(tx, &key)
-                .map_err(sqlite_error(context))?
-                .and_then(|r| r.shadow);
-            let change = HistoryEntry::shadow(version, before);
+            let rollout = read_rollout(tx, &key)?.unwrap_or_default();
+            let change = HistoryEntry::shadow(version, rollout.shadow);
             let seq = feed_row(tx, &key, &change).map_err(sqlite_error(context))?;
+            // The canary's criteria are written again at the new revision, or they would be
+            // void (see crate::store::auto).
+            let auto = rollout
+                .canary
+                .and_then(|c| c.auto)
+                .map(|a| criteria_text(&a, seq));
             tx.execute(
-                "INSERT INTO model_rollouts (key, shadow_version, revision) VALUES (?1, ?2, ?3)
+                "INSERT INTO model_rollouts (key, shadow_version, revision, canary_auto)
+                 VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (key) DO UPDATE SET
                      shadow_version = excluded.shadow_version,
-                     revision = excluded.revision",
-                params![key, version, seq],
+                     revision = excluded.revision,
+                     canary_auto = excluded.canary_auto",
+                params![key, version, seq, auto],
             )
             .map_err(sqlite_error(context))?;
             Ok(())
@@ -630,10 +644,7 @@ impl ModelStore for EmbeddedModelStore {
         let key = key.to_string();
         self.write("promoting a canary", move |tx| {
             let context = "promoting a canary";
-            let Some(canary) = read_rollout(tx, &key)
-                .map_err(sqlite_error(context))?
-                .and_then(|r| r.canary)
-            else {
+            let Some(canary) = read_rollout(tx, &key)?.and_then(|r| r.canary) else {
                 return Err(Error::NoCanary { key });
             };
             let previous = match read_pointer(tx, &key).map_err(sqlite_error(context))? {
@@ -641,12 +652,86 @@ impl ModelStore for EmbeddedModelStore {
                 Some((current, _, _)) => Some(current),
                 None => None,
             };
-            move_pointer(tx, &key, ChangeAction::Promote, canary.version, previous)
-                .map_err(sqlite_error(context))?;
-            write_canary(tx, &key, None).map_err(sqlite_error(context))?;
+            move_pointer(
+                tx,
+                &key,
+                ChangeAction::Promote,
+                canary.version,
+                previous,
+                None,
+            )
+            .map_err(sqlite_error(context))?;
+            write_canary(tx, &key, None, None)?;
             Ok(canary.version)
         })
         .await
+    }
+
+    /// One write transaction: the canary and the pointer are read, checked and written with no
+    /// other writer in between.
+    async fn decide_canary(
+        &self,
+        key: &str,
+        version: i64,
+        verdict: Verdict,
+        evidence: &str,
+    ) -> Result<CanaryChanged, Error> {
+        check_key(key)?;
+        check_evidence(evidence)?;
+        let key = key.to_string();
+        let evidence = evidence.to_string();
+        self.write("deciding a canary", move |tx| {
+            let context = "deciding a canary";
+            let before = read_rollout(tx, &key)?.and_then(|r| r.canary);
+            let active = read_pointer(tx, &key)
+                .map_err(sqlite_error(context))?
+                .map(|(version, previous, _)| (version, previous));
+            let Some(plan) = plan_verdict(&key, before.as_ref(), active, version, verdict)? else {
+                return Ok(CanaryChanged {
+                    after: before.clone(),
+                    before,
+                    changed: false,
+                });
+            };
+            if let Some((to, previous)) = plan.pointer {
+                if !version_exists(tx, &key, to).map_err(sqlite_error(context))? {
+                    return Err(Error::NoSuchVersion { key, version: to });
+                }
+                let action = ChangeAction::Promote;
+                move_pointer(tx, &key, action, to, previous, Some(&evidence))
+                    .map_err(sqlite_error(context))?;
+            }
+            write_canary(tx, &key, None, Some(&evidence))?;
+            Ok(CanaryChanged {
+                before,
+                after: None,
+                changed: true,
+            })
+        })
+        .await
+    }
+
+    /// One write transaction per [`WRITE_BATCH`] rows.
+    async fn write_quality(&self, rows: &[QualityRow]) -> Result<(), Error> {
+        for chunk in rows.chunks(WRITE_BATCH) {
+            let chunk = chunk.to_vec();
+            self.write("recording model quality", move |tx| {
+                quality::write_rows(tx, &chunk)
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn quality(
+        &self,
+        key: &str,
+        version: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<QualityRow>, Error> {
+        let key = key.to_string();
+        self.call(move |conn| quality::read_rows(conn, &key, version, limit))
+            .await
     }
 }
 

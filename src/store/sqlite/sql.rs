@@ -6,6 +6,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 
 use crate::model::ModelSpec;
+use crate::store::auto::{criteria_text, with_criteria};
 use crate::store::{Canary, ChangeAction, Error, HistoryEntry, Rollout};
 
 /// How long a write waits for another process's write to finish before failing.
@@ -39,16 +40,30 @@ CREATE TABLE IF NOT EXISTS model_changes (
     changed_by       TEXT,
     action           TEXT,
     previous_version INTEGER,
-    canary_share     REAL
+    canary_share     REAL,
+    evidence         TEXT
 );
 CREATE TABLE IF NOT EXISTS model_rollouts (
     key            TEXT    NOT NULL PRIMARY KEY,
     canary_version INTEGER,
     canary_share   REAL,
     shadow_version INTEGER,
-    revision       INTEGER NOT NULL
+    revision       INTEGER NOT NULL,
+    canary_auto    TEXT
 );
 ";
+
+/// Columns added after their table was first released, as (table, column, type): files made
+/// before get them on open, NULL in their old rows. Older builds name their columns when they
+/// write, so they keep working with them.
+const ADDED_COLUMNS: [(&str, &str, &str); 6] = [
+    ("model_changes", "changed_by", "TEXT"),
+    ("model_changes", "action", "TEXT"),
+    ("model_changes", "previous_version", "INTEGER"),
+    ("model_changes", "canary_share", "REAL"),
+    ("model_changes", "evidence", "TEXT"),
+    ("model_rollouts", "canary_auto", "TEXT"),
+];
 
 /// Connection settings: WAL, a busy timeout, full sync, foreign keys.
 pub(super) fn configure(conn: &Connection) -> rusqlite::Result<()> {
@@ -72,26 +87,19 @@ pub(super) fn create_schema(conn: &Connection) -> Result<(), Error> {
         )));
     }
     conn.execute_batch(SCHEMA).map_err(sqlite_error(context))?;
-    // Files made before a column of model_changes existed get it; it is NULL in their old
-    // rows. Older builds name their columns when they write, so they keep working with it.
-    for (column, ty) in [
-        ("changed_by", "TEXT"),
-        ("action", "TEXT"),
-        ("previous_version", "INTEGER"),
-        ("canary_share", "REAL"),
-    ] {
+    conn.execute_batch(super::quality::SCHEMA)
+        .map_err(sqlite_error(context))?;
+    for (table, column, ty) in ADDED_COLUMNS {
         let present: i64 = conn
             .query_row(
-                "SELECT COUNT(*) FROM pragma_table_info('model_changes') WHERE name = ?1",
-                [column],
+                "SELECT COUNT(*) FROM pragma_table_info(?1) WHERE name = ?2",
+                [table, column],
                 |row| row.get(0),
             )
             .map_err(sqlite_error(context))?;
         if present == 0 {
-            conn.execute_batch(&format!(
-                "ALTER TABLE model_changes ADD COLUMN {column} {ty}"
-            ))
-            .map_err(sqlite_error(context))?;
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {ty}"))
+                .map_err(sqlite_error(context))?;
         }
     }
     // A key's history is read newest first by key: O(log n + entries read).
@@ -194,19 +202,20 @@ pub(super) fn key_exists(conn: &Connection, key: &str) -> rusqlite::Result<bool>
         .map(|found| found.is_some())
 }
 
-/// Points `key` at `version`, remembering `previous`, and appends the feed row; the caller
-/// holds a write transaction.
+/// Points `key` at `version`, remembering `previous`, and appends the feed row (with the
+/// evidence of an automatic verdict, if it is one); the caller holds a write transaction.
 pub(super) fn move_pointer(
     conn: &Connection,
     key: &str,
     action: ChangeAction,
     version: i64,
     previous: Option<i64>,
+    evidence: Option<&str>,
 ) -> rusqlite::Result<()> {
     let revision = feed_row(
         conn,
         key,
-        &HistoryEntry::now(action, Some(version), previous, None),
+        &HistoryEntry::now(action, Some(version), previous, None).with_evidence(evidence),
     )?;
     conn.prepare_cached(
         "INSERT INTO active_models (key, version, previous_version, revision)
@@ -229,8 +238,8 @@ pub(super) fn feed_row(
 ) -> rusqlite::Result<i64> {
     conn.prepare_cached(
         "INSERT INTO model_changes
-             (key, version, at, changed_by, action, previous_version, canary_share)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+             (key, version, at, changed_by, action, previous_version, canary_share, evidence)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
     .execute(params![
         key,
@@ -239,7 +248,8 @@ pub(super) fn feed_row(
         change.by,
         change.action,
         change.previous,
-        change.share
+        change.share,
+        change.evidence
     ])?;
     Ok(conn.last_insert_rowid())
 }
@@ -251,7 +261,7 @@ pub(super) fn read_history(
     limit: usize,
 ) -> rusqlite::Result<Vec<HistoryEntry>> {
     conn.prepare_cached(
-        "SELECT seq, action, version, previous_version, canary_share, changed_by, at
+        "SELECT seq, action, version, previous_version, canary_share, changed_by, at, evidence
          FROM model_changes WHERE key = ?1 ORDER BY seq DESC LIMIT ?2",
     )?
     .query_map(
@@ -268,49 +278,79 @@ pub(super) fn read_history(
                 share: row.get(4)?,
                 by: row.get(5)?,
                 at_ms: row.get(6)?,
+                evidence: row.get(7)?,
             })
         },
     )?
     .collect()
 }
 
-pub(super) fn read_rollout(conn: &Connection, key: &str) -> rusqlite::Result<Option<Rollout>> {
-    conn.prepare_cached(
-        "SELECT canary_version, canary_share, shadow_version, revision
-         FROM model_rollouts WHERE key = ?1",
-    )?
-    .query_row([key], |row| {
-        let canary_version: Option<i64> = row.get(0)?;
-        let canary_share: Option<f64> = row.get(1)?;
-        Ok(Rollout {
-            canary: canary_version
-                .zip(canary_share)
-                .map(|(version, share)| Canary { version, share }),
-            shadow: row.get(2)?,
-            revision: row.get(3)?,
+/// `key`'s rollout, its canary with the criteria stored for it (see
+/// [`crate::store::auto`]: criteria left from another revision are void).
+pub(super) fn read_rollout(conn: &Connection, key: &str) -> Result<Option<Rollout>, Error> {
+    let context = "reading the canary and shadow";
+    let row = conn
+        .prepare_cached(
+            "SELECT canary_version, canary_share, shadow_version, revision, canary_auto
+             FROM model_rollouts WHERE key = ?1",
+        )
+        .and_then(|mut st| {
+            st.query_row([key], |row| {
+                let canary_version: Option<i64> = row.get(0)?;
+                let canary_share: Option<f64> = row.get(1)?;
+                let rollout = Rollout {
+                    canary: canary_version
+                        .zip(canary_share)
+                        .map(|(version, share)| Canary {
+                            version,
+                            share,
+                            auto: None,
+                        }),
+                    shadow: row.get(2)?,
+                    revision: row.get(3)?,
+                };
+                Ok((rollout, row.get::<_, Option<String>>(4)?))
+            })
+            .optional()
         })
-    })
-    .optional()
+        .map_err(sqlite_error(context))?;
+    row.map(|(rollout, auto)| with_criteria(key, rollout, auto.as_deref()))
+        .transpose()
 }
 
-/// Sets `key`'s canary columns and appends the feed row; the caller holds a write transaction.
+/// Sets `key`'s canary columns and appends the feed row (with the evidence of an automatic
+/// verdict, if it is one); the caller holds a write transaction.
 pub(super) fn write_canary(
     conn: &Connection,
     key: &str,
     canary: Option<Canary>,
-) -> rusqlite::Result<()> {
+    evidence: Option<&str>,
+) -> Result<(), Error> {
+    let context = "changing a canary";
     let before = read_rollout(conn, key)?.and_then(|r| r.canary);
-    let change = HistoryEntry::canary(canary, before);
-    let seq = feed_row(conn, key, &change)?;
+    let change = HistoryEntry::canary(canary.clone(), before).with_evidence(evidence);
+    let seq = feed_row(conn, key, &change).map_err(sqlite_error(context))?;
+    let auto = canary
+        .as_ref()
+        .and_then(|c| c.auto.as_ref())
+        .map(|a| criteria_text(a, seq));
     conn.execute(
-        "INSERT INTO model_rollouts (key, canary_version, canary_share, revision)
-         VALUES (?1, ?2, ?3, ?4)
+        "INSERT INTO model_rollouts (key, canary_version, canary_share, canary_auto, revision)
+         VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (key) DO UPDATE SET
              canary_version = excluded.canary_version,
              canary_share = excluded.canary_share,
+             canary_auto = excluded.canary_auto,
              revision = excluded.revision",
-        params![key, canary.map(|c| c.version), canary.map(|c| c.share), seq],
-    )?;
+        params![
+            key,
+            canary.as_ref().map(|c| c.version),
+            canary.as_ref().map(|c| c.share),
+            auto,
+            seq
+        ],
+    )
+    .map_err(sqlite_error(context))?;
     Ok(())
 }
 
@@ -394,6 +434,6 @@ pub(super) fn activate_row(conn: &Connection, key: &str, version: i64) -> Result
         Some((current, _, _)) => Some(current),
         None => None,
     };
-    move_pointer(conn, key, ChangeAction::Activate, version, previous)
+    move_pointer(conn, key, ChangeAction::Activate, version, previous, None)
         .map_err(sqlite_error(context))
 }

@@ -11,7 +11,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::IpAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::frame::{ColSpec, CqlError, ErrorCode, Value};
 use super::parser::{self, Describe, InValues, Op, Relation, Selector, Statement, TableRef, Term};
@@ -581,6 +581,11 @@ impl Engine {
     pub(crate) fn next_timestamp(&mut self) -> i64 {
         self.last_ts = now_micros().max(self.last_ts + 1);
         self.last_ts
+    }
+
+    /// Moves the clock TTLs run on `by` ahead.
+    pub(crate) fn advance_ttl_clock(&mut self, by: Duration) {
+        self.ttl_clock_ahead += i64::try_from(by.as_millis()).unwrap_or(i64::MAX / 2);
     }
 
     /// The clock TTLs are set and checked on, in milliseconds: the node's clock.
@@ -1288,6 +1293,9 @@ impl Engine {
                 self.keyspace_ddl(stmt)
             }
             Statement::CreateTable { .. } => self.create_table(stmt, exec.keyspace, false),
+            Statement::AlterTableAdd { table, column, ty } => {
+                self.alter_table_add(table, column, ty, exec.keyspace)
+            }
             Statement::DropTable { table, if_exists } => {
                 let ks = self.keyspace_of(table, exec.keyspace)?.to_string();
                 if is_system(&ks) {
@@ -2531,6 +2539,86 @@ impl Engine {
         })
     }
 
+    /// `ALTER TABLE ... ADD column type`: the column joins the regular columns (in name order,
+    /// as `SELECT *` lists them), null in every row stored. An existing column is refused with
+    /// the server's message (Cassandra 4.0 `AlterTableStatement.AddColumns`: "Column with name
+    /// '%s' already exists"; ScyllaDB, Cassandra 3's wording: "Invalid column name %s because it
+    /// conflicts with an existing column", or "... with a PRIMARY KEY part"). Statements
+    /// prepared on the table are forgotten, as Cassandra evicts them when a table changes, so
+    /// clients prepare them again against the new columns.
+    fn alter_table_add(
+        &mut self,
+        table: &TableRef,
+        column: &str,
+        ty: &CqlType,
+        current: Option<&str>,
+    ) -> Result<Outcome, CqlError> {
+        let ks = self.keyspace_of(table, current)?.to_string();
+        if is_system(&ks) {
+            return Err(CqlError::invalid(format!(
+                "system keyspace {ks} is not user-modifiable"
+            )));
+        }
+        let flavor = self.flavor;
+        let Some(keyspace) = self.keyspaces.get_mut(&ks) else {
+            return Err(CqlError::invalid(format!("Keyspace '{ks}' does not exist")));
+        };
+        let Some(t) = keyspace.tables.get_mut(&table.table) else {
+            return Err(CqlError::invalid(format!(
+                "Table '{ks}.{}' doesn't exist",
+                table.table
+            )));
+        };
+        if let Some(existing) = t.def.columns.iter().find(|c| c.name == column) {
+            return Err(CqlError::invalid(match flavor {
+                Flavor::Cassandra4 => format!("Column with name '{column}' already exists"),
+                Flavor::Scylla6 if existing.kind != Kind::Regular => format!(
+                    "Invalid column name {column} because it conflicts with a PRIMARY KEY part"
+                ),
+                Flavor::Scylla6 => format!(
+                    "Invalid column name {column} because it conflicts with an existing column"
+                ),
+            }));
+        }
+        let keys = t.def.pk_len + t.def.ck_len;
+        let at = keys
+            + t.def.columns[keys..]
+                .iter()
+                .filter(|c| c.name.as_str() < column)
+                .count();
+        t.def.columns.insert(
+            at,
+            Column {
+                name: column.to_string(),
+                ty: ty.clone(),
+                kind: Kind::Regular,
+            },
+        );
+        // Cells are held by column index: those at and after the new column move one up.
+        for partition in t.partitions.values_mut() {
+            for row in &mut partition.rows {
+                row.cells = std::mem::take(&mut row.cells)
+                    .into_iter()
+                    .map(|(i, cell)| (if i >= at { i + 1 } else { i }, cell))
+                    .collect();
+            }
+        }
+        let table_name = table.table.clone();
+        self.prepared.retain(|_, p| {
+            p.statement.table().is_none_or(|t| {
+                t.table != table_name
+                    || t.keyspace.as_deref().or(p.keyspace.as_deref()) != Some(&ks)
+            })
+        });
+        self.schema_changed();
+        Ok(Outcome::SchemaChange {
+            change: "UPDATED",
+            target: "TABLE",
+            keyspace: ks,
+            table: Some(table_name),
+        })
+    }
+
     fn schema_changed(&mut self) {
         self.schema_version = random_uuid();
         self.refresh_system_tables();
@@ -3272,6 +3360,67 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn alter_table_add_adds_a_null_column_and_refuses_an_existing_one() {
+        for flavor in [Flavor::Cassandra4, Flavor::Scylla6] {
+            let mut e = node(flavor);
+            run(&mut e, "CREATE TABLE t (k int PRIMARY KEY, a int, z int)");
+            run(&mut e, "INSERT INTO t (k, a, z) VALUES (1, 10, 30)");
+            let (id, _) = e
+                .prepare("SELECT * FROM t WHERE k = 1", Some("ks"))
+                .unwrap();
+            let outcome = run(&mut e, "ALTER TABLE ks.t ADD m text");
+            assert!(
+                matches!(
+                    &outcome,
+                    Outcome::SchemaChange {
+                        change: "UPDATED",
+                        target: "TABLE",
+                        ..
+                    }
+                ),
+                "{outcome:?}"
+            );
+            // The stored row keeps its cells, the new column (between a and z) is null.
+            let (names, found) = rows(run(&mut e, "SELECT * FROM t WHERE k = 1"));
+            assert_eq!(names, ["k", "a", "m", "z"]);
+            assert_eq!(found, [[int(1), int(10), None, int(30)]]);
+            run(&mut e, "UPDATE t SET m = 'x' WHERE k = 1");
+            let (_, found) = rows(run(&mut e, "SELECT m, z FROM t WHERE k = 1"));
+            assert_eq!(found, [[Some(b"x".to_vec()), int(30)]]);
+            let (_, found) = rows(run(
+                &mut e,
+                "SELECT column_name FROM system_schema.columns \
+                 WHERE keyspace_name = 'ks' AND table_name = 't'",
+            ));
+            assert!(found.contains(&vec![Some(b"m".to_vec())]), "{found:?}");
+            let (_, found) = rows(run(&mut e, "DESCRIBE TABLE ks.t"));
+            let create = String::from_utf8(found[0][3].clone().unwrap()).unwrap();
+            assert!(create.contains("    m text,"), "{create}");
+            // Statements prepared on the table are forgotten, as Cassandra evicts them.
+            let err = e.prepared(&id).unwrap_err();
+            assert_eq!(err.code, ErrorCode::Unprepared);
+
+            let err = run_with(&mut e, "ALTER TABLE t ADD m bigint", &[]).unwrap_err();
+            assert_eq!(err.code, ErrorCode::Invalid);
+            let expected = match flavor {
+                Flavor::Cassandra4 => "Column with name 'm' already exists",
+                Flavor::Scylla6 => {
+                    "Invalid column name m because it conflicts with an existing column"
+                }
+            };
+            assert_eq!(err.message, expected);
+            let err = run_with(&mut e, "ALTER TABLE t ADD k text", &[]).unwrap_err();
+            assert_eq!(err.code, ErrorCode::Invalid, "{}", err.message);
+            let err = run_with(&mut e, "ALTER TABLE nope ADD c text", &[]).unwrap_err();
+            assert_eq!(err.message, "Table 'ks.nope' doesn't exist");
+            let err = run_with(&mut e, "ALTER TABLE t ADD IF NOT EXISTS c text", &[]).unwrap_err();
+            assert_eq!(err.code, ErrorCode::Syntax, "{}", err.message);
+            let err = run_with(&mut e, "ALTER TABLE t DROP a", &[]).unwrap_err();
+            assert!(err.message.contains("DROP"), "{}", err.message);
+        }
     }
 
     #[test]

@@ -40,6 +40,9 @@
 //! * an `IF col = value` condition compares a missing row or cell as null, and a lightweight
 //!   transaction answers with the columns its server flavor answers with (Cassandra: the
 //!   condition's current values only when it fails on an existing row; ScyllaDB: always).
+//! * `ALTER TABLE ... ADD column type` adds a column, null in the rows stored, and refuses a
+//!   column the table has with its flavor's message (there is no `ADD IF NOT EXISTS` before
+//!   Cassandra 4.1); statements prepared on the table are forgotten, as Cassandra evicts them.
 //!
 //! Not modelled: consistency levels (every level succeeds on the one replica, serial ones
 //! included), replication, lightweight transactions beyond a check-and-write under one lock
@@ -285,6 +288,16 @@ impl CqlTestNode {
     /// [`DEFAULT_MAX_FRAME_SIZE`]).
     pub fn set_max_frame_size(&self, bytes: usize) {
         self.shared.max_frame_size.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Moves the clock that cells written with a TTL expire on `by` into the future, so a test
+    /// sees rows expire without waiting for them.
+    pub fn advance_ttl_clock(&self, by: Duration) {
+        self.shared
+            .engine
+            .lock()
+            .expect("lock")
+            .advance_ttl_clock(by);
     }
 
     /// Sets the largest mutation (the bytes one request writes to one partition) accepted
