@@ -138,7 +138,11 @@ fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     println!("| case | figure | goal |");
     println!("|---|---|---|");
-    for n in if quick { vec![100_000] } else { vec![100_000, 1_000_000] } {
+    for n in if quick {
+        vec![100_000]
+    } else {
+        vec![100_000, 1_000_000]
+    } {
         let (per, growth) = join_memory(n);
         println!(
             "| label join, {n} predictions awaiting labels | {per:.0} bytes each; RSS after {n} more past the cap: x{growth:.3} | bounded by max_remembered |"

@@ -20,9 +20,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    ops::OpsConfig,
-    quality::QualityConfig, registry::StoreConfig, store::CQL_ENV_OVERRIDES, stream::kafka::KafkaConfig,
-    stream::record::RecordsConfig,
+    ops::OpsConfig, quality::QualityConfig, registry::StoreConfig, store::CQL_ENV_OVERRIDES,
+    stream::kafka::KafkaConfig, stream::record::RecordsConfig,
 };
 
 /// The whole configuration. Its `Debug` output hides secrets (see [`is_secret_option`]).

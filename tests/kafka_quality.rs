@@ -67,7 +67,10 @@ fn serve(
         .env("KEYSCORE__KAFKA__GROUP_ID", group)
         .env("KEYSCORE__KAFKA__INPUT_TOPICS", format!(r#"["{input}"]"#))
         .env("KEYSCORE__KAFKA__OUTPUT_TOPIC", format!("{input}-out"))
-        .env("KEYSCORE__KAFKA__DEAD_LETTER_TOPIC", format!("{input}-dead"))
+        .env(
+            "KEYSCORE__KAFKA__DEAD_LETTER_TOPIC",
+            format!("{input}-dead"),
+        )
         .env("KEYSCORE__OPS__LISTEN", "127.0.0.1:0")
         .env("KEYSCORE__QUALITY__LABELS_TOPIC", labels)
         .env("KEYSCORE__QUALITY__WINDOW_SECS", "120")
@@ -208,7 +211,11 @@ async fn a_labels_topic_that_is_not_co_partitioned_is_refused_at_start() {
         if let Some(status) = m.child.try_wait().unwrap() {
             break status;
         }
-        assert!(Instant::now() < deadline, "serve keeps running:\n{}", m.log());
+        assert!(
+            Instant::now() < deadline,
+            "serve keeps running:\n{}",
+            m.log()
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(!status.success());

@@ -71,9 +71,15 @@ fn store_with_two_versions(dir: &Path, slope2: f64) {
     for (v, slope) in [(1, 2.0), (2, slope2)] {
         let file = dir.join(format!("v{v}.json"));
         std::fs::write(&file, linear(slope).to_string()).unwrap();
-        ok(keyscore(dir, &["upload", "--key", "paris", file.to_str().unwrap()]));
+        ok(keyscore(
+            dir,
+            &["upload", "--key", "paris", file.to_str().unwrap()],
+        ));
     }
-    ok(keyscore(dir, &["activate", "--key", "paris", "--version", "1"]));
+    ok(keyscore(
+        dir,
+        &["activate", "--key", "paris", "--version", "1"],
+    ));
 }
 
 /// `n` records of paris with `x` spread over [lo, hi), ids `r0`.., and their labels: the true
@@ -83,9 +89,15 @@ fn records_and_labels(dir: &Path, n: usize, lo: f64, hi: f64) -> (PathBuf, PathB
     let mut labels = String::new();
     for i in 0..n {
         let x = lo + (hi - lo) * ((i * 7919) % n) as f64 / n as f64;
-        records.push_str(&format!("{}\n", json!({"id": format!("r{i}"), "city": "paris", "x": x})));
+        records.push_str(&format!(
+            "{}\n",
+            json!({"id": format!("r{i}"), "city": "paris", "x": x})
+        ));
         let wobble = if i % 2 == 0 { 0.05 } else { -0.05 };
-        labels.push_str(&format!("{}\n", json!({"id": format!("r{i}"), "label": 3.0 * x + wobble})));
+        labels.push_str(&format!(
+            "{}\n",
+            json!({"id": format!("r{i}"), "label": 3.0 * x + wobble})
+        ));
     }
     let (r, l) = (dir.join("records.jsonl"), dir.join("labels.jsonl"));
     std::fs::write(&r, records).unwrap();
@@ -94,12 +106,20 @@ fn records_and_labels(dir: &Path, n: usize, lo: f64, hi: f64) -> (PathBuf, PathB
 }
 
 fn history(dir: &Path) -> Vec<Value> {
-    let (out, _) = ok(keyscore(dir, &["history", "--key", "paris", "--format", "json"]));
-    out.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    let (out, _) = ok(keyscore(
+        dir,
+        &["history", "--key", "paris", "--format", "json"],
+    ));
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 fn active_version(dir: &Path) -> i64 {
-    let (out, _) = ok(keyscore(dir, &["show", "--key", "paris", "--format", "json"]));
+    let (out, _) = ok(keyscore(
+        dir,
+        &["show", "--key", "paris", "--format", "json"],
+    ));
     let doc: Value = serde_json::from_str(&out).unwrap();
     doc["version"].as_i64().unwrap_or_else(|| panic!("{doc}"))
 }
@@ -113,8 +133,18 @@ fn a_truly_better_canary_is_promoted_with_its_evidence() {
     let (out, _) = ok(keyscore(
         dir,
         &[
-            "canary", "--key", "paris", "--version", "2", "--share", "0.5", "--auto",
-            "--min-labelled", "200", "--margin", "0",
+            "canary",
+            "--key",
+            "paris",
+            "--version",
+            "2",
+            "--share",
+            "0.5",
+            "--auto",
+            "--min-labelled",
+            "200",
+            "--margin",
+            "0",
         ],
     ));
     assert!(out.contains("decided automatically"), "{out}");
@@ -122,15 +152,29 @@ fn a_truly_better_canary_is_promoted_with_its_evidence() {
     let (_, err) = ok(keyscore(
         dir,
         &[
-            "score", "--input", records.to_str().unwrap(), "--output", "/dev/null",
-            "--labels", labels.to_str().unwrap(),
+            "score",
+            "--input",
+            records.to_str().unwrap(),
+            "--output",
+            "/dev/null",
+            "--labels",
+            labels.to_str().unwrap(),
         ],
     ));
-    assert!(err.contains("labels: 1000 matched, 0 duplicate, 0 unknown, 0 malformed"), "{err}");
-    assert!(err.contains("automatic verdict: promoted paris v2"), "{err}");
+    assert!(
+        err.contains("labels: 1000 matched, 0 duplicate, 0 unknown, 0 malformed"),
+        "{err}"
+    );
+    assert!(
+        err.contains("automatic verdict: promoted paris v2"),
+        "{err}"
+    );
     assert_eq!(active_version(dir), 2);
     let h = history(dir);
-    let promoted = h.iter().find(|e| e["action"] == "promote").expect("a promotion");
+    let promoted = h
+        .iter()
+        .find(|e| e["action"] == "promote")
+        .expect("a promotion");
     let evidence: Value = match &promoted["evidence"] {
         Value::String(text) => serde_json::from_str(text).unwrap(),
         other => other.clone(),
@@ -146,11 +190,24 @@ fn a_truly_better_canary_is_promoted_with_its_evidence() {
     // The verdict is one write: scoring the same records again decides nothing more.
     let (_, err) = ok(keyscore(
         dir,
-        &["score", "--input", records.to_str().unwrap(), "--output", "/dev/null",
-          "--labels", labels.to_str().unwrap()],
+        &[
+            "score",
+            "--input",
+            records.to_str().unwrap(),
+            "--output",
+            "/dev/null",
+            "--labels",
+            labels.to_str().unwrap(),
+        ],
     ));
     assert!(!err.contains("automatic verdict"), "{err}");
-    assert_eq!(history(dir).iter().filter(|e| e["action"] == "promote").count(), 1);
+    assert_eq!(
+        history(dir)
+            .iter()
+            .filter(|e| e["action"] == "promote")
+            .count(),
+        1
+    );
 }
 
 #[test]
@@ -161,26 +218,64 @@ fn a_truly_worse_canary_is_rolled_back_and_the_active_version_stays() {
     store_with_two_versions(dir, 1.0);
     ok(keyscore(
         dir,
-        &["canary", "--key", "paris", "--version", "2", "--share", "0.3", "--auto",
-          "--min-labelled", "100", "--margin", "0.1"],
+        &[
+            "canary",
+            "--key",
+            "paris",
+            "--version",
+            "2",
+            "--share",
+            "0.3",
+            "--auto",
+            "--min-labelled",
+            "100",
+            "--margin",
+            "0.1",
+        ],
     ));
     let (records, labels) = records_and_labels(dir, 1000, 0.0, 2.0);
     let (_, err) = ok(keyscore(
         dir,
-        &["score", "--input", records.to_str().unwrap(), "--output", "/dev/null",
-          "--labels", labels.to_str().unwrap()],
+        &[
+            "score",
+            "--input",
+            records.to_str().unwrap(),
+            "--output",
+            "/dev/null",
+            "--labels",
+            labels.to_str().unwrap(),
+        ],
     ));
-    assert!(err.contains("automatic verdict: rolled back paris v2"), "{err}");
+    assert!(
+        err.contains("automatic verdict: rolled back paris v2"),
+        "{err}"
+    );
     assert!(err.contains("over the margin of 0.1"), "{err}");
     assert_eq!(active_version(dir), 1);
     let h = history(dir);
-    let ended = h.iter().find(|e| e["action"] == "canary_end").expect("the canary ended");
+    let ended = h
+        .iter()
+        .find(|e| e["action"] == "canary_end")
+        .expect("the canary ended");
     assert_eq!(ended["version"], 2);
-    assert!(ended["evidence"].to_string().contains("worse by"), "{ended}");
+    assert!(
+        ended["evidence"].to_string().contains("worse by"),
+        "{ended}"
+    );
     // The rows of both arms are in the store, for CQL or sqlite3 users alike.
-    let (out, _) = ok(keyscore(dir, &["quality", "--key", "paris", "--format", "json"]));
-    let rows: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let arm = |name: &str| rows.iter().find(|r| r["arm"] == name).unwrap_or_else(|| panic!("{out}"));
+    let (out, _) = ok(keyscore(
+        dir,
+        &["quality", "--key", "paris", "--format", "json"],
+    ));
+    let rows: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let arm = |name: &str| {
+        rows.iter()
+            .find(|r| r["arm"] == name)
+            .unwrap_or_else(|| panic!("{out}"))
+    };
     assert_eq!(arm("canary")["version"], 2);
     assert_eq!(arm("active")["version"], 1);
     let total = arm("canary")["predictions"].as_i64().unwrap()
@@ -188,7 +283,10 @@ fn a_truly_worse_canary_is_rolled_back_and_the_active_version_stays() {
     assert_eq!(total, 1000);
     assert!(arm("canary")["rmse"].as_f64().unwrap() > arm("active")["rmse"].as_f64().unwrap());
     let (text, _) = ok(keyscore(dir, &["quality", "--key", "paris"]));
-    assert!(text.contains("v2 canary") && text.contains("rmse"), "{text}");
+    assert!(
+        text.contains("v2 canary") && text.contains("rmse"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -202,7 +300,10 @@ fn late_duplicated_unknown_and_malformed_labels_are_counted_never_fatal() {
     let hour_later = keyscore::quality::now_ms() + 3_600_000;
     let mut labels = String::new();
     for i in 0..10 {
-        labels.push_str(&format!("{}\n", json!({"id": format!("r{i}"), "label": 1.0, "ts": hour_later})));
+        labels.push_str(&format!(
+            "{}\n",
+            json!({"id": format!("r{i}"), "label": 1.0, "ts": hour_later})
+        ));
     }
     labels.push_str(&format!("{}\n", json!({"id": "r3", "label": 2.0})));
     labels.push_str(&format!("{}\n", json!({"id": "nobody", "label": 2.0})));
@@ -212,11 +313,24 @@ fn late_duplicated_unknown_and_malformed_labels_are_counted_never_fatal() {
     std::fs::write(&file, labels).unwrap();
     let (_, err) = ok(keyscore(
         dir,
-        &["score", "--input", records.to_str().unwrap(), "--output", "/dev/null",
-          "--labels", file.to_str().unwrap()],
+        &[
+            "score",
+            "--input",
+            records.to_str().unwrap(),
+            "--output",
+            "/dev/null",
+            "--labels",
+            file.to_str().unwrap(),
+        ],
     ));
-    assert!(err.contains("labels: 10 matched, 1 duplicate, 2 unknown, 3 malformed"), "{err}");
-    let (out, _) = ok(keyscore(dir, &["quality", "--key", "paris", "--format", "json"]));
+    assert!(
+        err.contains("labels: 10 matched, 1 duplicate, 2 unknown, 3 malformed"),
+        "{err}"
+    );
+    let (out, _) = ok(keyscore(
+        dir,
+        &["quality", "--key", "paris", "--format", "json"],
+    ));
     let row: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
     assert_eq!(row["labelled"], 10);
     let lag = row["label_lag_ms"].as_f64().unwrap();
@@ -226,14 +340,19 @@ fn late_duplicated_unknown_and_malformed_labels_are_counted_never_fatal() {
 /// The stage wired as `serve` wires it, in process: scorer, quality, operations endpoint.
 async fn pipeline(dir: &Path) -> (Scorer, Arc<Ops>, Arc<Quality>) {
     let store: Arc<dyn ModelStore> =
-        Arc::new(EmbeddedModelStore::open(&dir.join("models.db")).unwrap());
+        Arc::new(EmbeddedModelStore::open(dir.join("models.db")).unwrap());
     let registry = Arc::new(ModelRegistry::new(store, RegistryConfig::default()));
     let quality = Quality::new(QualityConfig::default());
     let scorer = Scorer::new(Arc::clone(&registry), RecordsConfig::default().format())
         .with_quality(Arc::clone(&quality));
     let ops = Arc::new(
-        Ops::new(registry, Arc::clone(scorer.metrics()), None, OpsConfig::default())
-            .with_quality(Arc::clone(&quality)),
+        Ops::new(
+            registry,
+            Arc::clone(scorer.metrics()),
+            None,
+            OpsConfig::default(),
+        )
+        .with_quality(Arc::clone(&quality)),
     );
     (scorer, ops, quality)
 }
@@ -250,7 +369,11 @@ async fn score(scorer: &Scorer, records: &Path) {
 /// The value of `name{key="paris",version="1",arm="active"}` in the exposition.
 fn series(text: &str, name: &str) -> Option<f64> {
     text.lines()
-        .find(|l| l.starts_with(&format!("{name}{{")) && l.contains("key=\"paris\"") && l.contains("arm=\"active\""))
+        .find(|l| {
+            l.starts_with(&format!("{name}{{"))
+                && l.contains("key=\"paris\"")
+                && l.contains("arm=\"active\"")
+        })
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }
@@ -267,7 +390,10 @@ async fn a_drifting_feature_shows_in_the_metrics_the_status_and_the_store() {
     let text = ops.prometheus();
     let psi = series(&text, "keyscore_quality_max_feature_psi").unwrap_or_else(|| panic!("{text}"));
     assert!(psi < 0.01, "no drift yet: {psi}");
-    assert_eq!(series(&text, "keyscore_quality_out_of_range_ratio"), Some(0.0));
+    assert_eq!(
+        series(&text, "keyscore_quality_out_of_range_ratio"),
+        Some(0.0)
+    );
 
     // The feature moves to [1.5, 3): every value in the last bin, two thirds out of range.
     let drifted = dir.join("drifted.jsonl");
@@ -283,8 +409,13 @@ async fn a_drifting_feature_shows_in_the_metrics_the_status_and_the_store() {
     assert!(pred_psi > 0.25, "{pred_psi}");
     let out_of_range = series(&text, "keyscore_quality_out_of_range_ratio").unwrap();
     // Of the 4000 values in the window, those of the second run above the training maximum 2.
-    let above = (0..2000).filter(|i| 1.5 + 1.5 * (*i as f64) / 2000.0 > 2.0).count();
-    assert!((out_of_range - above as f64 / 4000.0).abs() < 1e-9, "{out_of_range}");
+    let above = (0..2000)
+        .filter(|i| 1.5 + 1.5 * (*i as f64) / 2000.0 > 2.0)
+        .count();
+    assert!(
+        (out_of_range - above as f64 / 4000.0).abs() < 1e-9,
+        "{out_of_range}"
+    );
     let status = ops.status();
     let paris = status["keys"]
         .as_array()
@@ -295,10 +426,13 @@ async fn a_drifting_feature_shows_in_the_metrics_the_status_and_the_store() {
     let window = &paris["quality"][0];
     assert_eq!(window["arm"], "active");
     assert_eq!(window["predictions"], 4000);
-    assert!(window["max_feature_psi"].as_f64().unwrap() > 0.25, "{window}");
+    assert!(
+        window["max_feature_psi"].as_f64().unwrap() > 0.25,
+        "{window}"
+    );
     assert_eq!(window["feature_psi"][0]["feature"], "x");
     // And the store keeps the window for sqlite3 and CQL users.
-    let store = EmbeddedModelStore::open(&dir.join("models.db")).unwrap();
+    let store = EmbeddedModelStore::open(dir.join("models.db")).unwrap();
     let flushed = keyscore::quality::task::flush(&quality, &store, keyscore::quality::now_ms())
         .await
         .unwrap();

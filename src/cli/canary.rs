@@ -2,10 +2,7 @@
 
 use anyhow::bail;
 
-use crate::{
-    quality::verdict::METRICS,
-    store::{AutoCriteria, Canary, CanaryChange},
-};
+use crate::store::{AutoCriteria, Canary, CanaryChange};
 
 /// Arguments of `keyscore canary`.
 #[derive(Debug, clap::Args)]
@@ -97,7 +94,7 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
                     ["log_loss", "brier", "accuracy"].contains(&metric.as_str())
                 }
             };
-            if !METRICS.contains(&metric.as_str()) || !fits {
+            if !AutoCriteria::METRICS.contains(&metric.as_str()) || !fits {
                 bail!(
                     "--metric {metric} cannot judge {key} v{}: a regressor is judged by rmse or                      mae, a classifier by log_loss, brier or accuracy; nothing changed",
                     args.version

@@ -166,7 +166,11 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
                 for v in flushed.verdicts {
                     eprintln!(
                         "automatic verdict: {} {} v{}: {}",
-                        if v.promoted { "promoted" } else { "rolled back" },
+                        if v.promoted {
+                            "promoted"
+                        } else {
+                            "rolled back"
+                        },
                         v.key,
                         v.version,
                         v.reason

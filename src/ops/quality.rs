@@ -16,54 +16,81 @@ use serde_json::{json, Value};
 
 use crate::quality::{now_ms, Quality, VersionFigures};
 
+/// Reads one figure of a window.
+type Read = fn(&VersionFigures) -> Option<f64>;
+
 /// The gauges, by the figure they show.
 pub(super) struct QualitySeries {
     quality: Arc<Quality>,
     top: usize,
-    gauges: Vec<(GaugeVec, fn(&VersionFigures) -> Option<f64>)>,
+    gauges: Vec<(GaugeVec, Read)>,
 }
 
 impl QualitySeries {
     pub(super) fn new(quality: Arc<Quality>, top: usize) -> prometheus::Result<Self> {
         let labels = ["key", "version", "arm"];
         let gauge = |name: &str, help: &str| GaugeVec::new(Opts::new(name, help), &labels);
-        let figures: [(&str, &str, fn(&VersionFigures) -> Option<f64>); 12] = [
-            ("keyscore_quality_predictions", "Predictions in the window.", |f| {
-                Some(f.figures.sums.predictions as f64)
-            }),
-            ("keyscore_quality_labelled", "Predictions in the window joined to a label.", |f| {
-                Some(f.figures.sums.labelled as f64)
-            }),
-            ("keyscore_quality_mae", "Mean absolute error over the window (regression).", |f| {
-                f.figures.mae
-            }),
-            ("keyscore_quality_rmse", "Root mean squared error over the window (regression).", |f| {
-                f.figures.rmse
-            }),
-            ("keyscore_quality_accuracy", "Accuracy over the window (classification).", |f| {
-                f.figures.accuracy
-            }),
-            ("keyscore_quality_log_loss", "Mean log loss over the window (classification).", |f| {
-                f.figures.log_loss
-            }),
-            ("keyscore_quality_brier", "Mean Brier score over the window (classification).", |f| {
-                f.figures.brier
-            }),
-            ("keyscore_quality_label_lag_seconds", "Mean label lag over the window.", |f| {
-                f.figures.label_lag_ms.map(|ms| ms / 1000.0)
-            }),
-            ("keyscore_quality_prediction_psi", "PSI of the predictions against training.", |f| {
-                f.figures.prediction_psi
-            }),
-            ("keyscore_quality_max_feature_psi", "Largest feature PSI against training.", |f| {
-                f.figures.max_feature_psi()
-            }),
-            ("keyscore_quality_missing_ratio", "Share of feature values missing.", |f| {
-                f.figures.missing_share
-            }),
-            ("keyscore_quality_out_of_range_ratio", "Share of feature values outside the training range.", |f| {
-                f.figures.out_of_range_share
-            }),
+        let figures: [(&str, &str, Read); 12] = [
+            (
+                "keyscore_quality_predictions",
+                "Predictions in the window.",
+                |f| Some(f.figures.sums.predictions as f64),
+            ),
+            (
+                "keyscore_quality_labelled",
+                "Predictions in the window joined to a label.",
+                |f| Some(f.figures.sums.labelled as f64),
+            ),
+            (
+                "keyscore_quality_mae",
+                "Mean absolute error over the window (regression).",
+                |f| f.figures.mae,
+            ),
+            (
+                "keyscore_quality_rmse",
+                "Root mean squared error over the window (regression).",
+                |f| f.figures.rmse,
+            ),
+            (
+                "keyscore_quality_accuracy",
+                "Accuracy over the window (classification).",
+                |f| f.figures.accuracy,
+            ),
+            (
+                "keyscore_quality_log_loss",
+                "Mean log loss over the window (classification).",
+                |f| f.figures.log_loss,
+            ),
+            (
+                "keyscore_quality_brier",
+                "Mean Brier score over the window (classification).",
+                |f| f.figures.brier,
+            ),
+            (
+                "keyscore_quality_label_lag_seconds",
+                "Mean label lag over the window.",
+                |f| f.figures.label_lag_ms.map(|ms| ms / 1000.0),
+            ),
+            (
+                "keyscore_quality_prediction_psi",
+                "PSI of the predictions against training.",
+                |f| f.figures.prediction_psi,
+            ),
+            (
+                "keyscore_quality_max_feature_psi",
+                "Largest feature PSI against training.",
+                |f| f.figures.max_feature_psi(),
+            ),
+            (
+                "keyscore_quality_missing_ratio",
+                "Share of feature values missing.",
+                |f| f.figures.missing_share,
+            ),
+            (
+                "keyscore_quality_out_of_range_ratio",
+                "Share of feature values outside the training range.",
+                |f| f.figures.out_of_range_share,
+            ),
         ];
         let gauges = figures
             .into_iter()
@@ -84,7 +111,7 @@ impl Collector for QualitySeries {
 
     fn collect(&self) -> Vec<MetricFamily> {
         let mut windows = self.quality.figures(now_ms());
-        windows.sort_by(|a, b| b.figures.sums.predictions.cmp(&a.figures.sums.predictions));
+        windows.sort_by_key(|w| std::cmp::Reverse(w.figures.sums.predictions));
         windows.truncate(self.top);
         for (g, _) in &self.gauges {
             g.reset();

@@ -82,7 +82,9 @@ impl QualityConfig {
             ("label_time_field", &self.label_time_field),
         ] {
             if value.is_empty() {
-                return Err(format!("quality.{name} must name a JSON field, not be empty"));
+                return Err(format!(
+                    "quality.{name} must name a JSON field, not be empty"
+                ));
             }
         }
         if self.labels_topic.as_deref() == Some("") {

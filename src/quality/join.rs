@@ -256,7 +256,9 @@ mod tests {
         let mut m = Memory::new(10, 1_000);
         m.remember("r1", 0, made(1.0), None);
         match m.join("r1", 10) {
-            Joined::Matched { at_ms, made: got, .. } => {
+            Joined::Matched {
+                at_ms, made: got, ..
+            } => {
                 assert_eq!(at_ms, 0);
                 assert_eq!(got, made(1.0));
             }

@@ -44,9 +44,9 @@ impl Outcome {
     pub fn class_index(&self, classes: &[String]) -> Option<usize> {
         match self {
             Outcome::Text(t) => classes.iter().position(|c| c == t),
-            Outcome::Number(n) => classes.iter().position(|c| {
-                c.parse::<f64>().is_ok_and(|v| v == *n)
-            }),
+            Outcome::Number(n) => classes
+                .iter()
+                .position(|c| c.parse::<f64>().is_ok_and(|v| v == *n)),
         }
     }
 }
@@ -69,8 +69,8 @@ pub struct Malformed(pub String);
 
 /// Reads one label record.
 pub fn decode(payload: &[u8], fields: &LabelFields) -> Result<Label, Malformed> {
-    let object: std::collections::HashMap<String, &RawValue> =
-        serde_json::from_slice(payload).map_err(|e| Malformed(format!("not a JSON object: {e}")))?;
+    let object: std::collections::HashMap<String, &RawValue> = serde_json::from_slice(payload)
+        .map_err(|e| Malformed(format!("not a JSON object: {e}")))?;
     let id = object
         .get(&fields.id)
         .and_then(|raw| id_text(raw.get()))
@@ -81,7 +81,12 @@ pub fn decode(payload: &[u8], fields: &LabelFields) -> Result<Label, Malformed> 
     let outcome = match serde_json::from_str::<serde_json::Value>(raw.get()) {
         Ok(serde_json::Value::Number(n)) => match n.as_f64() {
             Some(v) if v.is_finite() => Outcome::Number(v),
-            _ => return Err(Malformed(format!("'{}' is not a finite number", fields.label))),
+            _ => {
+                return Err(Malformed(format!(
+                    "'{}' is not a finite number",
+                    fields.label
+                )))
+            }
         },
         Ok(serde_json::Value::String(s)) => Outcome::Text(s),
         Ok(serde_json::Value::Bool(b)) => Outcome::Text(b.to_string()),
@@ -134,12 +139,13 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     }
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
         let t = s.get(r)?;
-        t.bytes().all(|c| c.is_ascii_digit()).then(|| t.parse().ok())?
+        t.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| t.parse().ok())?
     };
     let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (hour, min, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60
-    {
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60 {
         return None;
     }
     let mut i = 19;
@@ -193,7 +199,11 @@ mod tests {
     #[test]
     fn labels_are_read_with_their_id_outcome_and_time() {
         let f = LabelFields::default();
-        let l = decode(br#"{"id":"r1","label":31.5,"ts":"2026-12-03T10:00:00.250Z"}"#, &f).unwrap();
+        let l = decode(
+            br#"{"id":"r1","label":31.5,"ts":"2026-12-03T10:00:00.250Z"}"#,
+            &f,
+        )
+        .unwrap();
         assert_eq!(l.id, "r1");
         assert_eq!(l.outcome, Outcome::Number(31.5));
         assert_eq!(l.at_ms, Some(1_796_292_000_250));

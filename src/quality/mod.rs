@@ -126,7 +126,10 @@ impl Default for QualityMetrics {
     fn default() -> Self {
         QualityMetrics {
             labels: IntCounterVec::new(
-                Opts::new("keyscore_labels_total", "Labels read, by what became of them"),
+                Opts::new(
+                    "keyscore_labels_total",
+                    "Labels read, by what became of them",
+                ),
                 &["result"],
             )
             .expect("valid metric"),
@@ -305,7 +308,10 @@ impl Quality {
                 result
             }
         };
-        self.metrics.labels.with_label_values(&[result.as_str()]).inc();
+        self.metrics
+            .labels
+            .with_label_values(&[result.as_str()])
+            .inc();
         result
     }
 
@@ -346,7 +352,13 @@ impl Quality {
     }
 }
 
-fn version_figures(key: &str, version: i64, arm: Arm, track: &mut Track, now_ms: i64) -> VersionFigures {
+fn version_figures(
+    key: &str,
+    version: i64,
+    arm: Arm,
+    track: &mut Track,
+    now_ms: i64,
+) -> VersionFigures {
     VersionFigures {
         key: key.to_string(),
         version,
@@ -410,7 +422,13 @@ impl Batch<'_> {
 
     /// Counts a record `model` scored for `arm`: the features it read (NaN for missing) and
     /// its prediction.
-    pub fn observe(&mut self, model: &ServedModel, arm: Arm, features: &[f64], prediction: &Prediction) {
+    pub fn observe(
+        &mut self,
+        model: &ServedModel,
+        arm: Arm,
+        features: &[f64],
+        prediction: &Prediction,
+    ) {
         let now_ms = self.now_ms;
         if let Some(t) = self.track(model, arm) {
             t.observe(now_ms, features, prediction_value(prediction));
@@ -479,7 +497,11 @@ impl Drop for Batch<'_> {
         let forgotten = self.state.memory.take_forgotten();
         for (made, expired) in &forgotten {
             let why = if *expired { "expired" } else { "evicted" };
-            self.quality.metrics.forgotten.with_label_values(&[why]).inc();
+            self.quality
+                .metrics
+                .forgotten
+                .with_label_values(&[why])
+                .inc();
             if let Some(track) = find(&mut self.state, made) {
                 track.forgotten(now_ms, 1);
             }
@@ -558,6 +580,8 @@ fn baseline(model: &Model) -> Baseline {
 pub fn predicted(prediction: &Prediction) -> Predicted {
     match prediction {
         Prediction::Value(v) => Predicted::Value(*v),
-        Prediction::Class { probabilities, .. } => Predicted::Classes(probabilities.as_slice().into()),
+        Prediction::Class { probabilities, .. } => {
+            Predicted::Classes(probabilities.as_slice().into())
+        }
     }
 }

@@ -38,9 +38,6 @@ pub fn lower_is_better(metric: &str) -> bool {
     metric != "accuracy"
 }
 
-/// The metric names a canary can be judged by.
-pub const METRICS: [&str; 5] = ["rmse", "mae", "log_loss", "brier", "accuracy"];
-
 /// Decides the canary `canary_version` from its figures and the active version's.
 pub fn decide(
     criteria: &AutoCriteria,
@@ -165,8 +162,18 @@ mod tests {
 
     #[test]
     fn waits_for_enough_labels_on_both_sides() {
-        let d = decide(&criteria(), 2, &figures(99, 99, 0, 1.0), 1, &figures(900, 900, 0, 2.0), 1);
-        assert!(matches!(d, Decision::Wait(ref why) if why.contains("99 of 100")), "{d:?}");
+        let d = decide(
+            &criteria(),
+            2,
+            &figures(99, 99, 0, 1.0),
+            1,
+            &figures(900, 900, 0, 2.0),
+            1,
+        );
+        assert!(
+            matches!(d, Decision::Wait(ref why) if why.contains("99 of 100")),
+            "{d:?}"
+        );
     }
 
     #[test]
@@ -181,7 +188,10 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let d = decide(&criteria(), 2, &figures(100, 100, 0, 2.2), 1, &active, 1);
-        assert!(matches!(d, Decision::RollBack(ref e) if e.reason.contains("worse by")), "{d:?}");
+        assert!(
+            matches!(d, Decision::RollBack(ref e) if e.reason.contains("worse by")),
+            "{d:?}"
+        );
     }
 
     #[test]
@@ -193,8 +203,14 @@ mod tests {
             accuracy: Some(acc),
             ..figures(100, 100, 0, 0.0)
         };
-        assert!(matches!(decide(&c, 2, &with(0.9), 1, &with(0.8), 1), Decision::Promote(_)));
-        assert!(matches!(decide(&c, 2, &with(0.7), 1, &with(0.8), 1), Decision::RollBack(_)));
+        assert!(matches!(
+            decide(&c, 2, &with(0.9), 1, &with(0.8), 1),
+            Decision::Promote(_)
+        ));
+        assert!(matches!(
+            decide(&c, 2, &with(0.7), 1, &with(0.8), 1),
+            Decision::RollBack(_)
+        ));
     }
 
     #[test]

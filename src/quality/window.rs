@@ -461,7 +461,13 @@ mod tests {
     #[test]
     fn classification_metrics_match_their_definitions() {
         let classes = vec!["no".to_string(), "yes".to_string()];
-        let mut t = Track::new(Task::Classification(classes), Baseline::default(), 1, 1000, 0);
+        let mut t = Track::new(
+            Task::Classification(classes),
+            Baseline::default(),
+            1,
+            1000,
+            0,
+        );
         t.label_class(0, &[0.2, 0.8], Some(1), 0);
         t.label_class(0, &[0.6, 0.4], Some(1), 0);
         t.label_class(0, &[0.6, 0.4], None, 0);

@@ -316,14 +316,8 @@ impl Scorer {
                                 .and_then(|r| r.canary.as_ref())
                                 .filter(|c| c.takes(id_text(d, inputs[i].payload)));
                             let version = canary.map_or(model, |c| &c.model);
-                            let mut outcome = score_with(
-                                d,
-                                version,
-                                Level::Own,
-                                None,
-                                &mut scratch,
-                                keep_inputs,
-                            );
+                            let mut outcome =
+                                score_with(d, version, Level::Own, None, &mut scratch, keep_inputs);
                             timed = true;
                             if let Some(q) = observed.as_mut() {
                                 let arm = if canary.is_some() {

@@ -123,10 +123,12 @@ pub(super) fn run(
             None | Some("range") => {
                 consumer_config.set("partition.assignment.strategy", "range");
             }
-            Some(other) => return Err(Error::NotCoPartitioned(format!(
+            Some(other) => {
+                return Err(Error::NotCoPartitioned(format!(
                 "[quality] labels_topic needs partition.assignment.strategy = \"range\" (labels \
                  must reach the member that scored their record), not \"{other}\""
-            ))),
+            )))
+            }
         }
     }
     let consumer: BaseConsumer<RebalanceContext> = consumer_config
