@@ -212,6 +212,12 @@ async fn the_status_page_shows_the_seed_keys_and_follows_an_activation() {
     for line in records.lines().filter(|l| l.contains("\"london\"")).take(5) {
         writeln!(stdin, "{line}").unwrap();
     }
+    // Paris records whose distances moved far past training's: its live quality flags drift.
+    for line in records.lines().filter(|l| l.contains("\"paris\"")).skip(20).take(30) {
+        let mut r: serde_json::Value = serde_json::from_str(line).unwrap();
+        r["distance_km"] = serde_json::json!(r["distance_km"].as_f64().unwrap() * 40.0 + 100.0);
+        writeln!(stdin, "{r}").unwrap();
+    }
     writeln!(stdin, r#"{{"id": "bad-1", "city": "paris"}}"#).unwrap();
     stdin.flush().unwrap();
     wait_for("london served and a dead letter noted", &|b| {
@@ -228,12 +234,21 @@ async fn the_status_page_shows_the_seed_keys_and_follows_an_activation() {
     let paris = row_of(&dom, "paris").expect("a paris row");
     assert_eq!(
         paris.matches("<td").count(),
-        11,
+        12,
         "one cell per column, the canary's badge inside its cell: {paris}"
     );
     assert!(
         paris.contains(r#"<span class="tag canary">v1 on 50.0% · "#),
         "{paris}"
+    );
+    // The live quality cell: a line per version and arm, v2's flagged as drifting.
+    let drifting = paris
+        .find(r#"<div class="bad drift" data-version="2" data-arm="active""#)
+        .map(|at| &paris[at..at + paris[at..].find("</div>").unwrap()]);
+    let drifting = drifting.unwrap_or_else(|| panic!("paris v2 flagged as drifting: {paris}"));
+    assert!(
+        drifting.contains("v2 active: no labels yet") && drifting.contains("PSI "),
+        "{drifting}"
     );
     let london_row = row_of(&dom, "london").expect("a london row");
     assert!(
