@@ -730,7 +730,7 @@ impl CqlModelStore {
         let Some((canary_version, share, shadow, revision, auto, promote, from)) = row else {
             return Ok(None);
         };
-        let auto = criteria_from_text(key, auto.as_deref(), revision)?;
+        let auto = criteria_from_text(key, auto.as_deref(), revision);
         Ok(Some(RolloutRow {
             canary: canary_version.zip(share).map(|(version, share)| Canary {
                 version,
