@@ -11,9 +11,9 @@ use serde::{Deserialize, Serialize};
 use super::{plan_canary, plan_move, Canary, CanaryChange, ChangeAction, Error, MovePlan};
 use super::{PointerMove, Rollout};
 
-/// What decides a canary automatically (`keyscore canary --auto`).
+/// What decides a canary automatically (`keyscore canary --auto`). Stored as JSON; fields a
+/// newer keyscore adds are ignored when read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct AutoCriteria {
     /// Labelled canary predictions needed before a verdict.
     pub min_labelled: u64,
@@ -203,37 +203,34 @@ pub(crate) fn criteria_text(criteria: &AutoCriteria, revision: i64) -> String {
 }
 
 /// The criteria of `key`'s rollout row read at `revision`, from its stored text: `None` when
-/// there is none or it was written at another revision.
+/// there is none or it was written at another revision. Text that is not criteria (written by
+/// hand) is void too, with a warning: the canary still scores, decided by a person.
 pub(crate) fn criteria_from_text(
     key: &str,
     text: Option<&str>,
     revision: Option<i64>,
-) -> Result<Option<AutoCriteria>, Error> {
-    let Some(text) = text else {
-        return Ok(None);
-    };
-    let stored: StoredCriteria = serde_json::from_str(text).map_err(|err| {
-        Error::corrupt_from(
-            format!(
-                "the canary criteria of {key} are not readable; start the canary again with \
-                 `keyscore canary --replace`"
-            ),
-            err,
-        )
-    })?;
-    Ok((Some(stored.revision) == revision).then_some(stored.criteria))
+) -> Option<AutoCriteria> {
+    let text = text?;
+    match serde_json::from_str::<StoredCriteria>(text) {
+        Ok(stored) => (Some(stored.revision) == revision).then_some(stored.criteria),
+        Err(err) => {
+            tracing::warn!(
+                key,
+                error = %err,
+                "The canary's stored criteria are not readable; it is not decided \
+                 automatically. Start it again with `keyscore canary --replace`."
+            );
+            None
+        }
+    }
 }
 
 /// The rollout a backend read, with its canary's criteria attached from their stored text.
-pub(crate) fn with_criteria(
-    key: &str,
-    mut rollout: Rollout,
-    text: Option<&str>,
-) -> Result<Rollout, Error> {
+pub(crate) fn with_criteria(key: &str, mut rollout: Rollout, text: Option<&str>) -> Rollout {
     if let Some(canary) = rollout.canary.as_mut() {
-        canary.auto = criteria_from_text(key, text, Some(rollout.revision))?;
+        canary.auto = criteria_from_text(key, text, Some(rollout.revision));
     }
-    Ok(rollout)
+    rollout
 }
 
 #[cfg(test)]
@@ -290,13 +287,18 @@ mod tests {
     fn stored_criteria_hold_only_at_their_revision() {
         let text = criteria_text(&criteria(), 7);
         assert_eq!(
-            criteria_from_text("k", Some(&text), Some(7)).unwrap(),
+            criteria_from_text("k", Some(&text), Some(7)),
             Some(criteria())
         );
-        assert_eq!(criteria_from_text("k", Some(&text), Some(8)).unwrap(), None);
-        assert_eq!(criteria_from_text("k", None, Some(7)).unwrap(), None);
-        let err = criteria_from_text("k", Some("{"), Some(7)).unwrap_err();
-        assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
+        assert_eq!(criteria_from_text("k", Some(&text), Some(8)), None);
+        assert_eq!(criteria_from_text("k", None, Some(7)), None);
+        assert_eq!(criteria_from_text("k", Some("{"), Some(7)), None);
+        let newer = text.replacen('{', r#"{"min_windows":3,"#, 1);
+        assert_eq!(
+            criteria_from_text("k", Some(&newer), Some(7)),
+            Some(criteria()),
+            "a field a newer keyscore adds is ignored"
+        );
     }
 
     #[test]

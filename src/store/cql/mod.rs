@@ -730,7 +730,7 @@ impl CqlModelStore {
         let Some((canary_version, share, shadow, revision, auto, promote, from)) = row else {
             return Ok(None);
         };
-        let auto = criteria_from_text(key, auto.as_deref(), revision)?;
+        let auto = criteria_from_text(key, auto.as_deref(), revision);
         Ok(Some(RolloutRow {
             canary: canary_version.zip(share).map(|(version, share)| Canary {
                 version,
@@ -1354,7 +1354,7 @@ impl ModelStore for CqlModelStore {
         Ok(canary.version)
     }
 
-    /// The rollout's compare-and-set decides (see [`verdict`]).
+    /// The rollout's compare-and-set decides (see `src/store/cql/verdict.rs`).
     async fn decide_canary(
         &self,
         key: &str,
@@ -1366,12 +1366,12 @@ impl ModelStore for CqlModelStore {
     }
 
     /// Each key's rows in one request (a single-partition unlogged batch), keys concurrently
-    /// (see [`quality`]).
+    /// (see `src/store/cql/quality.rs`).
     async fn write_quality(&self, rows: &[QualityRow]) -> Result<(), Error> {
         self.write_quality_rows(rows).await
     }
 
-    /// One slice of the key's partition per version read (see [`quality`]).
+    /// One slice of the key's partition per version read (see `src/store/cql/quality.rs`).
     async fn quality(
         &self,
         key: &str,

@@ -711,7 +711,7 @@ impl ModelStore for EmbeddedModelStore {
         .await
     }
 
-    /// One write transaction per [`WRITE_BATCH`] rows.
+    /// One write transaction per 10,000 rows (`WRITE_BATCH`).
     async fn write_quality(&self, rows: &[QualityRow]) -> Result<(), Error> {
         for chunk in rows.chunks(WRITE_BATCH) {
             let chunk = chunk.to_vec();

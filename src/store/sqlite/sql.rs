@@ -314,8 +314,7 @@ pub(super) fn read_rollout(conn: &Connection, key: &str) -> Result<Option<Rollou
             .optional()
         })
         .map_err(sqlite_error(context))?;
-    row.map(|(rollout, auto)| with_criteria(key, rollout, auto.as_deref()))
-        .transpose()
+    Ok(row.map(|(rollout, auto)| with_criteria(key, rollout, auto.as_deref())))
 }
 
 /// Sets `key`'s canary columns and appends the feed row (with the evidence of an automatic
