@@ -213,7 +213,12 @@ async fn the_status_page_shows_the_seed_keys_and_follows_an_activation() {
         writeln!(stdin, "{line}").unwrap();
     }
     // Paris records whose distances moved far past training's: its live quality flags drift.
-    for line in records.lines().filter(|l| l.contains("\"paris\"")).skip(20).take(30) {
+    for line in records
+        .lines()
+        .filter(|l| l.contains("\"paris\""))
+        .skip(20)
+        .take(30)
+    {
         let mut r: serde_json::Value = serde_json::from_str(line).unwrap();
         r["distance_km"] = serde_json::json!(r["distance_km"].as_f64().unwrap() * 40.0 + 100.0);
         writeln!(stdin, "{r}").unwrap();

@@ -268,15 +268,20 @@ impl Context {
         self.config.store.registry()
     }
 
-    /// The quality stage `[quality]` asks for: `None` when it is off.
-    pub(crate) fn quality(&self) -> anyhow::Result<Option<Arc<crate::quality::Quality>>> {
+    /// The quality stage `[quality]` asks for: `None` when it is off. With `labels` it
+    /// remembers predictions for labels from elsewhere than `[quality] labels_topic`.
+    pub(crate) fn quality(
+        &self,
+        labels: bool,
+    ) -> anyhow::Result<Option<Arc<crate::quality::Quality>>> {
         let config = &self.config.quality;
         config
             .check()
             .map_err(|problem| anyhow::anyhow!("invalid configuration: {problem}"))?;
-        Ok(config
-            .enabled
-            .then(|| crate::quality::Quality::new(config.clone())))
+        Ok(config.enabled.then(|| match labels {
+            true => crate::quality::Quality::with_labels(config.clone()),
+            false => crate::quality::Quality::new(config.clone()),
+        }))
     }
 
     /// The record format of `[records]`.

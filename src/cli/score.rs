@@ -78,7 +78,7 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
     let cancel = CancellationToken::new();
     let watcher = registry.spawn_watcher(cancel.clone());
     let metrics = Arc::new(Metrics::default());
-    let quality = ctx.quality()?;
+    let quality = ctx.quality(args.labels.is_some())?;
     if let Some(listen) = &args.ops_listen {
         ctx.start_ops(listen, &registry, &metrics, None, quality.as_ref(), &cancel)
             .await?;

@@ -41,7 +41,7 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
     let metrics = Arc::new(Metrics::default());
     let group = Arc::new(GroupState::default());
     let cancel = CancellationToken::new();
-    let quality = ctx.quality()?;
+    let quality = ctx.quality(false)?;
     let listen = args
         .ops_listen
         .unwrap_or_else(|| ctx.config.ops.listen.clone());

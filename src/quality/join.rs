@@ -110,9 +110,9 @@ pub struct Forgotten {
 #[derive(Debug)]
 pub struct Memory {
     entries: HashMap<Arc<str>, Entry>,
-    /// Ids in insertion order with their insertion numbers; an id whose entry has another
-    /// number was remembered again later and is skipped.
-    order: VecDeque<(Arc<str>, u64)>,
+    /// Ids in insertion order with their insertion numbers and times; an id whose entry has
+    /// another number was remembered again later and is skipped.
+    order: VecDeque<(Arc<str>, u64, i64)>,
     cap: usize,
     window_ms: i64,
     next_seq: u64,
@@ -161,7 +161,7 @@ impl Memory {
         let seq = self.next_seq;
         self.next_seq += 1;
         let id: Arc<str> = Arc::from(id);
-        self.order.push_back((Arc::clone(&id), seq));
+        self.order.push_back((Arc::clone(&id), seq, at_ms));
         let entry = Entry {
             at_ms,
             made,
@@ -174,7 +174,7 @@ impl Memory {
         if self.order.len() > 2 * self.cap.max(1024) {
             let entries = &self.entries;
             self.order
-                .retain(|(id, seq)| entries.get(id).is_some_and(|e| e.seq == *seq));
+                .retain(|(id, seq, _)| entries.get(id).is_some_and(|e| e.seq == *seq));
         }
     }
 
@@ -197,26 +197,25 @@ impl Memory {
         }
     }
 
-    /// Forgets predictions older than the join window at `now_ms`.
+    /// Forgets predictions older than the join window at `now_ms`. The queue's times are
+    /// in insertion order, so the common case (nothing to forget) reads the front only.
     pub fn expire(&mut self, now_ms: i64) {
-        while let Some((id, seq)) = self.order.front() {
-            match self.entries.get(id) {
-                Some(e) if e.seq == *seq => {
-                    if now_ms - e.at_ms <= self.window_ms {
-                        break;
-                    }
-                    self.pop_oldest(true);
-                }
-                _ => {
-                    self.order.pop_front();
-                }
+        while let Some((id, seq, at_ms)) = self.order.front() {
+            if now_ms - *at_ms <= self.window_ms {
+                break;
+            }
+            if self.entries.get(id).is_some_and(|e| e.seq == *seq) {
+                self.pop_oldest(true);
+            } else {
+                // Remembered again later: its newer place in the queue decides.
+                self.order.pop_front();
             }
         }
     }
 
     /// Removes the oldest live entry; false when there is none.
     fn pop_oldest(&mut self, expired: bool) -> bool {
-        while let Some((id, seq)) = self.order.pop_front() {
+        while let Some((id, seq, _)) = self.order.pop_front() {
             if self.entries.get(&id).is_some_and(|e| e.seq == seq) {
                 let e = self.entries.remove(&id).expect("just found");
                 if !e.joined {
@@ -293,6 +292,21 @@ mod tests {
         let forgotten = m.take_forgotten();
         assert_eq!(forgotten.len(), 2, "the prediction and its shadow");
         assert!(forgotten.iter().all(|(_, expired)| *expired));
+    }
+
+    #[test]
+    fn the_stale_place_of_a_record_scored_again_expires_nothing_live() {
+        let mut m = Memory::new(100, 50);
+        m.remember("again", 0, made(1.0), None);
+        m.remember("other", 10, made(2.0), None);
+        m.remember("again", 40, made(3.0), None);
+        // At 55 the first place of "again" (0) is past the window, but "again" was scored
+        // again at 40: only the stale place goes, and "other" (10) stays.
+        m.expire(55);
+        assert_eq!(m.len(), 2);
+        assert!(m.take_forgotten().is_empty());
+        assert!(matches!(m.join("other", 55), Joined::Matched { .. }));
+        assert!(matches!(m.join("again", 55), Joined::Matched { .. }));
     }
 
     #[test]

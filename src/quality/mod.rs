@@ -241,7 +241,8 @@ type KeyTracks = Vec<(i64, Arm, Track)>;
 #[derive(Debug)]
 struct State {
     memory: Memory,
-    tracks: HashMap<String, KeyTracks>,
+    /// By key; the key's `Arc` is shared with the predictions remembered for it.
+    tracks: HashMap<Arc<str>, KeyTracks>,
     tracked: usize,
     /// When idle windows were last looked for, ms.
     swept_ms: i64,
@@ -251,16 +252,29 @@ struct State {
 #[derive(Debug)]
 pub struct Quality {
     config: QualityConfig,
+    /// Whether labels will come: only then are predictions remembered for them.
+    labels: bool,
     fields: LabelFields,
     state: Mutex<State>,
     metrics: QualityMetrics,
 }
 
 impl Quality {
-    /// A quality stage with `config`.
+    /// A quality stage with `config`, expecting labels when it names a labels topic.
     pub fn new(config: QualityConfig) -> Arc<Quality> {
+        let labels = config.labels_topic.is_some();
+        Self::build(config, labels)
+    }
+
+    /// A quality stage with `config` that expects labels from elsewhere (`score --labels`).
+    pub fn with_labels(config: QualityConfig) -> Arc<Quality> {
+        Self::build(config, true)
+    }
+
+    fn build(config: QualityConfig, labels: bool) -> Arc<Quality> {
         let memory = Memory::new(config.max_remembered, config.join_window_ms());
         Arc::new(Quality {
+            labels,
             fields: config.label_fields(),
             state: Mutex::new(State {
                 memory,
@@ -271,6 +285,12 @@ impl Quality {
             config,
             metrics: QualityMetrics::default(),
         })
+    }
+
+    /// Whether labels are expected, so predictions are remembered for them. Without labels
+    /// only drift and dead letters are measured, at no memory cost per record.
+    pub fn expects_labels(&self) -> bool {
+        self.labels
     }
 
     /// The configuration.
@@ -392,7 +412,9 @@ impl Batch<'_> {
                     return None;
                 }
             }
-            state.tracks.insert(model.key.clone(), Vec::new());
+            state
+                .tracks
+                .insert(Arc::from(model.key.as_str()), Vec::new());
         }
         let tracks = state.tracks.get_mut(model.key.as_str()).expect("inserted");
         let at = match tracks
@@ -440,6 +462,15 @@ impl Batch<'_> {
         let now_ms = self.now_ms;
         if let Some(t) = self.track(model, arm) {
             t.dead_letter(now_ms);
+        }
+    }
+
+    /// `key` as a shared string: the one its windows are held under when there are (no
+    /// allocation), else a new one.
+    pub fn key(&self, key: &str) -> Arc<str> {
+        match self.state.tracks.get_key_value(key) {
+            Some((k, _)) => Arc::clone(k),
+            None => Arc::from(key),
         }
     }
 

@@ -46,7 +46,9 @@ pub fn emit<S: Sink>(
     sink: &mut S,
     quality: Option<&Quality>,
 ) -> Result<(), S::Error> {
-    let mut remember = quality.map(|q| q.batch(quality::now_ms()));
+    let mut remember = quality
+        .filter(|q| q.expects_labels())
+        .map(|q| q.batch(quality::now_ms()));
     let mut shadows = scoring.shadows.iter().peekable();
     for (i, outcome) in scoring.outcomes.iter().enumerate() {
         count(stats, outcome);
@@ -59,8 +61,9 @@ pub fn emit<S: Sink>(
                         let shadow = shadows
                             .peek()
                             .filter(|(at, _)| *at == i)
-                            .map(|(_, s)| made(s));
-                        q.remember(&id, made(s), shadow);
+                            .map(|(_, s)| made(q, s));
+                        let primary = made(q, s);
+                        q.remember(&id, primary, shadow);
                     }
                 }
                 format.encode(s, &source, &scoring.scored_at, buf);
@@ -81,16 +84,23 @@ pub fn emit<S: Sink>(
 /// origin (`line-N`, `TOPIC-PARTITION-OFFSET`).
 fn id_of(s: &Scored, origin: Origin<'_>) -> Option<String> {
     match &s.id {
-        Some(raw) => quality::labels::id_text(raw.get()),
+        Some(raw) => {
+            let text = raw.get();
+            // A string without escapes (the common id) is its text between the quotes.
+            match text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+                Some(inner) if !inner.contains('\\') => Some(inner.to_string()),
+                _ => quality::labels::id_text(text),
+            }
+        }
         None if origin == Origin::Unknown => None,
         None => Some(origin.to_string()),
     }
 }
 
 /// What the quality stage remembers of a scored record.
-fn made(s: &Scored) -> Made {
+fn made(q: &quality::Batch<'_>, s: &Scored) -> Made {
     Made {
-        key: s.model.key.as_str().into(),
+        key: q.key(&s.model.key),
         version: s.model.version,
         arm: if s.shadow {
             Arm::Shadow
