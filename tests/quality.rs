@@ -441,3 +441,66 @@ async fn a_drifting_feature_shows_in_the_metrics_the_status_and_the_store() {
     assert!(rows[0].max_feature_psi.unwrap() > 0.25);
     assert!(rows[0].feature_psi.as_deref().unwrap().contains("\"x\""));
 }
+
+#[tokio::test]
+async fn an_automatic_canary_that_does_not_build_is_rolled_back_with_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    store_with_two_versions(dir, 3.0);
+    // v3 written as a hand-written insert could: stored, never built (the CLI refuses to
+    // make it a canary, so the store is driven directly).
+    let store = EmbeddedModelStore::open(dir.join("models.db")).unwrap();
+    let mut broken = linear(1.0);
+    broken["model"]["coefficients"] = json!([1.0, 2.0]);
+    store
+        .insert_version("paris", Some(3), &broken.to_string())
+        .await
+        .unwrap();
+    let criteria = keyscore::store::AutoCriteria {
+        min_labelled: 100,
+        metric: "rmse".into(),
+        margin: 0.0,
+        max_dead_letter_rate: 0.01,
+        max_prediction_psi: 0.25,
+    };
+    store
+        .set_canary(
+            "paris",
+            Some(keyscore::store::Canary {
+                version: 3,
+                share: 0.5,
+                auto: Some(criteria),
+            }),
+        )
+        .await
+        .unwrap();
+    let (records, _) = records_and_labels(dir, 100, 0.0, 2.0);
+    let (_, err) = ok(keyscore(
+        dir,
+        &[
+            "score",
+            "--input",
+            records.to_str().unwrap(),
+            "--output",
+            "/dev/null",
+        ],
+    ));
+    assert!(
+        err.contains("automatic verdict: rolled back paris v3: canary v3 does not build"),
+        "{err}"
+    );
+    assert_eq!(active_version(dir), 1);
+    assert_eq!(
+        store.rollout("paris").await.unwrap().and_then(|r| r.canary),
+        None
+    );
+    let h = history(dir);
+    let ended = h
+        .iter()
+        .find(|e| e["action"] == "canary_end")
+        .expect("the canary ended");
+    assert!(
+        ended["evidence"].to_string().contains("build_failure"),
+        "{ended}"
+    );
+}

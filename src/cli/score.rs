@@ -155,7 +155,15 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
                 .collect();
             eprintln!("labels: {}", said.join(", "));
         }
-        match task::flush(q, registry.store().as_ref(), crate::quality::now_ms()).await {
+        let refused = registry.refused_canaries();
+        match task::flush_with(
+            q,
+            registry.store().as_ref(),
+            &refused,
+            crate::quality::now_ms(),
+        )
+        .await
+        {
             Ok(flushed) => {
                 if args.labels.is_some() || args.summary {
                     eprintln!(

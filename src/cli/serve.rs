@@ -69,7 +69,7 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
     // Live quality rows and automatic canary verdicts, written at the end of every slice.
     let quality_task = quality.map(|q| {
         scorer = scorer.clone().with_quality(Arc::clone(&q));
-        tokio::spawn(task::run(q, Arc::clone(registry.store()), cancel.clone()))
+        tokio::spawn(task::run(q, Arc::clone(&registry), cancel.clone()))
     });
     let result = KafkaPipeline::new(kafka.clone(), scorer)
         .with_group(group)

@@ -1,5 +1,6 @@
 //! The quality stage's periodic work: at the end of every slice, write each live window to the
-//! store as a [`QualityRow`](crate::store::QualityRow) and decide the automatic canaries.
+//! store as a [`QualityRow`](crate::store::QualityRow) and decide the automatic canaries (and
+//! roll back those whose version does not build, which no process can score).
 //!
 //! Cost per slice: one store write per tracked (key, version, arm) window (the rows of a key go
 //! to that key's own rows) and one rollout read per key with a canary window; nothing is done
@@ -19,10 +20,13 @@ use tracing::{info, warn};
 
 use super::{
     now_ms,
-    verdict::{decide, Decision},
+    verdict::{decide, refused, Decision, Evidence},
     Arm, Quality, VersionFigures,
 };
-use crate::store::{self, ModelStore, Verdict};
+use crate::{
+    registry::ModelRegistry,
+    store::{self, ModelStore, Verdict},
+};
 
 /// What one flush did.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -52,15 +56,90 @@ pub async fn flush(
     store: &dyn ModelStore,
     now_ms: i64,
 ) -> Result<Flushed, store::Error> {
+    flush_with(quality, store, &[], now_ms).await
+}
+
+/// [`flush`], also rolling back the automatic canaries among `refused`: (key, version, why)
+/// of canary versions this process refused because they do not build
+/// ([`ModelRegistry::refused_canaries`]).
+pub async fn flush_with(
+    quality: &Quality,
+    store: &dyn ModelStore,
+    refused: &[(String, i64, String)],
+    now_ms: i64,
+) -> Result<Flushed, store::Error> {
     let figures = quality.figures(now_ms);
     let by = store::actor();
     let rows: Vec<_> = figures.iter().map(|f| f.row(Some(&by))).collect();
     store.record_quality(&rows).await?;
-    let verdicts = decide_canaries(quality, store, &figures).await?;
+    let mut verdicts = roll_back_refused(quality, store, refused).await?;
+    verdicts.extend(decide_canaries(quality, store, &figures).await?);
     Ok(Flushed {
         rows: rows.len(),
         verdicts,
     })
+}
+
+/// Rolls back each automatic canary whose version does not build.
+async fn roll_back_refused(
+    quality: &Quality,
+    store: &dyn ModelStore,
+    refused_canaries: &[(String, i64, String)],
+) -> Result<Vec<Applied>, store::Error> {
+    if refused_canaries.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys: Vec<String> = refused_canaries.iter().map(|(k, _, _)| k.clone()).collect();
+    let rollouts = store.rollouts(&keys).await?;
+    let mut applied = Vec::new();
+    for ((key, version, why), rollout) in refused_canaries.iter().zip(rollouts) {
+        let Some(running) = rollout.and_then(|r| r.canary) else {
+            continue;
+        };
+        let Some(criteria) = running
+            .auto
+            .as_ref()
+            .filter(|_| running.version == *version)
+        else {
+            continue;
+        };
+        let evidence = refused(criteria, *version, why);
+        applied.extend(apply(quality, store, key, *version, Verdict::RollBack, evidence).await?);
+    }
+    Ok(applied)
+}
+
+/// Writes one verdict; what applied, when this call's write did.
+async fn apply(
+    quality: &Quality,
+    store: &dyn ModelStore,
+    key: &str,
+    version: i64,
+    verdict: Verdict,
+    evidence: Evidence,
+) -> Result<Option<Applied>, store::Error> {
+    let changed = store
+        .decide_canary(key, version, verdict, &evidence.json.to_string())
+        .await?;
+    if !changed.changed {
+        return Ok(None);
+    }
+    let promoted = matches!(verdict, Verdict::Promote);
+    let name = if promoted { "promoted" } else { "rolled_back" };
+    quality.metrics().verdicts.with_label_values(&[name]).inc();
+    info!(
+        key,
+        version,
+        verdict = name,
+        "automatic canary verdict: {}",
+        evidence.reason
+    );
+    Ok(Some(Applied {
+        key: key.to_string(),
+        version,
+        promoted,
+        reason: evidence.reason,
+    }))
 }
 
 /// Decides each canary with figures whose rollout asks for automatic verdicts.
@@ -106,39 +185,25 @@ async fn decide_canaries(
             Decision::Promote(e) => (Verdict::Promote, e),
             Decision::RollBack(e) => (Verdict::RollBack, e),
         };
-        let changed = store
-            .decide_canary(
+        applied.extend(
+            apply(
+                quality,
+                store,
                 &canary.key,
                 canary.version,
                 verdict,
-                &evidence.json.to_string(),
+                evidence,
             )
-            .await?;
-        if changed.changed {
-            let promoted = matches!(verdict, Verdict::Promote);
-            let name = if promoted { "promoted" } else { "rolled_back" };
-            quality.metrics().verdicts.with_label_values(&[name]).inc();
-            info!(
-                key = %canary.key,
-                version = canary.version,
-                verdict = name,
-                "automatic canary verdict: {}",
-                evidence.reason
-            );
-            applied.push(Applied {
-                key: canary.key.clone(),
-                version: canary.version,
-                promoted,
-                reason: evidence.reason,
-            });
-        }
+            .await?,
+        );
     }
     Ok(applied)
 }
 
 /// Flushes at the end of every slice until `cancel` fires, then once more. A store error is
 /// logged (once until the store answers again) and the next slice tries again; scoring goes on.
-pub async fn run(quality: Arc<Quality>, store: Arc<dyn ModelStore>, cancel: CancellationToken) {
+pub async fn run(quality: Arc<Quality>, registry: Arc<ModelRegistry>, cancel: CancellationToken) {
+    let store = registry.store();
     let slice = Duration::from_millis(quality.config().slice_ms() as u64);
     let mut failing = false;
     loop {
@@ -146,7 +211,8 @@ pub async fn run(quality: Arc<Quality>, store: Arc<dyn ModelStore>, cancel: Canc
             () = cancel.cancelled() => true,
             () = tokio::time::sleep(slice) => false,
         };
-        match flush(&quality, store.as_ref(), now_ms()).await {
+        let refused = registry.refused_canaries();
+        match flush_with(&quality, store.as_ref(), &refused, now_ms()).await {
             Ok(_) => {
                 if failing {
                     info!("model quality is written to the store again");

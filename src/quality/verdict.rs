@@ -120,6 +120,27 @@ pub fn decide(
     }
 }
 
+/// The evidence for rolling back canary `version`, which this process refused because it does
+/// not build (`why`).
+pub fn refused(criteria: &AutoCriteria, version: i64, why: &str) -> Evidence {
+    let reason = format!("canary v{version} does not build, so no process scores it: {why}");
+    Evidence {
+        json: json!({
+            "reason": reason,
+            "build_failure": why,
+            "metric": criteria.metric,
+            "criteria": {
+                "min_labelled": criteria.min_labelled,
+                "margin": criteria.margin,
+                "max_dead_letter_rate": criteria.max_dead_letter_rate,
+                "max_prediction_psi": criteria.max_prediction_psi,
+            },
+            "canary": {"version": version},
+        }),
+        reason,
+    }
+}
+
 fn arm_json(version: i64, f: &Figures, metric: &str) -> serde_json::Value {
     json!({
         "version": version,

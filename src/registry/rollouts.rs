@@ -40,6 +40,9 @@ pub struct KeyRollout {
     pub canary: Option<CanaryModel>,
     /// The shadow, if one runs and its version built.
     pub shadow: Option<Arc<ServedModel>>,
+    /// The canary version stored for the key that this process refused because it does not
+    /// build, with why: an automatic canary is rolled back for it.
+    pub refused_canary: Option<(i64, String)>,
 }
 
 /// Built rollouts per key; read on every batch, written by the watcher.
@@ -87,6 +90,20 @@ impl ModelRegistry {
         self.rollouts.keys()
     }
 
+    /// The canary versions refused because they do not build: (key, version, why), for every
+    /// key with a rollout entry (few: canaries are started by hand).
+    pub fn refused_canaries(&self) -> Vec<(String, i64, String)> {
+        self.rollouts
+            .keys()
+            .into_iter()
+            .filter_map(|key| {
+                let r = self.rollouts.get(&key)?;
+                let (version, why) = r.refused_canary.clone()?;
+                Some((key, version, why))
+            })
+            .collect()
+    }
+
     /// The canary and shadow versions this process applies to `key`, if any.
     pub fn rollout(&self, key: &str) -> Option<Arc<KeyRollout>> {
         self.rollouts
@@ -130,6 +147,7 @@ impl ModelRegistry {
             None if stored.is_empty() => return,
             _ => {}
         }
+        let mut refused_canary = None;
         let canary = match stored.canary {
             Some(c) => {
                 let reuse = current
@@ -139,7 +157,13 @@ impl ModelRegistry {
                     .map(|m| Arc::clone(&m.model));
                 match reuse {
                     Some(model) => Some(model),
-                    None => self.build_candidate(key, c.version, stored.revision).await,
+                    None => match self.build(key, c.version, stored.revision).await {
+                        Ok(model) => Some(model),
+                        Err(why) => {
+                            refused_canary = why.map(|why| (c.version, why));
+                            None
+                        }
+                    },
                 }
                 .map(|model| CanaryModel {
                     model,
@@ -181,6 +205,7 @@ impl ModelRegistry {
                 revision: stored.revision,
                 canary,
                 shadow,
+                refused_canary,
             },
         );
     }
@@ -193,6 +218,17 @@ impl ModelRegistry {
         version: i64,
         revision: i64,
     ) -> Option<Arc<ServedModel>> {
+        self.build(key, version, revision).await.ok()
+    }
+
+    /// [`Self::build_candidate`], saying why not: `Err(Some(why))` when the version does not
+    /// build, `Err(None)` when it is missing or could not be read.
+    async fn build(
+        &self,
+        key: &str,
+        version: i64,
+        revision: i64,
+    ) -> Result<Arc<ServedModel>, Option<String>> {
         let stored = match self.store.version(key, version).await {
             Ok(Some(stored)) => stored,
             Ok(None) => {
@@ -200,11 +236,11 @@ impl ModelRegistry {
                     key,
                     version, "Canary or shadow version does not exist; ignoring it."
                 );
-                return None;
+                return Err(None);
             }
             Err(err) => {
                 warn!(key, version, error = %ErrorChain(&err), "Reading a canary or shadow version failed.");
-                return None;
+                return Err(None);
             }
         };
         match build_served(store::ActiveModel {
@@ -213,15 +249,15 @@ impl ModelRegistry {
         })
         .await
         {
-            Ok(Ok(served)) => Some(Arc::new(served)),
+            Ok(Ok(served)) => Ok(Arc::new(served)),
             Ok(Err(err)) => {
                 self.stats.build_failures.inc();
                 error!(key, version, error = %ErrorChain(&err), "Refused canary or shadow version: it does not build; the active version keeps scoring.");
-                None
+                Err(Some(ErrorChain(&err).to_string()))
             }
             Err(err) => {
                 warn!(key, version, error = %ErrorChain(&err), "Building a canary or shadow version failed.");
-                None
+                Err(None)
             }
         }
     }
