@@ -187,6 +187,11 @@ fn a_truly_better_canary_is_promoted_with_its_evidence() {
     assert!(evidence["canary"]["labelled"].as_u64().unwrap() >= 200);
     assert!(evidence["active"]["labelled"].as_u64().unwrap() >= 200);
     assert_eq!(evidence["criteria"]["min_labelled"], 200);
+    let (text, _) = ok(keyscore(dir, &["history", "--key", "paris"]));
+    assert!(
+        text.contains("promoted v2 (was v1) (automatic: canary v2 rmse 0.0500 vs active v1"),
+        "{text}"
+    );
     // The verdict is one write: scoring the same records again decides nothing more.
     let (_, err) = ok(keyscore(
         dir,

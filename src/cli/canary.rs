@@ -96,7 +96,8 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
             };
             if !AutoCriteria::METRICS.contains(&metric.as_str()) || !fits {
                 bail!(
-                    "--metric {metric} cannot judge {key} v{}: a regressor is judged by rmse or                      mae, a classifier by log_loss, brier or accuracy; nothing changed",
+                    "--metric {metric} cannot judge {key} v{}: a regressor is judged by rmse or \
+             mae, a classifier by log_loss, brier or accuracy; nothing changed",
                     args.version
                 );
             }
@@ -150,7 +151,10 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
     );
     if let Some(c) = auto {
         println!(
-            "decided automatically: after {} labelled predictions of each version, promoted              when its {} is no worse than the active version's by more than {}; rolled back              when worse, or over {}% dead letters, or a prediction PSI over {}              (`keyscore quality --key {key}` shows the figures)",
+            "decided automatically: after {} labelled predictions of each version, promoted \
+             when its {} is no worse than the active version's by more than {}; rolled back \
+             when worse, or over {}% dead letters, or a prediction PSI over {} \
+             (`keyscore quality --key {key}` shows the figures)",
             c.min_labelled,
             c.metric,
             c.margin,

@@ -83,12 +83,17 @@ fn evidence_value(text: &str) -> serde_json::Value {
 const EVIDENCE_CHARS: usize = 80;
 
 /// A change in words: `activated v3 (was v2)`, `canary v4 on 10%`, ..., with `(automatic:
-/// EVIDENCE)` after a verdict.
+/// REASON)` after a verdict (the evidence's `reason`, else the start of the evidence).
 pub(crate) fn describe(e: &HistoryEntry) -> String {
     let what = describe_change(e);
     match &e.evidence {
         Some(evidence) => {
-            let compact = evidence_value(evidence).to_string();
+            let value = evidence_value(evidence);
+            // keyscore's verdicts say why in one line; show it whole.
+            if let Some(reason) = value.get("reason").and_then(|r| r.as_str()) {
+                return format!("{what} (automatic: {reason})");
+            }
+            let compact = value.to_string();
             let shown: String = compact.chars().take(EVIDENCE_CHARS).collect();
             let more = if shown.len() < compact.len() {
                 "..."
