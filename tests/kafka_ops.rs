@@ -173,6 +173,9 @@ async fn serve_applies_canary_and_shadow_and_reports_on_the_operations_endpoint(
         let (_, text) = get(&addr, "/metrics");
         if text.contains("keyscore_consumer_lag{")
             && text.contains(&format!("keyscore_shadow_records_out_total {}\n", N / 2))
+            && text.contains(&format!(
+                "keyscore_residence_seconds_count{{stage=\"acked\"}} {N}\n"
+            ))
         {
             break text;
         }
@@ -184,6 +187,10 @@ async fn serve_applies_canary_and_shadow_and_reports_on_the_operations_endpoint(
         format!("keyscore_records_out_total {N}"),
         format!("keyscore_records_canary_total {canaries}"),
         format!("keyscore_end_to_end_lag_seconds_count {N}"),
+        // keyscore's own residence time, poll to producer and poll to acknowledgement: one
+        // observation per record.
+        format!("keyscore_residence_seconds_count{{stage=\"handed\"}} {N}"),
+        format!("keyscore_residence_seconds_count{{stage=\"acked\"}} {N}"),
         "keyscore_partitions_assigned 2".to_string(),
         "keyscore_key_shadow_mean_abs_diff{key=\"rome\"} 3".to_string(),
     ] {

@@ -13,7 +13,9 @@ use std::{
 };
 
 use foldhash::{HashMap, HashMapExt};
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
+};
 
 use super::{record::Reason, report::Divergence};
 use crate::model::Prediction;
@@ -38,6 +40,13 @@ const WINDOW_SECS: usize = 10;
 /// Upper bounds (seconds) of the scoring-latency histogram buckets.
 pub const SCORING_BUCKETS: &[f64] = &[
     1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3, 1e-2, 0.1,
+];
+
+/// Upper bounds (seconds) of the residence-time histogram buckets: fine below a millisecond,
+/// where keyscore's own share of the latency lies.
+pub const RESIDENCE_BUCKETS: &[f64] = &[
+    2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
 ];
 
 /// Upper bounds (seconds) of the end-to-end lag histogram buckets.
@@ -222,6 +231,13 @@ pub struct Metrics {
     pub scoring: Histogram,
     /// Now minus the record's timestamp, when scored (Kafka records).
     pub lag: Histogram,
+    /// keyscore's own residence time of a Kafka record, from the poll that returned it: to its
+    /// output handed to the producer (`handed`) and to the broker's acknowledgement (`acked`).
+    pub residence: HistogramVec,
+    /// `residence{stage="handed"}`.
+    pub residence_handed: Histogram,
+    /// `residence{stage="acked"}`.
+    pub residence_acked: Histogram,
     keys: Mutex<HashMap<String, KeyActivity>>,
     recent_dead: Mutex<VecDeque<DeadNote>>,
 }
@@ -250,6 +266,17 @@ impl Default for Metrics {
             .iter()
             .map(|r| dead.with_label_values(&[r.as_str()]))
             .collect();
+        let residence = HistogramVec::new(
+            HistogramOpts::new(
+                "keyscore_residence_seconds",
+                "Time a Kafka record spends in keyscore: from the poll that returned it to \
+                     its output handed to the producer (stage=\"handed\") and to the broker's \
+                     acknowledgement of its output (stage=\"acked\").",
+            )
+            .buckets(RESIDENCE_BUCKETS.to_vec()),
+            &["stage"],
+        )
+        .expect("valid histogram buckets");
         Self {
             started: SystemTime::now(),
             records_in: counter("keyscore_records_in_total", "Input records read."),
@@ -299,6 +326,9 @@ impl Default for Metrics {
                 "Time from a record's timestamp to its scoring (Kafka records).",
                 LAG_BUCKETS,
             ),
+            residence_handed: residence.with_label_values(&["handed"]),
+            residence_acked: residence.with_label_values(&["acked"]),
+            residence,
             keys: Mutex::new(HashMap::new()),
             recent_dead: Mutex::new(VecDeque::new()),
         }
@@ -344,6 +374,7 @@ impl Metrics {
         registry.register(Box::new(self.by_level.clone()))?;
         registry.register(Box::new(self.scoring.clone()))?;
         registry.register(Box::new(self.lag.clone()))?;
+        registry.register(Box::new(self.residence.clone()))?;
         Ok(())
     }
 

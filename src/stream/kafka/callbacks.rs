@@ -106,13 +106,19 @@ impl Shared {
     }
 
     pub(super) fn acknowledge(&self, token: Token) {
-        let waiting = {
+        let (waiting, polled) = {
             let mut tracker = self.tracker();
-            if tracker.ack(token) {
+            let polled = tracker.ack(token);
+            if polled.is_some() {
                 self.acknowledged.fetch_add(1, Ordering::Relaxed);
             }
-            self.waiters.load(Ordering::Relaxed) > 0
+            (self.waiters.load(Ordering::Relaxed) > 0, polled)
         };
+        if let Some(polled) = polled {
+            self.metrics
+                .residence_acked
+                .observe(polled.elapsed().as_secs_f64());
+        }
         if waiting {
             self.changed.notify_all();
         }

@@ -10,7 +10,10 @@
 //! is tracked anew it gets a fresh slot id, so a late acknowledgement for a record of an earlier
 //! assignment is recognised and ignored.
 
-use std::collections::{HashMap, VecDeque};
+use std::{
+    collections::{HashMap, VecDeque},
+    time::Instant,
+};
 
 /// Identifies one registered record: its slot id in the high 24 bits, its sequence number
 /// within the slot in the low 40.
@@ -31,9 +34,9 @@ struct Slot {
     partition: i32,
     /// Sequence number of `entries[0]`.
     front_seq: u64,
-    /// Offsets of registered records not yet passed by the watermark, and whether each is
-    /// acknowledged.
-    entries: VecDeque<(i64, bool)>,
+    /// Offsets of registered records not yet passed by the watermark, whether each is
+    /// acknowledged, and when the poll returned it.
+    entries: VecDeque<(i64, bool, Instant)>,
     unacked: usize,
     /// The next offset to store (one past the last contiguously acknowledged record).
     next_store: Option<i64>,
@@ -53,9 +56,16 @@ pub(crate) struct Tracker {
 }
 
 impl Tracker {
-    /// Registers the record at `offset` of a partition; it counts as in flight until
-    /// acknowledged. Offsets of one partition must be registered in increasing order.
-    pub(crate) fn register(&mut self, topic: &str, partition: i32, offset: i64) -> Token {
+    /// Registers the record at `offset` of a partition, returned by a poll at `polled`; it
+    /// counts as in flight until acknowledged. Offsets of one partition must be registered in
+    /// increasing order.
+    pub(crate) fn register(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        polled: Instant,
+    ) -> Token {
         let id = match self.last.filter(|id| {
             self.slots
                 .get(id)
@@ -73,7 +83,7 @@ impl Tracker {
         };
         let slot = self.slots.get_mut(&id).expect("slot ids point at slots");
         let seq = slot.front_seq + slot.entries.len() as u64;
-        slot.entries.push_back((offset, false));
+        slot.entries.push_back((offset, false, polled));
         slot.unacked += 1;
         self.in_flight += 1;
         ((u64::from(id) << SEQ_BITS) | (seq & SEQ_MASK)) as Token
@@ -98,33 +108,28 @@ impl Tracker {
         id
     }
 
-    /// Acknowledges a record. Returns false when the token belongs to a partition no longer
-    /// tracked (revoked since), or was acknowledged before.
-    pub(crate) fn ack(&mut self, token: Token) -> bool {
+    /// Acknowledges a record; returns when the poll returned it. `None` when the token belongs
+    /// to a partition no longer tracked (revoked since), or was acknowledged before.
+    pub(crate) fn ack(&mut self, token: Token) -> Option<Instant> {
         let token = token as u64;
         let id = (token >> SEQ_BITS) as u32;
         let seq = token & SEQ_MASK;
-        let Some(slot) = self.slots.get_mut(&id) else {
-            return false;
-        };
-        let Some(index) = seq.checked_sub(slot.front_seq) else {
-            return false;
-        };
-        let Some(entry) = slot.entries.get_mut(index as usize) else {
-            return false;
-        };
+        let slot = self.slots.get_mut(&id)?;
+        let index = seq.checked_sub(slot.front_seq)?;
+        let entry = slot.entries.get_mut(index as usize)?;
         if entry.1 {
-            return false;
+            return None;
         }
         entry.1 = true;
+        let polled = entry.2;
         slot.unacked -= 1;
         self.in_flight -= 1;
-        while let Some(&(offset, true)) = slot.entries.front() {
+        while let Some(&(offset, true, _)) = slot.entries.front() {
             slot.entries.pop_front();
             slot.front_seq += 1;
             slot.next_store = Some(offset + 1);
         }
-        true
+        Some(polled)
     }
 
     /// The source topic, partition and offset of the record of `token`, while its partition
@@ -133,7 +138,7 @@ impl Tracker {
         let token = token as u64;
         let slot = self.slots.get(&((token >> SEQ_BITS) as u32))?;
         let index = (token & SEQ_MASK).checked_sub(slot.front_seq)?;
-        let (offset, acked) = slot.entries.get(index as usize)?;
+        let (offset, acked, _) = slot.entries.get(index as usize)?;
         (!acked).then_some((slot.topic.as_str(), slot.partition, *offset))
     }
 
@@ -193,12 +198,12 @@ mod tests {
     #[test]
     fn a_token_names_its_record_until_acknowledged() {
         let mut t = Tracker::default();
-        let a = t.register("in", 3, 41);
-        let b = t.register("in", 3, 42);
+        let a = t.register("in", 3, 41, Instant::now());
+        let b = t.register("in", 3, 42, Instant::now());
         assert_eq!(t.coordinates(b), Some(("in", 3, 42)));
-        assert!(t.ack(a));
+        assert!(t.ack(a).is_some());
         assert_eq!(t.coordinates(b), Some(("in", 3, 42)));
-        assert!(t.ack(b));
+        assert!(t.ack(b).is_some());
         assert_eq!(t.coordinates(b), None);
         assert_eq!(t.coordinates(usize::MAX >> 1), None);
     }
@@ -206,31 +211,33 @@ mod tests {
     #[test]
     fn stores_only_the_contiguous_acknowledged_prefix() {
         let mut t = Tracker::default();
-        let a: Vec<Token> = (10..15).map(|o| t.register("in", 0, o)).collect();
+        let a: Vec<Token> = (10..15)
+            .map(|o| t.register("in", 0, o, Instant::now()))
+            .collect();
         assert_eq!(t.in_flight(), 5);
-        assert!(t.ack(a[1]));
-        assert!(t.ack(a[2]));
+        assert!(t.ack(a[1]).is_some());
+        assert!(t.ack(a[2]).is_some());
         assert!(
             t.take_stores().is_empty(),
             "offset 10 is not acknowledged yet"
         );
-        assert!(t.ack(a[0]));
+        assert!(t.ack(a[0]).is_some());
         assert_eq!(t.take_stores(), vec![("in".to_string(), 0, 13)]);
         assert!(t.take_stores().is_empty(), "handed out once");
-        assert!(t.ack(a[4]));
+        assert!(t.ack(a[4]).is_some());
         assert!(t.take_stores().is_empty());
-        assert!(t.ack(a[3]));
+        assert!(t.ack(a[3]).is_some());
         assert_eq!(t.take_stores(), vec![("in".to_string(), 0, 15)]);
         assert_eq!(t.in_flight(), 0);
-        assert!(!t.ack(a[3]), "a second acknowledgement is refused");
+        assert!(t.ack(a[3]).is_none(), "a second acknowledgement is refused");
     }
 
     #[test]
     fn partitions_are_independent_and_gaps_in_offsets_are_fine() {
         let mut t = Tracker::default();
-        let x = t.register("in", 0, 5);
-        let y = t.register("in", 1, 100);
-        let z = t.register("in", 0, 9);
+        let x = t.register("in", 0, 5, Instant::now());
+        let y = t.register("in", 1, 100, Instant::now());
+        let z = t.register("in", 0, 9, Instant::now());
         assert_eq!(t.in_flight_of(&[tp("in", 0)]), 2);
         t.ack(y);
         t.ack(z);
@@ -242,18 +249,18 @@ mod tests {
     #[test]
     fn revoked_partitions_leave_the_count_and_ignore_late_acks() {
         let mut t = Tracker::default();
-        let old = t.register("in", 3, 1);
-        t.register("in", 4, 1);
+        let old = t.register("in", 3, 1, Instant::now());
+        t.register("in", 4, 1, Instant::now());
         t.remove(&[tp("in", 3)]);
         assert_eq!(t.in_flight(), 1);
-        let new = t.register("in", 3, 1);
+        let new = t.register("in", 3, 1, Instant::now());
         assert_ne!(old, new);
         assert!(
-            !t.ack(old),
+            t.ack(old).is_none(),
             "an acknowledgement from the earlier assignment"
         );
         assert_eq!(t.in_flight_of(&[tp("in", 3)]), 1);
-        assert!(t.ack(new));
+        assert!(t.ack(new).is_some());
         assert_eq!(t.take_stores(), vec![("in".to_string(), 3, 2)]);
     }
 
@@ -263,7 +270,7 @@ mod tests {
         #[test]
         fn stored_offset_is_the_acknowledged_prefix(order in Just((0..40usize).collect::<Vec<_>>()).prop_shuffle()) {
             let mut t = Tracker::default();
-            let tokens: Vec<Token> = (0..40).map(|o| t.register("in", 0, o)).collect();
+            let tokens: Vec<Token> = (0..40).map(|o| t.register("in", 0, o, Instant::now())).collect();
             let mut acked = [false; 40];
             let mut last = 0;
             for i in order {

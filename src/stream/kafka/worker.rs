@@ -327,6 +327,8 @@ impl Pipeline<'_> {
 
             // Collect a batch. The first poll waits; the rest take what is already fetched.
             let mut polled = consumer.poll(Duration::from_millis(if room == 0 { 0 } else { 100 }));
+            // When the poll returned the batch's first record: its residence starts there.
+            let mut first_polled = Instant::now();
             loop {
                 let now_epoch = self.shared.epoch();
                 if now_epoch != seen_epoch {
@@ -345,7 +347,12 @@ impl Pipeline<'_> {
                 }
                 match polled {
                     None => break,
-                    Some(Ok(m)) => batch.push(m),
+                    Some(Ok(m)) => {
+                        if batch.is_empty() {
+                            first_polled = Instant::now();
+                        }
+                        batch.push(m)
+                    }
                     Some(Err(KafkaError::MessageConsumptionFatal(code))) => {
                         return Err(Error::Consumer(code))
                     }
@@ -367,11 +374,11 @@ impl Pipeline<'_> {
                 // Records arrived: a broker connection is up.
                 self.shared.group.brokers_up();
                 match self.labels_topic.clone() {
-                    None => self.process(consumer, &batch, &[])?,
+                    None => self.process(consumer, &batch, &[], first_polled)?,
                     Some(labels) => {
                         let (labels, records): (Vec<_>, Vec<_>) =
                             batch.drain(..).partition(|m| m.topic() == labels.as_str());
-                        self.process(consumer, &records, &labels)?;
+                        self.process(consumer, &records, &labels, first_polled)?;
                     }
                 }
                 batch.clear();
@@ -443,12 +450,13 @@ impl Pipeline<'_> {
         consumer: &BaseConsumer<RebalanceContext>,
         batch: &[BorrowedMessage<'_>],
         labels: &[BorrowedMessage<'_>],
+        polled: Instant,
     ) -> Result<(), Error> {
         if !self.shared.exactly_once {
             if !batch.is_empty() {
-                self.produce(batch)?;
+                self.produce(batch, polled)?;
             }
-            self.join_labels(labels);
+            self.join_labels(labels, polled);
             return Ok(());
         }
         // One transaction: the batch's outputs and its input offsets. An abort discards both;
@@ -459,10 +467,10 @@ impl Pipeline<'_> {
             .map_err(Error::Transaction)
             .and_then(|()| match batch.is_empty() {
                 true => Ok(()),
-                false => self.produce(batch),
+                false => self.produce(batch, polled),
             })
             .and_then(|()| {
-                self.join_labels(labels);
+                self.join_labels(labels, polled);
                 let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
                 for m in batch.iter().chain(labels) {
                     let at = next.entry((m.topic(), m.partition())).or_default();
@@ -506,7 +514,7 @@ impl Pipeline<'_> {
 
     /// Joins each label to the prediction it judges. A label has no output: its offset may be
     /// stored at once (after the records consumed before it, which the tracker sees to).
-    fn join_labels(&mut self, labels: &[BorrowedMessage<'_>]) {
+    fn join_labels(&mut self, labels: &[BorrowedMessage<'_>], polled: Instant) {
         let Some(quality) = self.scorer.quality() else {
             return;
         };
@@ -521,7 +529,7 @@ impl Pipeline<'_> {
             let mut tracker = self.shared.tracker();
             labels
                 .iter()
-                .map(|m| tracker.register(m.topic(), m.partition(), m.offset()))
+                .map(|m| tracker.register(m.topic(), m.partition(), m.offset(), polled))
                 .collect()
         };
         for token in tokens {
@@ -529,8 +537,9 @@ impl Pipeline<'_> {
         }
     }
 
-    /// Scores a batch and hands one output per record to the producer, in input order.
-    fn produce(&mut self, batch: &[BorrowedMessage<'_>]) -> Result<(), Error> {
+    /// Scores a batch and hands one output per record to the producer, in input order; the
+    /// batch's first record was returned by the poll at `polled`.
+    fn produce(&mut self, batch: &[BorrowedMessage<'_>], polled: Instant) -> Result<(), Error> {
         let inputs: Vec<Input<'_>> = batch
             .iter()
             .map(|m| Input {
@@ -557,7 +566,7 @@ impl Pipeline<'_> {
             self.tokens.extend(
                 batch
                     .iter()
-                    .map(|m| tracker.register(m.topic(), m.partition(), m.offset())),
+                    .map(|m| tracker.register(m.topic(), m.partition(), m.offset(), polled)),
             );
         }
         self.report.consumed += batch.len() as u64;
@@ -582,6 +591,13 @@ impl Pipeline<'_> {
             &mut sink,
             self.scorer.quality().map(|q| &**q),
         )?;
+        // Every output of the batch is with the producer now.
+        let handed = polled.elapsed().as_secs_f64();
+        let residence = self.scorer.metrics().residence_handed.local();
+        for _ in batch {
+            residence.observe(handed);
+        }
+        residence.flush();
         Ok(())
     }
 }
