@@ -105,6 +105,23 @@ fn records_and_labels(dir: &Path, n: usize, lo: f64, hi: f64) -> (PathBuf, PathB
     (r, l)
 }
 
+/// Runs `keyscore score --labels` over `records` and `labels`; its stderr.
+fn score_with_labels(dir: &Path, records: &Path, labels: &Path) -> String {
+    let (_, err) = ok(keyscore(
+        dir,
+        &[
+            "score",
+            "--input",
+            records.to_str().unwrap(),
+            "--output",
+            "/dev/null",
+            "--labels",
+            labels.to_str().unwrap(),
+        ],
+    ));
+    err
+}
+
 fn history(dir: &Path) -> Vec<Value> {
     let (out, _) = ok(keyscore(
         dir,
@@ -149,18 +166,7 @@ fn a_truly_better_canary_is_promoted_with_its_evidence() {
     ));
     assert!(out.contains("decided automatically"), "{out}");
     let (records, labels) = records_and_labels(dir, 1000, 0.0, 2.0);
-    let (_, err) = ok(keyscore(
-        dir,
-        &[
-            "score",
-            "--input",
-            records.to_str().unwrap(),
-            "--output",
-            "/dev/null",
-            "--labels",
-            labels.to_str().unwrap(),
-        ],
-    ));
+    let err = score_with_labels(dir, &records, &labels);
     assert!(
         err.contains("labels: 1000 matched, 0 duplicate, 0 unknown, 0 malformed"),
         "{err}"
@@ -193,18 +199,7 @@ fn a_truly_better_canary_is_promoted_with_its_evidence() {
         "{text}"
     );
     // The verdict is one write: scoring the same records again decides nothing more.
-    let (_, err) = ok(keyscore(
-        dir,
-        &[
-            "score",
-            "--input",
-            records.to_str().unwrap(),
-            "--output",
-            "/dev/null",
-            "--labels",
-            labels.to_str().unwrap(),
-        ],
-    ));
+    let err = score_with_labels(dir, &records, &labels);
     assert!(!err.contains("automatic verdict"), "{err}");
     assert_eq!(
         history(dir)
@@ -239,18 +234,7 @@ fn a_truly_worse_canary_is_rolled_back_and_the_active_version_stays() {
         ],
     ));
     let (records, labels) = records_and_labels(dir, 1000, 0.0, 2.0);
-    let (_, err) = ok(keyscore(
-        dir,
-        &[
-            "score",
-            "--input",
-            records.to_str().unwrap(),
-            "--output",
-            "/dev/null",
-            "--labels",
-            labels.to_str().unwrap(),
-        ],
-    ));
+    let err = score_with_labels(dir, &records, &labels);
     assert!(
         err.contains("automatic verdict: rolled back paris v2"),
         "{err}"
@@ -316,18 +300,7 @@ fn late_duplicated_unknown_and_malformed_labels_are_counted_never_fatal() {
     labels.push_str("not json\n{\"label\": 1}\n{\"id\": \"r1\", \"label\": [1]}\n");
     let file = dir.join("labels.jsonl");
     std::fs::write(&file, labels).unwrap();
-    let (_, err) = ok(keyscore(
-        dir,
-        &[
-            "score",
-            "--input",
-            records.to_str().unwrap(),
-            "--output",
-            "/dev/null",
-            "--labels",
-            file.to_str().unwrap(),
-        ],
-    ));
+    let err = score_with_labels(dir, &records, &file);
     assert!(
         err.contains("labels: 10 matched, 1 duplicate, 2 unknown, 3 malformed"),
         "{err}"

@@ -94,7 +94,7 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
                     ["log_loss", "brier", "accuracy"].contains(&metric.as_str())
                 }
             };
-            if !AutoCriteria::METRICS.contains(&metric.as_str()) || !fits {
+            if !fits {
                 bail!(
                     "--metric {metric} cannot judge {key} v{}: a regressor is judged by rmse or \
              mae, a classifier by log_loss, brier or accuracy; nothing changed",

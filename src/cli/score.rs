@@ -10,7 +10,7 @@ use tokio::io::{AsyncWrite, BufReader};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    quality::{task, LabelResult},
+    quality::{now_ms, task, Quality},
     registry::ModelRegistry,
     stream::Metrics,
     stream::{file, Scorer},
@@ -136,34 +136,11 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
     }
     if let Some(q) = &quality {
         if let Some(path) = &args.labels {
-            let text = tokio::fs::read(path)
-                .await
-                .with_context(|| format!("reading labels from {}", path.display()))?;
-            let mut counts = [0u64; 4];
-            for line in text.split(|b| *b == b'\n') {
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                let result = q.label(line, crate::quality::now_ms());
-                let at = LabelResult::ALL.iter().position(|r| *r == result);
-                counts[at.expect("every result is listed")] += 1;
-            }
-            let said: Vec<String> = LabelResult::ALL
-                .iter()
-                .zip(counts)
-                .map(|(r, n)| format!("{n} {}", r.as_str()))
-                .collect();
-            eprintln!("labels: {}", said.join(", "));
+            let counts = join_labels(q, path).await?;
+            eprintln!("labels: {}", counts.summary());
         }
         let refused = registry.refused_canaries();
-        match task::flush_with(
-            q,
-            registry.store().as_ref(),
-            &refused,
-            crate::quality::now_ms(),
-        )
-        .await
-        {
+        match task::flush_with(q, registry.store().as_ref(), &refused, now_ms()).await {
             Ok(flushed) => {
                 if args.labels.is_some() || args.summary {
                     eprintln!(
@@ -196,6 +173,40 @@ pub(crate) async fn run(ctx: &super::Context, args: Args) -> anyhow::Result<()> 
         stats.dead_total(),
         args.max_dead_letter_ratio,
     )
+}
+
+/// Joins the labels of the JSON lines file `path`, read a chunk of lines at a time (memory
+/// stays bounded whatever the file's size).
+async fn join_labels(
+    quality: &Quality,
+    path: &std::path::Path,
+) -> anyhow::Result<crate::quality::LabelCounts> {
+    use tokio::io::AsyncBufReadExt as _;
+    const CHUNK: usize = 1024;
+    let reading = || format!("reading labels from {}", path.display());
+    let file = tokio::fs::File::open(path).await.with_context(reading)?;
+    let mut reader = BufReader::new(file);
+    let mut lines: Vec<Vec<u8>> = Vec::with_capacity(CHUNK);
+    let mut counts = crate::quality::LabelCounts::default();
+    loop {
+        let mut line = Vec::new();
+        let done = reader
+            .read_until(b'\n', &mut line)
+            .await
+            .with_context(reading)?
+            == 0;
+        if !line.iter().all(u8::is_ascii_whitespace) {
+            lines.push(line);
+        }
+        if lines.len() >= CHUNK || (done && !lines.is_empty()) {
+            let chunk = quality.labels(lines.iter().map(Vec::as_slice), now_ms());
+            counts = counts.add(&chunk);
+            lines.clear();
+        }
+        if done {
+            return Ok(counts);
+        }
+    }
 }
 
 /// The run's verdict: [`super::exit::NOTHING_SCORED`] when records were read and none scored,

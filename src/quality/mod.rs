@@ -76,13 +76,42 @@ pub fn prediction_value(prediction: &Prediction) -> f64 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LabelResult {
     /// Joined to its prediction.
-    Matched,
+    Matched = 0,
     /// Its id's label had already arrived.
-    Duplicate,
+    Duplicate = 1,
     /// No remembered prediction has its id.
-    Unknown,
+    Unknown = 2,
     /// Not a label record.
-    Malformed,
+    Malformed = 3,
+}
+
+/// Labels counted by what became of them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LabelCounts([u64; 4]);
+
+impl LabelCounts {
+    /// How many labels had `result`.
+    pub fn get(&self, result: LabelResult) -> u64 {
+        self.0[result as usize]
+    }
+
+    /// The sum of two counts.
+    pub fn add(&self, other: &LabelCounts) -> LabelCounts {
+        let mut sum = *self;
+        for (a, b) in sum.0.iter_mut().zip(other.0) {
+            *a += b;
+        }
+        sum
+    }
+
+    /// The counts as `3 matched, 0 duplicate, ...`.
+    pub fn summary(&self) -> String {
+        let said: Vec<String> = LabelResult::ALL
+            .iter()
+            .map(|r| format!("{} {}", self.get(*r), r.as_str()))
+            .collect();
+        said.join(", ")
+    }
 }
 
 impl LabelResult {
@@ -317,22 +346,33 @@ impl Quality {
         }
     }
 
-    /// Reads one label record arriving at `now_ms` and joins it.
-    pub fn label(&self, payload: &[u8], now_ms: i64) -> LabelResult {
-        let result = match labels::decode(payload, &self.fields) {
-            Err(_) => LabelResult::Malformed,
-            Ok(label) => {
-                let mut batch = self.batch(now_ms);
-                let result = batch.join(&label.id, &label.outcome, label.at_ms);
-                drop(batch);
-                result
+    /// Reads label records arriving at `now_ms` and joins each, taking the stage once for
+    /// all of them; counts what became of them.
+    pub fn labels<'p>(
+        &self,
+        payloads: impl IntoIterator<Item = &'p [u8]>,
+        now_ms: i64,
+    ) -> LabelCounts {
+        let mut counts = LabelCounts::default();
+        let mut batch = self.batch(now_ms);
+        for payload in payloads {
+            let result = match labels::decode(payload, &self.fields) {
+                Err(_) => LabelResult::Malformed,
+                Ok(label) => batch.join(&label.id, &label.outcome, label.at_ms),
+            };
+            counts.0[result as usize] += 1;
+        }
+        drop(batch);
+        for result in LabelResult::ALL {
+            let n = counts.get(result);
+            if n > 0 {
+                self.metrics
+                    .labels
+                    .with_label_values(&[result.as_str()])
+                    .inc_by(n);
             }
-        };
-        self.metrics
-            .labels
-            .with_label_values(&[result.as_str()])
-            .inc();
-        result
+        }
+        counts
     }
 
     /// Every held window's figures at `now_ms`, ordered by key, version and arm. Windows idle

@@ -179,7 +179,7 @@ impl ModelRegistry {
                 .filter(|m| m.version == v)
             {
                 Some(m) => Some(Arc::clone(m)),
-                None => self.build_candidate(key, v, stored.revision).await,
+                None => self.build(key, v, stored.revision).await.ok(),
             },
             None => None,
         };
@@ -210,19 +210,9 @@ impl ModelRegistry {
         );
     }
 
-    /// Reads and builds a canary or shadow version; `None` (logged and counted) when it is
-    /// missing or does not build.
-    async fn build_candidate(
-        &self,
-        key: &str,
-        version: i64,
-        revision: i64,
-    ) -> Option<Arc<ServedModel>> {
-        self.build(key, version, revision).await.ok()
-    }
-
-    /// [`Self::build_candidate`], saying why not: `Err(Some(why))` when the version does not
-    /// build, `Err(None)` when it is missing or could not be read.
+    /// Reads and builds a canary or shadow version (failures logged and counted), saying why
+    /// not: `Err(Some(why))` when the version does not build, `Err(None)` when it is missing
+    /// or could not be read.
     async fn build(
         &self,
         key: &str,

@@ -2,6 +2,8 @@
 //! outputs right after it, and every outcome counted once. The file, Kafka and demo pipelines
 //! differ only in where outputs go, so each is a [`Sink`] and [`emit`] does the rest.
 
+use std::borrow::Cow;
+
 use super::{
     record::{Origin, OutputFormat, Rejection, Source},
     report::RunStats,
@@ -82,18 +84,18 @@ pub fn emit<S: Sink>(
 
 /// The id a label names a scored record by: its own id's text, else the one made from its
 /// origin (`line-N`, `TOPIC-PARTITION-OFFSET`).
-fn id_of(s: &Scored, origin: Origin<'_>) -> Option<String> {
+fn id_of<'s>(s: &'s Scored, origin: Origin<'_>) -> Option<Cow<'s, str>> {
     match &s.id {
         Some(raw) => {
             let text = raw.get();
             // A string without escapes (the common id) is its text between the quotes.
             match text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
-                Some(inner) if !inner.contains('\\') => Some(inner.to_string()),
-                _ => quality::labels::id_text(text),
+                Some(inner) if !inner.contains('\\') => Some(Cow::Borrowed(inner)),
+                _ => quality::labels::id_text(text).map(Cow::Owned),
             }
         }
         None if origin == Origin::Unknown => None,
-        None => Some(origin.to_string()),
+        None => Some(Cow::Owned(origin.to_string())),
     }
 }
 

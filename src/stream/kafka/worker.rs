@@ -521,10 +521,10 @@ impl Pipeline<'_> {
         if labels.is_empty() {
             return;
         }
-        let now_ms = crate::quality::now_ms();
-        for m in labels {
-            quality.label(m.payload().unwrap_or_default(), now_ms);
-        }
+        quality.labels(
+            labels.iter().map(|m| m.payload().unwrap_or_default()),
+            crate::quality::now_ms(),
+        );
         let tokens: Vec<Token> = {
             let mut tracker = self.shared.tracker();
             labels
