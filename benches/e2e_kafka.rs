@@ -4,7 +4,7 @@
 //! acknowledge, store offsets) that the micro-benchmarks in `benches/{models,registry,codec}.rs`
 //! cannot see. In one run it:
 //!
-//! 1. starts Tansu (in-memory storage) and pre-fills an input topic with synthetic delivery
+//! 1. starts Tansu (in-memory storage unless `--engine` says otherwise) and pre-fills an input topic with synthetic delivery
 //!    records (~460-byte JSON, 16 numeric features, keyed by city);
 //! 2. writes 16-feature model specs for eight cities (linear; random forest of 100 trees of
 //!    depth 8; MLP 16-64-64-1) and uploads them with `keyscore upload` into fresh embedded
@@ -21,11 +21,15 @@
 //! Not part of `cargo test` (`test = false` in `Cargo.toml`): it takes minutes. Run it with
 //! `benches/e2e/run.sh` or `cargo bench --bench e2e_kafka -- --help`.
 
+// Shared with benches/e2e_latency.rs; each target uses part of it.
+#[allow(dead_code)]
+#[path = "e2e/common.rs"]
+mod common;
+
 use std::{
     collections::BTreeMap,
     fmt::Write as _,
     io::Write as _,
-    net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{
@@ -37,20 +41,20 @@ use std::{
 
 use anyhow::{bail, ensure, Context as _};
 use clap::Parser;
+use common::{
+    client, clock_ticks, cpu_seconds, create_topics, kafka_config, passthrough_child, percentiles,
+    run_keyscore, send_retrying, spawn_passthrough, terminate, unique, Delivered, Engine,
+    Percentiles, Tansu,
+};
 use keyscore::{
-    stream::kafka::KafkaConfig,
     stream::kafka::{headers, options},
     synth::{Generator, Xoshiro256StarStar as Rng, CITIES, FEATURES},
 };
 use rdkafka::{
-    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
-    client::DefaultClientContext,
     consumer::{BaseConsumer, Consumer},
-    error::KafkaError,
     message::{Headers, Message},
     producer::{BaseProducer, BaseRecord, Producer},
-    types::RDKafkaErrorCode,
-    ClientConfig, Offset, TopicPartitionList,
+    Offset, TopicPartitionList,
 };
 use serde_json::json;
 
@@ -101,6 +105,13 @@ struct Args {
     /// Write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Tansu's storage engine (`sqlite` and `postgres` need the build of
+    /// `benches/e2e/install-tansu-engines.sh`).
+    #[arg(long, value_enum, default_value = "memory")]
+    engine: Engine,
+    /// A PostgreSQL setting `name=value` for the postgres engine's private server (repeatable).
+    #[arg(long)]
+    pg_setting: Vec<String>,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -313,107 +324,8 @@ fn prepare_store(
     Ok(url)
 }
 
-fn run_keyscore(keyscore: &Path, args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new(keyscore)
-        .args(args)
-        .output()
-        .with_context(|| format!("running {}", keyscore.display()))?;
-    ensure!(
-        out.status.success(),
-        "keyscore {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
-}
-
 // ---------------------------------------------------------------------------------------------
-// Broker and topics
-
-struct Tansu {
-    child: Child,
-    port: u16,
-}
-
-impl Tansu {
-    fn start(dir: &Path) -> anyhow::Result<Tansu> {
-        let bin = match std::env::var_os("KEYSCORE_TANSU") {
-            Some(p) => PathBuf::from(p),
-            None => {
-                let tools = std::env::var_os("KEYSCORE_TOOLS")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| {
-                        PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                            .join(".cache/keyscore/tools")
-                    });
-                tools.join("bin/tansu")
-            }
-        };
-        ensure!(
-            bin.exists(),
-            "the Tansu broker is not installed at {}: run tests/tools/install-tansu.sh (or set KEYSCORE_TANSU)",
-            bin.display()
-        );
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let log = std::fs::File::create(dir.join("tansu.log"))?;
-        let child = Command::new(&bin)
-            .arg("broker")
-            .args(["--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/"])
-            .current_dir(dir)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        let tansu = Tansu { child, port };
-        let probe: BaseConsumer = client(&tansu.bootstrap()).create()?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while probe.fetch_metadata(None, Duration::from_secs(1)).is_err() {
-            ensure!(Instant::now() < deadline, "Tansu did not come up in 30 s");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Ok(tansu)
-    }
-
-    fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Tansu {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn client(bootstrap: &str) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", bootstrap);
-    c
-}
-
-fn create_topics(bootstrap: &str, topics: &[&str], partitions: i32) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = client(bootstrap).create()?;
-    let new: Vec<NewTopic<'_>> = topics
-        .iter()
-        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
-        .collect();
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let results = futures::executor::block_on(admin.create_topics(&new, &opts))?;
-    for r in results {
-        if let Err((t, e)) = r {
-            bail!("creating topic {t}: {e}");
-        }
-    }
-    Ok(())
-}
+// Topics
 
 /// Reads the sum of a topic's high watermarks.
 struct Watermarks {
@@ -501,55 +413,6 @@ fn first_dead_letter(bootstrap: &str, topic: &str) -> anyhow::Result<(u64, Strin
     Ok((n, why))
 }
 
-/// Sends with backpressure: waits for room when librdkafka's queue is full.
-fn send_retrying<C: rdkafka::producer::ProducerContext>(
-    producer: &BaseProducer<C>,
-    mut record: BaseRecord<'_, str, [u8], C::DeliveryOpaque>,
-) -> anyhow::Result<()> {
-    loop {
-        match producer.send(record) {
-            Ok(()) => return Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                record = back;
-                producer.poll(Duration::from_millis(5));
-            }
-            Err((err, _)) => bail!("producing: {err}"),
-        }
-    }
-}
-
-fn kafka_config(bootstrap: &str, group: &str, input: &str, output: &str) -> KafkaConfig {
-    KafkaConfig {
-        bootstrap_servers: bootstrap.to_string(),
-        group_id: group.to_string(),
-        input_topics: vec![input.to_string()],
-        output_topic: output.to_string(),
-        dead_letter_topic: format!("{output}-dead"),
-        create_topics: false,
-        ..KafkaConfig::default()
-    }
-}
-
-/// Counts failed deliveries.
-#[derive(Default)]
-struct Delivered {
-    failed: AtomicU64,
-    error: Mutex<String>,
-}
-
-impl rdkafka::ClientContext for Delivered {}
-
-impl rdkafka::producer::ProducerContext for Delivered {
-    type DeliveryOpaque = ();
-
-    fn delivery(&self, result: &rdkafka::producer::DeliveryResult<'_>, _: ()) {
-        if let Err((err, _)) = result {
-            self.failed.fetch_add(1, Ordering::Relaxed);
-            *self.error.lock().expect("error lock") = err.to_string();
-        }
-    }
-}
-
 /// Pre-fills `topic` with `n` records keyed by city, with keyscore's producer settings.
 fn prefill(bootstrap: &str, topic: &str, n: u64) -> anyhow::Result<(f64, f64)> {
     let cfg = kafka_config(bootstrap, "unused", topic, topic);
@@ -580,93 +443,7 @@ fn prefill(bootstrap: &str, topic: &str, n: u64) -> anyhow::Result<(f64, f64)> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The passthrough: keyscore's consumer and producer settings, no parsing or scoring.
-
-fn passthrough_child(spec: &str) -> anyhow::Result<()> {
-    let parts: Vec<&str> = spec.split(',').collect();
-    let [bootstrap, input, output, group] = parts[..] else {
-        bail!("--passthrough-child wants BOOTSTRAP,INPUT,OUTPUT,GROUP");
-    };
-    let cfg = kafka_config(bootstrap, group, input, output);
-    let consumer: BaseConsumer = options::consumer_config(&cfg).create()?;
-    let producer: BaseProducer = options::producer_config(&cfg).create()?;
-    consumer.subscribe(&[input])?;
-    // Runs until the bench terminates it.
-    let mut n = 0u64;
-    loop {
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                let mut rec: BaseRecord<'_, [u8], [u8]> =
-                    BaseRecord::to(output).payload(m.payload().unwrap_or_default());
-                if let Some(k) = m.key() {
-                    rec = rec.key(k);
-                }
-                loop {
-                    match producer.send(rec) {
-                        Ok(()) => break,
-                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                            rec = back;
-                            producer.poll(Duration::from_millis(2));
-                        }
-                        Err((err, _)) => bail!("producing: {err}"),
-                    }
-                }
-                n += 1;
-                if n % 256 == 0 {
-                    producer.poll(Duration::ZERO);
-                }
-            }
-            Some(Err(err)) => eprintln!("passthrough: consumer error: {err}"),
-            None => {
-                producer.poll(Duration::ZERO);
-            }
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
 // Measuring a scorer process
-
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-/// User plus system CPU seconds of a process, all threads, from `/proc/<pid>/stat`.
-fn cpu_seconds(pid: u32, ticks: f64) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return f64::NAN;
-    };
-    let after = &stat[stat.rfind(')').map_or(0, |i| i + 1)..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let t = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (t(11) + t(12)) / ticks
-}
-
-fn terminate(child: &mut Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-}
 
 #[derive(Debug, Clone, serde::Serialize)]
 struct Throughput {
@@ -812,13 +589,6 @@ impl Env {
     }
 }
 
-fn unique() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_millis()
-}
-
 fn throughput_run(
     env: &Env,
     run: &str,
@@ -828,11 +598,7 @@ fn throughput_run(
 ) -> anyhow::Result<Throughput> {
     let output = env.fresh_output(&format!("out-{run}"))?;
     let child = match run {
-        "passthrough" => Command::new(std::env::current_exe()?)
-            .arg("--passthrough-child")
-            .arg(format!("{},{input},{output},g-{output}", env.bootstrap))
-            .stdin(Stdio::null())
-            .spawn()?,
+        "passthrough" => spawn_passthrough(&env.bootstrap, input, &output, None)?,
         kind => env.spawn_serve(kind, input, &output)?,
     };
     let result = measure(
@@ -889,33 +655,6 @@ fn python_run(
 
 // ---------------------------------------------------------------------------------------------
 // Latency at a fixed offered load, with a hot swap in the middle
-
-#[derive(Debug, Clone, serde::Serialize)]
-struct Percentiles {
-    count: usize,
-    p50_ms: f64,
-    p99_ms: f64,
-    p999_ms: f64,
-    max_ms: f64,
-}
-
-fn percentiles(mut v: Vec<i64>) -> Percentiles {
-    v.sort_unstable();
-    let q = |p: f64| {
-        if v.is_empty() {
-            return f64::NAN;
-        }
-        let i = ((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1;
-        v[i] as f64 / 1000.0
-    };
-    Percentiles {
-        count: v.len(),
-        p50_ms: q(0.5),
-        p99_ms: q(0.99),
-        p999_ms: q(0.999),
-        max_ms: v.last().map_or(f64::NAN, |x| *x as f64 / 1000.0),
-    }
-}
 
 #[derive(Debug, Clone, serde::Serialize)]
 struct Latency {
@@ -1250,7 +989,7 @@ fn main() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path().to_path_buf();
     eprintln!("e2e: working in {}", dir.display());
-    let tansu = Tansu::start(&dir)?;
+    let tansu = Tansu::start(&dir, args.engine, &args.pg_setting)?;
     let bootstrap = tansu.bootstrap();
 
     let sample = feature_sample(4096);
