@@ -107,6 +107,10 @@ struct Args {
     /// bench's hop adds no batching delay of its own.
     #[arg(long, default_value_t = 0)]
     bench_linger_ms: u32,
+    /// A run stops sending once its sender is this many seconds behind schedule (the broker or
+    /// the scorer cannot take the rate); what was sent is still measured.
+    #[arg(long, default_value_t = 30)]
+    give_up_behind_seconds: u64,
     /// Start a fresh broker for every run instead of one per engine and rate (the memory
     /// engine keeps every topic in memory and slows as it grows).
     #[arg(long)]
@@ -590,6 +594,9 @@ struct Run {
     mode: Mode,
     rate: u64,
     seconds: u64,
+    /// Records due in the run (rate times seconds).
+    offered: u64,
+    /// Records sent: fewer than offered when the sender gave up.
     sent: u64,
     received: u64,
     duplicates: u64,
@@ -817,9 +824,19 @@ fn run_one(
     let mut max_behind = Duration::ZERO;
     let slice = Duration::from_secs(args.slice_seconds.max(1));
     let mut next_report = slice;
+    let give_up = Duration::from_secs(args.give_up_behind_seconds);
+    let mut sent = total;
     for i in 0..total {
         let due = Duration::from_nanos(i * 1_000_000_000 / rate);
         let now = Instant::now();
+        if now > start + due + give_up {
+            eprintln!(
+                "  giving up at {i} of {total} records: the sender is more than {} s behind",
+                give_up.as_secs()
+            );
+            sent = i;
+            break;
+        }
         if now < start + due {
             // Sleep rather than spin: the two cores are the broker's and the scorer's. Waking
             // late only delays sends, which the latency (from the due time) includes.
@@ -867,7 +884,7 @@ fn run_one(
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut next_flush = Instant::now() + Duration::from_secs(5);
     let mut flushes = 0u64;
-    while live.distinct.load(Ordering::Relaxed) < total && Instant::now() < deadline {
+    while live.distinct.load(Ordering::Relaxed) < sent && Instant::now() < deadline {
         if Instant::now() >= next_flush {
             received_at_flush.get_or_insert(live.distinct.load(Ordering::Relaxed));
             for (p, city) in CITIES.iter().enumerate() {
@@ -915,10 +932,10 @@ fn run_one(
         None => None,
     };
     let received = samples.len() as u64;
-    if received < total {
+    if received < sent {
         eprintln!(
-            "  {} of {total} records did not come through (see the logs in {})",
-            total - received,
+            "  {} of {sent} records sent did not come through (see the logs in {})",
+            sent - received,
             ctx.dir.display()
         );
     }
@@ -980,20 +997,21 @@ fn run_one(
         mode,
         rate,
         seconds,
-        sent: total,
+        offered: total,
+        sent,
         received,
         duplicates,
         received_after_flush: received_at_flush.map_or(0, |at| received.saturating_sub(at)),
         producer_max_behind_ms: max_behind.as_secs_f64() * 1000.0,
-        scorer_cpu_us_per_record: (cpu1.0 - cpu0.0) * 1e6 / total as f64,
-        broker_cpu_us_per_record: (cpu1.1 - cpu0.1) * 1e6 / total as f64,
+        scorer_cpu_us_per_record: (cpu1.0 - cpu0.0) * 1e6 / sent.max(1) as f64,
+        broker_cpu_us_per_record: (cpu1.1 - cpu0.1) * 1e6 / sent.max(1) as f64,
         latency: percentiles(after_warmup.iter().map(|s| lat(s)).collect()),
         slices,
         swap,
         residence,
     };
     eprintln!(
-        "  {}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} of {} received)",
+        "  {}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} of {} sent received)",
         mode.label(),
         run.latency.p50_ms,
         run.latency.p99_ms,
@@ -1058,11 +1076,16 @@ fn markdown(args: &Args, runs: &[&Run]) -> String {
         let l = &r.latency;
         writeln!(
             s,
-            "| {} | {} | {} of {}{} | {} | {} | {} | {} | {} | {:.1} | {} | {} |",
+            "| {} | {} | {} of {}{}{} | {} | {} | {} | {} | {} | {:.1} | {} | {} |",
             run_label(args, r.mode),
             r.mode.hops(),
             r.received,
             r.sent,
+            if r.sent < r.offered {
+                format!(" (gave up: {} offered)", r.offered)
+            } else {
+                String::new()
+            },
             if r.received_after_flush > 0 {
                 format!(" ({} after flushing)", r.received_after_flush)
             } else {

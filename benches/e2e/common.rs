@@ -206,10 +206,19 @@ impl Tansu {
         let deadline = Instant::now() + Duration::from_secs(30);
         while probe.fetch_metadata(None, Duration::from_secs(1)).is_err() {
             if let Some(status) = tansu.child.try_wait()? {
+                let log = tail(&tansu.log, 20);
+                let hint = if log.contains("FeatureNotEnabled") {
+                    format!(
+                        "\n{} was built without the {} engine: run {ENGINES_SCRIPT}",
+                        bin.display(),
+                        engine.name()
+                    )
+                } else {
+                    String::new()
+                };
                 bail!(
-                    "Tansu ({} engine) exited at start ({status}); its log:\n{}",
-                    engine.name(),
-                    tail(&tansu.log, 20)
+                    "Tansu ({} engine) exited at start ({status}); its log:\n{log}{hint}",
+                    engine.name()
                 );
             }
             ensure!(
@@ -295,15 +304,19 @@ struct Postgres {
 }
 
 impl Postgres {
-    /// PostgreSQL's programs: `$KEYSCORE_PG_BIN`, else `initdb` on the `PATH`, else the newest
-    /// of Debian's `/usr/lib/postgresql/*/bin`.
+    /// PostgreSQL's programs (`initdb`, `pg_ctl`, `psql`): `$KEYSCORE_PG_BIN`, else the
+    /// directory of `initdb` on the `PATH` (links followed), else the newest of Debian's
+    /// `/usr/lib/postgresql/*/bin`.
     fn bin_dir() -> anyhow::Result<PathBuf> {
         if let Some(p) = std::env::var_os("KEYSCORE_PG_BIN") {
             return Ok(PathBuf::from(p));
         }
         for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
-            if dir.join("initdb").exists() && dir.join("pg_ctl").exists() {
-                return Ok(dir);
+            // Through symbolic links, to the directory holding all of PostgreSQL's programs.
+            if let Ok(initdb) = std::fs::canonicalize(dir.join("initdb")) {
+                if let Some(bin) = initdb.parent().filter(|b| b.join("pg_ctl").exists()) {
+                    return Ok(bin.to_path_buf());
+                }
             }
         }
         let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
