@@ -4,8 +4,8 @@
 //! acknowledge, store offsets) that the micro-benchmarks in `benches/{models,registry,codec}.rs`
 //! cannot see. In one run it:
 //!
-//! 1. starts Tansu (in-memory storage unless `--engine` says otherwise) and pre-fills an input topic with synthetic delivery
-//!    records (~460-byte JSON, 16 numeric features, keyed by city);
+//! 1. starts Tansu (in-memory storage unless `--engine` says otherwise) and pre-fills an input
+//!    topic with synthetic delivery records (~460-byte JSON, 16 numeric features, keyed by city);
 //! 2. writes 16-feature model specs for eight cities (linear; random forest of 100 trees of
 //!    depth 8; MLP 16-64-64-1) and uploads them with `keyscore upload` into fresh embedded
 //!    stores;
