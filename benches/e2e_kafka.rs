@@ -980,12 +980,21 @@ fn markdown(report: &Report) -> String {
     s
 }
 
+/// The allocator keyscore runs with, so the passthrough child (this binary) compares like with
+/// like: librdkafka's messages are allocated and freed through it too.
+#[cfg(target_os = "linux")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if let Some(spec) = &args.passthrough_child {
         return passthrough_child(spec);
     }
-    let keyscore = PathBuf::from(env!("CARGO_BIN_EXE_keyscore"));
+    // KEYSCORE_BIN runs another build of keyscore (an A/B of two builds, say).
+    let keyscore = std::env::var_os("KEYSCORE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_keyscore")));
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path().to_path_buf();
     eprintln!("e2e: working in {}", dir.display());

@@ -1204,6 +1204,12 @@ fn markdown(args: &Args, runs: &[&Run]) -> String {
     s
 }
 
+/// The allocator keyscore runs with, so the passthrough child (this binary) compares like with
+/// like: librdkafka's messages are allocated and freed through it too.
+#[cfg(target_os = "linux")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if let Some(spec) = &args.passthrough_child {

@@ -1,6 +1,13 @@
 //! The `keyscore` command line: parse, set up logging, dispatch.
 use clap::Parser;
 
+/// jemalloc for Rust and, unprefixed, for librdkafka's C allocations: messages allocated on the
+/// pipeline thread and freed on the producer's polling thread do not contend on glibc's arena
+/// locks.
+#[cfg(target_os = "linux")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = keyscore::cli::Cli::parse();
     keyscore::telemetry::init(cli.log_format, cli.default_log_level());

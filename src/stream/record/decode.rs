@@ -91,7 +91,13 @@ pub fn decode<'a>(
     format: &RecordFormat,
     message_key: Option<&[u8]>,
 ) -> Result<Decoded<'a>, Rejection> {
-    let fields = match serde_json::from_slice::<Fields<'a>>(payload) {
+    // UTF-8 is checked once for the whole payload (a fast scan for ASCII text), so the parser
+    // reads a `str` and does not check each string and raw value again.
+    let parsed = match std::str::from_utf8(payload) {
+        Ok(text) => serde_json::from_str::<Fields<'a>>(text).map_err(drop),
+        Err(_) => Err(()),
+    };
+    let fields = match parsed {
         Ok(Fields(fields)) => fields,
         // The error path re-reads the payload to say exactly what is wrong with it.
         Err(_) => {
