@@ -25,6 +25,8 @@
 #[allow(dead_code)]
 #[path = "e2e/common.rs"]
 mod common;
+#[path = "e2e/residence.rs"]
+mod residence;
 
 use std::{
     collections::BTreeMap,
@@ -42,9 +44,9 @@ use std::{
 use anyhow::{bail, ensure, Context as _};
 use clap::Parser;
 use common::{
-    client, clock_ticks, cpu_seconds, create_topics, kafka_config, passthrough_child, percentiles,
-    run_keyscore, send_retrying, spawn_passthrough, terminate, unique, Delivered, Engine,
-    Percentiles, Tansu,
+    client, clock_ticks, cpu_seconds, create_topics, free_port, kafka_config, passthrough_child,
+    percentiles, run_keyscore, send_retrying, spawn_passthrough, terminate, unique, Delivered,
+    Engine, Percentiles, Tansu,
 };
 use keyscore::{
     stream::kafka::{headers, options},
@@ -56,6 +58,7 @@ use rdkafka::{
     producer::{BaseProducer, BaseRecord, Producer},
     Offset, TopicPartitionList,
 };
+use residence::{residence, scrape_residence, Residence};
 use serde_json::json;
 
 #[derive(Debug, Parser)]
@@ -494,8 +497,11 @@ fn measure(
         if count != changed.1 {
             changed = (now, count, cpu, bcpu);
         }
-        let settled =
-            count + 1000 * partitions as u64 >= target && now - changed.0 >= Duration::from_secs(2);
+        // Watermarks that stop moving further short (seen at times) are read out after 10 s.
+        let still = now - changed.0;
+        let settled = count > 0
+            && (count + 1000 * partitions as u64 >= target && still >= Duration::from_secs(2)
+                || still >= Duration::from_secs(10));
         let timed_out = first.is_some_and(|f| now - f.0 >= max)
             || spawned.elapsed() >= max + Duration::from_secs(120);
         if count >= target || settled {
@@ -509,7 +515,7 @@ fn measure(
     terminate(&mut child);
     let (t0, n0, c0, b0) = first.context("no output at all")?;
     let (t1, mut n1, c1, b1) = last;
-    if n1 < target && n1 + 1000 * partitions as u64 >= target {
+    if n1 < target {
         let read = count_topic(marks.bootstrap(), output, partitions)?;
         eprintln!("{name}: watermarks say {n1}, reading the topic counts {read}");
         n1 = read;
@@ -555,26 +561,50 @@ struct Env {
 }
 
 impl Env {
-    fn serve_config(&self, store: &str, group: &str, input: &str, output: &str) -> PathBuf {
+    /// A serve config; with `ops`, keyscore's ops endpoint (`/metrics`) listens there.
+    fn serve_config(
+        &self,
+        store: &str,
+        group: &str,
+        input: &str,
+        output: &str,
+        ops: Option<&str>,
+    ) -> PathBuf {
         let path = self.dir.join(format!("{output}.toml"));
-        let text = format!(
+        let mut text = format!(
             "[store]\nurl = \"{store}\"\n\n[kafka]\nbootstrap_servers = \"{}\"\ngroup_id = \"{group}\"\n\
              input_topics = [\"{input}\"]\noutput_topic = \"{output}\"\ndead_letter_topic = \"{output}-dead\"\n\
              create_topics = false\n",
             self.bootstrap
         );
+        if let Some(ops) = ops {
+            text.push_str(&format!("\n[ops]\nlisten = \"{ops}\"\n"));
+        }
         std::fs::write(&path, text).expect("writing the serve config");
         path
     }
 
-    fn spawn_serve(&self, kind: &str, input: &str, output: &str) -> anyhow::Result<Child> {
-        let config = self.serve_config(&self.stores[kind], &format!("g-{output}"), input, output);
+    fn spawn_serve(
+        &self,
+        kind: &str,
+        input: &str,
+        output: &str,
+        ops: Option<&str>,
+    ) -> anyhow::Result<Child> {
+        let config = self.serve_config(
+            &self.stores[kind],
+            &format!("g-{output}"),
+            input,
+            output,
+            ops,
+        );
         let log = std::fs::File::create(self.dir.join(format!("{output}.log")))?;
         Ok(Command::new(&self.keyscore)
             .arg("--config")
             .arg(&config)
             .arg("serve")
             .env("RUST_LOG", "info")
+            .env_remove("KEYSCORE_OPS_TOKEN")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -599,7 +629,7 @@ fn throughput_run(
     let output = env.fresh_output(&format!("out-{run}"))?;
     let child = match run {
         "passthrough" => spawn_passthrough(&env.bootstrap, input, &output, None)?,
-        kind => env.spawn_serve(kind, input, &output)?,
+        kind => env.spawn_serve(kind, input, &output, None)?,
     };
     let result = measure(
         run,
@@ -675,6 +705,9 @@ struct Latency {
     activate_at_s: f64,
     swap_seen_at_s: Option<f64>,
     per_second_p99_ms: Vec<f64>,
+    /// keyscore's own residence time over the paced phase, per stage (`handed`: polled to
+    /// handed to the producer; `acked`: polled to acknowledged by the broker).
+    residence: Vec<Residence>,
 }
 
 fn now_us() -> i64 {
@@ -703,7 +736,8 @@ fn latency_run(env: &Env, kind: &str, rate: u64, seconds: u64) -> anyhow::Result
     let input = format!("lat-in-{}", unique());
     create_topics(&env.bootstrap, &[&input], env.partitions)?;
     let output = env.fresh_output("lat-out")?;
-    let mut child = env.spawn_serve(kind, &input, &output)?;
+    let ops = format!("127.0.0.1:{}", free_port()?);
+    let mut child = env.spawn_serve(kind, &input, &output, Some(&ops))?;
     let pid = child.id();
     let swap_key = CITIES[0];
 
@@ -781,6 +815,7 @@ fn latency_run(env: &Env, kind: &str, rate: u64, seconds: u64) -> anyhow::Result
     }
 
     // The paced producer: record i is due at start + i / rate.
+    let residence_before = scrape_residence(&ops)?;
     let cpu0 = cpu_seconds(pid, ticks);
     let activate_at = Duration::from_secs_f64(seconds as f64 * 0.6);
     let mut activated = false;
@@ -838,6 +873,7 @@ fn latency_run(env: &Env, kind: &str, rate: u64, seconds: u64) -> anyhow::Result
         std::thread::sleep(Duration::from_millis(50));
     }
     let cpu1 = cpu_seconds(pid, ticks);
+    let residence = residence(&residence_before, &scrape_residence(&ops)?);
     stop.store(true, Ordering::Relaxed);
     reader_thread.join().expect("reader thread");
     terminate(&mut child);
@@ -888,6 +924,7 @@ fn latency_run(env: &Env, kind: &str, rate: u64, seconds: u64) -> anyhow::Result
             .into_iter()
             .map(|b| percentiles(b).p99_ms)
             .collect(),
+        residence,
     };
     eprintln!("latency: {}", serde_json::to_string_pretty(&result)?);
     Ok(result)
@@ -972,6 +1009,30 @@ fn markdown(report: &Report) -> String {
                     s,
                     "| {w} | {at} | {} | {:.2} | {:.2} | {:.2} | {:.2} |",
                     p.count, p.p50_ms, p.p99_ms, p.p999_ms, p.max_ms
+                )
+                .ok();
+            }
+        }
+        if !l.residence.is_empty() {
+            writeln!(
+                s,
+                "\nkeyscore's own residence time over the paced phase \
+                 (`keyscore_residence_seconds`; bucket estimates, interpolated inside the bucket \
+                 shown), ms:\n\n| stage | records | p50 (bucket) | p99 (bucket) |\n|---|---:|---:|---:|"
+            )
+            .ok();
+            for r in &l.residence {
+                writeln!(
+                    s,
+                    "| {} | {:.0} | {:.3} ({:.2}-{:.2}) | {:.3} ({:.2}-{:.2}) |",
+                    r.stage,
+                    r.count,
+                    r.p50.estimate_ms,
+                    r.p50.from_ms,
+                    r.p50.to_ms,
+                    r.p99.estimate_ms,
+                    r.p99.from_ms,
+                    r.p99.to_ms
                 )
                 .ok();
             }

@@ -26,12 +26,12 @@
 #[allow(dead_code)]
 #[path = "e2e/common.rs"]
 mod common;
+#[path = "e2e/residence.rs"]
+mod residence;
 
 use std::{
-    collections::BTreeMap,
     fmt::Write as _,
-    io::{Read as _, Write as _},
-    net::TcpStream,
+    io::Write as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{
@@ -59,6 +59,7 @@ use rdkafka::{
     producer::{BaseProducer, BaseRecord, Producer},
     Offset, TopicPartitionList,
 };
+use residence::{residence, scrape_residence, BucketQuantile, Residence};
 use serde_json::json;
 
 #[derive(Debug, Parser)]
@@ -331,147 +332,6 @@ fn prepare_store(keyscore: &Path, models: &Path, db: &Path) -> anyhow::Result<St
 }
 
 // ---------------------------------------------------------------------------------------------
-// keyscore's residence histogram
-
-/// Cumulative bucket counts of `keyscore_residence_seconds` by stage: `(upper bound, count)`.
-type Buckets = BTreeMap<String, Vec<(f64, f64)>>;
-
-/// Reads `/metrics` from keyscore's ops endpoint.
-fn scrape(addr: &str) -> anyhow::Result<String> {
-    let mut s = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    ensure!(
-        text.starts_with("HTTP/1.1 200"),
-        "GET /metrics: {}",
-        text.lines().next().unwrap_or("no answer")
-    );
-    Ok(text)
-}
-
-/// The value of label `name` in a metric line's `{...}`.
-fn label<'a>(line: &'a str, name: &str) -> Option<&'a str> {
-    let key = format!("{name}=\"");
-    let at = line.find(&key)? + key.len();
-    let end = line[at..].find('"')?;
-    Some(&line[at..at + end])
-}
-
-/// The residence histogram's buckets in a `/metrics` text.
-fn residence_buckets(metrics: &str) -> Buckets {
-    let mut out = Buckets::new();
-    for line in metrics.lines() {
-        if !line.starts_with("keyscore_residence_seconds_bucket{") {
-            continue;
-        }
-        let (Some(stage), Some(le)) = (label(line, "stage"), label(line, "le")) else {
-            continue;
-        };
-        let Some(count) = line.rsplit(' ').next().and_then(|c| c.parse::<f64>().ok()) else {
-            continue;
-        };
-        let bound = if le == "+Inf" {
-            f64::INFINITY
-        } else {
-            le.parse().unwrap_or(f64::NAN)
-        };
-        out.entry(stage.to_string())
-            .or_default()
-            .push((bound, count));
-    }
-    for v in out.values_mut() {
-        v.sort_by(|a, b| a.0.total_cmp(&b.0));
-    }
-    out
-}
-
-/// A quantile estimated from histogram buckets, in ms.
-#[derive(Debug, Clone, serde::Serialize)]
-struct BucketQuantile {
-    /// Linear interpolation inside the bucket (as Prometheus' `histogram_quantile`); the upper
-    /// bound of the finite buckets when the quantile falls in `+Inf`.
-    estimate_ms: f64,
-    /// The bucket's lower bound.
-    from_ms: f64,
-    /// The bucket's upper bound (infinite for `+Inf`).
-    to_ms: f64,
-}
-
-/// Residence of one stage over the paced phase.
-#[derive(Debug, Clone, serde::Serialize)]
-struct Residence {
-    stage: String,
-    count: f64,
-    p50: BucketQuantile,
-    p99: BucketQuantile,
-}
-
-fn bucket_quantile(buckets: &[(f64, f64)], q: f64) -> Option<BucketQuantile> {
-    let total = buckets.last()?.1;
-    if total <= 0.0 {
-        return None;
-    }
-    let rank = q * total;
-    let mut prev = (0.0, 0.0);
-    for &(bound, count) in buckets {
-        if count >= rank {
-            if bound.is_infinite() {
-                return Some(BucketQuantile {
-                    estimate_ms: prev.0 * 1000.0,
-                    from_ms: prev.0 * 1000.0,
-                    to_ms: f64::INFINITY,
-                });
-            }
-            let inside = count - prev.1;
-            let frac = if inside > 0.0 {
-                (rank - prev.1) / inside
-            } else {
-                1.0
-            };
-            return Some(BucketQuantile {
-                estimate_ms: (prev.0 + (bound - prev.0) * frac) * 1000.0,
-                from_ms: prev.0 * 1000.0,
-                to_ms: bound * 1000.0,
-            });
-        }
-        prev = (bound, count);
-    }
-    None
-}
-
-/// Residence per stage between two scrapes (`after` minus `before`).
-fn residence(before: &Buckets, after: &Buckets) -> Vec<Residence> {
-    let mut out = Vec::new();
-    for (stage, buckets) in after {
-        let diff: Vec<(f64, f64)> = buckets
-            .iter()
-            .map(|&(bound, count)| {
-                let was = before
-                    .get(stage)
-                    .and_then(|b| b.iter().find(|(x, _)| *x == bound))
-                    .map_or(0.0, |(_, c)| *c);
-                (bound, count - was)
-            })
-            .collect();
-        if let (Some(p50), Some(p99)) = (bucket_quantile(&diff, 0.5), bucket_quantile(&diff, 0.99))
-        {
-            out.push(Residence {
-                stage: stage.clone(),
-                count: diff.last().map_or(0.0, |d| d.1),
-                p50,
-                p99,
-            });
-        }
-    }
-    out
-}
-
-// ---------------------------------------------------------------------------------------------
 // One run
 
 /// A received record.
@@ -682,20 +542,6 @@ fn spawn_keyscore(
         store: Some(store),
         log,
     })
-}
-
-/// Scrapes keyscore's residence buckets, retrying until its ops endpoint answers.
-fn scrape_residence(addr: &str) -> anyhow::Result<Buckets> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match scrape(addr) {
-            Ok(text) => return Ok(residence_buckets(&text)),
-            Err(err) if Instant::now() >= deadline => {
-                return Err(err.context("scraping keyscore's /metrics"))
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(200)),
-        }
-    }
 }
 
 /// Runs `keyscore activate --key SWAP_KEY --version 2` on a thread; returns when it started
@@ -1251,10 +1097,12 @@ fn main() -> anyhow::Result<()> {
     };
     let mut runs: Vec<Run> = Vec::new();
     let mut report = String::new();
+    let mut failed: Vec<String> = Vec::new();
     for &engine in &args.engine {
         for &rate in &args.rate {
             let mut tansu: Option<Tansu> = None;
             let first = runs.len();
+            let failed_before = failed.len();
             for &mode in &args.modes {
                 if tansu.is_none() || args.broker_per_run {
                     drop(tansu.take());
@@ -1267,10 +1115,27 @@ fn main() -> anyhow::Result<()> {
                     args.seconds,
                     mode.label()
                 );
-                runs.push(run_one(&ctx, broker, engine, mode, rate)?);
+                // A run that fails (the broker cannot take the rate, say) is reported, and the
+                // next run gets a fresh broker.
+                match run_one(&ctx, broker, engine, mode, rate) {
+                    Ok(run) => runs.push(run),
+                    Err(err) => {
+                        let line = format!(
+                            "{} engine, {rate} records/s: {} failed: {err:#}",
+                            engine.name(),
+                            mode.label()
+                        );
+                        eprintln!("  {line}");
+                        failed.push(line);
+                        drop(tansu.take());
+                    }
+                }
             }
             let these: Vec<&Run> = runs[first..].iter().collect();
-            let table = markdown(&args, &these);
+            let mut table = markdown(&args, &these);
+            for line in &failed[failed_before..] {
+                table.push_str(&format!("\n**Failed:** {line}\n"));
+            }
             eprint!("{table}");
             report.push_str(&table);
         }
