@@ -120,6 +120,11 @@ struct Args {
     /// `synchronous_commit=off` (repeatable).
     #[arg(long)]
     pg_setting: Vec<String>,
+    /// Index the SQLite engine's `header` table by record once the broker is up (Tansu 0.6
+    /// has no index there, so fetching records that carry headers slows the broker down as
+    /// the topic grows; see `Tansu::index_sqlite_headers`).
+    #[arg(long)]
+    sqlite_header_index: bool,
     /// Write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -1106,7 +1111,11 @@ fn main() -> anyhow::Result<()> {
             for &mode in &args.modes {
                 if tansu.is_none() || args.broker_per_run {
                     drop(tansu.take());
-                    tansu = Some(Tansu::start(&dir, engine, &args.pg_setting)?);
+                    let broker = Tansu::start(&dir, engine, &args.pg_setting)?;
+                    if args.sqlite_header_index {
+                        broker.index_sqlite_headers()?;
+                    }
+                    tansu = Some(broker);
                 }
                 let broker = tansu.as_mut().expect("started above");
                 eprintln!(

@@ -145,6 +145,8 @@ pub(crate) struct Tansu {
     child: Child,
     port: u16,
     log: PathBuf,
+    /// The SQLite engine's database.
+    sqlite_db: Option<PathBuf>,
     // Dropped after the broker is killed (fields drop after `Drop::drop`).
     _postgres: Option<Postgres>,
 }
@@ -165,6 +167,7 @@ impl Tansu {
              {ENGINES_SCRIPT} (or set KEYSCORE_TANSU)",
             bin.display()
         );
+        let sqlite_db = (engine == Engine::Sqlite).then(|| dir.join("tansu.db"));
         let (storage, postgres) = match engine {
             Engine::Memory => ("memory://tansu/".to_string(), None),
             Engine::Sqlite => {
@@ -200,6 +203,7 @@ impl Tansu {
             child,
             port,
             log: log_path,
+            sqlite_db,
             _postgres: postgres,
         };
         let probe: BaseConsumer = client(&tansu.bootstrap()).create()?;
@@ -230,6 +234,27 @@ impl Tansu {
             std::thread::sleep(Duration::from_millis(100));
         }
         Ok(tansu)
+    }
+
+    /// Indexes the SQLite engine's `header` table by record. Tansu 0.6 creates it without an
+    /// index (`tansu-storage/src/ddl/040-header.sql`) and reads each fetched record's headers
+    /// with a query on `(topition, offset_id)` (`header_fetch.sql`): without an index every
+    /// fetched record scans all headers stored so far, behind the one lock its connection
+    /// holds, so a topic whose records carry headers slows the whole broker down as it grows.
+    /// Call once the broker is up (its tables exist); a no-op for the other engines.
+    pub(crate) fn index_sqlite_headers(&self) -> anyhow::Result<()> {
+        let Some(db) = &self.sqlite_db else {
+            return Ok(());
+        };
+        let conn =
+            rusqlite::Connection::open(db).with_context(|| format!("opening {}", db.display()))?;
+        conn.busy_timeout(Duration::from_secs(30))?;
+        conn.execute(
+            "create index if not exists header_by_record on header (topition, offset_id)",
+            [],
+        )
+        .context("indexing Tansu's header table")?;
+        Ok(())
     }
 
     /// `host:port` for clients.

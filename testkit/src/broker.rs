@@ -18,6 +18,10 @@
 //!   takeover before restarting.
 //! * Its in-memory storage slows down as a topic grows, so no latency figure is read without
 //!   the broker's own floor measured in the same run.
+//! * Its SQLite storage (not used by the tests) has no index on its `header` table: fetching
+//!   records that carry headers, as keyscore's outputs do, scans every header stored so far and
+//!   stalls the broker as the topic grows. The latency bench adds the index
+//!   (`--sqlite-header-index`).
 //! * Also seen: a group that does not recover after the broker is paused, batches stored twice
 //!   despite the idempotent producer, end offsets reported too low. Tests read topics to the
 //!   records they expect (by id), never to a reported end alone.
