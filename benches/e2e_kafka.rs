@@ -1013,39 +1013,10 @@ fn markdown(report: &Report) -> String {
                 .ok();
             }
         }
-        if !l.residence.is_empty() {
-            writeln!(
-                s,
-                "\nkeyscore's own residence time over the paced phase \
-                 (`keyscore_residence_seconds`; bucket estimates, interpolated inside the bucket \
-                 shown), ms:\n\n| stage | records | p50 (bucket) | p99 (bucket) |\n|---|---:|---:|---:|"
-            )
-            .ok();
-            for r in &l.residence {
-                writeln!(
-                    s,
-                    "| {} | {:.0} | {:.3} ({:.2}-{:.2}) | {:.3} ({:.2}-{:.2}) |",
-                    r.stage,
-                    r.count,
-                    r.p50.estimate_ms,
-                    r.p50.from_ms,
-                    r.p50.to_ms,
-                    r.p99.estimate_ms,
-                    r.p99.from_ms,
-                    r.p99.to_ms
-                )
-                .ok();
-            }
-        }
+        s.push_str(&residence::markdown(&l.residence));
     }
     s
 }
-
-/// The allocator keyscore runs with, so the passthrough child (this binary) compares like with
-/// like: librdkafka's messages are allocated and freed through it too.
-#[cfg(target_os = "linux")]
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();

@@ -59,7 +59,7 @@ use rdkafka::{
     producer::{BaseProducer, BaseRecord, Producer},
     Offset, TopicPartitionList,
 };
-use residence::{residence, scrape_residence, BucketQuantile, Residence};
+use residence::{residence, scrape_residence, Residence};
 use serde_json::json;
 
 #[derive(Debug, Parser)]
@@ -1027,39 +1027,10 @@ fn markdown(args: &Args, runs: &[&Run]) -> String {
                 .ok();
             }
         }
-        if !r.residence.is_empty() {
-            writeln!(
-                s,
-                "\nkeyscore's own residence time over the paced phase (`keyscore_residence_seconds`; \
-                 bucket estimates, interpolated inside the bucket shown), ms:\n"
-            )
-            .ok();
-            writeln!(s, "| stage | records | p50 (bucket) | p99 (bucket) |").ok();
-            writeln!(s, "|---|---:|---:|---:|").ok();
-            for res in &r.residence {
-                let q = |b: &BucketQuantile| {
-                    format!("{} ({}-{})", ms(b.estimate_ms), ms(b.from_ms), ms(b.to_ms))
-                };
-                writeln!(
-                    s,
-                    "| {} | {:.0} | {} | {} |",
-                    res.stage,
-                    res.count,
-                    q(&res.p50),
-                    q(&res.p99)
-                )
-                .ok();
-            }
-        }
+        s.push_str(&residence::markdown(&r.residence));
     }
     s
 }
-
-/// The allocator keyscore runs with, so the passthrough child (this binary) compares like with
-/// like: librdkafka's messages are allocated and freed through it too.
-#[cfg(target_os = "linux")]
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -1102,12 +1073,11 @@ fn main() -> anyhow::Result<()> {
     };
     let mut runs: Vec<Run> = Vec::new();
     let mut report = String::new();
-    let mut failed: Vec<String> = Vec::new();
     for &engine in &args.engine {
         for &rate in &args.rate {
             let mut tansu: Option<Tansu> = None;
             let first = runs.len();
-            let failed_before = failed.len();
+            let mut failed: Vec<String> = Vec::new();
             for &mode in &args.modes {
                 if tansu.is_none() || args.broker_per_run {
                     drop(tansu.take());
@@ -1142,7 +1112,7 @@ fn main() -> anyhow::Result<()> {
             }
             let these: Vec<&Run> = runs[first..].iter().collect();
             let mut table = markdown(&args, &these);
-            for line in &failed[failed_before..] {
+            for line in &failed {
                 table.push_str(&format!("\n**Failed:** {line}\n"));
             }
             eprint!("{table}");

@@ -31,6 +31,13 @@ use rdkafka::{
     ClientConfig,
 };
 
+/// The allocator keyscore runs with, for the bench binaries too, so the passthrough child (a
+/// bench binary) compares like with like: librdkafka's messages are allocated and freed
+/// through it as in keyscore.
+#[cfg(target_os = "linux")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// The install script of the Tansu build with storage engines, named in errors.
 pub(crate) const ENGINES_SCRIPT: &str = "benches/e2e/install-tansu-engines.sh";
 

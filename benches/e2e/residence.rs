@@ -4,6 +4,7 @@
 
 use std::{
     collections::BTreeMap,
+    fmt::Write as _,
     io::{Read as _, Write as _},
     net::TcpStream,
     time::{Duration, Instant},
@@ -161,4 +162,30 @@ pub(crate) fn scrape_residence(addr: &str) -> anyhow::Result<Buckets> {
             Err(_) => std::thread::sleep(Duration::from_millis(200)),
         }
     }
+}
+
+/// The residence figures as a markdown table, with the sentence that introduces it.
+pub(crate) fn markdown(residence: &[Residence]) -> String {
+    let mut s = String::new();
+    if residence.is_empty() {
+        return s;
+    }
+    s.push_str(
+        "\nkeyscore's own residence time over the paced phase (`keyscore_residence_seconds`; \
+         bucket estimates, interpolated inside the bucket shown), ms:\n\n\
+         | stage | records | p50 (bucket) | p99 (bucket) |\n|---|---:|---:|---:|\n",
+    );
+    let q = |b: &BucketQuantile| format!("{:.2} ({:.2}-{:.2})", b.estimate_ms, b.from_ms, b.to_ms);
+    for r in residence {
+        writeln!(
+            s,
+            "| {} | {:.0} | {} | {} |",
+            r.stage,
+            r.count,
+            q(&r.p50),
+            q(&r.p99)
+        )
+        .ok();
+    }
+    s
 }
